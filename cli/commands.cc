@@ -1,0 +1,22 @@
+#include "cli/commands.h"
+
+#include <cstdio>
+
+namespace tessera::cli {
+namespace {
+
+int RunVersion(int, char**) {
+  std::printf("tessera 0.1.0\n");
+  return 0;
+}
+
+}  // namespace
+
+const std::vector<Command>& Commands() {
+  static const std::vector<Command> commands = {
+      {"version", "print the version", RunVersion},
+  };
+  return commands;
+}
+
+}  // namespace tessera::cli

@@ -1,0 +1,221 @@
+// Device-neutral kernel entry points.
+//
+// Every operation a MoE decoder needs, dispatched on the device of its tensors to the CPU
+// implementation (kernels/cpu, AVX2/AVX-512 chosen at run time) or, in CUDA builds, to
+// kernels/cuda. Each operation also has a plain reference implementation in namespace
+// tessera::ref (kernels/cpu/reference.h) that tests compare against.
+//
+// Conventions:
+// - Activations are f32 on the CPU. Linear weights keep their checkpoint dtype (f32, bf16, f16 or
+//   fp8 e4m3 with 128x128 block scales). Small parameters (norm weights, biases, router bias,
+//   sinks) are f32.
+// - Shapes are given in comments as [num_tokens, hidden_size] etc.; "contiguous" means row-major
+//   with no gaps. Outputs are preallocated by the caller with the documented shape and dtype.
+// - Bad shapes or dtypes return INVALID_ARGUMENT naming the operand; kernels never read or write
+//   out of bounds.
+// - Thread safety: operations on disjoint outputs may run concurrently; the CPU kernels use
+//   ThreadPool::Default() internally.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/types/span.h"
+#include "kernels/base/tensor.h"
+
+namespace tessera {
+
+// ---- Linear layers -----------------------------------------------------------------------------
+
+// A linear layer's weight in the Hugging Face layout: [out_features, in_features] ("n x k"),
+// row-major, rows contiguous. For fp8 e4m3 block quantisation (DeepSeek-V3 style) `scale_inv`
+// holds one f32 multiplier per [block_n x block_k] tile: [ceil(n/block_n), ceil(k/block_k)];
+// the real weight is w[i][j] * scale_inv[i / block_n][j / block_k].
+struct LinearWeight {
+  Tensor weight;     // [n, k]: f32, bf16, f16 or f8_e4m3
+  Tensor scale_inv;  // undefined, or [ceil(n/block_n), ceil(k/block_k)] f32 (fp8 only)
+  int block_n = 128;
+  int block_k = 128;
+
+  int64_t out_features() const { return weight.dim(0); }
+  int64_t in_features() const { return weight.dim(1); }
+};
+
+// out = x · Wᵀ (+ bias).
+// x: [m, k] f32 (rows may be strided; elements within a row contiguous)
+// bias: undefined or [n] f32
+// out: [m, n] f32 contiguous
+// Few rows (decode) take a GEMV-shaped path streaming the weights once; many rows (prefill) a
+// blocked GEMM. Multi-threaded over n.
+absl::Status Linear(const Tensor& x, const LinearWeight& w, const Tensor& bias, Tensor& out);
+
+// ---- Normalisation and elementwise -------------------------------------------------------------
+
+// out[t] = x[t] / sqrt(mean(x[t]^2) + eps) * weight.   x, out: [num_tokens, hidden] f32 (out may
+// alias x); weight: [hidden] f32. Works on any 2-D view whose rows are contiguous, e.g. per-head
+// q/k norm on [num_tokens * num_heads, head_dim].
+absl::Status RmsNorm(const Tensor& x, const Tensor& weight, float eps, Tensor& out);
+
+// residual += delta; out = RmsNorm(residual). residual, delta, out: [num_tokens, hidden] f32.
+// The pre-norm transformer's "add & norm" in one pass.
+absl::Status AddRmsNorm(Tensor& residual, const Tensor& delta, const Tensor& weight, float eps,
+                        Tensor& out);
+
+// out = silu(gate) * up, with gate_up: [num_tokens, 2 * inter] = [gate | up] (vLLM layout);
+// out: [num_tokens, inter] f32.
+absl::Status SiluAndMul(const Tensor& gate_up, Tensor& out);
+
+// gpt-oss clamped SwiGLU. gate_up: [num_tokens, 2 * inter] interleaved (gate = [..., 0::2],
+// up = [..., 1::2], as the checkpoint stores it); gate = min(gate, limit);
+// up = clamp(up, -limit, limit); out = (up + 1) * gate * sigmoid(alpha * gate).
+absl::Status ClampedSwiGlu(const Tensor& gate_up, float alpha, float limit, Tensor& out);
+
+// In-place softmax over the last dimension. x: [rows, cols] f32 with contiguous rows.
+absl::Status Softmax(Tensor& x);
+
+// out[t] = table[ids[t] - vocab_start] (converted to f32), or zeros when ids[t] is outside
+// [vocab_start, vocab_start + table.rows) (vocab-parallel embedding).
+// table: [vocab_rows, hidden] f32/bf16/f16; ids: [num_tokens] i32; out: [num_tokens, hidden] f32.
+// An id outside [0, vocab_size) is INVALID_ARGUMENT when vocab_size > 0.
+absl::Status Embedding(const Tensor& table, const Tensor& ids, int64_t vocab_start,
+                       int64_t vocab_size, Tensor& out);
+
+// out += scale * x (elementwise, same shape, f32).
+absl::Status Axpy(float scale, const Tensor& x, Tensor& out);
+
+// ---- Rotary position embedding -----------------------------------------------------------------
+
+struct RopeConfig {
+  enum class Scaling { kNone, kLinear, kYarn, kLlama3 };
+  int head_dim = 0;     // size of each head vector
+  int rotary_dim = 0;   // leading dims that rotate (partial rotary); 0 means head_dim
+  bool neox_style = true;  // true: rotate halves (x[i], x[i + d/2]); false: GPT-J pairs (x[2i], x[2i+1])
+  double theta = 10000.0;
+  int64_t max_position = 4096;
+  Scaling scaling = Scaling::kNone;
+  double factor = 1.0;                       // linear / yarn / llama3
+  int64_t original_max_position = 0;         // yarn / llama3
+  double beta_fast = 32.0, beta_slow = 1.0;  // yarn
+  double mscale = 1.0, mscale_all_dim = 0.0; // yarn (DeepSeek-V3); 0 = unused
+  bool truncate = true;                      // yarn: round the correction range (gpt-oss: false)
+  double low_freq_factor = 1.0, high_freq_factor = 4.0;  // llama3
+  // Multiplier applied to cos and sin (YaRN's attention scaling as the HF implementations do).
+  double AttentionScaling() const;
+};
+
+// Precomputed cos/sin tables for positions [0, max_position).
+class RopeCache {
+ public:
+  static absl::StatusOr<RopeCache> Create(const RopeConfig& config);
+  const RopeConfig& config() const { return config_; }
+  // [max_position, rotary_dim / 2] f32 each; already multiplied by AttentionScaling().
+  const Tensor& cos() const { return cos_; }
+  const Tensor& sin() const { return sin_; }
+  // Inverse frequencies [rotary_dim / 2] (after scaling), for tests.
+  const std::vector<double>& inv_freq() const { return inv_freq_; }
+
+ private:
+  RopeConfig config_;
+  Tensor cos_, sin_;
+  std::vector<double> inv_freq_;
+};
+
+// Rotates x in place. x: [num_tokens, num_heads, head_dim] f32 (head rows contiguous; token
+// stride may be larger, e.g. a view into a fused qkv buffer); positions: [num_tokens] i32 or i64.
+// A position >= max_position is OUT_OF_RANGE.
+absl::Status ApplyRope(const RopeCache& cache, const Tensor& positions, Tensor& x);
+
+// ---- MoE routing -------------------------------------------------------------------------------
+
+struct RouterConfig {
+  enum class Scoring {
+    kSoftmax,        // softmax over all experts, then top-k (Mixtral, Qwen2/3-MoE)
+    kSoftmaxTopK,    // top-k on logits, then softmax over the selected (gpt-oss)
+    kSigmoid,        // sigmoid scores; selection by score + correction bias (DeepSeek-V3, GLM-4.5)
+  };
+  Scoring scoring = Scoring::kSoftmax;
+  int top_k = 2;
+  bool renormalize = false;  // divide the selected weights by their sum (norm_topk_prob)
+  int n_group = 1;           // group-limited selection (DeepSeek-V3): experts in n_group groups,
+  int topk_group = 1;        // groups ranked by the sum of their top-2 biased scores
+  float routed_scaling_factor = 1.0f;  // multiplies the final weights
+};
+
+// logits: [num_tokens, num_experts] f32; correction_bias: undefined or [num_experts] f32;
+// topk_weights: [num_tokens, top_k] f32; topk_ids: [num_tokens, top_k] i32.
+// Selected experts come in descending order of selection score; ties go to the lower index.
+absl::Status MoeRoute(const Tensor& logits, const Tensor& correction_bias,
+                      const RouterConfig& config, Tensor& topk_weights, Tensor& topk_ids);
+
+// ---- Attention over a paged KV cache -----------------------------------------------------------
+
+// The KV cache of one layer is split into blocks of `block_size` token slots. A sequence's block
+// table lists its blocks in order; token position p lives in block block_table[p / block_size],
+// slot p % block_size. slot_mapping values are block * block_size + slot.
+
+// Writes new keys/values into the cache.
+// k: [num_tokens, num_kv_heads, head_dim_k], v: [num_tokens, num_kv_heads, head_dim_v] f32;
+// slot_mapping: [num_tokens] i64 (a negative slot skips the token);
+// k_cache: [num_blocks, block_size, num_kv_heads, head_dim_k], v_cache likewise with head_dim_v.
+// Caches may be strided views (the MLA latent cache uses one buffer for both).
+absl::Status WriteKvCache(const Tensor& k, const Tensor& v, const Tensor& slot_mapping,
+                          Tensor& k_cache, Tensor& v_cache);
+
+struct AttentionParams {
+  float scale = 1.0f;       // multiplies q·k
+  int sliding_window = 0;   // > 0: a query at position p sees keys at positions > p - window
+  Tensor sinks;             // undefined, or [num_heads] f32: an extra logit per head that joins
+                            // the softmax denominator only (gpt-oss)
+};
+
+// Variable-length causal attention for a batch of sequences whose new tokens (a prefill chunk, or
+// one decode token) are already written to the cache.
+// q: [num_tokens, num_heads, head_dim_k] f32, tokens of sequence s at rows
+//    [query_start_loc[s], query_start_loc[s + 1]);
+// k_cache / v_cache: as in WriteKvCache (num_heads must be a multiple of num_kv_heads: GQA/MQA);
+// block_tables: [num_seqs, max_blocks_per_seq] i32;
+// seq_lens: [num_seqs] i32, the context length of each sequence including its new tokens: the
+//   query rows of sequence s are positions seq_lens[s] - q_len .. seq_lens[s] - 1;
+// query_start_loc: [num_seqs + 1] i32;
+// out: [num_tokens, num_heads, head_dim_v] f32.
+absl::Status PagedAttention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
+                            const Tensor& block_tables, const Tensor& seq_lens,
+                            const Tensor& query_start_loc, const AttentionParams& params,
+                            Tensor& out);
+
+// ---- Sampling ----------------------------------------------------------------------------------
+
+struct SamplingParams {
+  float temperature = 1.0f;  // 0 = greedy
+  int top_k = 0;             // 0 or -1 = disabled
+  float top_p = 1.0f;
+  float min_p = 0.0f;
+  float repetition_penalty = 1.0f;  // on prompt and output tokens (HF/vLLM semantics)
+  float presence_penalty = 0.0f;    // on output tokens
+  float frequency_penalty = 0.0f;   // on output tokens
+  std::optional<uint64_t> seed;     // per-request seed: same seed, same tokens
+};
+
+struct SampleResult {
+  int32_t token = -1;
+  float logprob = 0.0f;  // log-probability of `token` under the raw model distribution
+};
+
+// Samples one token from logits: [vocab_size] f32 (modified in place by penalties and
+// processing). prompt_tokens / output_tokens drive the penalties. `step` is the index of the token
+// being generated; with a seed, the draw depends only on (seed, step), so results are
+// reproducible whatever else runs in the batch. Without a seed `fallback_random` (a uniform
+// number in [0, 1) supplied by the caller) is used.
+// Order (vLLM): penalties, temperature, top-k, top-p, min-p, then draw.
+absl::StatusOr<SampleResult> Sample(Tensor& logits, const SamplingParams& params,
+                                    absl::Span<const int32_t> prompt_tokens,
+                                    absl::Span<const int32_t> output_tokens, uint64_t step,
+                                    double fallback_random);
+
+// Validates sampling parameters (temperature >= 0, 0 < top_p <= 1, 0 <= min_p <= 1,
+// repetition_penalty > 0, ...) with an error naming the field.
+absl::Status ValidateSamplingParams(const SamplingParams& params);
+
+}  // namespace tessera
