@@ -1,0 +1,220 @@
+// Shared building blocks of the decoder models: weight loaders (Hugging Face tensor names),
+// dense gated MLP, Mixture-of-Experts block and grouped-query attention over the paged KV cache.
+//
+// Every loader validates the tensors it reads (presence, shape, dtype) and fails with a status
+// naming the tensor; every Forward takes f32 activations [num_tokens, ...] and calls kernels from
+// kernels/ops.h. Semantics follow the Hugging Face modelling code of each family (noted inline).
+//
+// Thread safety: layers are immutable after loading; Forward() may be called from one thread at a
+// time per layer object (they allocate their own temporaries; kernels parallelise internally).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "kernels/base/tensor.h"
+#include "kernels/ops.h"
+#include "worker/attention_batch.h"
+#include "worker/kv_cache.h"
+
+namespace tessera {
+
+class Checkpoint;    // worker/checkpoint/checkpoint.h
+struct ModelConfig;  // worker/checkpoint/model_config.h
+
+// ---- Weight loading ----------------------------------------------------------------------------
+
+// How linear weights are stored (from config.json's quantization_config).
+struct WeightFormat {
+  bool fp8_block = false;  // fp8 e4m3 weights with "<name>_scale_inv" block scales
+  int block_n = 128;       // weight_block_size[0]
+  int block_k = 128;       // weight_block_size[1]
+};
+WeightFormat WeightFormatFromConfig(const ModelConfig& config);
+
+// A Linear layer: weight (+ optional bias).
+struct LinearLayer {
+  LinearWeight weight;  // [out_features, in_features]
+  Tensor bias;          // undefined or [out_features] f32
+
+  int64_t out_features() const { return weight.out_features(); }
+  int64_t in_features() const { return weight.in_features(); }
+  // x: [m, in_features] f32; out (allocated when undefined or of another shape): [m, out] f32.
+  absl::Status Forward(const Tensor& x, Tensor& out) const;
+};
+
+// Loads "<prefix>.weight" [out_features, in_features] (f32/bf16/f16 kept as stored; fp8 e4m3
+// together with "<prefix>.weight_scale_inv" [ceil(out/block_n), ceil(in/block_k)] f32), and, when
+// `bias` is true, "<prefix>.bias" [out_features] converted to f32. A negative expected size is
+// not checked. Errors name the tensor and the expected and actual shapes.
+absl::StatusOr<LinearLayer> LoadLinear(const Checkpoint& ckpt, absl::string_view prefix,
+                                       int64_t out_features, int64_t in_features, bool bias,
+                                       const WeightFormat& format);
+
+// Loads tensor `name`, checks its shape and converts it to a contiguous f32 tensor
+// (norm weights, biases, router correction bias, sinks).
+absl::StatusOr<Tensor> LoadF32(const Checkpoint& ckpt, absl::string_view name,
+                               absl::Span<const int64_t> shape);
+// An RMSNorm weight "<prefix>.weight" [size] as f32.
+absl::StatusOr<Tensor> LoadNormWeight(const Checkpoint& ckpt, absl::string_view prefix,
+                                      int64_t size);
+
+// Concatenates two LinearWeights of equal in_features and dtype along out_features (fp8 only
+// when out_features of `a` is a multiple of block_n). Returns INVALID_ARGUMENT otherwise.
+absl::StatusOr<LinearWeight> ConcatOutFeatures(const LinearWeight& a, const LinearWeight& b);
+
+// ---- Rotary embedding --------------------------------------------------------------------------
+
+// The RopeConfig of a model from its config (rope_theta, rope_scaling, partial rotary, NeoX or
+// GPT-J pairing as the family's HF code applies it). head_dim: q/k head size; rotary_dim: rotating
+// dims (0 = head_dim).
+absl::StatusOr<RopeConfig> MakeRopeConfig(const ModelConfig& config, int head_dim,
+                                          int rotary_dim);
+
+// ---- Dense gated MLP ---------------------------------------------------------------------------
+
+// down_proj(act(gate_proj(x)) * up_proj(x)) with SiLU. Names: "<prefix>.gate_proj",
+// "<prefix>.up_proj", "<prefix>.down_proj" (Mixtral experts: "w1", "w3", "w2" via MlpNames).
+struct MlpNames {
+  std::string gate = "gate_proj";
+  std::string up = "up_proj";
+  std::string down = "down_proj";
+};
+
+class GatedMlp {
+ public:
+  static absl::StatusOr<GatedMlp> Load(const Checkpoint& ckpt, absl::string_view prefix,
+                                       int64_t hidden_size, int64_t intermediate_size,
+                                       const WeightFormat& format, const MlpNames& names = {});
+  int64_t hidden_size() const { return down_.out_features(); }
+  int64_t intermediate_size() const { return down_.in_features(); }
+
+  // x: [num_tokens, hidden_size] f32 (rows may be strided);
+  // out (allocated when undefined or of another shape): [num_tokens, hidden_size] f32.
+  absl::Status Forward(const Tensor& x, Tensor& out) const;
+
+ private:
+  bool fused_ = false;     // gate_up_ holds [gate; up] rows
+  LinearLayer gate_up_;    // fused [2 * inter, hidden], or gate only when !fused_
+  LinearLayer up_;         // when !fused_
+  LinearLayer down_;
+};
+
+// ---- Mixture of Experts ------------------------------------------------------------------------
+
+struct MoeSpec {
+  enum class Experts {
+    kSeparate,  // "<prefix>.experts.{e}.{gate_proj,up_proj,down_proj}" (Qwen-MoE, GLM, DeepSeek)
+    kMixtral,   // "<prefix>.experts.{e}.{w1,w3,w2}" (Mixtral, MiniMax-M2)
+    kGptOss,    // stacked "<prefix>.experts.gate_up_proj" [E, hidden, 2*inter] (+ _bias
+                // [E, 2*inter]), "down_proj" [E, inter, hidden] (+ _bias [E, hidden]); x @ W
+                // layout, converted at load time to per-expert [out, in]; ClampedSwiGlu
+  };
+  Experts experts = Experts::kSeparate;
+  int num_experts = 0;
+  int64_t hidden_size = 0;
+  int64_t moe_intermediate_size = 0;
+  RouterConfig router;
+  std::string gate_name = "gate";     // router Linear "<prefix>.<gate_name>" [num_experts, hidden]
+  bool router_bias = false;           // router Linear has a bias (gpt-oss "router")
+  bool correction_bias = false;       // "<prefix>.<correction_bias_name>" [num_experts] f32
+  std::string correction_bias_name = "gate.e_score_correction_bias";
+  // Shared experts: one GatedMlp of shared_intermediate_size (0 = none), named
+  // "<prefix>.<shared_name>"; with shared_gate, its output is multiplied by
+  // sigmoid("<prefix>.shared_expert_gate" · x) (Qwen2-MoE).
+  int64_t shared_intermediate_size = 0;
+  std::string shared_name = "shared_experts";
+  bool shared_gate = false;
+  float swiglu_alpha = 1.702f;  // gpt-oss
+  float swiglu_limit = 7.0f;    // gpt-oss
+};
+
+class MoeBlock {
+ public:
+  static absl::StatusOr<MoeBlock> Load(const Checkpoint& ckpt, absl::string_view prefix,
+                                       const MoeSpec& spec, const WeightFormat& format);
+  const MoeSpec& spec() const { return spec_; }
+
+  // Routes every token to top_k experts, runs each expert on the rows routed to it and adds the
+  // weighted outputs (+ the shared experts).
+  // x: [num_tokens, hidden_size] f32; out (allocated when undefined or of another shape):
+  // [num_tokens, hidden_size] f32.
+  absl::Status Forward(const Tensor& x, Tensor& out) const;
+
+ private:
+  struct Expert {
+    LinearLayer gate_up;  // [2 * inter, hidden]: [gate | up] halves, or gpt-oss interleaved
+    LinearLayer gate;     // when gate_up is not fused
+    LinearLayer up;
+    LinearLayer down;     // [hidden, inter]
+    bool fused = false;
+  };
+  MoeSpec spec_;
+  LinearLayer router_;
+  Tensor correction_bias_;                  // undefined or [num_experts] f32
+  std::vector<Expert> experts_;
+  std::unique_ptr<GatedMlp> shared_;        // null without shared experts
+  LinearLayer shared_gate_;                 // [1, hidden] when spec_.shared_gate
+};
+
+// ---- Grouped-query attention -------------------------------------------------------------------
+
+struct AttentionSpec {
+  int64_t hidden_size = 0;
+  int num_heads = 0;
+  int num_kv_heads = 0;
+  int head_dim = 0;
+  bool qkv_bias = false;  // q/k/v_proj have biases (Qwen2, GLM-4.5, gpt-oss)
+  bool o_bias = false;    // o_proj has a bias (gpt-oss)
+  enum class QkNorm {
+    kNone,
+    kPerHead,    // RMSNorm over each head_dim vector: "q_norm"/"k_norm" [head_dim] (Qwen3, GLM)
+    kFullWidth,  // RMSNorm over all heads at once: [num_heads * head_dim] (MiniMax-M2)
+  };
+  QkNorm qk_norm = QkNorm::kNone;
+  float rms_norm_eps = 1e-6f;
+  int sliding_window = 0;  // > 0 on sliding layers
+  bool sinks = false;      // "<prefix>.sinks" [num_heads] (gpt-oss)
+  float scale = 0.0f;      // 0 = head_dim^-0.5
+};
+
+class GqaAttention {
+ public:
+  // Loads "<prefix>.{q,k,v,o}_proj" (+ "q_norm"/"k_norm", "sinks"). `rope` is shared by layers.
+  static absl::StatusOr<GqaAttention> Load(const Checkpoint& ckpt, absl::string_view prefix,
+                                           const AttentionSpec& spec,
+                                           std::shared_ptr<const RopeCache> rope,
+                                           const WeightFormat& format);
+  const AttentionSpec& spec() const { return spec_; }
+  LayerKvSpec kv_spec() const {
+    return {spec_.num_kv_heads, spec_.head_dim, spec_.head_dim, false};
+  }
+
+  // x: [num_tokens, hidden_size] f32 (normed input); k_cache / v_cache: this layer's cache views
+  // (KvCache::k_cache(layer), v_cache(layer)); out (allocated when undefined or of another
+  // shape): [num_tokens, hidden_size] f32. Writes this step's k/v at batch.slot_mapping.
+  absl::Status Forward(const Tensor& x, const AttentionBatch& batch, Tensor& k_cache,
+                       Tensor& v_cache, Tensor& out) const;
+
+ private:
+  AttentionSpec spec_;
+  std::shared_ptr<const RopeCache> rope_;
+  LinearLayer qkv_;  // fused [q | k | v] rows when dtypes allow; else q_, k_, v_
+  LinearLayer q_, k_, v_;
+  bool fused_ = false;
+  LinearLayer o_;
+  Tensor q_norm_, k_norm_;  // undefined, [head_dim] or [num_heads * head_dim] / [kv * head_dim]
+  Tensor sinks_;            // undefined or [num_heads] f32
+};
+
+// ---- Small helpers -----------------------------------------------------------------------------
+
+// Makes `t` a contiguous tensor of `shape` and dtype f32, reusing its buffer when it already is.
+absl::Status EnsureF32(Tensor& t, absl::Span<const int64_t> shape);
+
+}  // namespace tessera

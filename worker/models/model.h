@@ -1,0 +1,106 @@
+// Model: one decoder-only language model loaded on one CPU worker, and the registry that builds
+// the right implementation for a checkpoint's ModelFamily.
+//
+// Contract:
+// - A Model is built by LoadModel() from an open Checkpoint and its parsed ModelConfig; every
+//   weight is read and validated at load time (missing tensors, wrong shapes or dtypes and
+//   inconsistent config fields fail with a status naming the tensor or field).
+// - KvSpecs() describes the paged KV cache each decoder layer needs; the caller allocates a
+//   KvCache from it (worker/kv_cache.h) and builds an AttentionBatch per step.
+// - Forward() runs one step over a mixed batch (prefill chunks and decode tokens), writes the new
+//   tokens' keys/values into the cache and returns the logits of each sequence's last token.
+//
+// Implementations: the non-MLA families (Llama/Qwen3 dense, Qwen2/3-MoE, Mixtral, GLM-4.5,
+// MiniMax-M2, gpt-oss) in worker/models/{llama,qwen_moe,mixtral,glm4_moe,minimax_m2,gpt_oss}.cc
+// built from worker/models/layers.h; DeepSeek-V3 / Kimi K2 (MLA) in worker/models/deepseek_v3.cc.
+//
+// Thread safety: a Model's weights are immutable after loading; Forward() uses internal scratch
+// space, so one Forward() runs at a time per Model (kernels parallelise internally).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "kernels/base/tensor.h"
+#include "worker/attention_batch.h"
+#include "worker/kv_cache.h"
+
+namespace tessera {
+
+class Checkpoint;    // worker/checkpoint/checkpoint.h
+struct ModelConfig;  // worker/checkpoint/model_config.h
+
+struct ModelLoadOptions {
+  // Called after each decoder layer is loaded with (layers_done, num_layers); may be empty.
+  std::function<void(int, int)> progress;
+  // Tensor parallelism / expert parallelism coordinates of this worker. Single-rank for now:
+  // values other than (0, 1) are UNIMPLEMENTED.
+  int tp_rank = 0;
+  int tp_size = 1;
+};
+
+class Model {
+ public:
+  virtual ~Model() = default;
+
+  virtual const ModelConfig& config() const = 0;
+  virtual int64_t vocab_size() const = 0;
+  virtual int64_t hidden_size() const = 0;
+  // One entry per decoder layer, in layer order.
+  virtual std::vector<LayerKvSpec> KvSpecs() const = 0;
+
+  // Embedding + every decoder layer + the final norm.
+  // input_ids: [num_tokens] i32 (rows ordered as batch.query_start_loc says);
+  // hidden (output, allocated by the call): [num_tokens, hidden_size] f32 after the final norm.
+  // Writes this step's keys/values into `cache` at batch.slot_mapping.
+  virtual absl::Status ForwardHidden(const Tensor& input_ids, const AttentionBatch& batch,
+                                     KvCache& cache, Tensor& hidden) = 0;
+
+  // lm_head. hidden: [rows, hidden_size] f32 (rows may be strided);
+  // logits (output, allocated by the call): [rows, vocab_size] f32.
+  virtual absl::Status ComputeLogits(const Tensor& hidden, Tensor& logits) = 0;
+
+  // One step: ForwardHidden, then the logits of the rows batch.last_token_rows.
+  // logits (output, allocated by the call): [num_seqs, vocab_size] f32.
+  absl::Status Forward(const Tensor& input_ids, const AttentionBatch& batch, KvCache& cache,
+                       Tensor& logits);
+  // As Forward, but the logits of every token row: [num_tokens, vocab_size] f32 (tests).
+  absl::Status ForwardAllLogits(const Tensor& input_ids, const AttentionBatch& batch,
+                                KvCache& cache, Tensor& logits);
+};
+
+// Registry (worker/models/registry.cc): an explicit table from ModelFamily to loader functions of
+// this signature. The DeepSeek-V3 / Kimi K2 entry calls
+//   absl::StatusOr<std::unique_ptr<Model>> LoadDeepseekV3Model(const Checkpoint&,
+//                                                              const ModelConfig&,
+//                                                              const ModelLoadOptions&);
+// declared in worker/models/deepseek_v3.h (defined by the MLA implementation).
+using ModelLoaderFn = absl::StatusOr<std::unique_ptr<Model>> (*)(const Checkpoint&,
+                                                                 const ModelConfig&,
+                                                                 const ModelLoadOptions&);
+
+// Builds the model for config.family from the checkpoint. Errors name the tensor or config field
+// at fault; an unsupported family is UNIMPLEMENTED naming it.
+absl::StatusOr<std::unique_ptr<Model>> LoadModel(const Checkpoint& ckpt, const ModelConfig& config,
+                                                 const ModelLoadOptions& options = {});
+
+// Opens the checkpoint directory (config.json + *.safetensors) and loads it. The checkpoint stays
+// open (memory-mapped) for the model's lifetime when weights are used in place.
+struct LoadedModel {
+  std::unique_ptr<Checkpoint> checkpoint;
+  std::unique_ptr<ModelConfig> config;
+  std::unique_ptr<Model> model;
+  LoadedModel();
+  LoadedModel(LoadedModel&&) noexcept;
+  LoadedModel& operator=(LoadedModel&&) noexcept;
+  ~LoadedModel();
+};
+absl::StatusOr<LoadedModel> LoadModelFromDirectory(const std::string& dir,
+                                                   const ModelLoadOptions& options = {});
+
+}  // namespace tessera
