@@ -1,11 +1,11 @@
 """Minimal safetensors reader/writer in plain numpy, for the reference implementations.
 
 Contract:
-  * `Checkpoint(dir)` opens `model.safetensors.index.json` when present (following its
+  * `Checkpoint(dir[, block_size])` opens `model.safetensors.index.json` when present (following its
     `weight_map`), otherwise every `*.safetensors` file in `dir`. `get(name)` returns the tensor as
     a float64 numpy array; F8_E4M3 weights that have a companion `<name>_scale_inv` tensor are
-    dequantised block-wise (block size = ceil(shape / scale_shape), i.e. the
-    `weight_block_size` of the checkpoint).
+    dequantised block-wise with the checkpoint's
+    quantization_config.weight_block_size (default [128, 128]).
   * Decoding is written from the format definitions, not from any library:
       - BF16: the upper 16 bits of an IEEE binary32, so widen by shifting into a uint32.
       - F8_E4M3 (e4m3fn): 1 sign, 4 exponent (bias 7), 3 mantissa bits, subnormals when the
@@ -156,9 +156,19 @@ class SafetensorsFile:
 class Checkpoint:
     """All tensors of a Hugging Face checkpoint directory, decoded to float64 on demand."""
 
-    def __init__(self, model_dir):
+    def __init__(self, model_dir, block_size=None):
+        """block_size: fp8 weight block [rows, cols]; default: config.json's
+        quantization_config.weight_block_size, else [128, 128]."""
         self.dir = model_dir
         self._files = {}
+        if block_size is None:
+            block_size = [128, 128]
+            cfg_path = os.path.join(model_dir, "config.json")
+            if os.path.exists(cfg_path):
+                with open(cfg_path) as f:
+                    q = json.load(f).get("quantization_config") or {}
+                block_size = q.get("weight_block_size") or block_size
+        self.block = tuple(int(b) for b in block_size)
         self._where = {}
         index = os.path.join(model_dir, "model.safetensors.index.json")
         if os.path.exists(index):
@@ -203,8 +213,11 @@ class Checkpoint:
             scale = self.get(sname)
             if arr.ndim != 2 or scale.ndim != 2:
                 raise ValueError(f"{self.dir}: fp8 tensor {name}: expected 2-D weight and scale")
-            b0 = -(-arr.shape[0] // scale.shape[0])
-            b1 = -(-arr.shape[1] // scale.shape[1])
+            b0, b1 = self.block
+            want = (-(-arr.shape[0] // b0), -(-arr.shape[1] // b1))
+            if scale.shape != want:
+                raise ValueError(f"{self.dir}: {sname} has shape {scale.shape}, expected {want} "
+                                 f"for block size {self.block}")
             full = np.repeat(np.repeat(scale, b0, axis=0), b1, axis=1)
             arr = arr * full[:arr.shape[0], :arr.shape[1]]
         self._cache[name] = arr

@@ -1,0 +1,407 @@
+#!/usr/bin/env python3
+"""End-to-end check of Tessera against the independent numpy reference (tests/reference/).
+
+Two groups of cases, all run by `ctest -R py_reference_match_test` (plain python + unittest):
+
+  selfcheck/*  the reference on checkpoints written by tiny_ckpt.py: safetensors decoding, fp8
+               dequantisation, MLA absorbed == unabsorbed, causal mask, sliding window, sinks,
+               top-k routing, YaRN, teacher forcing == greedy recomputation, the CLI.
+  <dtype>/<arch>  `$TESSERA_BIN make-model --arch A --preset tiny --dtype D --seed 1 --out TMP`,
+               `$TESSERA_BIN generate --model TMP --prompt-ids PROMPT --max-tokens 32
+               --temperature 0 --dump-logits T.npy --json`, then the reference on TMP.
+     f32:       reference greedy by full recomputation; logits rows 0..16 (prefill + 16 decode
+                steps) must satisfy ||a-b||/||b|| < 1e-4 per row and all 32 tokens must match.
+     bf16, fp8: the reference is teacher-forced along Tessera's tokens (one causal pass gives the
+                logits of every position on the same prefix), every row must satisfy
+                ||a-b||/||b|| < 2e-2, and at every position where the reference's top-2 margin
+                exceeds 2 * max|a-b| of that row (so no error that small could flip the argmax)
+                Tessera's token must equal the reference argmax. Positions whose margin is within
+                the error are genuine near-ties and are not judged.
+An architecture in ARCHS whose make-model or generate fails (e.g. not implemented yet) FAILS; it
+is never skipped. Prints one line per case and a final line "N passed, M failed"; exit status 1 if
+anything failed. Env: TESSERA_BIN (required for the end-to-end cases), REFERENCE_MATCH_FILTER
+(optional substring filter on case names).
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import unittest
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import model as ref_model  # noqa: E402
+import st_io  # noqa: E402
+import tiny_ckpt  # noqa: E402
+
+# Architectures checked end to end (adjust consciously; a missing one FAILS, never skips).
+ARCHS = ["llama", "qwen3", "qwen3_moe", "qwen2_moe", "mixtral", "deepseek_v3", "glm4_moe",
+         "minimax_m2", "gpt_oss"]
+BF16_ARCHS = list(ARCHS)
+FP8_ARCHS = ["deepseek_v3", "minimax_m2", "qwen3_moe"]
+PROMPT = [1, 17, 42, 5, 63, 23, 31, 7, 50, 11, 2]  # 11 tokens, all < 64
+MAX_TOKENS = 32
+F32_LOGIT_ROWS = 17
+F32_REL_TOL = 1e-4
+LOW_PREC_REL_TOL = 2e-2
+CMD_TIMEOUT_S = 120
+
+
+def rel_err(a, b):
+    """||a-b|| / ||b||; NaN/inf anywhere gives inf so it can never pass a tolerance."""
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    if not (np.all(np.isfinite(a)) and np.all(np.isfinite(b))):
+        return float("inf")
+    nb = np.linalg.norm(b)
+    return float(np.linalg.norm(a - b) / nb) if nb > 0 else float(np.linalg.norm(a))
+
+
+def top2_margin(row):
+    s = np.sort(np.asarray(row, dtype=np.float64))
+    return float(s[-1] - s[-2])
+
+
+def _run(cmd):
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=CMD_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        raise AssertionError(f"timed out after {CMD_TIMEOUT_S}s: {' '.join(cmd)}")
+    except OSError as e:
+        raise AssertionError(f"cannot run {cmd[0]}: {e}")
+    if p.returncode != 0:
+        tail = (p.stderr or p.stdout).strip()[-600:]
+        raise AssertionError(f"exit {p.returncode}: {' '.join(cmd)}\n{tail}")
+    return p.stdout
+
+
+# ------------------------------------------------------------------------------------------------
+# Self-checks of the reference itself (tiny checkpoints written in Python).
+# ------------------------------------------------------------------------------------------------
+
+class SelfCheck(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.mkdtemp(prefix="refself_")
+
+    @classmethod
+    def tearDownClass(cls):
+        shutil.rmtree(cls.tmp, ignore_errors=True)
+
+    def ckpt(self, arch, dtype="f32", **overrides):
+        tag = "_".join([arch, dtype] + [f"{k}{v}" for k, v in sorted(overrides.items())])
+        d = os.path.join(self.tmp, tag.replace(" ", "").replace("'", "")[:120])
+        if not os.path.exists(os.path.join(d, "config.json")):
+            tiny_ckpt.write_tiny(arch, d, dtype, seed=3, **overrides)
+        return ref_model.ReferenceModel(d)
+
+    def test_e4m3fn_table_matches_format_definition(self):
+        t = st_io.E4M3FN_TABLE
+        self.assertEqual(t[0x38], 1.0)
+        self.assertEqual(t[0x7E], 448.0)
+        self.assertEqual(t[0xFE], -448.0)
+        self.assertEqual(t[0x01], 2.0 ** -9)  # smallest subnormal
+        self.assertEqual(t[0x08], 2.0 ** -6)  # smallest normal
+        self.assertTrue(np.isnan(t[0x7F]) and np.isnan(t[0xFF]))
+        self.assertEqual(int(np.sum(np.isnan(t))), 2)  # no infinities, only two NaNs
+        codes = np.array([b for b in range(256) if b not in (0x7F, 0xFF, 0x80)], dtype=np.uint8)
+        np.testing.assert_array_equal(st_io.encode_e4m3(t[codes]), codes)
+
+    def test_bf16_decode_and_round_to_nearest_even(self):
+        raw = np.array([0x3F80, 0xC000, 0x0000, 0x7F80, 0x3E80], dtype=np.uint16)
+        np.testing.assert_array_equal(st_io.decode_bf16(raw),
+                                      np.array([1.0, -2.0, 0.0, np.inf, 0.25], np.float32))
+        # 1 + 2^-8 is halfway between 1 and 1+2^-7: ties to even -> 1.0
+        self.assertEqual(st_io.bf16_round(np.array([1.0 + 2.0 ** -8]))[0], 1.0)
+        self.assertEqual(st_io.bf16_round(np.array([1.0 + 3 * 2.0 ** -8]))[0], 1.0 + 2.0 ** -6)
+
+    def test_sharded_checkpoint_follows_index(self):
+        d = os.path.join(self.tmp, "sharded")
+        os.makedirs(d, exist_ok=True)
+        a = np.arange(6, dtype=np.float32).reshape(2, 3)
+        b = np.array([1.5, -2.25], dtype=np.float64)
+        st_io.write_safetensors(os.path.join(d, "m-1.safetensors"), {"x.weight": ("F32", a)})
+        st_io.write_safetensors(os.path.join(d, "m-2.safetensors"), {"y.weight": ("BF16", b),
+                                                                     "z": ("F16", b)})
+        with open(os.path.join(d, "model.safetensors.index.json"), "w") as f:
+            json.dump({"weight_map": {"x.weight": "m-1.safetensors",
+                                      "y.weight": "m-2.safetensors",
+                                      "z": "m-2.safetensors"}}, f)
+        ck = st_io.Checkpoint(d)
+        np.testing.assert_array_equal(ck.get("x.weight"), a)
+        np.testing.assert_array_equal(ck.get("y.weight"), b)
+        np.testing.assert_array_equal(ck.get("z"), b)
+        with self.assertRaises(KeyError):
+            ck.get("missing")
+
+    def test_fp8_block_dequantisation(self):
+        rng = np.random.default_rng(0)
+        w = rng.standard_normal((37, 50)) * np.linspace(0.1, 10, 50)[None, :]
+        codes, scale_inv = st_io.quantize_fp8_blockwise(w, (16, 16))
+        self.assertEqual(scale_inv.shape, (3, 4))
+        d = os.path.join(self.tmp, "fp8")
+        os.makedirs(d, exist_ok=True)
+        st_io.write_safetensors(os.path.join(d, "model.safetensors"),
+                                {"w.weight": ("F8_E4M3", codes),
+                                 "w.weight_scale_inv": ("F32", scale_inv)})
+        deq = st_io.Checkpoint(d, block_size=(16, 16)).get("w.weight")
+        err = rel_err(deq, w)
+        self.assertLess(err, 0.05)  # e4m3 has 3 mantissa bits: ~2^-4 relative per element
+        self.assertGreater(err, 1e-4)  # and it really was quantised
+
+    def test_mla_absorbed_equals_unabsorbed(self):
+        for q_lora in (32, None):
+            m = self.ckpt("deepseek_v3", q_lora_rank=q_lora)
+            ids = PROMPT + [9, 4, 3]
+            a = m.forward(ids, absorbed_mla=False)
+            b = m.forward(ids, absorbed_mla=True)
+            self.assertLess(rel_err(b, a), 1e-12, f"q_lora_rank={q_lora}")
+
+    def test_causal_prefix_logits_do_not_depend_on_future_tokens(self):
+        for arch in tiny_ckpt.ARCHS:
+            m = self.ckpt(arch)
+            full = m.forward(PROMPT + [3, 4, 5])
+            other = m.forward(PROMPT + [6, 7, 8])
+            self.assertLess(rel_err(other[:len(PROMPT)], full[:len(PROMPT)]), 1e-13, arch)
+            self.assertGreater(rel_err(other[-1], full[-1]), 1e-3, arch)
+
+    def test_sliding_window_limits_attention(self):
+        win = self.ckpt("gpt_oss")  # sliding layers with window 4
+        wide = self.ckpt("gpt_oss", sliding_window=1000)
+        a, b = win.forward(PROMPT), wide.forward(PROMPT)
+        self.assertLess(rel_err(a[:4], b[:4]), 1e-13)  # window covers the whole prefix
+        self.assertGreater(rel_err(a[4:], b[4:]), 1e-3)
+        mask = ref_model.attention_mask(6, 2)
+        self.assertEqual(mask[5].tolist(), [False, False, False, False, True, True])
+
+    def test_sinks_absorb_probability_mass(self):
+        rng = np.random.default_rng(1)
+        q, k, v = (rng.standard_normal((5, 4, 8)), rng.standard_normal((5, 2, 8)),
+                   rng.standard_normal((5, 2, 8)))
+        mask = ref_model.attention_mask(5)
+        plain = ref_model.sdpa(q, k, v, 0.3, mask)
+        no_sink = ref_model.sdpa(q, k, v, 0.3, mask, sinks=np.full(4, -1e30))
+        self.assertLess(rel_err(no_sink, plain), 1e-14)
+        strong = ref_model.sdpa(q, k, v, 0.3, mask, sinks=np.full(4, 50.0))
+        self.assertLess(np.max(np.abs(strong)), 1e-10)  # sink takes (almost) all the mass
+        m = self.ckpt("gpt_oss")
+        m2 = self.ckpt("gpt_oss", sliding_window=4)  # same weights, separate cache
+        for i in range(m2.n_layers):
+            name = f"model.layers.{i}.self_attn.sinks"
+            m2.ckpt._cache[name] = m2.ckpt.get(name) + 3.0
+        self.assertGreater(rel_err(m2.forward(PROMPT), m.forward(PROMPT)), 1e-3)
+
+    def test_topk_routing_selects_k_experts_with_expected_weights(self):
+        rng = np.random.default_rng(2)
+        logits = rng.standard_normal((7, 8))
+        for arch in ("mixtral", "qwen3_moe", "qwen2_moe", "gpt_oss", "minimax_m2",
+                     "deepseek_v3", "glm4_moe"):
+            m = self.ckpt(arch)
+            moe_layer = next(i for i in range(m.n_layers) if m._is_moe_layer(i))
+            idx, wts = m.route(logits, moe_layer)
+            k = m.cfg["num_experts_per_tok"]
+            self.assertEqual(idx.shape, (7, k), arch)
+            for row in idx:
+                self.assertEqual(len(set(row.tolist())), k, arch)
+            if arch in ("mixtral", "qwen3_moe", "gpt_oss", "minimax_m2"):
+                np.testing.assert_allclose(wts.sum(-1), 1.0, rtol=1e-12, err_msg=arch)
+            if arch in ("mixtral", "qwen3_moe", "qwen2_moe"):  # softmax top-k = largest logits
+                np.testing.assert_array_equal(np.sort(idx, -1),
+                                              np.sort(np.argsort(-logits, -1)[:, :k], -1))
+            if arch == "deepseek_v3":
+                c = m.cfg
+                np.testing.assert_allclose(wts.sum(-1), c["routed_scaling_factor"], rtol=1e-12)
+                per_group = c["n_routed_experts"] // c["n_group"]
+                for row in idx:
+                    self.assertLessEqual(len(set((row // per_group).tolist())), c["topk_group"])
+        # routed output with k = all experts and softmax routing = dense mixture of all experts
+        m = self.ckpt("mixtral", num_experts_per_tok=8)
+        x = rng.standard_normal((3, m.cfg["hidden_size"]))
+        p = "model.layers.0.block_sparse_moe."
+        probs = ref_model.softmax(m.linear(x, p + "gate"))
+        dense = sum(probs[:, e:e + 1] * m.swiglu_mlp(x, f"{p}experts.{e}.", ("w1", "w3", "w2"))
+                    for e in range(8))
+        self.assertLess(rel_err(m.moe(x, 0), dense), 1e-13)
+
+    def test_yarn_frequencies_and_scales(self):
+        m = self.ckpt("gpt_oss")
+        inv, att = ref_model.rope_inv_freq(m.cfg, 16)
+        base = 1.0 / (150000.0 ** (np.arange(0, 16, 2) / 16))
+        self.assertAlmostEqual(att, 0.1 * np.log(32.0) + 1.0, places=12)
+        self.assertAlmostEqual(inv[0], base[0], places=12)  # high frequency: extrapolated
+        self.assertAlmostEqual(inv[-1] * 32.0, base[-1], places=12)  # low: interpolated
+        ds = self.ckpt("deepseek_v3")
+        _, att_ds = ref_model.rope_inv_freq(ds.cfg, 8)
+        self.assertAlmostEqual(att_ds, 1.0, places=12)  # mscale == mscale_all_dim
+        mscale = 0.1 * np.log(40.0) + 1.0
+        self.assertAlmostEqual(ds.mla_softmax_scale(), 24 ** -0.5 * mscale * mscale, places=12)
+
+    def test_teacher_forcing_equals_greedy_recomputation(self):
+        for arch in ("qwen2_moe", "deepseek_v3", "gpt_oss"):
+            m = self.ckpt(arch)
+            out, logits = m.generate(PROMPT, 6)
+            forced = m.teacher_forced_logits(PROMPT, out)
+            self.assertLess(rel_err(forced, logits), 1e-12, arch)
+
+    def test_cli_dumps_logits_and_json(self):
+        m = self.ckpt("glm4_moe", "fp8")
+        out_npy = os.path.join(self.tmp, "cli.npy")
+        stdout = _run([sys.executable, os.path.join(HERE, "reference.py"), "--model", m.dir,
+                       "--prompt-ids", ",".join(map(str, PROMPT)), "--max-tokens", "5",
+                       "--dump-logits", out_npy, "--json"])
+        res = json.loads(stdout)
+        self.assertEqual(res["prompt_ids"], PROMPT)
+        self.assertEqual(len(res["output_ids"]), 5)
+        logits = np.load(out_npy)
+        self.assertEqual(logits.shape, (5, m.cfg["vocab_size"]))
+        self.assertEqual(logits.dtype, np.float32)
+        self.assertEqual(np.argmax(logits, -1).tolist(), res["output_ids"])
+
+
+# ------------------------------------------------------------------------------------------------
+# Tessera vs reference.
+# ------------------------------------------------------------------------------------------------
+
+class TesseraMatch(unittest.TestCase):
+    def setUp(self):
+        self.tmp = tempfile.mkdtemp(prefix="refmatch_")
+
+    def tearDown(self):
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def run_tessera(self, arch, dtype):
+        binary = os.environ.get("TESSERA_BIN")
+        if not binary or not os.path.exists(binary):
+            self.fail(f"TESSERA_BIN not set or missing ({binary!r})")
+        model_dir = os.path.join(self.tmp, "model")
+        _run([binary, "make-model", "--arch", arch, "--preset", "tiny", "--dtype", dtype,
+              "--seed", "1", "--out", model_dir])
+        npy = os.path.join(self.tmp, "tessera_logits.npy")
+        stdout = _run([binary, "generate", "--model", model_dir,
+                       "--prompt-ids", ",".join(map(str, PROMPT)),
+                       "--max-tokens", str(MAX_TOKENS), "--temperature", "0",
+                       "--dump-logits", npy, "--json"])
+        try:
+            res = json.loads(stdout.strip().splitlines()[-1])
+        except (ValueError, IndexError) as e:
+            self.fail(f"generate --json output is not JSON ({e}): {stdout[-300:]!r}")
+        self.assertEqual(res.get("prompt_ids"), PROMPT, "generate echoed other prompt ids")
+        out = list(res.get("output_ids", []))
+        logits = np.load(npy).astype(np.float64)
+        ref = ref_model.ReferenceModel(model_dir)
+        vocab = ref.cfg["vocab_size"]
+        self.assertLess(max(PROMPT), vocab, "prompt ids exceed the tiny preset's vocab")
+        self.assertEqual(logits.ndim, 2, f"dumped logits shape {logits.shape}")
+        self.assertEqual(logits.shape[1], vocab, f"dumped logits shape {logits.shape}")
+        self.assertEqual(logits.shape[0], len(out), "one logits row per generated token")
+        if len(out) < MAX_TOKENS:  # only a stop on an EOS token may end generation early
+            eos = ref.cfg.get("eos_token_id")
+            eos = set(eos if isinstance(eos, list) else [eos])
+            self.assertTrue(res.get("finish_reason") == "stop" and out and out[-1] in eos,
+                            f"only {len(out)} tokens, finish_reason={res.get('finish_reason')}")
+        self.assertTrue(np.all(np.isfinite(logits)), "Tessera logits contain NaN/inf")
+        self.assertEqual(np.argmax(logits, -1).tolist(), out,
+                         "Tessera's greedy tokens are not the argmax of its own logits")
+        return ref, out, logits
+
+    def check_f32(self, arch):
+        ref, out, logits = self.run_tessera(arch, "f32")
+        ref_out, ref_logits = ref.generate(PROMPT, len(out))
+        rows = min(F32_LOGIT_ROWS, len(out))
+        for i in range(rows):
+            err = rel_err(logits[i], ref_logits[i])
+            self.assertLess(err, F32_REL_TOL, f"logits row {i}: rel err {err:.3g}")
+        self.assertEqual(out, ref_out, "greedy tokens differ")
+        return f"{len(out)} tokens equal, max rel err {max(rel_err(logits[i], ref_logits[i]) for i in range(rows)):.2e}"
+
+    def check_low_precision(self, arch, dtype):
+        ref, out, logits = self.run_tessera(arch, dtype)
+        ref_logits = ref.teacher_forced_logits(PROMPT, out)
+        worst, judged = 0.0, 0
+        for i in range(len(out)):
+            err = rel_err(logits[i], ref_logits[i])
+            worst = max(worst, err)
+            self.assertLess(err, LOW_PREC_REL_TOL, f"logits row {i}: rel err {err:.3g}")
+            abs_err = float(np.max(np.abs(logits[i] - ref_logits[i])))
+            if top2_margin(ref_logits[i]) > 2 * abs_err:
+                judged += 1
+                self.assertEqual(out[i], int(np.argmax(ref_logits[i])),
+                                 f"token {i}: Tessera {out[i]} vs reference "
+                                 f"{int(np.argmax(ref_logits[i]))} (margin exceeds error)")
+        return f"max rel err {worst:.2e}, {judged}/{len(out)} tokens judged and equal"
+
+
+def _add_cases():
+    def f32_case(arch):
+        return lambda self: setattr(self, "note", self.check_f32(arch))
+
+    def low_case(arch, dtype):
+        return lambda self: setattr(self, "note", self.check_low_precision(arch, dtype))
+
+    for arch in ARCHS:
+        setattr(TesseraMatch, f"test_f32_{arch}", f32_case(arch))
+    for arch in BF16_ARCHS:
+        setattr(TesseraMatch, f"test_bf16_{arch}", low_case(arch, "bf16"))
+    for arch in FP8_ARCHS:
+        setattr(TesseraMatch, f"test_fp8_{arch}", low_case(arch, "fp8"))
+
+
+_add_cases()
+
+
+class LineResult(unittest.TestResult):
+    """Prints one line per case: PASS/FAIL name [detail]."""
+
+    def __init__(self):
+        super().__init__()
+        self.passed = 0
+
+    @staticmethod
+    def _name(test):
+        name = test._testMethodName[len("test_"):]
+        group = "selfcheck" if isinstance(test, SelfCheck) else name.split("_", 1)[0]
+        if not isinstance(test, SelfCheck):
+            name = name.split("_", 1)[1]
+        return f"{group}/{name}"
+
+    def addSuccess(self, test):
+        super().addSuccess(test)
+        self.passed += 1
+        note = getattr(test, "note", None)
+        print(f"PASS {self._name(test)}" + (f"  ({note})" if note else ""), flush=True)
+
+    def _fail(self, test, err, kind):
+        msg = str(err[1]).strip().replace("\n", " | ")
+        print(f"FAIL {self._name(test)}: {kind}{msg[:700]}", flush=True)
+
+    def addFailure(self, test, err):
+        super().addFailure(test, err)
+        self._fail(test, err, "")
+
+    def addError(self, test, err):
+        super().addError(test, err)
+        self._fail(test, err, f"{err[0].__name__}: ")
+
+
+def main():
+    loader = unittest.TestLoader()
+    suite = unittest.TestSuite()
+    suite.addTests(loader.loadTestsFromTestCase(SelfCheck))
+    suite.addTests(loader.loadTestsFromTestCase(TesseraMatch))
+    pattern = os.environ.get("REFERENCE_MATCH_FILTER")
+    if pattern:
+        suite = unittest.TestSuite(t for t in suite if pattern in LineResult._name(t))
+    result = LineResult()
+    suite.run(result)
+    failed = len(result.failures) + len(result.errors)
+    print(f"{result.passed} passed, {failed} failed")
+    return 1 if failed or result.passed == 0 else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
