@@ -382,6 +382,9 @@ class ReferenceModel:
                 bias_name = None
         else:
             bias_name = p + "gate.e_score_correction_bias"
+            if (mt != "glm4_moe" and c.get("topk_method", "noaux_tc") != "noaux_tc" and
+                    not self.ckpt.has(bias_name)):
+                bias_name = None
         bias = self.w(bias_name) if bias_name else np.zeros(scores.shape[-1])
         choice = scores + bias
         n_group = c.get("n_group") or 1
@@ -429,7 +432,7 @@ class ReferenceModel:
             else:
                 ye = self.swiglu_mlp(xe, f"{p}experts.{e}.")
             np.add.at(out, rows, ye * wts[rows, slot][:, None])
-        if mt == "qwen2_moe":
+        if mt == "qwen2_moe" and c.get("shared_expert_intermediate_size"):
             shared = self.swiglu_mlp(x, p + "shared_expert.")
             out = out + sigmoid(self.linear(x, p + "shared_expert_gate")) * shared
         elif mt in ("deepseek_v3", "kimi_k2", "glm4_moe") and c.get("n_shared_experts"):
@@ -473,8 +476,8 @@ class ReferenceModel:
             m_in = rms_norm(h, self.w(p + "post_attention_layernorm.weight"), eps)
             h = h + self.mlp(m_in, i)
         h = rms_norm(h, self.w("model.norm.weight"), eps)
-        if c.get("tie_word_embeddings") and not self.ckpt.has("lm_head.weight"):
-            head = emb
+        if c.get("tie_word_embeddings"):
+            head = emb  # HF ties lm_head to the embedding whatever the file holds
         else:
             head = self.w("lm_head.weight")
         return h @ head.T

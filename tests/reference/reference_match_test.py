@@ -44,7 +44,7 @@ ARCHS = ["llama", "qwen3", "qwen3_moe", "qwen2_moe", "mixtral", "deepseek_v3", "
          "minimax_m2", "gpt_oss"]
 BF16_ARCHS = list(ARCHS)
 FP8_ARCHS = ["deepseek_v3", "minimax_m2", "qwen3_moe"]
-PROMPT = [1, 17, 42, 5, 63, 23, 31, 7, 50, 11, 2]  # 11 tokens, all < 64
+PROMPT = [1, 17, 42, 5, 63, 23, 31, 7, 50, 11, 29]  # 11 tokens, all < 64, no eos (2, 3)
 MAX_TOKENS = 32
 F32_LOGIT_ROWS = 17
 F32_REL_TOL = 1e-4
@@ -153,6 +153,21 @@ class SelfCheck(unittest.TestCase):
         err = rel_err(deq, w)
         self.assertLess(err, 0.05)  # e4m3 has 3 mantissa bits: ~2^-4 relative per element
         self.assertGreater(err, 1e-4)  # and it really was quantised
+        stacked = rng.standard_normal((3, 20, 40))
+        codes3, scale3 = st_io.quantize_fp8_blockwise(stacked, (16, 16))
+        self.assertEqual(scale3.shape, (3, 2, 3))
+        st_io.write_safetensors(os.path.join(d, "model.safetensors"),
+                                {"e.gate_up_proj": ("F8_E4M3", codes3),
+                                 "e.gate_up_proj_scale_inv": ("F32", scale3)})
+        deq3 = st_io.Checkpoint(d, block_size=(16, 16)).get("e.gate_up_proj")
+        self.assertLess(rel_err(deq3, stacked), 0.05)
+
+    def test_tied_embeddings_use_embed_tokens_as_lm_head(self):
+        m = self.ckpt("qwen3", tie_word_embeddings=True)
+        self.assertFalse(m.ckpt.has("lm_head.weight"))
+        logits = m.forward(PROMPT)
+        self.assertEqual(logits.shape, (len(PROMPT), m.cfg["vocab_size"]))
+        self.assertTrue(np.all(np.isfinite(logits)))
 
     def test_mla_absorbed_equals_unabsorbed(self):
         for q_lora in (32, None):

@@ -94,7 +94,11 @@ def encode_e4m3(x):
 
 
 def quantize_fp8_blockwise(w, block):
-    """w: [out, in] float -> (codes uint8 [out, in], scale_inv f32 [ceil(out/b0), ceil(in/b1)])."""
+    """w: [out, in] float -> (codes uint8 [out, in], scale_inv f32 [ceil(out/b0), ceil(in/b1)]).
+    Leading axes (stacked experts [E, a, b]) are quantised one matrix at a time."""
+    if w.ndim > 2:
+        parts = [quantize_fp8_blockwise(m, block) for m in w]
+        return np.stack([p[0] for p in parts]), np.stack([p[1] for p in parts])
     out_dim, in_dim = w.shape
     b0, b1 = block
     nb0, nb1 = -(-out_dim // b0), -(-in_dim // b1)
@@ -211,15 +215,17 @@ class Checkpoint:
             if not self.has(sname):
                 raise KeyError(f"{self.dir}: fp8 tensor {name} has no {sname}")
             scale = self.get(sname)
-            if arr.ndim != 2 or scale.ndim != 2:
-                raise ValueError(f"{self.dir}: fp8 tensor {name}: expected 2-D weight and scale")
+            if arr.ndim < 2 or scale.ndim != arr.ndim:
+                raise ValueError(f"{self.dir}: fp8 tensor {name}: weight {arr.shape} and scale "
+                                 f"{scale.shape} must have the same rank >= 2")
+            # Blocks tile the last two axes (stacked experts [E, in, out] have [E, bi, bo]).
             b0, b1 = self.block
-            want = (-(-arr.shape[0] // b0), -(-arr.shape[1] // b1))
+            want = arr.shape[:-2] + (-(-arr.shape[-2] // b0), -(-arr.shape[-1] // b1))
             if scale.shape != want:
                 raise ValueError(f"{self.dir}: {sname} has shape {scale.shape}, expected {want} "
                                  f"for block size {self.block}")
-            full = np.repeat(np.repeat(scale, b0, axis=0), b1, axis=1)
-            arr = arr * full[:arr.shape[0], :arr.shape[1]]
+            full = np.repeat(np.repeat(scale, b0, axis=-2), b1, axis=-1)
+            arr = arr * full[..., :arr.shape[-2], :arr.shape[-1]]
         self._cache[name] = arr
         return arr
 

@@ -183,6 +183,8 @@ def _tensors(c, rng):
 
 
 def _fp8_eligible(name, arr):
+    if name.endswith("experts.gate_up_proj") or name.endswith("experts.down_proj"):
+        return True  # gpt-oss stacked experts [E, in, out]
     if arr.ndim != 2 or not name.endswith(".weight"):
         return False
     if name.startswith("lm_head") or "embed_tokens" in name or "norm" in name:
