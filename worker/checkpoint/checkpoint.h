@@ -1,0 +1,84 @@
+// Checkpoint: the tensors of a Hugging Face model directory.
+//
+// A directory holds either a single model.safetensors, a sharded checkpoint described by
+// model.safetensors.index.json (every file it names must exist and every tensor in its weight_map
+// must be found in the named shard), or several *.safetensors files without an index (tensor
+// names must then be unique across files). Open() maps and validates every shard.
+//
+// Get() returns zero-copy views over the mappings. GetAs() and ReadSlice() return owned copies
+// read with pread, touching only the bytes they need (ReadSlice of dim 0 is one contiguous read;
+// slices along later dims read one contiguous run per outer row), so a rank that owns a slice of
+// a weight or a subset of experts never faults in the rest of the file. bytes_read() counts the
+// bytes fetched that way, so tests can prove unowned experts are never read.
+//
+// Errors name the tensor and the directory or shard file, e.g. "tensor 'x' not found in
+// checkpoint DIR", "tensor 'w' in DIR/model-00001.safetensors has shape [8, 64], expected [16, 64]".
+//
+// Thread safety: all const methods may be called concurrently (bytes_read is atomic).
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/types/span.h"
+#include "kernels/base/dtype.h"
+#include "kernels/base/tensor.h"
+#include "worker/checkpoint/safetensors.h"
+
+namespace tessera {
+
+class Checkpoint {
+ public:
+  static absl::StatusOr<std::unique_ptr<Checkpoint>> Open(const std::string& dir);
+
+  Checkpoint(const Checkpoint&) = delete;
+  Checkpoint& operator=(const Checkpoint&) = delete;
+
+  const std::string& dir() const { return dir_; }
+  bool Has(absl::string_view name) const;
+  // NOT_FOUND "tensor 'x' not found in checkpoint DIR".
+  absl::StatusOr<const TensorInfo*> Info(absl::string_view name) const;
+  // Sorted tensor names.
+  std::vector<std::string> TensorNames() const;
+  // The shard files, in the order they were opened.
+  const std::vector<std::unique_ptr<SafetensorsFile>>& files() const { return files_; }
+  // Total bytes of tensor data over all shards.
+  uint64_t total_bytes() const;
+
+  // Zero-copy host view.
+  absl::StatusOr<Tensor> Get(absl::string_view name) const;
+  // Get() plus shape (and optionally dtype) checks; INVALID_ARGUMENT names tensor, file, shapes.
+  absl::StatusOr<Tensor> GetChecked(absl::string_view name,
+                                    absl::Span<const int64_t> expected_shape,
+                                    std::optional<DType> expected_dtype = std::nullopt) const;
+  // Owned contiguous copy converted to `dtype` (e.g. norm weights to f32).
+  absl::StatusOr<Tensor> GetAs(absl::string_view name, DType dtype) const;
+  // Owned contiguous copy of [start, end) along `dim`, in the checkpoint dtype, read with pread
+  // touching only those bytes. INVALID_ARGUMENT for a bad dim or range.
+  absl::StatusOr<Tensor> ReadSlice(absl::string_view name, int dim, int64_t start,
+                                   int64_t end) const;
+  // Bytes fetched by ReadSlice / GetAs so far.
+  uint64_t bytes_read() const { return bytes_read_.load(std::memory_order_relaxed); }
+
+ private:
+  Checkpoint() = default;
+  struct Location {
+    const SafetensorsFile* file;
+    const TensorInfo* info;
+  };
+  absl::StatusOr<Location> Locate(absl::string_view name) const;
+
+  std::string dir_;
+  std::vector<std::unique_ptr<SafetensorsFile>> files_;
+  absl::flat_hash_map<std::string, Location> tensors_;
+  mutable std::atomic<uint64_t> bytes_read_{0};
+};
+
+}  // namespace tessera
