@@ -1,0 +1,167 @@
+#include "worker/models/llama_decoder.h"
+
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "kernels/base/status.h"
+#include "worker/checkpoint/checkpoint.h"
+#include "worker/checkpoint/model_config.h"
+
+namespace tessera {
+namespace {
+
+class DecoderModel : public Model {
+ public:
+  struct Layer {
+    Tensor input_norm;  // [hidden] f32
+    Tensor post_norm;   // [hidden] f32
+    std::unique_ptr<GqaAttention> attention;
+    std::unique_ptr<GatedMlp> mlp;
+    std::unique_ptr<MoeBlock> moe;
+  };
+
+  const ModelConfig& config() const override { return config_; }
+  int64_t vocab_size() const override { return config_.vocab_size; }
+  int64_t hidden_size() const override { return config_.hidden_size; }
+  std::vector<LayerKvSpec> KvSpecs() const override {
+    std::vector<LayerKvSpec> specs;
+    for (const Layer& l : layers_) specs.push_back(l.attention->kv_spec());
+    return specs;
+  }
+
+  absl::Status ForwardHidden(const Tensor& input_ids, const AttentionBatch& batch,
+                             KvCache& cache, Tensor& hidden) override;
+  absl::Status ComputeLogits(const Tensor& hidden, Tensor& logits) override {
+    return lm_head_.Forward(hidden, logits);
+  }
+
+  ModelConfig config_;
+  float eps_ = 1e-6f;
+  Tensor embed_;       // [vocab, hidden] checkpoint dtype
+  Tensor final_norm_;  // [hidden] f32
+  LinearLayer lm_head_;
+  std::vector<Layer> layers_;
+};
+
+absl::Status DecoderModel::ForwardHidden(const Tensor& input_ids, const AttentionBatch& batch,
+                                         KvCache& cache, Tensor& hidden) {
+  const int64_t t = input_ids.numel();
+  const int64_t h = config_.hidden_size;
+  if (t != batch.num_tokens) {
+    return absl::InvalidArgumentError(absl::StrCat("Forward: input_ids has ", t,
+                                                   " tokens but the batch has ",
+                                                   batch.num_tokens));
+  }
+  if (cache.num_layers() != static_cast<int>(layers_.size())) {
+    return absl::InvalidArgumentError(absl::StrCat("Forward: KV cache has ", cache.num_layers(),
+                                                   " layers, model has ", layers_.size()));
+  }
+  ASSIGN_OR_RETURN(Tensor residual, Tensor::Empty({t, h}, DType::kF32));
+  RETURN_IF_ERROR(Embedding(embed_, input_ids, 0, config_.vocab_size, residual));
+  ASSIGN_OR_RETURN(Tensor x, Tensor::Empty({t, h}, DType::kF32));
+  Tensor delta;  // output of the previous sub-block
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    const Layer& layer = layers_[i];
+    if (i == 0) {
+      RETURN_IF_ERROR(RmsNorm(residual, layer.input_norm, eps_, x));
+    } else {
+      RETURN_IF_ERROR(AddRmsNorm(residual, delta, layer.input_norm, eps_, x));
+    }
+    Tensor k_cache = cache.k_cache(static_cast<int>(i));
+    Tensor v_cache = cache.v_cache(static_cast<int>(i));
+    RETURN_IF_ERROR(layer.attention->Forward(x, batch, k_cache, v_cache, delta));
+    RETURN_IF_ERROR(AddRmsNorm(residual, delta, layer.post_norm, eps_, x));
+    if (layer.moe) {
+      RETURN_IF_ERROR(layer.moe->Forward(x, delta));
+    } else {
+      RETURN_IF_ERROR(layer.mlp->Forward(x, delta));
+    }
+  }
+  RETURN_IF_ERROR(EnsureF32(hidden, {t, h}));
+  if (layers_.empty()) return RmsNorm(residual, final_norm_, eps_, hidden);
+  return AddRmsNorm(residual, delta, final_norm_, eps_, hidden);
+}
+
+}  // namespace
+
+AttentionSpec BaseAttentionSpec(const ModelConfig& config, int layer) {
+  AttentionSpec a;
+  a.hidden_size = config.hidden_size;
+  a.num_heads = config.num_attention_heads;
+  a.num_kv_heads = config.num_key_value_heads > 0 ? config.num_key_value_heads
+                                                  : config.num_attention_heads;
+  a.head_dim = static_cast<int>(config.head_dim);
+  a.rms_norm_eps = static_cast<float>(config.rms_norm_eps);
+  a.sliding_window =
+      config.IsSlidingLayer(layer) ? static_cast<int>(config.sliding_window) : 0;
+  return a;
+}
+
+int64_t ExpertIntermediateSize(const ModelConfig& config) {
+  return config.moe_intermediate_size > 0 ? config.moe_intermediate_size
+                                          : config.intermediate_size;
+}
+
+absl::StatusOr<std::unique_ptr<Model>> LoadDecoderModel(const Checkpoint& ckpt,
+                                                        const ModelConfig& config,
+                                                        const DecoderSpec& spec,
+                                                        const ModelLoadOptions& options) {
+  if (options.tp_size != 1 || options.tp_rank != 0) {
+    return absl::UnimplementedError("tensor parallelism is not implemented for this model yet");
+  }
+  if (config.vocab_size <= 0 || config.hidden_size <= 0) {
+    return absl::InvalidArgumentError(absl::StrCat(config.source,
+                                                   ": vocab_size and hidden_size must be > 0"));
+  }
+  if (static_cast<int>(spec.layers.size()) != config.num_hidden_layers) {
+    return absl::InternalError("DecoderSpec layer count differs from num_hidden_layers");
+  }
+  auto model = std::make_unique<DecoderModel>();
+  model->config_ = config;
+  model->eps_ = static_cast<float>(config.rms_norm_eps);
+  const int64_t h = config.hidden_size, vocab = config.vocab_size;
+  const WeightFormat format = WeightFormatFromConfig(config);
+
+  ASSIGN_OR_RETURN(model->embed_, ckpt.GetChecked("model.embed_tokens.weight", {vocab, h}));
+  if (!model->embed_.is_contiguous()) {
+    ASSIGN_OR_RETURN(model->embed_, model->embed_.Clone());
+  }
+  ASSIGN_OR_RETURN(model->final_norm_, LoadNormWeight(ckpt, "model.norm", h));
+  if (ckpt.Has("lm_head.weight") || !config.tie_word_embeddings) {
+    ASSIGN_OR_RETURN(model->lm_head_, LoadLinear(ckpt, "lm_head", vocab, h, false, format));
+  } else {
+    model->lm_head_.weight.weight = model->embed_;
+  }
+
+  ASSIGN_OR_RETURN(RopeCache rope_cache, RopeCache::Create(spec.rope));
+  auto rope = std::make_shared<const RopeCache>(std::move(rope_cache));
+
+  const int n = config.num_hidden_layers;
+  model->layers_.resize(n);
+  for (int i = 0; i < n; ++i) {
+    const DecoderLayerSpec& ls = spec.layers[i];
+    DecoderModel::Layer& layer = model->layers_[i];
+    const std::string p = absl::StrCat("model.layers.", i, ".");
+    ASSIGN_OR_RETURN(layer.input_norm, LoadNormWeight(ckpt, p + "input_layernorm", h));
+    ASSIGN_OR_RETURN(layer.post_norm, LoadNormWeight(ckpt, p + "post_attention_layernorm", h));
+    ASSIGN_OR_RETURN(GqaAttention attn,
+                     GqaAttention::Load(ckpt, p + "self_attn", ls.attention, rope, format));
+    layer.attention = std::make_unique<GqaAttention>(std::move(attn));
+    if (ls.moe) {
+      ASSIGN_OR_RETURN(MoeBlock moe, MoeBlock::Load(ckpt, p + ls.mlp_prefix, ls.moe_spec, format));
+      layer.moe = std::make_unique<MoeBlock>(std::move(moe));
+    } else {
+      if (ls.dense_intermediate_size <= 0) {
+        return absl::InvalidArgumentError(absl::StrCat(config.source,
+                                                       ": intermediate_size must be > 0"));
+      }
+      ASSIGN_OR_RETURN(GatedMlp mlp, GatedMlp::Load(ckpt, p + ls.mlp_prefix, h,
+                                                    ls.dense_intermediate_size, format));
+      layer.mlp = std::make_unique<GatedMlp>(std::move(mlp));
+    }
+    if (options.progress) options.progress(i + 1, n);
+  }
+  return std::unique_ptr<Model>(std::move(model));
+}
+
+}  // namespace tessera

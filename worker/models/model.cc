@@ -1,0 +1,63 @@
+#include "worker/models/model.h"
+
+#include <cstring>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "kernels/base/status.h"
+#include "worker/checkpoint/checkpoint.h"
+#include "worker/checkpoint/model_config.h"
+
+namespace tessera {
+
+absl::Status Model::Forward(const Tensor& input_ids, const AttentionBatch& batch, KvCache& cache,
+                            Tensor& logits) {
+  Tensor hidden;
+  RETURN_IF_ERROR(ForwardHidden(input_ids, batch, cache, hidden));
+  const int64_t h = hidden.dim(1);
+  const int num_seqs = batch.num_seqs;
+  if (!batch.last_token_rows.defined() || batch.last_token_rows.numel() != num_seqs ||
+      batch.last_token_rows.dtype() != DType::kI32) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("Forward: last_token_rows must be [num_seqs=", num_seqs, "] i32"));
+  }
+  ASSIGN_OR_RETURN(Tensor last, Tensor::Empty({num_seqs, h}, DType::kF32));
+  const int32_t* rows = batch.last_token_rows.data<int32_t>();
+  for (int s = 0; s < num_seqs; ++s) {
+    if (rows[s] < 0 || rows[s] >= hidden.dim(0)) {
+      return absl::InvalidArgumentError(absl::StrCat("Forward: last_token_rows[", s, "] = ",
+                                                     rows[s], " is out of range"));
+    }
+    std::memcpy(last.data<float>() + s * h, hidden.data<float>() + rows[s] * h,
+                h * sizeof(float));
+  }
+  return ComputeLogits(last, logits);
+}
+
+absl::Status Model::ForwardAllLogits(const Tensor& input_ids, const AttentionBatch& batch,
+                                     KvCache& cache, Tensor& logits) {
+  Tensor hidden;
+  RETURN_IF_ERROR(ForwardHidden(input_ids, batch, cache, hidden));
+  return ComputeLogits(hidden, logits);
+}
+
+LoadedModel::LoadedModel() = default;
+LoadedModel::LoadedModel(LoadedModel&&) noexcept = default;
+LoadedModel& LoadedModel::operator=(LoadedModel&&) noexcept = default;
+LoadedModel::~LoadedModel() {
+  // The model holds views into the checkpoint's mappings: destroy it first.
+  model.reset();
+}
+
+absl::StatusOr<LoadedModel> LoadModelFromDirectory(const std::string& dir,
+                                                   const ModelLoadOptions& options) {
+  LoadedModel loaded;
+  ASSIGN_OR_RETURN(ModelConfig config, LoadModelConfig(dir));
+  RETURN_IF_ERROR(ValidateModelConfig(config));
+  loaded.config = std::make_unique<ModelConfig>(std::move(config));
+  ASSIGN_OR_RETURN(loaded.checkpoint, Checkpoint::Open(dir));
+  ASSIGN_OR_RETURN(loaded.model, LoadModel(*loaded.checkpoint, *loaded.config, options));
+  return loaded;
+}
+
+}  // namespace tessera
