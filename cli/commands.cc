@@ -2,6 +2,8 @@
 
 #include <cstdio>
 
+#include "worker/make_model.h"
+
 namespace tessera::cli {
 namespace {
 
@@ -15,6 +17,7 @@ int RunVersion(int, char**) {
 const std::vector<Command>& Commands() {
   static const std::vector<Command> commands = {
       {"version", "print the version", RunVersion},
+      {"make-model", "write a deterministic random-weight checkpoint (HF layout)", RunMakeModel},
   };
   return commands;
 }
