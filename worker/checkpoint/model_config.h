@@ -52,7 +52,9 @@ struct RopeScalingConfig {
 };
 
 struct QuantizationConfig {
-  bool fp8 = false;  // quant_method "fp8" with block-wise e4m3 weights
+  std::string method;  // quant_method as written ("fp8", "mxfp4", ...); "" = unquantised
+  bool fp8 = false;    // quant_method "fp8" with block-wise e4m3 weights
+  bool mxfp4 = false;  // quant_method "mxfp4" (gpt-oss experts: *_blocks / *_scales tensors)
   int block_n = 128, block_k = 128;  // weight_block_size [n, k]
   std::vector<std::string> modules_to_not_convert;
 };
@@ -68,8 +70,11 @@ struct ModelConfig {
   int num_hidden_layers = 0;
   int num_attention_heads = 0;
   int num_key_value_heads = 0;
-  int64_t head_dim = 0;  // explicit, or hidden_size / num_attention_heads
-  int64_t intermediate_size = 0;
+  // Explicit, or hidden_size / num_attention_heads. DeepSeek-V3 follows its transformers config
+  // class: head_dim = qk_rope_head_dim (the q/k head is qk_nope_head_dim + qk_rope_head_dim).
+  int64_t head_dim = 0;
+  int64_t intermediate_size = 0;  // dense MLP size (gpt-oss / MiniMax: the expert size)
+  std::string hidden_act = "silu";
   int64_t max_position_embeddings = 0;
   double rms_norm_eps = 1e-6;
   bool tie_word_embeddings = false;
@@ -86,6 +91,8 @@ struct ModelConfig {
   // MoE (num_experts == 0 for dense models)
   int num_experts = 0;
   int num_experts_per_tok = 0;
+  // Routed expert MLP size for every MoE family (Mixtral, gpt-oss and MiniMax spell it
+  // intermediate_size; it is copied here).
   int64_t moe_intermediate_size = 0;
   int64_t shared_expert_intermediate_size = 0;  // Qwen2-MoE (gated shared expert)
   int n_shared_experts = 0;                     // DeepSeek / GLM
@@ -97,6 +104,7 @@ struct ModelConfig {
   std::string scoring_func = "softmax";  // "softmax" or "sigmoid"
   int n_group = 1;
   int topk_group = 1;
+  std::string topk_method;  // DeepSeek "noaux_tc" / "group_limited_greedy" / "greedy"
   double routed_scaling_factor = 1.0;
   bool use_routing_bias = false;  // e_score_correction_bias present
 
@@ -106,6 +114,7 @@ struct ModelConfig {
   int64_t qk_nope_head_dim = 0;
   int64_t qk_rope_head_dim = 0;
   int64_t v_head_dim = 0;
+  int num_nextn_predict_layers = 0;  // MTP layers stored after the decoder layers (not run)
 
   // Attention variants
   int64_t sliding_window = 0;           // 0 = none
