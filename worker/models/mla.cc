@@ -100,8 +100,23 @@ absl::StatusOr<Tensor> DequantizeLinearWeight(const LinearWeight& w, const std::
   return out;
 }
 
+RopeConfig MlaAttention::RopeConfigFor(const MlaConfig& config) {
+  // DeepSeek's rope_interleave path first de-interleaves the rope dims (x[0::2] then x[1::2])
+  // and then applies NeoX rotate_half, i.e. it rotates the pairs (x[2i], x[2i+1]) by frequency i
+  // and emits them in de-interleaved order. GPT-J style rotation (neox_style = false) rotates the
+  // same pairs by the same angles but leaves them in place. The two results differ only by one
+  // fixed permutation, applied to both q_pe and k_pe, and q_pe·k_pe is invariant under a common
+  // permutation, so attention is identical while the cache keeps k_pe in checkpoint order.
+  RopeConfig rope = config.rope;
+  rope.head_dim = static_cast<int>(config.qk_rope_head_dim);
+  rope.rotary_dim = static_cast<int>(config.qk_rope_head_dim);
+  rope.neox_style = !config.rope_interleave;
+  return rope;
+}
+
 absl::StatusOr<MlaAttention> MlaAttention::Create(const MlaConfig& config, MlaWeights weights,
-                                                  const std::string& prefix, MlaOptions options) {
+                                                  const std::string& prefix, MlaOptions options,
+                                                  std::shared_ptr<const RopeCache> rope) {
   const MlaConfig& c = config;
   if (c.hidden_size <= 0 || c.num_heads <= 0 || c.kv_lora_rank <= 0 || c.qk_nope_head_dim <= 0 ||
       c.qk_rope_head_dim <= 0 || c.v_head_dim <= 0 || c.q_lora_rank < 0 ||
@@ -138,17 +153,21 @@ absl::StatusOr<MlaAttention> MlaAttention::Create(const MlaConfig& config, MlaWe
 
   MlaAttention mla;
   mla.config_ = config;
-  // DeepSeek's rope_interleave path first de-interleaves the rope dims (x[0::2] then x[1::2])
-  // and then applies NeoX rotate_half, i.e. it rotates the pairs (x[2i], x[2i+1]) by frequency i
-  // and emits them in de-interleaved order. GPT-J style rotation (neox_style = false) rotates the
-  // same pairs by the same angles but leaves them in place. The two results differ only by one
-  // fixed permutation, applied to both q_pe and k_pe, and q_pe·k_pe is invariant under a common
-  // permutation, so attention is identical while the cache keeps k_pe in checkpoint order.
-  mla.config_.rope.head_dim = static_cast<int>(c.qk_rope_head_dim);
-  mla.config_.rope.rotary_dim = static_cast<int>(c.qk_rope_head_dim);
-  mla.config_.rope.neox_style = !c.rope_interleave;
+  mla.config_.rope = RopeConfigFor(c);
   mla.options_ = options;
-  ASSIGN_OR_RETURN(mla.rope_, RopeCache::Create(mla.config_.rope));
+  if (rope) {
+    const RopeConfig& rc = rope->config();
+    if (rc.head_dim != mla.config_.rope.head_dim || rc.neox_style != mla.config_.rope.neox_style ||
+        (rc.rotary_dim != 0 && rc.rotary_dim != mla.config_.rope.rotary_dim)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "MLA ", prefix, ": the shared RoPE cache (head_dim ", rc.head_dim,
+          ") does not match qk_rope_head_dim ", c.qk_rope_head_dim, " / rope_interleave"));
+    }
+    mla.rope_ = std::move(rope);
+  } else {
+    ASSIGN_OR_RETURN(RopeCache own, RopeCache::Create(mla.config_.rope));
+    mla.rope_ = std::make_shared<const RopeCache>(std::move(own));
+  }
   mla.softmax_scale_ = MlaSoftmaxScale(mla.config_);
 
   // Absorbed matrices. kv_b_proj rows for head hh: [hh * (nope + v), hh * (nope + v) + nope) are
@@ -203,7 +222,7 @@ absl::Status MlaAttention::ProjectAndCache(const Tensor& hidden, const Attention
     Tensor src = q.View({t * h, qk}).Slice(1, nope, qk);
     Tensor dst = q_pe.View({t * h, rope});
     CopyRows(src, dst);
-    RETURN_IF_ERROR(ApplyRope(rope_, batch.positions, q_pe));
+    RETURN_IF_ERROR(ApplyRope(*rope_, batch.positions, q_pe));
     CopyRows(dst, src);
   }
 
@@ -219,7 +238,7 @@ absl::Status MlaAttention::ProjectAndCache(const Tensor& hidden, const Attention
     Tensor k_pe_src = kv_a.Slice(1, r, r + rope);
     Tensor k_pe_2d = k_pe.View({t, rope});
     CopyRows(k_pe_src, k_pe_2d);
-    RETURN_IF_ERROR(ApplyRope(rope_, batch.positions, k_pe));
+    RETURN_IF_ERROR(ApplyRope(*rope_, batch.positions, k_pe));
     CopyRows(k_pe_2d, k_pe_src);
   }
   const Tensor k_new = kv_a.View({t, 1, c.latent_dim()});

@@ -28,6 +28,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -89,9 +90,14 @@ class MlaAttention {
   // Validates every weight's shape and dtype (errors name `prefix` + the HF tensor name, e.g.
   // "model.layers.3.self_attn.kv_b_proj.weight"), builds the RoPE tables and precomputes the
   // absorbed matrices W_UK and W_UV in f32 (fp8 weights are dequantised with their block scales).
+  // `rope` may be shared by all layers of a model (it must have been built from this config's
+  // rope settings, see RopeConfigFor); null builds a private one.
   static absl::StatusOr<MlaAttention> Create(const MlaConfig& config, MlaWeights weights,
-                                             const std::string& prefix,
-                                             MlaOptions options = {});
+                                             const std::string& prefix, MlaOptions options = {},
+                                             std::shared_ptr<const RopeCache> rope = nullptr);
+  // config.rope completed for MLA: head_dim = rotary_dim = qk_rope_head_dim and GPT-J pairing
+  // when rope_interleave (see the comment in mla.cc).
+  static RopeConfig RopeConfigFor(const MlaConfig& config);
 
   const MlaConfig& config() const { return config_; }
   const MlaOptions& options() const { return options_; }
@@ -128,7 +134,7 @@ class MlaAttention {
   MlaConfig config_;
   MlaOptions options_;
   MlaWeights w_;
-  RopeCache rope_;
+  std::shared_ptr<const RopeCache> rope_;
   float softmax_scale_ = 1.0f;
   Tensor w_uk_t_;  // [num_heads, kv_lora_rank, qk_nope_head_dim] f32
   Tensor w_uv_;    // [num_heads, v_head_dim, kv_lora_rank] f32

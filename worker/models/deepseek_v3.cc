@@ -1,0 +1,268 @@
+#include "worker/models/deepseek_v3.h"
+
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "kernels/base/status.h"
+#include "worker/checkpoint/checkpoint.h"
+#include "worker/checkpoint/model_config.h"
+#include "worker/models/layers.h"
+
+namespace tessera {
+namespace {
+
+class DeepseekV3Model : public Model {
+ public:
+  struct Layer {
+    Tensor input_norm;  // [hidden] f32
+    Tensor post_norm;   // [hidden] f32
+    std::unique_ptr<MlaAttention> attention;
+    std::unique_ptr<GatedMlp> mlp;  // layers < first_k_dense_replace
+    std::unique_ptr<MoeBlock> moe;  // the others
+  };
+
+  const ModelConfig& config() const override { return config_; }
+  int64_t vocab_size() const override { return config_.vocab_size; }
+  int64_t hidden_size() const override { return config_.hidden_size; }
+  std::vector<LayerKvSpec> KvSpecs() const override {
+    const LayerKvSpec spec{1, static_cast<int>(mla_.latent_dim()),
+                           static_cast<int>(mla_.kv_lora_rank), /*v_aliases_k=*/true};
+    return std::vector<LayerKvSpec>(layers_.size(), spec);
+  }
+
+  absl::Status ForwardHidden(const Tensor& input_ids, const AttentionBatch& batch,
+                             KvCache& cache, Tensor& hidden) override;
+  absl::Status ComputeLogits(const Tensor& hidden, Tensor& logits) override {
+    return lm_head_.Forward(hidden, logits);
+  }
+
+  ModelConfig config_;
+  MlaConfig mla_;
+  float eps_ = 1e-6f;
+  Tensor embed_;       // [vocab, hidden] checkpoint dtype
+  Tensor final_norm_;  // [hidden] f32
+  LinearLayer lm_head_;
+  std::vector<Layer> layers_;
+};
+
+absl::Status DeepseekV3Model::ForwardHidden(const Tensor& input_ids, const AttentionBatch& batch,
+                                            KvCache& cache, Tensor& hidden) {
+  const int64_t t = input_ids.numel();
+  const int64_t h = config_.hidden_size;
+  if (t != batch.num_tokens) {
+    return absl::InvalidArgumentError(absl::StrCat("DeepseekV3 Forward: input_ids has ", t,
+                                                   " tokens but the batch has ",
+                                                   batch.num_tokens));
+  }
+  if (cache.num_layers() != static_cast<int>(layers_.size())) {
+    return absl::InvalidArgumentError(absl::StrCat("DeepseekV3 Forward: KV cache has ",
+                                                   cache.num_layers(), " layers, model has ",
+                                                   layers_.size()));
+  }
+  const LayerKvSpec want = KvSpecs().empty() ? LayerKvSpec{} : KvSpecs()[0];
+  for (int i = 0; i < cache.num_layers(); ++i) {
+    const LayerKvSpec& s = cache.spec(i);
+    if (s.num_kv_heads != want.num_kv_heads || s.k_dim != want.k_dim) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "DeepseekV3 Forward: KV cache layer ", i, " stores ", s.num_kv_heads, " x ", s.k_dim,
+          " per token; MLA needs 1 x ", want.k_dim, " (kv_lora_rank + qk_rope_head_dim)"));
+    }
+  }
+  ASSIGN_OR_RETURN(Tensor residual, Tensor::Empty({t, h}, DType::kF32));
+  RETURN_IF_ERROR(Embedding(embed_, input_ids, 0, config_.vocab_size, residual));
+  ASSIGN_OR_RETURN(Tensor x, Tensor::Empty({t, h}, DType::kF32));
+  ASSIGN_OR_RETURN(Tensor attn_out, Tensor::Empty({t, h}, DType::kF32));
+  Tensor delta;  // output of the previous MLP / MoE
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    const Layer& layer = layers_[i];
+    if (i == 0) {
+      RETURN_IF_ERROR(RmsNorm(residual, layer.input_norm, eps_, x));
+    } else {
+      RETURN_IF_ERROR(AddRmsNorm(residual, delta, layer.input_norm, eps_, x));
+    }
+    Tensor latent_cache = cache.k_cache(static_cast<int>(i));
+    RETURN_IF_ERROR(layer.attention->Forward(x, batch, latent_cache, attn_out));
+    RETURN_IF_ERROR(AddRmsNorm(residual, attn_out, layer.post_norm, eps_, x));
+    if (layer.moe) {
+      RETURN_IF_ERROR(layer.moe->Forward(x, delta));
+    } else {
+      RETURN_IF_ERROR(layer.mlp->Forward(x, delta));
+    }
+  }
+  RETURN_IF_ERROR(EnsureF32(hidden, {t, h}));
+  if (layers_.empty()) return RmsNorm(residual, final_norm_, eps_, hidden);
+  return AddRmsNorm(residual, delta, final_norm_, eps_, hidden);
+}
+
+absl::Status RequirePositive(const ModelConfig& config, int64_t value, const char* field) {
+  if (value > 0) return absl::OkStatus();
+  return absl::InvalidArgumentError(
+      absl::StrCat(config.source, ": ", field, " must be > 0 for DeepseekV3ForCausalLM (got ",
+                   value, ")"));
+}
+
+absl::StatusOr<MlaWeights> LoadMlaWeights(const Checkpoint& ckpt, const std::string& prefix,
+                                          const ModelConfig& config, const MlaConfig& mla,
+                                          const WeightFormat& format) {
+  MlaWeights w;
+  const int64_t h = config.hidden_size, heads = mla.num_heads, qk = mla.qk_head_dim();
+  const bool bias = config.attention_bias;
+  const std::string p = prefix + ".";
+  if (mla.q_lora_rank == 0) {
+    ASSIGN_OR_RETURN(LinearLayer q, LoadLinear(ckpt, p + "q_proj", heads * qk, h, false, format));
+    w.q_proj = q.weight;
+  } else {
+    ASSIGN_OR_RETURN(LinearLayer qa,
+                     LoadLinear(ckpt, p + "q_a_proj", mla.q_lora_rank, h, bias, format));
+    w.q_a_proj = qa.weight;
+    w.q_a_proj_bias = qa.bias;
+    ASSIGN_OR_RETURN(w.q_a_layernorm,
+                     LoadNormWeight(ckpt, p + "q_a_layernorm", mla.q_lora_rank));
+    ASSIGN_OR_RETURN(LinearLayer qb, LoadLinear(ckpt, p + "q_b_proj", heads * qk,
+                                                mla.q_lora_rank, false, format));
+    w.q_b_proj = qb.weight;
+  }
+  ASSIGN_OR_RETURN(LinearLayer kva, LoadLinear(ckpt, p + "kv_a_proj_with_mqa", mla.latent_dim(),
+                                               h, bias, format));
+  w.kv_a_proj_with_mqa = kva.weight;
+  w.kv_a_proj_bias = kva.bias;
+  ASSIGN_OR_RETURN(w.kv_a_layernorm, LoadNormWeight(ckpt, p + "kv_a_layernorm", mla.kv_lora_rank));
+  ASSIGN_OR_RETURN(LinearLayer kvb,
+                   LoadLinear(ckpt, p + "kv_b_proj",
+                              heads * (mla.qk_nope_head_dim + mla.v_head_dim), mla.kv_lora_rank,
+                              false, format));
+  w.kv_b_proj = kvb.weight;
+  ASSIGN_OR_RETURN(LinearLayer o,
+                   LoadLinear(ckpt, p + "o_proj", h, heads * mla.v_head_dim, bias, format));
+  w.o_proj = o.weight;
+  w.o_proj_bias = o.bias;
+  return w;
+}
+
+MoeSpec DeepseekMoeSpec(const Checkpoint& ckpt, const ModelConfig& config,
+                        const std::string& prefix) {
+  MoeSpec m;
+  m.experts = MoeSpec::Experts::kSeparate;
+  m.num_experts = config.num_experts;
+  m.hidden_size = config.hidden_size;
+  m.moe_intermediate_size = config.moe_intermediate_size;
+  m.router.scoring = RouterConfig::Scoring::kSigmoid;
+  m.router.top_k = config.num_experts_per_tok;
+  m.router.renormalize = config.norm_topk_prob;
+  m.router.n_group = config.n_group > 0 ? config.n_group : 1;
+  m.router.topk_group = config.topk_group > 0 ? config.topk_group : 1;
+  m.router.routed_scaling_factor = static_cast<float>(config.routed_scaling_factor);
+  m.gate_name = "gate";
+  m.correction_bias_name = "gate.e_score_correction_bias";
+  // topk_method "noaux_tc" (V3, R1, K2) always ships the bias; older configs may not.
+  m.correction_bias = config.use_routing_bias ||
+                      ckpt.Has(absl::StrCat(prefix, ".", m.correction_bias_name));
+  if (config.n_shared_experts > 0) {
+    m.shared_intermediate_size = config.n_shared_experts * config.moe_intermediate_size;
+    m.shared_name = "shared_experts";
+  }
+  return m;
+}
+
+}  // namespace
+
+absl::StatusOr<MlaConfig> MlaConfigFromModelConfig(const ModelConfig& config) {
+  RETURN_IF_ERROR(RequirePositive(config, config.hidden_size, "hidden_size"));
+  RETURN_IF_ERROR(RequirePositive(config, config.num_attention_heads, "num_attention_heads"));
+  RETURN_IF_ERROR(RequirePositive(config, config.kv_lora_rank, "kv_lora_rank"));
+  RETURN_IF_ERROR(RequirePositive(config, config.qk_nope_head_dim, "qk_nope_head_dim"));
+  RETURN_IF_ERROR(RequirePositive(config, config.qk_rope_head_dim, "qk_rope_head_dim"));
+  RETURN_IF_ERROR(RequirePositive(config, config.v_head_dim, "v_head_dim"));
+  if (config.q_lora_rank < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(config.source, ": q_lora_rank must be >= 0 or null"));
+  }
+  MlaConfig m;
+  m.hidden_size = config.hidden_size;
+  m.num_heads = config.num_attention_heads;
+  m.q_lora_rank = config.q_lora_rank;
+  m.kv_lora_rank = config.kv_lora_rank;
+  m.qk_nope_head_dim = config.qk_nope_head_dim;
+  m.qk_rope_head_dim = config.qk_rope_head_dim;
+  m.v_head_dim = config.v_head_dim;
+  m.rms_norm_eps = static_cast<float>(config.rms_norm_eps);
+  const int rope_dim = static_cast<int>(config.qk_rope_head_dim);
+  ASSIGN_OR_RETURN(m.rope, MakeRopeConfig(config, rope_dim, rope_dim));
+  m.rope_interleave = config.rope_interleaved;
+  return m;
+}
+
+absl::StatusOr<std::unique_ptr<Model>> LoadDeepseekV3Model(const Checkpoint& ckpt,
+                                                           const ModelConfig& config,
+                                                           const ModelLoadOptions& options) {
+  return LoadDeepseekV3ModelWithOptions(ckpt, config, options, DeepseekV3Options{});
+}
+
+absl::StatusOr<std::unique_ptr<Model>> LoadDeepseekV3ModelWithOptions(
+    const Checkpoint& ckpt, const ModelConfig& config, const ModelLoadOptions& options,
+    const DeepseekV3Options& ds_options) {
+  if (options.tp_size != 1 || options.tp_rank != 0) {
+    return absl::UnimplementedError(
+        "tensor parallelism is not implemented for DeepseekV3ForCausalLM yet");
+  }
+  RETURN_IF_ERROR(RequirePositive(config, config.vocab_size, "vocab_size"));
+  RETURN_IF_ERROR(RequirePositive(config, config.num_hidden_layers, "num_hidden_layers"));
+  ASSIGN_OR_RETURN(MlaConfig mla, MlaConfigFromModelConfig(config));
+  auto model = std::make_unique<DeepseekV3Model>();
+  model->config_ = config;
+  model->mla_ = mla;
+  model->eps_ = static_cast<float>(config.rms_norm_eps);
+  const int64_t h = config.hidden_size, vocab = config.vocab_size;
+  const WeightFormat format = WeightFormatFromConfig(config);
+
+  ASSIGN_OR_RETURN(model->embed_, ckpt.GetChecked("model.embed_tokens.weight", {vocab, h}));
+  if (!model->embed_.is_contiguous()) {
+    ASSIGN_OR_RETURN(model->embed_, model->embed_.Clone());
+  }
+  ASSIGN_OR_RETURN(model->final_norm_, LoadNormWeight(ckpt, "model.norm", h));
+  if (ckpt.Has("lm_head.weight") || !config.tie_word_embeddings) {
+    ASSIGN_OR_RETURN(model->lm_head_, LoadLinear(ckpt, "lm_head", vocab, h, false, format));
+  } else {
+    model->lm_head_.weight.weight = model->embed_;
+  }
+
+  // One RoPE table for all layers (YaRN over qk_rope_head_dim).
+  ASSIGN_OR_RETURN(RopeCache rope_cache, RopeCache::Create(MlaAttention::RopeConfigFor(mla)));
+  auto rope = std::make_shared<const RopeCache>(std::move(rope_cache));
+
+  const int n = config.num_hidden_layers;
+  model->layers_.resize(n);
+  for (int i = 0; i < n; ++i) {
+    DeepseekV3Model::Layer& layer = model->layers_[i];
+    const std::string p = absl::StrCat("model.layers.", i, ".");
+    ASSIGN_OR_RETURN(layer.input_norm, LoadNormWeight(ckpt, p + "input_layernorm", h));
+    ASSIGN_OR_RETURN(layer.post_norm, LoadNormWeight(ckpt, p + "post_attention_layernorm", h));
+    const std::string attn_prefix = p + "self_attn";
+    ASSIGN_OR_RETURN(MlaWeights weights, LoadMlaWeights(ckpt, attn_prefix, config, mla, format));
+    ASSIGN_OR_RETURN(MlaAttention attn, MlaAttention::Create(mla, std::move(weights),
+                                                             attn_prefix, ds_options.mla, rope));
+    layer.attention = std::make_unique<MlaAttention>(std::move(attn));
+    if (config.IsMoeLayer(i)) {
+      RETURN_IF_ERROR(RequirePositive(config, config.num_experts, "n_routed_experts"));
+      RETURN_IF_ERROR(
+          RequirePositive(config, config.moe_intermediate_size, "moe_intermediate_size"));
+      const std::string mlp_prefix = p + "mlp";
+      ASSIGN_OR_RETURN(MoeBlock moe, MoeBlock::Load(ckpt, mlp_prefix,
+                                                    DeepseekMoeSpec(ckpt, config, mlp_prefix),
+                                                    format));
+      layer.moe = std::make_unique<MoeBlock>(std::move(moe));
+    } else {
+      RETURN_IF_ERROR(RequirePositive(config, config.intermediate_size, "intermediate_size"));
+      ASSIGN_OR_RETURN(GatedMlp mlp,
+                       GatedMlp::Load(ckpt, p + "mlp", h, config.intermediate_size, format));
+      layer.mlp = std::make_unique<GatedMlp>(std::move(mlp));
+    }
+    if (options.progress) options.progress(i + 1, n);
+  }
+  return std::unique_ptr<Model>(std::move(model));
+}
+
+}  // namespace tessera
