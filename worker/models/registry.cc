@@ -2,19 +2,12 @@
 // linking from a static library is reliable).
 #include "absl/strings/str_cat.h"
 #include "worker/checkpoint/model_config.h"
+#include "worker/models/deepseek_v3.h"
 #include "worker/models/llama_decoder.h"
 #include "worker/models/model.h"
 
 namespace tessera {
 namespace {
-
-absl::StatusOr<std::unique_ptr<Model>> LoadDeepseekV3Unwired(const Checkpoint&,
-                                                             const ModelConfig& config,
-                                                             const ModelLoadOptions&) {
-  // TODO(deepseek_v3 owner): replace with LoadDeepseekV3Model from worker/models/deepseek_v3.h.
-  return absl::UnimplementedError(absl::StrCat(config.source,
-                                               ": DeepSeek-V3 / Kimi K2 is not wired yet"));
-}
 
 ModelLoaderFn LoaderFor(ModelFamily family) {
   switch (family) {
@@ -27,7 +20,7 @@ ModelLoaderFn LoaderFor(ModelFamily family) {
     case ModelFamily::kMixtral:
       return &LoadMixtralModel;
     case ModelFamily::kDeepseekV3:
-      return &LoadDeepseekV3Unwired;
+      return &LoadDeepseekV3Model;
     case ModelFamily::kGlm4Moe:
       return &LoadGlm4MoeModel;
     case ModelFamily::kMiniMaxM2:
