@@ -2,6 +2,7 @@
 
 #include <cstdio>
 
+#include "worker/generate_command.h"
 #include "worker/make_model.h"
 
 namespace tessera::cli {
@@ -17,6 +18,7 @@ int RunVersion(int, char**) {
 const std::vector<Command>& Commands() {
   static const std::vector<Command> commands = {
       {"version", "print the version", RunVersion},
+      {"generate", "one-shot local generation on this machine's CPU", RunGenerate},
       {"make-model", "write a deterministic random-weight checkpoint (HF layout)", RunMakeModel},
   };
   return commands;

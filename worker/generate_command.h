@@ -1,0 +1,54 @@
+// `tessera generate`: one-shot local generation on this machine's CPU.
+//
+//   tessera generate --model DIR (--prompt TEXT | --prompt-ids 1,2,3) --max-tokens N
+//       [--temperature T] [--top-p P] [--top-k K] [--seed S] [--threads T] [--json]
+//       [--dump-logits FILE.npy] [--block-size B] [--kv-cache-tokens N] [--max-batch-tokens N]
+//
+// Loads the checkpoint (progress on stderr when it is a terminal), prefills the prompt, decodes
+// until an EOS id of generation_config.json / config.json or --max-tokens. Output: the generated
+// ids on stdout, or with --json one object {"prompt_ids", "output_ids", "text" (null: the text
+// layer is not linked here), "finish_reason" ("stop" | "length"), "timings" {"load_s",
+// "prefill_tokens_per_s", "decode_tokens_per_s"}}. --dump-logits writes the raw f32 logits of
+// every generated position as .npy [steps, vocab_size] (row 0 = logits after the prompt).
+// --prompt (text) needs the tokenizer, which this command does not link yet: a clear error.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace tessera {
+
+struct GenerateOptions {
+  std::string model_dir;
+  std::vector<int32_t> prompt_ids;
+  int max_tokens = 16;
+  float temperature = 1.0f;
+  float top_p = 1.0f;
+  int top_k = 0;
+  int64_t seed = -1;  // < 0: unseeded
+  int block_size = 16;
+  int64_t kv_cache_tokens = 0;  // 0: prompt + max_tokens
+  int max_batch_tokens = 512;   // prefill chunk bound per step
+  std::string dump_logits;      // .npy path or empty
+  bool progress = false;        // load progress on stderr
+};
+
+struct GenerateResult {
+  std::vector<int32_t> prompt_ids;
+  std::vector<int32_t> output_ids;
+  std::string finish_reason;  // "stop" or "length"
+  double load_s = 0;
+  double prefill_tokens_per_s = 0;
+  double decode_tokens_per_s = 0;
+};
+
+// Runs generation as the command does (tests call it directly).
+absl::StatusOr<GenerateResult> Generate(const GenerateOptions& options);
+
+// The subcommand (argv[0] is "generate"); returns the exit code.
+int RunGenerate(int argc, char** argv);
+
+}  // namespace tessera
