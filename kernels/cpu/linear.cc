@@ -1,0 +1,144 @@
+// CPU Linear: ISA dispatch, threading and the scalar fallback (see linear.h).
+#include "kernels/cpu/linear.h"
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "kernels/base/thread_pool.h"
+#include "kernels/cpu/cpu_features.h"
+
+namespace tessera::cpu {
+namespace {
+
+// Converts weight row j to f32 (dequantised with its block scales) into `row` [k].
+void WeightRowToF32(const LinearArgs& a, int64_t j, float* row) {
+  const size_t esize = DTypeSize(a.w_dtype);
+  ConvertBuffer(static_cast<const char*>(a.w) + static_cast<size_t>(j * a.k) * esize, a.w_dtype,
+                row, DType::kF32, static_cast<size_t>(a.k));
+  if (a.scale_inv != nullptr) {
+    const float* srow = a.scale_inv + (j / a.block_n) * a.scale_cols;
+    for (int64_t c = 0; c < a.k; ++c) row[c] *= srow[c / a.block_k];
+  }
+}
+
+float DotScalar(const float* x, const float* w, int64_t k) {
+  float s[4] = {0, 0, 0, 0};
+  int64_t c = 0;
+  for (; c + 4 <= k; c += 4) {
+    for (int u = 0; u < 4; ++u) s[u] += x[c + u] * w[c + u];
+  }
+  for (; c < k; ++c) s[0] += x[c] * w[c];
+  return (s[0] + s[1]) + (s[2] + s[3]);
+}
+
+// Work below this many multiply-adds runs on the calling thread only.
+constexpr int64_t kMinParallelWork = 1 << 16;
+
+}  // namespace
+
+void GemvScalar(const LinearArgs& a, int64_t j0, int64_t j1) {
+  GemmScalar(a, 0, a.m, j0, j1);
+}
+
+void GemmScalar(const LinearArgs& a, int64_t i0, int64_t i1, int64_t j0, int64_t j1) {
+  std::vector<float> row(static_cast<size_t>(a.k));
+  for (int64_t j = j0; j < j1; ++j) {
+    WeightRowToF32(a, j, row.data());
+    const float b = a.bias != nullptr ? a.bias[j] : 0.0f;
+    for (int64_t i = i0; i < i1; ++i) {
+      a.out[i * a.ldo + j] = DotScalar(a.x + i * a.ldx, row.data(), a.k) + b;
+    }
+  }
+}
+
+absl::Status LinearCpu(const Tensor& x, const LinearWeight& w, const Tensor& bias, Tensor& out) {
+  LinearArgs a;
+  a.m = x.dim(0);
+  a.k = x.dim(1);
+  a.n = w.weight.dim(0);
+  a.x = static_cast<const float*>(x.raw_data());
+  a.ldx = a.m > 1 ? x.stride(0) : a.k;
+  a.w = w.weight.raw_data();
+  a.w_dtype = w.weight.dtype();
+  if (w.scale_inv.defined()) {
+    a.scale_inv = w.scale_inv.data<float>();
+    a.scale_cols = w.scale_inv.dim(1);
+    a.block_n = w.block_n;
+    a.block_k = w.block_k;
+  }
+  a.bias = bias.defined() ? bias.data<float>() : nullptr;
+  a.out = static_cast<float*>(out.raw_data());
+  a.ldo = a.n;
+  if (a.m == 0 || a.n == 0) return absl::OkStatus();
+  if (a.k == 0) {
+    for (int64_t i = 0; i < a.m; ++i) {
+      for (int64_t j = 0; j < a.n; ++j) a.out[i * a.ldo + j] = a.bias ? a.bias[j] : 0.0f;
+    }
+    return absl::OkStatus();
+  }
+
+  const Isa isa = ActiveIsa();
+  using GemvFn = void (*)(const LinearArgs&, int64_t, int64_t);
+  using GemmFn = void (*)(const LinearArgs&, int64_t, int64_t, int64_t, int64_t);
+  GemvFn gemv = &GemvScalar;
+  GemmFn gemm = &GemmScalar;
+  int64_t panel = 16;  // column granularity of the thread split (the GEMM's panel width)
+  if (isa == Isa::kAvx512) {
+    gemv = &avx512::Gemv;
+    gemm = &avx512::Gemm;
+    panel = 32;
+  } else if (isa == Isa::kAvx2) {
+    gemv = &avx2::Gemv;
+    gemm = &avx2::Gemm;
+    panel = 16;
+  }
+
+  ThreadPool& pool = ThreadPool::Default();
+  const int64_t work = a.m * a.n * a.k;
+  const int64_t threads = work < kMinParallelWork ? 1 : pool.num_threads();
+
+  if (a.m <= kGemvMaxRows) {
+    // Contiguous column ranges, a multiple of 16 columns (64-byte output lines) each, so every
+    // thread streams its own slice of the weight and no output line is shared.
+    const int64_t units = (a.n + 15) / 16;
+    const int64_t chunks = std::min<int64_t>(units, threads);
+    if (chunks <= 1) {
+      gemv(a, 0, a.n);
+      return absl::OkStatus();
+    }
+    pool.ParallelFor(chunks, 1, [&](int64_t c0, int64_t c1) {
+      for (int64_t c = c0; c < c1; ++c) {
+        const int64_t j0 = std::min(a.n, units * c / chunks * 16);
+        const int64_t j1 = std::min(a.n, units * (c + 1) / chunks * 16);
+        if (j0 < j1) gemv(a, j0, j1);
+      }
+    });
+    return absl::OkStatus();
+  }
+
+  // GEMM: split the column panels over the threads; when there are fewer panels than threads,
+  // split the rows too.
+  const int64_t panels = (a.n + panel - 1) / panel;
+  const int64_t col_chunks = std::min<int64_t>(panels, threads);
+  const int64_t row_chunks =
+      std::min<int64_t>((a.m + 7) / 8, std::max<int64_t>(1, threads / col_chunks));
+  const int64_t items = col_chunks * row_chunks;
+  auto run = [&](int64_t item) {
+    const int64_t cc = item % col_chunks, rc = item / col_chunks;
+    const int64_t j0 = std::min(a.n, panels * cc / col_chunks * panel);
+    const int64_t j1 = std::min(a.n, panels * (cc + 1) / col_chunks * panel);
+    const int64_t i0 = a.m * rc / row_chunks, i1 = a.m * (rc + 1) / row_chunks;
+    if (j0 < j1 && i0 < i1) gemm(a, i0, i1, j0, j1);
+  };
+  if (items <= 1) {
+    run(0);
+  } else {
+    pool.ParallelFor(items, 1, [&](int64_t b, int64_t e) {
+      for (int64_t it = b; it < e; ++it) run(it);
+    });
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace tessera::cpu

@@ -1,0 +1,62 @@
+// CPU Linear kernels: out = x · Wᵀ (+ bias) for f32 activations and f32 / bf16 / f16 / fp8 e4m3
+// (block-scaled) weights.
+//
+// LinearCpu() is what tessera::Linear calls for CPU tensors (after ValidateLinearArgs). It picks
+// the ISA at run time (cpu_features.h: AVX-512, AVX2+FMA or scalar) and the algorithm by the
+// number of rows:
+// - m <= kGemvMaxRows (decode): a GEMV-shaped kernel that streams every weight row exactly once,
+//   converting it to f32 in registers and multiplying it against all m rows of x; threads split n
+//   into contiguous ranges so each streams its own slice of the weight.
+// - larger m (prefill): a blocked GEMM; weight panels of kGemmPanel rows x a k-block are converted
+//   and packed once, then a register-blocked outer-product micro-kernel sweeps all rows of x.
+// Everything accumulates in f32 (f32 weights give f32-exact results up to summation order).
+//
+// The per-ISA entry points below work on a column range [j0, j1) (and row range for the GEMM) so
+// the caller owns the threading. Thread safety: calls on disjoint output ranges may run
+// concurrently.
+#pragma once
+
+#include <cstdint>
+
+#include "absl/status/status.h"
+#include "kernels/base/dtype.h"
+#include "kernels/base/tensor.h"
+#include "kernels/ops.h"
+
+namespace tessera::cpu {
+
+// The largest m handled by the GEMV-shaped kernel.
+inline constexpr int64_t kGemvMaxRows = 8;
+
+// Raw operands of one Linear call (pointers into validated CPU tensors).
+struct LinearArgs {
+  const float* x = nullptr;  // [m, k], row stride ldx
+  int64_t ldx = 0;
+  int64_t m = 0, n = 0, k = 0;
+  const void* w = nullptr;  // [n, k] contiguous, dtype w_dtype
+  DType w_dtype = DType::kF32;
+  const float* scale_inv = nullptr;  // fp8 only: [ceil(n/block_n), scale_cols] or nullptr
+  int64_t scale_cols = 0;
+  int block_n = 128, block_k = 128;
+  const float* bias = nullptr;  // [n] or nullptr
+  float* out = nullptr;         // [m, n], row stride ldo
+  int64_t ldo = 0;
+};
+
+// out = x · Wᵀ (+ bias) on the CPU; operands already validated by ValidateLinearArgs.
+absl::Status LinearCpu(const Tensor& x, const LinearWeight& w, const Tensor& bias, Tensor& out);
+
+// Per-ISA kernels. Gemv* compute out[0, m)[j0, j1) including bias (m <= kGemvMaxRows);
+// Gemm* compute out[i0, i1)[j0, j1) including bias. k >= 1.
+void GemvScalar(const LinearArgs& a, int64_t j0, int64_t j1);
+void GemmScalar(const LinearArgs& a, int64_t i0, int64_t i1, int64_t j0, int64_t j1);
+namespace avx2 {
+void Gemv(const LinearArgs& a, int64_t j0, int64_t j1);
+void Gemm(const LinearArgs& a, int64_t i0, int64_t i1, int64_t j0, int64_t j1);
+}  // namespace avx2
+namespace avx512 {
+void Gemv(const LinearArgs& a, int64_t j0, int64_t j1);
+void Gemm(const LinearArgs& a, int64_t i0, int64_t i1, int64_t j0, int64_t j1);
+}  // namespace avx512
+
+}  // namespace tessera::cpu
