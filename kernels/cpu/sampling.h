@@ -1,0 +1,59 @@
+// CPU implementation of tessera::Sample and tessera::ValidateSamplingParams (kernels/ops.h), and
+// the pieces of the sampling contract that the plain reference (reference_sampling.h) shares.
+//
+// Contract, for one row of logits [vocab_size] f32 (contiguous):
+//  1. logprob: log_softmax of the raw logits, taken before any processing (vLLM "raw" logprobs).
+//     A NaN or +inf logit, or no finite logit at all, is INVALID_ARGUMENT.
+//  2. Penalties, written into `logits` in place: repetition penalty once per distinct token of
+//     prompt + output (logit > 0 ? logit / p : logit * p); then for each distinct output token
+//     with count c: logit -= presence * 1 + frequency * c. Token ids outside [0, vocab_size) are
+//     INVALID_ARGUMENT naming prompt_tokens[i] / output_tokens[i].
+//  3. temperature == 0: greedy argmax of the penalised logits, lowest index on ties.
+//  4. Otherwise weights w_i = exp((l_i - max_l) / temperature) (f32). Tokens are ranked by
+//     (logit descending, index ascending). top-k keeps the first k of that order; top-p keeps the
+//     smallest prefix of the remaining order whose cumulative weight (double, in rank order) is
+//     >= top_p * Z, where Z is the weight of the top-k set (summed in rank order) or, without
+//     top-k, of the whole vocabulary (summed in index order); min-p then drops tokens with
+//     w_i < min_p (w of the most likely token is 1). At least one token always remains.
+//  5. Draw: u in [0, 1) is SeededUniform(seed, step) with a seed, else `fallback_random`. Walking
+//     the kept tokens in ascending index order and accumulating their weights (double), the first
+//     token whose running sum exceeds u * (total kept weight) is chosen.
+// Thread safety: stateless; concurrent calls on different logits are safe.
+#pragma once
+
+#include <cstdint>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+#include "kernels/base/tensor.h"
+#include "kernels/ops.h"
+
+namespace tessera::cpu {
+
+// A uniform number in [0, 1) that depends only on (seed, step): SplitMix64 finalisers of the
+// two, top 53 bits.
+double SeededUniform(uint64_t seed, uint64_t step);
+
+absl::Status ValidateSamplingParams(const SamplingParams& params);
+
+// Checks logits (defined, f32, 1-D, contiguous, non-empty), token ids and fallback_random.
+absl::Status ValidateSampleArgs(const Tensor& logits, const SamplingParams& params,
+                                absl::Span<const int32_t> prompt_tokens,
+                                absl::Span<const int32_t> output_tokens, double fallback_random);
+
+// log(sum(exp(logits))) over the raw logits, in the order the contract fixes (max, then a double
+// sum of f32 exp(l - max) in index order). INVALID_ARGUMENT for NaN / +inf / all -inf.
+absl::StatusOr<double> RawLogSumExp(absl::Span<const float> logits);
+
+// Step 2 of the contract, in place.
+void ApplyPenalties(absl::Span<float> logits, const SamplingParams& params,
+                    absl::Span<const int32_t> prompt_tokens,
+                    absl::Span<const int32_t> output_tokens);
+
+absl::StatusOr<SampleResult> Sample(Tensor& logits, const SamplingParams& params,
+                                    absl::Span<const int32_t> prompt_tokens,
+                                    absl::Span<const int32_t> output_tokens, uint64_t step,
+                                    double fallback_random);
+
+}  // namespace tessera::cpu
