@@ -25,6 +25,7 @@ anything failed. Env: TESSERA_BIN (required for the end-to-end cases), REFERENCE
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -65,6 +66,12 @@ def rel_err(a, b):
 def top2_margin(row):
     s = np.sort(np.asarray(row, dtype=np.float64))
     return float(s[-1] - s[-2])
+
+
+def unread_tensors(ref):
+    """Checkpoint tensors the reference never read, ignoring experts no token was routed to.
+    Anything listed is a name the reference does not know (or a semantics it misses)."""
+    return [n for n in ref.ckpt.unused() if not re.search(r"\.experts\.\d+\.", n)]
 
 
 def _run(cmd):
@@ -278,6 +285,87 @@ class SelfCheck(unittest.TestCase):
         self.assertEqual(np.argmax(logits, -1).tolist(), res["output_ids"])
 
 
+_FAKE_TESSERA = """#!{python}
+# Stand-in for the tessera binary, used only to check that the comparison harness can pass and
+# fail: make-model writes a tiny_ckpt checkpoint, generate runs the reference with optional
+# relative noise (FAKE_NOISE) on the logits and picks the argmax of the noisy logits.
+import json, os, sys
+import numpy as np
+sys.path.insert(0, {here!r})
+import model, tiny_ckpt
+a = sys.argv[2:]
+opt = dict(zip(a[0::2], a[1::2]))
+if sys.argv[1] == "make-model":
+    tiny_ckpt.write_tiny(opt["--arch"], opt["--out"], opt["--dtype"], int(opt["--seed"]))
+    sys.exit(0)
+a = [x for x in a if x != "--json"]
+opt = dict(zip(a[0::2], a[1::2]))
+m = model.ReferenceModel(opt["--model"])
+prompt = [int(t) for t in opt["--prompt-ids"].split(",")]
+noise = float(os.environ.get("FAKE_NOISE", "0"))
+rng = np.random.default_rng(0)
+ids, out, rows = list(prompt), [], []
+for _ in range(int(opt["--max-tokens"])):
+    row = m.forward(ids)[-1]
+    row = row + noise * np.linalg.norm(row) / np.sqrt(row.size) * rng.standard_normal(row.size)
+    rows.append(row)
+    out.append(int(np.argmax(row)))
+    ids.append(out[-1])
+np.save(opt["--dump-logits"], np.stack(rows).astype(np.float32))
+print(json.dumps({{"prompt_ids": prompt, "output_ids": out, "text": "", "finish_reason": "length",
+                  "timings": {{}}}}))
+"""
+
+
+class HarnessCheck(unittest.TestCase):
+    """The comparison itself must pass on a faithful engine and fail on a noisy one."""
+
+    def setUp(self):
+        self.tmp = tempfile.mkdtemp(prefix="refharness_")
+        self.fake = os.path.join(self.tmp, "fake_tessera")
+        with open(self.fake, "w") as f:
+            f.write(_FAKE_TESSERA.format(python=sys.executable, here=HERE))
+        os.chmod(self.fake, 0o755)
+        self.saved = {k: os.environ.get(k) for k in ("TESSERA_BIN", "FAKE_NOISE")}
+        os.environ["TESSERA_BIN"] = self.fake
+
+    def tearDown(self):
+        for k, v in self.saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def match(self, name):
+        case = TesseraMatch(name)
+        case.setUp()
+        try:
+            getattr(case, name)()
+        finally:
+            case.tearDown()
+
+    def test_harness_passes_faithful_engine(self):
+        os.environ["FAKE_NOISE"] = "0"
+        self.match("test_f32_qwen2_moe")
+        self.match("test_bf16_gpt_oss")
+        self.match("test_fp8_deepseek_v3")
+
+    def test_harness_fails_f32_noise_above_1e_4(self):
+        os.environ["FAKE_NOISE"] = "1e-3"
+        with self.assertRaises(AssertionError):
+            self.match("test_f32_glm4_moe")
+
+    def test_harness_fails_bf16_noise_above_2e_2(self):
+        os.environ["FAKE_NOISE"] = "0.1"
+        with self.assertRaises(AssertionError):
+            self.match("test_bf16_minimax_m2")
+
+    def test_harness_accepts_bf16_noise_within_tolerance(self):
+        os.environ["FAKE_NOISE"] = "2e-3"
+        self.match("test_bf16_mixtral")
+
+
 # ------------------------------------------------------------------------------------------------
 # Tessera vs reference.
 # ------------------------------------------------------------------------------------------------
@@ -332,6 +420,7 @@ class TesseraMatch(unittest.TestCase):
             err = rel_err(logits[i], ref_logits[i])
             self.assertLess(err, F32_REL_TOL, f"logits row {i}: rel err {err:.3g}")
         self.assertEqual(out, ref_out, "greedy tokens differ")
+        self.assertEqual(unread_tensors(ref), [], "tensors unknown to the reference")
         return f"{len(out)} tokens equal, max rel err {max(rel_err(logits[i], ref_logits[i]) for i in range(rows)):.2e}"
 
     def check_low_precision(self, arch, dtype):
@@ -348,6 +437,7 @@ class TesseraMatch(unittest.TestCase):
                 self.assertEqual(out[i], int(np.argmax(ref_logits[i])),
                                  f"token {i}: Tessera {out[i]} vs reference "
                                  f"{int(np.argmax(ref_logits[i]))} (margin exceeds error)")
+        self.assertEqual(unread_tensors(ref), [], "tensors unknown to the reference")
         return f"max rel err {worst:.2e}, {judged}/{len(out)} tokens judged and equal"
 
 
@@ -379,9 +469,9 @@ class LineResult(unittest.TestResult):
     @staticmethod
     def _name(test):
         name = test._testMethodName[len("test_"):]
-        group = "selfcheck" if isinstance(test, SelfCheck) else name.split("_", 1)[0]
-        if not isinstance(test, SelfCheck):
-            name = name.split("_", 1)[1]
+        if isinstance(test, (SelfCheck, HarnessCheck)):
+            return f"selfcheck/{name}"
+        group, name = name.split("_", 1)
         return f"{group}/{name}"
 
     def addSuccess(self, test):
@@ -407,6 +497,7 @@ def main():
     loader = unittest.TestLoader()
     suite = unittest.TestSuite()
     suite.addTests(loader.loadTestsFromTestCase(SelfCheck))
+    suite.addTests(loader.loadTestsFromTestCase(HarnessCheck))
     suite.addTests(loader.loadTestsFromTestCase(TesseraMatch))
     pattern = os.environ.get("REFERENCE_MATCH_FILTER")
     if pattern:

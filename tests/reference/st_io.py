@@ -188,6 +188,11 @@ class Checkpoint:
                 for name in self._file(fname).names():
                     self._where[name] = fname
         self._cache = {}
+        self.accessed = set()  # names read through get() (scales included): coverage checks
+
+    def unused(self):
+        """Tensors of the checkpoint the model never read (a naming or semantics mismatch)."""
+        return sorted(set(self._where) - self.accessed)
 
     def _file(self, fname):
         if fname not in self._files:
@@ -204,6 +209,7 @@ class Checkpoint:
         return self._file(self._where[name]).dtype(name)
 
     def get(self, name):
+        self.accessed.add(name)
         if name in self._cache:
             return self._cache[name]
         if name not in self._where:
