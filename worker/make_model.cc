@@ -19,7 +19,7 @@
 #include "kernels/base/logging.h"
 #include "kernels/base/status.h"
 #include "worker/make_model_presets.h"
-#include "worker/make_model_shard.h"
+#include "worker/checkpoint/safetensors_writer.h"
 
 namespace tessera {
 namespace {
@@ -381,7 +381,7 @@ class Progress {
 };
 
 // Streams one tensor's data into `shard`. For fp8 tensors the block scales are left in `scales`.
-absl::Status WriteTensor(uint64_t seed, const PlannedTensor& t, make_model::ShardWriter& shard,
+absl::Status WriteTensor(uint64_t seed, const PlannedTensor& t, SafetensorsWriter& shard,
                          std::vector<float>& scales, Progress& progress) {
   const int64_t numel = NumElements(t.shape);
   std::vector<float> values;
@@ -691,15 +691,16 @@ absl::StatusOr<MakeModelResult> MakeModel(const MakeModelOptions& options) {
   result.bytes = total;
 
   Progress progress(options.progress && ::isatty(2), total);
-  json weight_map = json::object();
+  std::map<std::string, std::string> weight_map;
   std::vector<float> scales;
   for (size_t s = 0; s < shards.size(); ++s) {
     const std::string file = ShardName(s, shards.size());
-    make_model::ShardWriter writer;
+    SafetensorsWriter writer;
     for (size_t i : shards[s]) {
-      RETURN_IF_ERROR(writer.Declare(tensors[i].name, tensors[i].dtype, tensors[i].shape));
+      writer.Declare(tensors[i].name, tensors[i].dtype, Shape(tensors[i].shape.begin(),
+                                                              tensors[i].shape.end()));
     }
-    writer.SetMetadata({{"format", "pt"}});
+    writer.SetMetadata("format", "pt");
     RETURN_IF_ERROR(writer.Open((out / file).string()));
     for (size_t i : shards[s]) {
       const PlannedTensor& t = tensors[i];
@@ -717,7 +718,8 @@ absl::StatusOr<MakeModelResult> MakeModel(const MakeModelOptions& options) {
   }
   if (shards.size() > 1) {
     const std::string index = "model.safetensors.index.json";
-    RETURN_IF_ERROR(make_model::WriteIndex((out / index).string(), weight_map, total));
+    RETURN_IF_ERROR(WriteSafetensorsIndex((out / index).string(), weight_map,
+                                          static_cast<uint64_t>(total)));
     result.files.push_back(index);
   }
   progress.Finish();

@@ -119,7 +119,7 @@ json Mixtral(const Dims& d) {
   c["eos_token_id"] = 2;
   c["max_position_embeddings"] = 32768;
   c["num_experts_per_tok"] = d.top_k;
-  c["num_local_experts"] = d.experts;
+  c["num_local_experts"] = std::min<int64_t>(d.experts, 8);  // Mixtral's 8 large experts
   c["output_router_logits"] = false;
   c["rms_norm_eps"] = 1e-5;
   c["rope_theta"] = 1000000.0;

@@ -304,7 +304,15 @@ TEST_P(MakeModelLayoutTest, ConfigNamesTheArchitectureAndDtype) {
   EXPECT_TRUE(g.contains("eos_token_id"));
 #ifdef TESSERA_HAVE_MODEL_CONFIG
   absl::StatusOr<ModelConfig> loaded = LoadModelConfig(r.out_dir);
-  EXPECT_TRUE(loaded.ok()) << loaded.status();
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  EXPECT_TRUE(ValidateModelConfig(*loaded).ok()) << ValidateModelConfig(*loaded);
+  EXPECT_EQ(loaded->model_type, arch);
+  EXPECT_EQ(loaded->hidden_size, c["hidden_size"].get<int64_t>());
+  EXPECT_EQ(loaded->num_hidden_layers, c["num_hidden_layers"].get<int>());
+  EXPECT_EQ(loaded->vocab_size, 512);
+  EXPECT_EQ(loaded->is_moe(), arch != "llama" && arch != "qwen3");
+  EXPECT_EQ(loaded->quantization.fp8, dtype == "fp8");
+  EXPECT_EQ(loaded->NumParameters(), r.num_parameters);
 #endif
 }
 
