@@ -8,6 +8,9 @@
 // measure each other).
 #include "bench/machine_limits.h"
 
+// GCC 12 warns about _mm512_undefined_* inside its own headers (_mm512_reduce_add_ps).
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include <immintrin.h>
 
 #include <algorithm>

@@ -100,10 +100,14 @@ absl::Status LinearCpu(const Tensor& x, const LinearWeight& w, const Tensor& bia
 
   if (a.m <= kGemvMaxRows) {
     // Contiguous column ranges, a multiple of 16 columns (64-byte output lines) each, so every
-    // thread streams its own slice of the weight and no output line is shared.
+    // thread streams its own slices of the weight and no output line is shared. A few chunks per
+    // thread (each still >= ~64 KiB of weights) let a thread that got descheduled on a busy
+    // machine be covered by the others.
     const int64_t units = (a.n + 15) / 16;
-    const int64_t chunks = std::min<int64_t>(units, threads);
-    if (chunks <= 1) {
+    const int64_t unit_bytes = 16 * a.k * static_cast<int64_t>(DTypeSize(a.w_dtype));
+    const int64_t chunks = std::min<int64_t>(
+        {units, threads * 4, std::max<int64_t>(threads, (units * unit_bytes) >> 16)});
+    if (threads <= 1 || chunks <= 1) {
       gemv(a, 0, a.n);
       return absl::OkStatus();
     }
@@ -117,10 +121,10 @@ absl::Status LinearCpu(const Tensor& x, const LinearWeight& w, const Tensor& bia
     return absl::OkStatus();
   }
 
-  // GEMM: split the column panels over the threads; when there are fewer panels than threads,
-  // split the rows too.
+  // GEMM: split the column panels into a few chunks per thread (dynamic balance on a busy
+  // machine); when there are fewer panels than threads, split the rows too.
   const int64_t panels = (a.n + panel - 1) / panel;
-  const int64_t col_chunks = std::min<int64_t>(panels, threads);
+  const int64_t col_chunks = std::min<int64_t>(panels, threads > 1 ? threads * 4 : 1);
   const int64_t row_chunks =
       std::min<int64_t>((a.m + 7) / 8, std::max<int64_t>(1, threads / col_chunks));
   const int64_t items = col_chunks * row_chunks;
