@@ -13,7 +13,8 @@
 //   kept and the choice of every expert of the other groups is set to 0.0 -- exactly HF's
 //   masked_fill(~mask, 0.0) (vLLM/SGLang use -inf; the two differ only when fewer than top_k
 //   kept experts have a positive choice). Top-k over the (masked) choice; weights = the unbiased
-//   scores of the selected; when `renormalize`, weights / (sum + 1e-20).
+//   scores of the selected; when `renormalize`, weights / (sum + 1e-20) (MiniMaxM2 divides by
+//   the plain sum; the 1e-20 is below half an ulp of any sum above ~1e-12, so they agree).
 // In every mode the final weights are multiplied by routed_scaling_factor (Mixtral, Qwen and
 // gpt-oss configs use 1). Selection ranks by the mode's selection value (probs, logits or masked
 // choice) in descending order; ties go to the lower expert (or group) index; NaN ranks first, as

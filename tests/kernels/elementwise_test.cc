@@ -2,6 +2,7 @@
 // references in tessera::ref and hand-computed values, on both the AVX-512 and portable paths.
 
 #include <cmath>
+#include <memory>
 #include <limits>
 #include <tuple>
 #include <vector>
@@ -19,6 +20,14 @@ namespace {
 using ::tessera::testing::RandomTensor;
 using ::tessera::testing::RelativeError;
 using ::testing::HasSubstr;
+
+// A tensor that claims to live on cuda:0 (host memory wrapped with a CUDA device tag), to check
+// the device dispatch without a GPU. Never dereferenced by the code under test.
+Tensor FakeCudaTensor(std::initializer_list<int64_t> shape, DType dtype) {
+  auto storage = std::make_shared<std::vector<char>>(NumElements(shape) * DTypeSize(dtype) + 64);
+  return *Tensor::FromBuffer(WrapBuffer(storage->data(), storage->size(), Device::Cuda(0), storage),
+                             0, shape, dtype);
+}
 
 Tensor Clone(const Tensor& t) { return *t.Clone(); }
 Tensor Empty(std::initializer_list<int64_t> shape) { return *Tensor::Empty(shape, DType::kF32); }
@@ -352,6 +361,26 @@ TEST(AxpyTest, RejectsShapeMismatch) {
   absl::Status s = Axpy(1.0f, x, out);
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(std::string(s.message()), HasSubstr("x"));
+}
+
+
+TEST(DeviceDispatchTest, CudaTensorsAreUnimplementedOnThisBackend) {
+  Tensor x = FakeCudaTensor({2, 8}, DType::kF32), w = FakeCudaTensor({8}, DType::kF32);
+  Tensor out = FakeCudaTensor({2, 8}, DType::kF32);
+  absl::Status s = RmsNorm(x, w, 1e-6f, out);
+  EXPECT_EQ(s.code(), absl::StatusCode::kUnimplemented);
+  EXPECT_THAT(std::string(s.message()), HasSubstr("CUDA"));
+  EXPECT_EQ(Softmax(x).code(), absl::StatusCode::kUnimplemented);
+  Tensor gate_up = FakeCudaTensor({2, 16}, DType::kF32);
+  EXPECT_EQ(SiluAndMul(gate_up, out).code(), absl::StatusCode::kUnimplemented);
+}
+
+TEST(DeviceDispatchTest, MixedDevicesAreInvalid) {
+  Tensor x = RandomTensor({2, 8}, 1), w = RandomTensor({8}, 2);
+  Tensor out = FakeCudaTensor({2, 8}, DType::kF32);
+  absl::Status s = RmsNorm(x, w, 1e-6f, out);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(s.message()), HasSubstr("out"));
 }
 
 }  // namespace

@@ -3,6 +3,7 @@
 // scaling, and operand validation.
 
 #include <cmath>
+#include <memory>
 #include <random>
 #include <vector>
 
@@ -21,6 +22,14 @@ using ::testing::ElementsAre;
 using ::testing::FloatNear;
 using ::testing::HasSubstr;
 using Scoring = RouterConfig::Scoring;
+
+// A tensor that claims to live on cuda:0 (host memory wrapped with a CUDA device tag), to check
+// the device dispatch without a GPU. Never dereferenced by the code under test.
+Tensor FakeCudaTensor(std::initializer_list<int64_t> shape, DType dtype) {
+  auto storage = std::make_shared<std::vector<char>>(NumElements(shape) * DTypeSize(dtype) + 64);
+  return *Tensor::FromBuffer(WrapBuffer(storage->data(), storage->size(), Device::Cuda(0), storage),
+                             0, shape, dtype);
+}
 
 struct Routing {
   Tensor weights, ids;
@@ -301,6 +310,16 @@ TEST(MoeRouteTest, RejectsWrongIdsDtype) {
   absl::Status s = MoeRoute(Row({1, 2}), Tensor(), c, w, i);
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(std::string(s.message()), HasSubstr("topk_ids"));
+}
+
+
+TEST(MoeRouteTest, CudaTensorsAreUnimplemented) {
+  RouterConfig c{.top_k = 1};
+  Tensor logits = FakeCudaTensor({1, 4}, DType::kF32);
+  Tensor w = FakeCudaTensor({1, 1}, DType::kF32), i = FakeCudaTensor({1, 1}, DType::kI32);
+  absl::Status s = MoeRoute(logits, Tensor(), c, w, i);
+  EXPECT_EQ(s.code(), absl::StatusCode::kUnimplemented);
+  EXPECT_THAT(std::string(s.message()), HasSubstr("CUDA"));
 }
 
 }  // namespace

@@ -4,6 +4,7 @@
 // rotation against tessera::ref.
 
 #include <cmath>
+#include <memory>
 #include <numbers>
 #include <vector>
 
@@ -20,6 +21,14 @@ using ::tessera::testing::RandomTensor;
 using ::tessera::testing::RelativeError;
 using ::testing::HasSubstr;
 constexpr double kPi = std::numbers::pi;
+
+// A tensor that claims to live on cuda:0 (host memory wrapped with a CUDA device tag), to check
+// the device dispatch without a GPU. Never dereferenced by the code under test.
+Tensor FakeCudaTensor(std::initializer_list<int64_t> shape, DType dtype) {
+  auto storage = std::make_shared<std::vector<char>>(NumElements(shape) * DTypeSize(dtype) + 64);
+  return *Tensor::FromBuffer(WrapBuffer(storage->data(), storage->size(), Device::Cuda(0), storage),
+                             0, shape, dtype);
+}
 
 RopeConfig Basic(int head_dim, bool neox, int rotary_dim = 0) {
   RopeConfig c;
@@ -390,6 +399,16 @@ TEST(ApplyRopeTest, RejectsPositionCountMismatch) {
   absl::Status s = ApplyRope(cache, Tensor::FromVector(std::vector<int32_t>{0, 1}, {2}), x);
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(std::string(s.message()), HasSubstr("positions"));
+}
+
+
+TEST(ApplyRopeTest, CudaTensorIsUnimplemented) {
+  RopeCache cache = *RopeCache::Create(Basic(8, true));
+  Tensor x = FakeCudaTensor({2, 1, 8}, DType::kF32);
+  Tensor positions = FakeCudaTensor({2}, DType::kI32);
+  absl::Status s = ApplyRope(cache, positions, x);
+  EXPECT_EQ(s.code(), absl::StatusCode::kUnimplemented);
+  EXPECT_THAT(std::string(s.message()), HasSubstr("CUDA"));
 }
 
 }  // namespace
