@@ -773,8 +773,10 @@ int64_t LayerParams(const ModelConfig& c, int layer, bool active) {
 }
 
 int64_t CountParams(const ModelConfig& c, bool active) {
-  int64_t p = c.vocab_size * c.hidden_size;                       // embed_tokens
-  if (!c.tie_word_embeddings) p += c.vocab_size * c.hidden_size;  // lm_head
+  // embed_tokens and lm_head; the active count leaves out the input embedding table (a lookup,
+  // not a matmul), as the gpt-oss and GLM model cards do, unless it doubles as lm_head.
+  int64_t p = c.vocab_size * c.hidden_size;
+  if (!c.tie_word_embeddings && !active) p += c.vocab_size * c.hidden_size;
   p += c.hidden_size;                                             // final norm
   for (int i = 0; i < c.num_hidden_layers; ++i) p += LayerParams(c, i, active);
   return p;

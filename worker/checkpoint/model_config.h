@@ -135,7 +135,8 @@ struct ModelConfig {
   bool IsSlidingLayer(int layer) const;
   // Total parameter count (embeddings and lm_head included; fp8 scales excluded).
   int64_t NumParameters() const;
-  // Parameters touched per token: dense parts plus top-k routed and the shared experts.
+  // Parameters touched per token: dense parts, lm_head, the top-k routed and the shared experts;
+  // the input embedding table is left out (a lookup), as the gpt-oss model card counts it.
   int64_t NumActiveParameters() const;
 };
 
