@@ -8,13 +8,21 @@
 //     cache helps): a dense n x k layer, and MoE-expert-like 768 x 2048 matrices. Prints weight
 //     bytes read per second and the ratio to MeasureReadBandwidth(threads).
 // (b) Prefill: prefill_rows x k times an n x k weight; prints GFLOP/s and the ratio to
-//     MeasureFmaPeak(threads) (f32 FMA; the kernels accumulate in f32).
+//     MeasureFmaPeak(threads) (f32 FMA; the kernels accumulate in f32). With bf16 weights on a
+//     CPU with AVX512_BF16 it also runs the opt-in vdpbf16ps GEMM and prints its ratio to the
+//     bf16 dot-product peak measured here (MeasureBf16DotPeak).
 // The best of `passes` timed passes is reported (after one warm-up pass).
+// GCC 12 warns about _mm512_undefined_* inside its own intrinsic headers.
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#include <immintrin.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "bench/machine_limits.h"
@@ -24,6 +32,7 @@
 #include "kernels/base/tensor.h"
 #include "kernels/base/thread_pool.h"
 #include "kernels/cpu/cpu_features.h"
+#include "kernels/cpu/linear.h"
 #include "kernels/ops.h"
 
 namespace tessera {
@@ -33,6 +42,43 @@ using Clock = std::chrono::steady_clock;
 
 double Seconds(Clock::time_point a, Clock::time_point b) {
   return std::chrono::duration<double>(b - a).count();
+}
+
+// vdpbf16ps chains on every thread, like MeasureFmaPeak (bench/machine_limits.h does not declare
+// a bf16 peak, so it lives here). One zmm vdpbf16ps = 16 lanes x 2 products = 64 FLOP.
+volatile float g_sink = 0;
+
+__attribute__((target("avx512f,avx512bf16"))) float DotChains(int64_t iters) {
+  constexpr int kAccs = 16;
+  __m512 acc[kAccs];
+  for (int i = 0; i < kAccs; ++i) acc[i] = _mm512_set1_ps(static_cast<float>(i));
+  const __m512bh a = (__m512bh)_mm512_set1_epi32(0x3f803f80);  // (1, 1)
+  const __m512bh b = (__m512bh)_mm512_set1_epi32(0x33d633d6);  // (1e-7, 1e-7)
+  for (int64_t it = 0; it < iters; ++it) {
+#pragma GCC unroll 16
+    for (int i = 0; i < kAccs; ++i) acc[i] = _mm512_dpbf16_ps(acc[i], a, b);
+  }
+  __m512 s = acc[0];
+  for (int i = 1; i < kAccs; ++i) s = _mm512_add_ps(s, acc[i]);
+  alignas(64) float t[16];
+  _mm512_store_ps(t, s);
+  return t[0];
+}
+
+double MeasureBf16DotPeak(int threads) {
+  double best = 0;
+  int64_t iters = 1 << 20;
+  for (int pass = 0; pass < 6; ++pass) {
+    std::vector<std::thread> pool;
+    const auto start = Clock::now();
+    for (int t = 1; t < threads; ++t) pool.emplace_back([&] { g_sink = g_sink + DotChains(iters); });
+    g_sink = g_sink + DotChains(iters);
+    for (auto& th : pool) th.join();
+    const double secs = Seconds(start, Clock::now());
+    best = std::max(best, 64.0 * 16 * static_cast<double>(iters) * threads / secs);
+    if (secs < 0.05) iters *= 2;
+  }
+  return best;
 }
 
 // A weight filled with small pseudo-random values (fast LCG; values do not matter for timing
@@ -99,16 +145,20 @@ void BenchDecode(const char* label, DType dtype, int64_t rows, int64_t n, int64_
               static_cast<long long>(k), bytes / (1 << 20), bw / 1e9, bw / read_bw);
 }
 
-void BenchPrefill(DType dtype, int64_t m, int64_t n, int64_t k, int passes, double fma_peak) {
+// dot_peak > 0: the run uses the vdpbf16ps GEMM; its ratio to that peak is printed too.
+void BenchPrefill(DType dtype, int64_t m, int64_t n, int64_t k, int passes, double fma_peak,
+                  double dot_peak) {
   std::vector<LinearWeight> weights = {MakeWeight(dtype, n, k, 99)};
   const Tensor x = MakeInput(m, k);
   Tensor out = Tensor::Empty({m, n}, DType::kF32).value();
   const double t = TimePasses(x, weights, out, passes);
   const double flops = 2.0 * m * n * k / t;
-  std::printf("prefill %-7s m=%lld n=%lld k=%lld  %8.1f GFLOP/s  ratio to f32 FMA peak %.3f\n",
-              std::string(DTypeName(dtype)).c_str(), static_cast<long long>(m),
-              static_cast<long long>(n), static_cast<long long>(k), flops / 1e9,
-              flops / fma_peak);
+  std::printf("prefill %-7s%s m=%lld n=%lld k=%lld  %8.1f GFLOP/s  ratio to f32 FMA peak %.3f",
+              std::string(DTypeName(dtype)).c_str(), dot_peak > 0 ? " (bf16 dot)" : "",
+              static_cast<long long>(m), static_cast<long long>(n), static_cast<long long>(k),
+              flops / 1e9, flops / fma_peak);
+  if (dot_peak > 0) std::printf("  ratio to bf16 dot peak %.3f", flops / dot_peak);
+  std::printf("\n");
 }
 
 int Main(int argc, char** argv) {
@@ -142,7 +192,14 @@ int Main(int argc, char** argv) {
               fma_peak / 1e9);
   BenchDecode("dense", *dtype, rows, n, k, passes, read_bw);
   BenchDecode("moe-expert", *dtype, rows, 768, 2048, passes, read_bw);
-  BenchPrefill(*dtype, prefill_rows, n, k, std::max(1, passes / 2), fma_peak);
+  BenchPrefill(*dtype, prefill_rows, n, k, std::max(1, passes / 2), fma_peak, 0.0);
+  if (*dtype == DType::kBF16 && cpu::ActiveIsaHasBf16()) {
+    const double dot_peak = MeasureBf16DotPeak(threads);
+    std::printf("limits: bf16 dot-product (vdpbf16ps) peak %.1f GFLOP/s\n", dot_peak / 1e9);
+    cpu::SetBf16DotGemm(true);
+    BenchPrefill(*dtype, prefill_rows, n, k, std::max(1, passes / 2), fma_peak, dot_peak);
+    cpu::SetBf16DotGemm(false);
+  }
   return 0;
 }
 

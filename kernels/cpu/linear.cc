@@ -2,6 +2,8 @@
 #include "kernels/cpu/linear.h"
 
 #include <algorithm>
+#include <atomic>
+#include <cstdlib>
 #include <cstring>
 #include <vector>
 
@@ -35,7 +37,21 @@ float DotScalar(const float* x, const float* w, int64_t k) {
 // Work below this many multiply-adds runs on the calling thread only.
 constexpr int64_t kMinParallelWork = 1 << 16;
 
+std::atomic<int> g_bf16_dot{-1};  // -1: read TESSERA_LINEAR_BF16_DOT
+
 }  // namespace
+
+bool Bf16DotGemmEnabled() {
+  int v = g_bf16_dot.load(std::memory_order_relaxed);
+  if (v < 0) {
+    const char* env = std::getenv("TESSERA_LINEAR_BF16_DOT");
+    v = (env != nullptr && env[0] == '1') ? 1 : 0;
+    g_bf16_dot.store(v, std::memory_order_relaxed);
+  }
+  return v == 1;
+}
+
+void SetBf16DotGemm(bool enabled) { g_bf16_dot.store(enabled ? 1 : 0, std::memory_order_relaxed); }
 
 void GemvScalar(const LinearArgs& a, int64_t j0, int64_t j1) {
   GemmScalar(a, 0, a.m, j0, j1);
@@ -128,12 +144,25 @@ absl::Status LinearCpu(const Tensor& x, const LinearWeight& w, const Tensor& bia
   const int64_t row_chunks =
       std::min<int64_t>((a.m + 7) / 8, std::max<int64_t>(1, threads / col_chunks));
   const int64_t items = col_chunks * row_chunks;
+  std::vector<uint16_t> xb;  // activations rounded to bf16 for the vdpbf16ps GEMM
+  int64_t ldxb = 0;
+  if (isa == Isa::kAvx512 && a.w_dtype == DType::kBF16 && HasAvx512Bf16() &&
+      Bf16DotGemmEnabled()) {
+    ldxb = (a.k + 1) / 2 * 2;
+    xb.resize(static_cast<size_t>(a.m * ldxb));
+    avx512::ConvertRowsToBf16(a.x, a.ldx, a.m, a.k, xb.data(), ldxb);
+  }
   auto run = [&](int64_t item) {
     const int64_t cc = item % col_chunks, rc = item / col_chunks;
     const int64_t j0 = std::min(a.n, panels * cc / col_chunks * panel);
     const int64_t j1 = std::min(a.n, panels * (cc + 1) / col_chunks * panel);
     const int64_t i0 = a.m * rc / row_chunks, i1 = a.m * (rc + 1) / row_chunks;
-    if (j0 < j1 && i0 < i1) gemm(a, i0, i1, j0, j1);
+    if (j0 >= j1 || i0 >= i1) return;
+    if (!xb.empty()) {
+      avx512::GemmBf16Dot(a, xb.data(), ldxb, i0, i1, j0, j1);
+    } else {
+      gemm(a, i0, i1, j0, j1);
+    }
   };
   if (items <= 1) {
     run(0);

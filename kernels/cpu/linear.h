@@ -57,6 +57,21 @@ void Gemm(const LinearArgs& a, int64_t i0, int64_t i1, int64_t j0, int64_t j1);
 namespace avx512 {
 void Gemv(const LinearArgs& a, int64_t j0, int64_t j1);
 void Gemm(const LinearArgs& a, int64_t i0, int64_t i1, int64_t j0, int64_t j1);
+// Requires AVX512_BF16. Rounds x rows [m, k] (row stride ldx) to bf16 into dst [m, ldd]
+// (ldd >= k, even), zero-padding columns [k, ldd).
+void ConvertRowsToBf16(const float* x, int64_t ldx, int64_t m, int64_t k, uint16_t* dst,
+                       int64_t ldd);
+// Requires AVX512_BF16 and bf16 weights: the GEMM on activations already rounded to bf16
+// (xb: [m, ldxb] from ConvertRowsToBf16) with vdpbf16ps; f32 accumulation.
+void GemmBf16Dot(const LinearArgs& a, const uint16_t* xb, int64_t ldxb, int64_t i0, int64_t i1,
+                 int64_t j0, int64_t j1);
 }  // namespace avx512
+
+// Whether the prefill GEMM may round activations to bf16 and use AVX512_BF16 dot products
+// (vdpbf16ps, twice the f32 FMA rate) for bf16 weights, as llama.cpp and oneDNN do: relative
+// error ~1e-3 instead of f32-exact. Off unless TESSERA_LINEAR_BF16_DOT=1 or enabled here.
+// Decode (m <= kGemvMaxRows) and non-bf16 weights are never affected.
+bool Bf16DotGemmEnabled();
+void SetBf16DotGemm(bool enabled);
 
 }  // namespace tessera::cpu

@@ -9,10 +9,12 @@
 #include <algorithm>
 #include <array>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 #include <utility>
 #include <vector>
 
+#include "kernels/base/dtype.h"
 #include "kernels/base/logging.h"
 #include "kernels/cpu/linear.h"
 
@@ -59,7 +61,123 @@ constexpr int kGemmNr = 32;
 
 #include "kernels/cpu/linear_simd.h"
 
+// ---- bf16 GEMM with vdpbf16ps ------------------------------------------------------------------
+//
+// Activations rounded to bf16 (row pairs (x[2p], x[2p + 1]) as one 32-bit word), bf16 weights
+// packed per panel as 32-bit pairs: packed[p * kGemmNr + c] = (w[c][2p], w[c][2p + 1]).
+// vdpbf16ps adds both products of a pair into an f32 lane, so each instruction does 32 MACs.
+
+constexpr int64_t kBf16Kc = 512;  // k-block in elements (even)
+
+void PackPanelBf16Pairs(const LinearArgs& a, int64_t j, int nvalid, int64_t k0, int64_t kc,
+                        uint32_t* packed) {
+  const uint16_t* w = static_cast<const uint16_t*>(a.w);
+  const int64_t pairs = (kc + 1) / 2;
+  for (int c = 0; c < kGemmNr; ++c) {
+    if (c >= nvalid) {
+      for (int64_t p = 0; p < pairs; ++p) packed[p * kGemmNr + c] = 0;
+      continue;
+    }
+    const uint16_t* row = w + (j + c) * a.k + k0;
+    const int64_t full = kc / 2;
+    for (int64_t p = 0; p < full; ++p) {
+      uint32_t v;
+      std::memcpy(&v, row + 2 * p, 4);
+      packed[p * kGemmNr + c] = v;
+    }
+    if (full < pairs) packed[full * kGemmNr + c] = row[2 * full];  // odd tail: (w, 0)
+  }
+}
+
+template <int MR>
+void MicroKernelBf16(const uint16_t* xb, int64_t ldxb, const uint32_t* packed, int64_t pairs,
+                     float* out, int64_t ldo, int ncols, bool accumulate) {
+  __m512 acc[MR][2];
+#pragma GCC unroll 16
+  for (int i = 0; i < MR; ++i) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
+  for (int64_t p = 0; p < pairs; ++p) {
+    const __m512bh b0 = (__m512bh)_mm512_loadu_si512(packed + p * kGemmNr);
+    const __m512bh b1 = (__m512bh)_mm512_loadu_si512(packed + p * kGemmNr + 16);
+#pragma GCC unroll 16
+    for (int i = 0; i < MR; ++i) {
+      uint32_t pair;
+      std::memcpy(&pair, xb + i * ldxb + 2 * p, 4);
+      const __m512bh av = (__m512bh)_mm512_set1_epi32(static_cast<int>(pair));
+      acc[i][0] = _mm512_dpbf16_ps(acc[i][0], av, b0);
+      acc[i][1] = _mm512_dpbf16_ps(acc[i][1], av, b1);
+    }
+  }
+  const __mmask16 m0 = ncols >= 16 ? 0xffff : static_cast<__mmask16>((1u << ncols) - 1);
+  const __mmask16 m1 = ncols >= 32 ? 0xffff
+                       : ncols <= 16 ? 0
+                                     : static_cast<__mmask16>((1u << (ncols - 16)) - 1);
+#pragma GCC unroll 16
+  for (int i = 0; i < MR; ++i) {
+    float* o = out + i * ldo;
+    __m512 r0 = acc[i][0], r1 = acc[i][1];
+    if (accumulate) {
+      r0 = _mm512_add_ps(r0, _mm512_maskz_loadu_ps(m0, o));
+      r1 = _mm512_add_ps(r1, _mm512_maskz_loadu_ps(m1, o + 16));
+    }
+    _mm512_mask_storeu_ps(o, m0, r0);
+    _mm512_mask_storeu_ps(o + 16, m1, r1);
+  }
+}
+
+using MicroKernelBf16Fn = void (*)(const uint16_t*, int64_t, const uint32_t*, int64_t, float*,
+                                   int64_t, int, bool);
+
+template <int... Is>
+constexpr std::array<MicroKernelBf16Fn, sizeof...(Is)> MakeMicroKernelsBf16(
+    std::integer_sequence<int, Is...>) {
+  return {&MicroKernelBf16<Is + 1>...};
+}
+
 }  // namespace
+
+void ConvertRowsToBf16(const float* x, int64_t ldx, int64_t m, int64_t k, uint16_t* dst,
+                       int64_t ldd) {
+  for (int64_t i = 0; i < m; ++i) {
+    const float* src = x + i * ldx;
+    uint16_t* d = dst + i * ldd;
+    int64_t c = 0;
+    for (; c + 32 <= k; c += 32) {
+      const __m512bh v = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(src + c + 16), _mm512_loadu_ps(src + c));
+      _mm512_storeu_si512(d + c, (__m512i)v);
+    }
+    for (; c < k; ++c) d[c] = FloatToBf16(src[c]);
+    for (; c < ldd; ++c) d[c] = 0;
+  }
+}
+
+void GemmBf16Dot(const LinearArgs& a, const uint16_t* xb, int64_t ldxb, int64_t i0, int64_t i1,
+                 int64_t j0, int64_t j1) {
+  static constexpr auto kKernels =
+      MakeMicroKernelsBf16(std::make_integer_sequence<int, kGemmMr>());
+  thread_local std::vector<uint32_t> packed_storage;
+  packed_storage.resize(static_cast<size_t>(kBf16Kc / 2) * kGemmNr + 16);
+  uint32_t* packed = reinterpret_cast<uint32_t*>(
+      (reinterpret_cast<uintptr_t>(packed_storage.data()) + 63) & ~static_cast<uintptr_t>(63));
+  for (int64_t k0 = 0; k0 < a.k; k0 += kBf16Kc) {
+    const int64_t kc = std::min<int64_t>(kBf16Kc, a.k - k0);
+    const int64_t pairs = (kc + 1) / 2;
+    for (int64_t j = j0; j < j1; j += kGemmNr) {
+      const int nvalid = static_cast<int>(std::min<int64_t>(kGemmNr, j1 - j));
+      PackPanelBf16Pairs(a, j, nvalid, k0, kc, packed);
+      for (int64_t i = i0; i < i1; i += kGemmMr) {
+        const int rows = static_cast<int>(std::min<int64_t>(kGemmMr, i1 - i));
+        kKernels[rows - 1](xb + i * ldxb + k0, ldxb, packed, pairs, a.out + i * a.ldo + j, a.ldo,
+                           nvalid, k0 > 0);
+      }
+    }
+  }
+  if (a.bias != nullptr) {
+    for (int64_t i = i0; i < i1; ++i) {
+      float* o = a.out + i * a.ldo;
+      for (int64_t j = j0; j < j1; ++j) o[j] += a.bias[j];
+    }
+  }
+}
 
 void Gemv(const LinearArgs& a, int64_t j0, int64_t j1) { GemvImpl(a, j0, j1); }
 void Gemm(const LinearArgs& a, int64_t i0, int64_t i1, int64_t j0, int64_t j1) {

@@ -17,6 +17,7 @@
 #include "kernels/base/dtype.h"
 #include "kernels/base/tensor.h"
 #include "kernels/cpu/cpu_features.h"
+#include "kernels/cpu/linear.h"
 #include "kernels/cpu/reference_linear.h"
 #include "kernels/ops.h"
 #include "tests/test_util.h"
@@ -120,6 +121,36 @@ INSTANTIATE_TEST_SUITE_P(Rows, LinearRowsTest,
                          ::testing::Combine(::testing::Values(Isa::kScalar, Isa::kAvx2,
                                                               Isa::kAvx512),
                                             ::testing::Range<int64_t>(1, 18)));
+
+// The opt-in AVX512_BF16 prefill GEMM (activations rounded to bf16, vdpbf16ps): bf16 error level.
+class LinearBf16DotTest
+    : public ::testing::TestWithParam<std::tuple<int64_t, std::pair<int64_t, int64_t>>> {};
+
+TEST_P(LinearBf16DotTest, MatchesReferenceToBf16Precision) {
+  const auto [m, nk] = GetParam();
+  const auto [n, k] = nk;
+  if (!cpu::HasAvx512Bf16()) GTEST_SKIP() << "no AVX512_BF16 on this CPU";
+  IsaScope scope(Isa::kAvx512);
+  cpu::SetBf16DotGemm(true);
+  const LinearWeight w = MakeWeight(DType::kBF16, n, k, 11 + m);
+  const Tensor x = RandomTensor({m, k + 3}, 12 + m).Slice(1, 0, k);
+  const Tensor bias = RandomTensor({n}, 13);
+  Tensor out = Tensor::Empty({m, n}, DType::kF32).value();
+  Tensor expected = Tensor::Empty({m, n}, DType::kF32).value();
+  const absl::Status st = Linear(x, w, bias, out);
+  cpu::SetBf16DotGemm(false);
+  ASSERT_TRUE(st.ok()) << st;
+  ASSERT_TRUE(ref::Linear(x, w, bias, expected).ok());
+  EXPECT_LT(RelativeError(out, expected), 1e-2);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Shapes, LinearBf16DotTest,
+    ::testing::Combine(::testing::Values(9, 33, 130),
+                       ::testing::Values(std::make_pair<int64_t, int64_t>(1, 1),
+                                         std::make_pair<int64_t, int64_t>(17, 129),
+                                         std::make_pair<int64_t, int64_t>(300, 1025),
+                                         std::make_pair<int64_t, int64_t>(129, 300))));
 
 // fp8 with blocks that do not divide n or k and are not multiples of the vector width.
 class LinearFp8BlockTest : public ::testing::TestWithParam<std::tuple<Isa, int64_t>> {};
