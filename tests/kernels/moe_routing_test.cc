@@ -230,6 +230,8 @@ struct RouteCase {
   bool bias;
 };
 
+void PrintTo(const RouteCase& c, std::ostream* os) { *os << c.name; }
+
 class MoeRouteRefTest : public ::testing::TestWithParam<RouteCase> {};
 
 TEST_P(MoeRouteRefTest, MatchesReference) {

@@ -330,6 +330,8 @@ struct RopeCase {
   RopeConfig config;
 };
 
+void PrintTo(const RopeCase& c, std::ostream* os) { *os << c.name; }
+
 class ApplyRopeRefTest : public ::testing::TestWithParam<RopeCase> {};
 
 TEST_P(ApplyRopeRefTest, MatchesReferenceOnFusedView) {
