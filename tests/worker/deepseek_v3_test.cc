@@ -11,7 +11,9 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
 #include "tests/test_util.h"
 #include "worker/checkpoint/checkpoint.h"
 #include "worker/checkpoint/model_config.h"
@@ -197,19 +199,73 @@ TEST(DeepseekV3Test, AbsorbedAndUnabsorbedModelsGiveTheSameLogits) {
   EXPECT_LT(RelativeError(la, lb), 1e-5);
 }
 
-TEST(DeepseekV3Test, Fp8CheckpointLoadsAndTracksF32) {
-  absl::StatusOr<LoadedModel> f32 = LoadModelFromDirectory(TinyCheckpoint("f32"));
-  absl::StatusOr<LoadedModel> fp8 = LoadModelFromDirectory(TinyCheckpoint("fp8"));
-  ASSERT_TRUE(f32.ok()) << f32.status();
+// An f32 copy of an fp8 checkpoint: every fp8 weight dequantised with its block scales, the
+// scale tensors and quantization_config dropped. The fp8 model must compute what this one does.
+std::string DequantizedCopy(const std::string& src, const std::string& name) {
+  const std::string dir = MakeTempDir(name);
+  absl::StatusOr<ModelConfig> config = LoadModelConfig(src);
+  CHECK(config.ok()) << config.status();
+  {
+    std::ifstream in(src + "/config.json");
+    nlohmann::json j = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+    CHECK(!j.is_discarded());
+    j.erase("quantization_config");
+    j["torch_dtype"] = "float32";
+    std::ofstream(dir + "/config.json") << j.dump(2);
+  }
+  absl::StatusOr<std::unique_ptr<Checkpoint>> ckpt = Checkpoint::Open(src);
+  CHECK(ckpt.ok()) << ckpt.status();
+  std::vector<std::pair<std::string, Tensor>> tensors;
+  for (const std::string& n : (*ckpt)->TensorNames()) {
+    if (absl::EndsWith(n, "_scale_inv")) continue;
+    Tensor t = *(*ckpt)->Get(n);
+    if (t.dtype() == DType::kF8E4M3) {
+      LinearWeight w;
+      w.weight = t;
+      w.scale_inv = *(*ckpt)->GetAs(n + "_scale_inv", DType::kF32);
+      w.block_n = config->quantization.block_n;
+      w.block_k = config->quantization.block_k;
+      absl::StatusOr<Tensor> deq = DequantizeLinearWeight(w, n);
+      CHECK(deq.ok()) << deq.status();
+      tensors.emplace_back(n, *deq);
+    } else {
+      tensors.emplace_back(n, *t.To(DType::kF32));
+    }
+  }
+  SafetensorsWriter w;
+  for (const auto& [n, t] : tensors) w.Declare(n, t.dtype(), t.shape());
+  CHECK_OK(w.Open(dir + "/model.safetensors"));
+  for (const auto& [n, t] : tensors) CHECK_OK(w.WriteTensor(n, t));
+  CHECK_OK(w.Close());
+  return dir;
+}
+
+TEST(DeepseekV3Test, Fp8CheckpointEqualsItsDequantisedF32Copy) {
+  const std::string fp8_dir = TinyCheckpoint("fp8");
+  absl::StatusOr<LoadedModel> fp8 = LoadModelFromDirectory(fp8_dir);
   ASSERT_TRUE(fp8.ok()) << fp8.status();
   EXPECT_TRUE(fp8->model->config().quantization.fp8);
-  const std::vector<int32_t> seq = Generate(*fp8->model, kPrompt, 6);
-  EXPECT_EQ(seq.size(), kPrompt.size() + 6);
+  absl::StatusOr<LoadedModel> deq = LoadModelFromDirectory(DequantizedCopy(fp8_dir, "ds_deq"));
+  ASSERT_TRUE(deq.ok()) << deq.status();
+  EXPECT_FALSE(deq->model->config().quantization.fp8);
   const Tensor a = FullLogits(*fp8->model, kPrompt);
-  const Tensor b = FullLogits(*f32->model, kPrompt);
+  const Tensor b = FullLogits(*deq->model, kPrompt);
   EXPECT_TRUE(AllFinite(a));
-  // Same seed, weights equal up to e4m3 rounding (3 mantissa bits).
-  EXPECT_LT(RelativeError(a, b), 0.15);
+  EXPECT_LT(RelativeError(a, b), 1e-4);
+}
+
+TEST(DeepseekV3Test, Fp8CheckpointGeneratesWithPagedDecode) {
+  absl::StatusOr<LoadedModel> fp8 = LoadModelFromDirectory(TinyCheckpoint("fp8"));
+  ASSERT_TRUE(fp8.ok()) << fp8.status();
+  std::vector<Tensor> step_logits;
+  const std::vector<int32_t> seq = Generate(*fp8->model, kPrompt, 6, &step_logits);
+  ASSERT_EQ(seq.size(), kPrompt.size() + 6);
+  const Tensor full = FullLogits(*fp8->model, seq);
+  for (size_t s = 0; s < step_logits.size(); ++s) {
+    const int64_t row = static_cast<int64_t>(kPrompt.size() + s) - 1;
+    EXPECT_LT(RelativeError(step_logits[s], *full.Slice(0, row, row + 1).Clone()), 1e-4)
+        << "step " << s;
+  }
 }
 
 TEST(DeepseekV3Test, KimiK2ConfigScaledDownLoadsAndGenerates) {
