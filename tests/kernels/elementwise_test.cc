@@ -213,6 +213,16 @@ TEST(AddRmsNormTest, HandComputedValues) {
                                                   ::testing::FloatNear(-12 * inv, 1e-6)));
 }
 
+TEST(AddRmsNormTest, OutMayAliasDelta) {
+  Tensor residual = RandomTensor({9, 129}, 23), delta = RandomTensor({9, 129}, 24);
+  Tensor w = RandomTensor({129}, 25);
+  Tensor residual_ref = Clone(residual), expected = Empty({9, 129});
+  ASSERT_TRUE(ref::AddRmsNorm(residual_ref, delta, w, 1e-6f, expected).ok());
+  ASSERT_TRUE(AddRmsNorm(residual, delta, w, 1e-6f, delta).ok());
+  EXPECT_LT(RelativeError(residual, residual_ref), 1e-7);
+  EXPECT_LT(RelativeError(delta, expected), 1e-6);
+}
+
 TEST(AddRmsNormTest, RejectsDeltaShapeMismatch) {
   Tensor residual = RandomTensor({2, 8}, 1), delta = RandomTensor({2, 9}, 2);
   Tensor w = RandomTensor({8}, 3), out = Empty({2, 8});
