@@ -2,7 +2,7 @@
 // as a ratio to the machine limit measured in the same run (bench/machine_limits.h).
 //
 //   linear_bench [--threads 2] [--rows 1] [--n 4096] [--k 4096] [--prefill_rows 512]
-//                [--dtype bf16] [--passes 5]
+//                [--dtype bf16] [--passes 5] [--only decode|prefill]
 //
 // (a) Decode: `rows` rows of x against many distinct weight matrices totalling > 512 MiB (so no
 //     cache helps): a dense n x k layer, and MoE-expert-like 768 x 2048 matrices. Prints weight
@@ -164,7 +164,7 @@ void BenchPrefill(DType dtype, int64_t m, int64_t n, int64_t k, int passes, doub
 int Main(int argc, char** argv) {
   int threads = 2, passes = 5;
   int64_t rows = 1, n = 4096, k = 4096, prefill_rows = 512;
-  std::string dtype_name = "bf16";
+  std::string dtype_name = "bf16", only;
   FlagParser flags("linear_bench", "Linear GEMV/GEMM benchmark (ratios to machine limits)");
   flags.AddInt("threads", &threads, "kernel threads (ThreadPool::Default)");
   flags.AddInt("rows", &rows, "rows of x for the decode GEMV (1..8)");
@@ -173,6 +173,7 @@ int Main(int argc, char** argv) {
   flags.AddInt("prefill_rows", &prefill_rows, "rows of x for the prefill GEMM");
   flags.AddInt("passes", &passes, "timed passes (best reported)");
   flags.AddString("dtype", &dtype_name, "weight dtype: f32, bf16, f16, f8_e4m3");
+  flags.AddString("only", &only, "run only 'decode' or 'prefill' (default: both)");
   const absl::Status st = flags.Parse(argc, argv);
   if (!st.ok()) {
     std::fprintf(stderr, "%s\n", std::string(st.message()).c_str());
@@ -186,12 +187,15 @@ int Main(int argc, char** argv) {
   ThreadPool::SetDefaultThreads(threads);
   std::printf("linear_bench: threads=%d isa=%s bf16dot=%d\n", threads,
               std::string(cpu::ActiveIsaName()).c_str(), cpu::ActiveIsaHasBf16() ? 1 : 0);
-  const double read_bw = bench::MeasureReadBandwidth(threads);
+  if (only != "prefill") {
+    const double read_bw = bench::MeasureReadBandwidth(threads);
+    std::printf("limits: read bandwidth %.2f GB/s\n", read_bw / 1e9);
+    BenchDecode("dense", *dtype, rows, n, k, passes, read_bw);
+    BenchDecode("moe-expert", *dtype, rows, 768, 2048, passes, read_bw);
+  }
+  if (only == "decode") return 0;
   const double fma_peak = bench::MeasureFmaPeak(threads);
-  std::printf("limits: read bandwidth %.2f GB/s, f32 FMA peak %.1f GFLOP/s\n", read_bw / 1e9,
-              fma_peak / 1e9);
-  BenchDecode("dense", *dtype, rows, n, k, passes, read_bw);
-  BenchDecode("moe-expert", *dtype, rows, 768, 2048, passes, read_bw);
+  std::printf("limits: f32 FMA peak %.1f GFLOP/s\n", fma_peak / 1e9);
   BenchPrefill(*dtype, prefill_rows, n, k, std::max(1, passes / 2), fma_peak, 0.0);
   if (*dtype == DType::kBF16 && cpu::ActiveIsaHasBf16()) {
     const double dot_peak = MeasureBf16DotPeak(threads);

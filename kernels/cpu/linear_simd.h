@@ -61,7 +61,7 @@ inline void DotTile(const float* x, int64_t ldx, const typename WeightElem<D>::E
 #pragma GCC unroll 16
     for (int r = 0; r < NR; ++r) acc[i][r] = Vec::Zero();
   }
-  const bool scaled = srow != nullptr;
+  const bool scaled = D == DType::kF8E4M3 && srow != nullptr;  // block scales: fp8 only
   const int64_t seg = scaled ? block_k : k;
   for (int64_t k0 = 0; k0 < k; k0 += seg) {
     const int64_t k1 = std::min(k, k0 + seg);
