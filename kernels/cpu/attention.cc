@@ -348,7 +348,14 @@ absl::Status PagedAttention(const Tensor& q, const Tensor& k_cache, const Tensor
   const int64_t sinks_stride = params.sinks.defined() ? params.sinks.stride(0) : 0;
   const int64_t window = params.sliding_window;
   const float scale = params.scale;
-  const int64_t ks3 = k_cache.stride(3), vs3 = v_cache.stride(3);
+  const int64_t ks0 = k_cache.stride(0), ks1 = k_cache.stride(1), ks2 = k_cache.stride(2);
+  const int64_t ks3 = k_cache.stride(3);
+  const int64_t vs0 = v_cache.stride(0), vs1 = v_cache.stride(1), vs2 = v_cache.stride(2);
+  const int64_t vs3 = v_cache.stride(3);
+  const int32_t* bt_data = block_tables.data<int32_t>();
+  const int64_t bt0 = block_tables.stride(0), bt1 = block_tables.stride(1);
+  const int64_t qt0 = q.stride(0), qt1 = q.stride(1), qt2 = q.stride(2);
+  const int64_t ot0 = out.stride(0), ot1 = out.stride(1), ot2 = out.stride(2);
   constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 
   auto run_item = [&](const WorkItem& item) {
@@ -372,37 +379,50 @@ absl::Status PagedAttention(const Tensor& q, const Tensor& k_cache, const Tensor
       for (int64_t hi = 0; hi < nh; ++hi) {
         const int64_t r = ti * nh + hi;
         const int64_t h = g * group + item.head_begin + hi;
-        const float* src = q_data + (q_begin + t) * q.stride(0) + h * q.stride(1);
-        for (int64_t d = 0; d < dk; ++d) qs[r * dk + d] = src[d * q.stride(2)] * scale;
+        const float* src = q_data + (q_begin + t) * qt0 + h * qt1;
+        for (int64_t d = 0; d < dk; ++d) qs[r * dk + d] = src[d * qt2] * scale;
         row_lo[r] = window > 0 ? std::max<int64_t>(0, pos - window + 1) : 0;
         row_hi[r] = pos + 1;  // exclusive
       }
     }
     const int64_t key_begin = row_lo[0];
     const int64_t key_end = row_hi[rows - 1];
-    const float* key_ptrs[kKeyTile];
-    const float* value_ptrs[kKeyTile];
-    std::vector<float> key_scratch(ks3 == 1 ? 0 : static_cast<size_t>(kKeyTile * dk));
-    std::vector<float> value_scratch(vs3 == 1 ? 0 : static_cast<size_t>(kKeyTile * dv));
-    float scores[kKeyTile];
-    for (int64_t k0 = key_begin; k0 < key_end; k0 += kKeyTile) {
+    // Row pointers of two tiles: the current one and the next, whose rows are prefetched while
+    // the current one is computed.
+    const float* key_ptrs[2][kKeyTile];
+    const float* value_ptrs[2][kKeyTile];
+    std::vector<float> key_scratch[2], value_scratch[2];
+    for (int b = 0; b < 2; ++b) {
+      key_scratch[b].resize(ks3 == 1 ? 0 : static_cast<size_t>(kKeyTile * dk));
+      value_scratch[b].resize(vs3 == 1 ? 0 : static_cast<size_t>(kKeyTile * dv));
+    }
+    auto fill_tile = [&](int buf, int64_t k0) {
       const int64_t k1 = std::min(key_end, k0 + kKeyTile);
       for (int64_t p = k0; p < k1; ++p) {
-        const int64_t block = Int2At(block_tables, s, p / block_size);
+        const int64_t block = bt_data[s * bt0 + (p / block_size) * bt1];
         const int64_t slot = p % block_size;
         const int64_t j = p - k0;
-        key_ptrs[j] = RowPtr(k_data + block * k_cache.stride(0) + slot * k_cache.stride(1) +
-                                 g * k_cache.stride(2),
-                             ks3, dk, key_scratch.data() + j * dk);
-        value_ptrs[j] = RowPtr(v_data + block * v_cache.stride(0) + slot * v_cache.stride(1) +
-                                   g * v_cache.stride(2),
-                               vs3, dv, value_scratch.data() + j * dv);
+        key_ptrs[buf][j] = RowPtr(k_data + block * ks0 + slot * ks1 + g * ks2, ks3, dk,
+                                  key_scratch[buf].data() + j * dk);
+        value_ptrs[buf][j] = RowPtr(v_data + block * vs0 + slot * vs1 + g * vs2, vs3, dv,
+                                    value_scratch[buf].data() + j * dv);
+        for (int64_t d = 0; d < dk; d += 16) __builtin_prefetch(key_ptrs[buf][j] + d);
+        for (int64_t d = 0; d < dv; d += 16) __builtin_prefetch(value_ptrs[buf][j] + d);
       }
+    };
+    float scores[kKeyTile];
+    int buf = 0;
+    fill_tile(buf, key_begin);
+    for (int64_t k0 = key_begin; k0 < key_end; k0 += kKeyTile, buf ^= 1) {
+      const int64_t k1 = std::min(key_end, k0 + kKeyTile);
+      if (k1 < key_end) fill_tile(buf ^ 1, k1);
+      const float* const* tile_keys = key_ptrs[buf];
+      const float* const* tile_values = value_ptrs[buf];
       for (int64_t r = 0; r < rows; ++r) {
         const int64_t lo = std::max(k0, row_lo[r]), hi = std::min(k1, row_hi[r]);
         if (lo >= hi) continue;
         const int64_t n = hi - lo, off = lo - k0;
-        scores_row(qs.data() + r * dk, key_ptrs + off, n, dk, scores);
+        scores_row(qs.data() + r * dk, tile_keys + off, n, dk, scores);
         float tile_max = scores[0];
         for (int64_t j = 1; j < n; ++j) tile_max = std::max(tile_max, scores[j]);
         const float new_max = std::max(row_max[r], tile_max);
@@ -414,7 +434,7 @@ absl::Status PagedAttention(const Tensor& q, const Tensor& k_cache, const Tensor
         }
         row_sum[r] = row_sum[r] * alpha + sum;
         row_max[r] = new_max;
-        accumulate_row(acc.data() + r * dv, alpha, scores, value_ptrs + off, n, dv);
+        accumulate_row(acc.data() + r * dv, alpha, scores, tile_values + off, n, dv);
       }
     }
     for (int64_t ti = 0; ti < nt; ++ti) {
@@ -431,9 +451,9 @@ absl::Status PagedAttention(const Tensor& q, const Tensor& k_cache, const Tensor
           l = l * rescale + std::exp(sink - m2);
         }
         const float inv = rescale / l;
-        float* dst = out_data + (q_begin + t) * out.stride(0) + h * out.stride(1);
+        float* dst = out_data + (q_begin + t) * ot0 + h * ot1;
         const float* a = acc.data() + r * dv;
-        for (int64_t d = 0; d < dv; ++d) dst[d * out.stride(2)] = a[d] * inv;
+        for (int64_t d = 0; d < dv; ++d) dst[d * ot2] = a[d] * inv;
       }
     }
   };
