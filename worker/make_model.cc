@@ -52,11 +52,20 @@ uint64_t TensorSeed(uint64_t seed, absl::string_view name) {
 // A normal-like variate from 64 random bits: the Irwin-Hall sum of four 16-bit uniforms,
 // standardised (mean 0, variance 1, support +-3.46). Plain arithmetic, identical everywhere.
 float Normalish(uint64_t bits) {
-  double sum = 0;
-  for (int i = 0; i < 4; ++i) {
-    sum += (static_cast<double>((bits >> (16 * i)) & 0xffff) + 0.5) / 65536.0;
+  const uint64_t sum = (bits & 0xffff) + ((bits >> 16) & 0xffff) + ((bits >> 32) & 0xffff) +
+                       (bits >> 48);
+  // Each uniform is (k + 0.5) / 65536; the sum is exact in double.
+  const double u = (static_cast<double>(sum) + 2.0) * (1.0 / 65536.0);
+  return static_cast<float>((u - 2.0) * 1.7320508075688772);
+}
+
+// Values of elements [start, start + n) of `tensor`, whose per-tensor seed is `base`.
+void FillValues(uint64_t base, const PlannedTensor& tensor, int64_t start, int64_t n, float* out) {
+  const float offset = tensor.init == Init::kNorm ? 1.0f : 0.0f;
+  for (int64_t i = 0; i < n; ++i) {
+    const uint64_t bits = Mix64(base + static_cast<uint64_t>(start + i) * 0x9e3779b97f4a7c15ull);
+    out[i] = offset + tensor.scale * Normalish(bits);
   }
-  return static_cast<float>((sum - 2.0) * 1.7320508075688772);
 }
 
 // ---- Config helpers ----------------------------------------------------------------------------
@@ -384,6 +393,7 @@ class Progress {
 absl::Status WriteTensor(uint64_t seed, const PlannedTensor& t, SafetensorsWriter& shard,
                          std::vector<float>& scales, Progress& progress) {
   const int64_t numel = NumElements(t.shape);
+  const uint64_t base = TensorSeed(seed, t.name);
   std::vector<float> values;
   std::vector<uint8_t> bytes;
   if (!t.fp8_quantized) {
@@ -391,7 +401,7 @@ absl::Status WriteTensor(uint64_t seed, const PlannedTensor& t, SafetensorsWrite
     for (int64_t start = 0; start < numel; start += kChunkElements) {
       const int64_t n = std::min(kChunkElements, numel - start);
       values.resize(n);
-      for (int64_t i = 0; i < n; ++i) values[i] = MakeModelValue(seed, t, start + i);
+      FillValues(base, t, start, n, values.data());
       bytes.resize(n * elem);
       ConvertBuffer(values.data(), DType::kF32, bytes.data(), t.dtype, n);
       RETURN_IF_ERROR(shard.Write(t.name, bytes.data(), bytes.size()));
@@ -410,9 +420,9 @@ absl::Status WriteTensor(uint64_t seed, const PlannedTensor& t, SafetensorsWrite
     for (int64_t rb = 0; rb < rblocks; ++rb) {
       const int64_t r0 = rb * kFp8Block, r1 = std::min(rows, r0 + kFp8Block);
       const int64_t n = (r1 - r0) * cols;
-      const int64_t base = m * rows * cols + r0 * cols;
+      const int64_t offset = m * rows * cols + r0 * cols;
       values.resize(n);
-      for (int64_t i = 0; i < n; ++i) values[i] = MakeModelValue(seed, t, base + i);
+      FillValues(base, t, offset, n, values.data());
       for (int64_t cb = 0; cb < cblocks; ++cb) {
         const int64_t c0 = cb * kFp8Block, c1 = std::min(cols, c0 + kFp8Block);
         float amax = 0;
@@ -450,9 +460,9 @@ std::string TorchDtype(DType dtype) { return dtype == DType::kF32 ? "float32" : 
 const std::vector<std::string>& MakeModelArchitectures() { return make_model::ArchList(); }
 
 float MakeModelValue(uint64_t seed, const PlannedTensor& tensor, int64_t index) {
-  const uint64_t base = TensorSeed(seed, tensor.name);
-  const float n = Normalish(Mix64(base + static_cast<uint64_t>(index) * 0x9e3779b97f4a7c15ull));
-  return tensor.init == Init::kNorm ? 1.0f + tensor.scale * n : tensor.scale * n;
+  float v;
+  FillValues(TensorSeed(seed, tensor.name), tensor, index, 1, &v);
+  return v;
 }
 
 absl::StatusOr<std::vector<PlannedTensor>> PlanTensors(const json& c, DType dtype) {
