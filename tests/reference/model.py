@@ -456,8 +456,9 @@ class ReferenceModel:
         return self.swiglu_mlp(x, f"model.layers.{i}.mlp.", bias=bias)
 
     # -- model ----------------------------------------------------------------------------------
-    def forward(self, ids, absorbed_mla=False):
-        """ids: list of token ids -> logits [len(ids), vocab_size] float64."""
+    def forward(self, ids, absorbed_mla=False, last_only=False):
+        """ids: list of token ids -> logits [len(ids), vocab_size] float64 (or [1, vocab_size]
+        for the last position only when last_only)."""
         c = self.cfg
         eps = c["rms_norm_eps"]
         ids = np.asarray(ids, dtype=np.int64)
@@ -475,6 +476,8 @@ class ReferenceModel:
                 h = h + self.gqa_attention(a_in, i, positions)
             m_in = rms_norm(h, self.w(p + "post_attention_layernorm.weight"), eps)
             h = h + self.mlp(m_in, i)
+        if last_only:
+            h = h[-1:]
         h = rms_norm(h, self.w("model.norm.weight"), eps)
         if c.get("tie_word_embeddings"):
             head = emb  # HF ties lm_head to the embedding whatever the file holds
@@ -486,7 +489,7 @@ class ReferenceModel:
         ids = list(prompt)
         out, rows = [], []
         for _ in range(max_tokens):
-            logits = self.forward(ids)[-1]
+            logits = self.forward(ids, last_only=True)[-1]
             rows.append(logits)
             tok = int(np.argmax(logits))
             out.append(tok)

@@ -17,9 +17,13 @@ Two groups of cases, all run by `ctest -R py_reference_match_test` (plain python
                 exceeds 2 * max|a-b| of that row (so no error that small could flip the argmax)
                 Tessera's token must equal the reference argmax. Positions whose margin is within
                 the error are genuine near-ties and are not judged.
+  realcfg/<config>  f32 rule on real configs from $TESSERA_TESTDATA/configs scaled down by
+                `make-model --from-config C --layers 3 --experts 8 --hidden 64`.
 An architecture in ARCHS whose make-model or generate fails (e.g. not implemented yet) FAILS; it
 is never skipped. Prints one line per case and a final line "N passed, M failed"; exit status 1 if
-anything failed. Env: TESSERA_BIN (required for the end-to-end cases), REFERENCE_MATCH_FILTER
+anything failed. Every non-expert tensor of Tessera's checkpoint must be read by the reference
+(unknown names fail). Env: TESSERA_BIN (required for the end-to-end cases), TESSERA_TESTDATA
+(default ../shared/testdata), REFERENCE_MATCH_FILTER
 (optional substring filter on case names).
 """
 
@@ -45,6 +49,11 @@ ARCHS = ["llama", "qwen3", "qwen3_moe", "qwen2_moe", "mixtral", "deepseek_v3", "
          "minimax_m2", "gpt_oss"]
 BF16_ARCHS = list(ARCHS)
 FP8_ARCHS = ["deepseek_v3", "minimax_m2", "qwen3_moe"]
+# Real configs from $TESSERA_TESTDATA/configs scaled down by make-model --from-config (f32): they
+# keep each release's structure (Kimi K2: n_group 1, beta_fast 1, scaling 2.827; GLM-4.5: qk norm,
+# real vocabularies of 150k+ ids).
+FROM_CONFIGS = ["moonshotai__Kimi-K2-Instruct", "zai-org__GLM-4.5"]
+FROM_CONFIG_SCALE = ["--layers", "3", "--experts", "8", "--hidden", "64"]
 # 11 tokens, all < 64. Chosen so that on the seed-1 tiny checkpoints no family emits an eos id
 # within 32 greedy tokens (the first choice ending ...,29 made glm4_moe stop after 3 tokens).
 PROMPT = [1, 17, 42, 5, 63, 23, 31, 7, 50, 11, 19]
@@ -379,13 +388,22 @@ class TesseraMatch(unittest.TestCase):
     def tearDown(self):
         shutil.rmtree(self.tmp, ignore_errors=True)
 
-    def run_tessera(self, arch, dtype):
+    def run_tessera(self, arch, dtype, from_config=None):
         binary = os.environ.get("TESSERA_BIN")
         if not binary or not os.path.exists(binary):
             self.fail(f"TESSERA_BIN not set or missing ({binary!r})")
         model_dir = os.path.join(self.tmp, "model")
-        _run([binary, "make-model", "--arch", arch, "--preset", "tiny", "--dtype", dtype,
-              "--seed", "1", "--out", model_dir])
+        if from_config:
+            testdata = os.environ.get("TESSERA_TESTDATA") or os.path.join(
+                HERE, "..", "..", "..", "shared", "testdata")
+            cfg = os.path.join(testdata, "configs", from_config, "config.json")
+            if not os.path.exists(cfg):
+                self.fail(f"{cfg} not found (TESSERA_TESTDATA)")
+            _run([binary, "make-model", "--from-config", cfg] + FROM_CONFIG_SCALE +
+                 ["--dtype", dtype, "--seed", "1", "--out", model_dir])
+        else:
+            _run([binary, "make-model", "--arch", arch, "--preset", "tiny", "--dtype", dtype,
+                  "--seed", "1", "--out", model_dir])
         npy = os.path.join(self.tmp, "tessera_logits.npy")
         stdout = _run([binary, "generate", "--model", model_dir,
                        "--prompt-ids", ",".join(map(str, PROMPT)),
@@ -414,8 +432,8 @@ class TesseraMatch(unittest.TestCase):
                          "Tessera's greedy tokens are not the argmax of its own logits")
         return ref, out, logits
 
-    def check_f32(self, arch):
-        ref, out, logits = self.run_tessera(arch, "f32")
+    def check_f32(self, arch, from_config=None):
+        ref, out, logits = self.run_tessera(arch, "f32", from_config)
         ref_out, ref_logits = ref.generate(PROMPT, len(out))
         rows = min(F32_LOGIT_ROWS, len(out))
         for i in range(rows):
@@ -456,6 +474,9 @@ def _add_cases():
         setattr(TesseraMatch, f"test_bf16_{arch}", low_case(arch, "bf16"))
     for arch in FP8_ARCHS:
         setattr(TesseraMatch, f"test_fp8_{arch}", low_case(arch, "fp8"))
+    for cfg in FROM_CONFIGS:
+        setattr(TesseraMatch, f"test_realcfg_{cfg}",
+                lambda self, cfg=cfg: setattr(self, "note", self.check_f32(None, cfg)))
 
 
 _add_cases()
