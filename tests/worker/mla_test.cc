@@ -458,13 +458,13 @@ TEST(MlaTest, AbsorbedMatricesAreKvBProjRows) {
   for (int64_t h = 0; h < d.heads; ++h) {
     for (int64_t i = 0; i < d.nope; ++i) {
       for (int64_t j = 0; j < d.kv_lora; ++j) {
-        ASSERT_EQ(mla->w_uk_t().data<float>()[(h * d.kv_lora + j) * d.nope + i],
+        ASSERT_EQ(mla->w_uk().data<float>()[(h * d.nope + i) * d.kv_lora + j],
                   p[(h * (d.nope + d.v) + i) * d.kv_lora + j]);
       }
     }
     for (int64_t i = 0; i < d.v; ++i) {
       for (int64_t j = 0; j < d.kv_lora; ++j) {
-        ASSERT_EQ(mla->w_uv().data<float>()[(h * d.v + i) * d.kv_lora + j],
+        ASSERT_EQ(mla->w_uv_t().data<float>()[(h * d.kv_lora + j) * d.v + i],
                   p[(h * (d.nope + d.v) + d.nope + i) * d.kv_lora + j]);
       }
     }

@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "kernels/base/logging.h"
 #include "kernels/base/status.h"
+#include "kernels/base/thread_pool.h"
 
 namespace tessera {
 namespace {
@@ -60,6 +61,29 @@ void CopyRows(const Tensor& src, Tensor& dst) {
   for (int64_t r = 0; r < src.dim(0); ++r) {
     std::memcpy(d + r * dst.stride(0), s + r * src.stride(0), cols * sizeof(float));
   }
+}
+
+// out[tok, hh, :n] = x[tok, hh, :k] · w[hh] for every token and head, with w: [heads, k, n]
+// contiguous f32. Rows of w are streamed as AXPYs (vectorisable without reassociation); heads run
+// in parallel. One call replaces 2 * heads small Linear calls and their thread-pool wake-ups.
+void PerHeadMatmul(const float* x, int64_t x_tok_stride, int64_t x_head_stride, const float* w,
+                   int64_t tokens, int64_t heads, int64_t k, int64_t n, float* out,
+                   int64_t out_tok_stride, int64_t out_head_stride) {
+  ParallelFor(heads, 1, [&](int64_t h_begin, int64_t h_end) {
+    for (int64_t hh = h_begin; hh < h_end; ++hh) {
+      const float* wh = w + hh * k * n;
+      for (int64_t tok = 0; tok < tokens; ++tok) {
+        const float* xr = x + tok * x_tok_stride + hh * x_head_stride;
+        float* o = out + tok * out_tok_stride + hh * out_head_stride;
+        std::fill(o, o + n, 0.0f);
+        for (int64_t i = 0; i < k; ++i) {
+          const float xi = xr[i];
+          const float* wr = wh + i * n;
+          for (int64_t j = 0; j < n; ++j) o[j] += xi * wr[j];
+        }
+      }
+    }
+  });
 }
 
 }  // namespace
@@ -174,25 +198,17 @@ absl::StatusOr<MlaAttention> MlaAttention::Create(const MlaConfig& config, MlaWe
   // W_UK[hh] ([nope, kv_lora]), the next v_head_dim rows are W_UV[hh] ([v, kv_lora]).
   ASSIGN_OR_RETURN(Tensor kv_b, DequantizeLinearWeight(weights.kv_b_proj, p + "kv_b_proj.weight"));
   const int64_t nope = c.qk_nope_head_dim, vd = c.v_head_dim, r = c.kv_lora_rank;
-  ASSIGN_OR_RETURN(mla.w_uk_t_, Tensor::Empty({h, r, nope}, DType::kF32));
-  ASSIGN_OR_RETURN(mla.w_uv_, Tensor::Empty({h, vd, r}, DType::kF32));
+  ASSIGN_OR_RETURN(mla.w_uk_, Tensor::Empty({h, nope, r}, DType::kF32));
+  ASSIGN_OR_RETURN(mla.w_uv_t_, Tensor::Empty({h, r, vd}, DType::kF32));
   const float* kvb = kv_b.data<float>();
-  float* uk_t = mla.w_uk_t_.data<float>();
-  float* uv = mla.w_uv_.data<float>();
+  float* uk = mla.w_uk_.data<float>();
+  float* uv_t = mla.w_uv_t_.data<float>();
   for (int64_t hh = 0; hh < h; ++hh) {
     const float* head = kvb + hh * (nope + vd) * r;
-    for (int64_t i = 0; i < nope; ++i) {
-      for (int64_t j = 0; j < r; ++j) uk_t[(hh * r + j) * nope + i] = head[i * r + j];
+    std::memcpy(uk + hh * nope * r, head, nope * r * sizeof(float));
+    for (int64_t d = 0; d < vd; ++d) {
+      for (int64_t j = 0; j < r; ++j) uv_t[(hh * r + j) * vd + d] = head[(nope + d) * r + j];
     }
-    std::memcpy(uv + hh * vd * r, head + nope * r, vd * r * sizeof(float));
-  }
-  for (int64_t hh = 0; hh < h; ++hh) {
-    LinearWeight uk;
-    uk.weight = mla.w_uk_t_.Select(0, hh);
-    mla.w_uk_t_heads_.push_back(std::move(uk));
-    LinearWeight v;
-    v.weight = mla.w_uv_.Select(0, hh);
-    mla.w_uv_heads_.push_back(std::move(v));
   }
   mla.w_ = std::move(weights);
   return mla;
@@ -255,13 +271,8 @@ absl::Status MlaAttention::AttendAbsorbed(const Tensor& q, const AttentionBatch&
   const int64_t rope = c.qk_rope_head_dim, vd = c.v_head_dim, qk = c.qk_head_dim();
   // q_full[t, hh] = [q_nope[t, hh] · W_UK[hh] | q_pe[t, hh]]: [t, h, kv_lora + rope].
   ASSIGN_OR_RETURN(Tensor q_full, Tensor::Empty({t, h, c.latent_dim()}, DType::kF32));
-  ASSIGN_OR_RETURN(Tensor tmp_r, Tensor::Empty({t, r}, DType::kF32));
-  for (int64_t hh = 0; hh < h; ++hh) {
-    const Tensor q_nope = q.Select(1, hh).Slice(1, 0, nope);  // [t, nope], row stride h * qk
-    RETURN_IF_ERROR(Linear(q_nope, w_uk_t_heads_[hh], Tensor(), tmp_r));
-    Tensor dst = q_full.Select(1, hh).Slice(1, 0, r);
-    CopyRows(tmp_r, dst);
-  }
+  PerHeadMatmul(q.data<float>(), h * qk, qk, w_uk_.data<float>(), t, h, nope, r,
+                q_full.data<float>(), h * c.latent_dim(), c.latent_dim());
   {
     const Tensor src = q.View({t * h, qk}).Slice(1, nope, qk);
     Tensor dst = q_full.View({t * h, c.latent_dim()}).Slice(1, r, r + rope);
@@ -274,13 +285,8 @@ absl::Status MlaAttention::AttendAbsorbed(const Tensor& q, const AttentionBatch&
   RETURN_IF_ERROR(PagedAttention(q_full, k_cache, v_cache, batch.block_tables, batch.seq_lens,
                                  batch.query_start_loc, params, latent_out));
   // attn[t, hh] = latent_out[t, hh] · W_UV[hh]ᵀ: [t, h * v_head_dim].
-  ASSIGN_OR_RETURN(Tensor tmp_v, Tensor::Empty({t, vd}, DType::kF32));
-  Tensor attn3 = attn.View({t, h, vd});
-  for (int64_t hh = 0; hh < h; ++hh) {
-    RETURN_IF_ERROR(Linear(latent_out.Select(1, hh), w_uv_heads_[hh], Tensor(), tmp_v));
-    Tensor dst = attn3.Select(1, hh);
-    CopyRows(tmp_v, dst);
-  }
+  PerHeadMatmul(latent_out.data<float>(), h * r, r, w_uv_t_.data<float>(), t, h, r, vd,
+                attn.data<float>(), h * vd, vd);
   return absl::OkStatus();
 }
 

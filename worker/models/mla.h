@@ -30,7 +30,6 @@
 #include <cstdint>
 #include <memory>
 #include <string>
-#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -114,10 +113,11 @@ class MlaAttention {
   absl::Status Forward(const Tensor& hidden, const AttentionBatch& batch, Tensor& latent_cache,
                        Tensor& out, MlaOptions::Path path) const;
 
-  // W_UK transposed per head: [num_heads, kv_lora_rank, qk_nope_head_dim] f32, and
-  // W_UV: [num_heads, v_head_dim, kv_lora_rank] f32 (exposed for tests).
-  const Tensor& w_uk_t() const { return w_uk_t_; }
-  const Tensor& w_uv() const { return w_uv_; }
+  // The absorbed matrices, laid out so that both products are row-streaming AXPYs:
+  // W_UK: [num_heads, qk_nope_head_dim, kv_lora_rank] f32 (kv_b_proj's k_nope rows per head) and
+  // W_UV transposed: [num_heads, kv_lora_rank, v_head_dim] f32 (exposed for tests).
+  const Tensor& w_uk() const { return w_uk_; }
+  const Tensor& w_uv_t() const { return w_uv_t_; }
 
  private:
   MlaAttention() = default;
@@ -136,10 +136,8 @@ class MlaAttention {
   MlaWeights w_;
   std::shared_ptr<const RopeCache> rope_;
   float softmax_scale_ = 1.0f;
-  Tensor w_uk_t_;  // [num_heads, kv_lora_rank, qk_nope_head_dim] f32
-  Tensor w_uv_;    // [num_heads, v_head_dim, kv_lora_rank] f32
-  std::vector<LinearWeight> w_uk_t_heads_;  // per-head Linear views of w_uk_t_
-  std::vector<LinearWeight> w_uv_heads_;    // per-head Linear views of w_uv_
+  Tensor w_uk_;    // [num_heads, qk_nope_head_dim, kv_lora_rank] f32
+  Tensor w_uv_t_;  // [num_heads, kv_lora_rank, v_head_dim] f32
 };
 
 // Dequantises a linear weight to f32 [n, k] (f32/bf16/f16 converted; fp8 multiplied by its
