@@ -39,8 +39,7 @@ absl::Status Softmax(Tensor& x) {
 
 absl::Status Embedding(const Tensor& table, const Tensor& ids, int64_t vocab_start,
                        int64_t vocab_size, Tensor& out) {
-  RETURN_IF_ERROR(
-      cpu::RequireHost("Embedding", {{"table", &table}, {"ids", &ids}, {"out", &out}}));
+  RETURN_IF_ERROR(cpu::RequireHost("Embedding", {{"table", &table}, {"ids", &ids}, {"out", &out}}));
   return cpu::Embedding(table, ids, vocab_start, vocab_size, out);
 }
 

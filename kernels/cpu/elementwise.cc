@@ -36,7 +36,8 @@ void ForRows(int64_t rows, int64_t row_size, const std::function<void(int64_t, i
 }
 
 absl::Status RequireF32(const Tensor& t, absl::string_view op, absl::string_view name) {
-  if (!t.defined()) return absl::InvalidArgumentError(absl::StrCat(op, ": ", name, " is undefined"));
+  if (!t.defined())
+    return absl::InvalidArgumentError(absl::StrCat(op, ": ", name, " is undefined"));
   if (t.dtype() != DType::kF32) {
     return absl::InvalidArgumentError(
         absl::StrCat(op, ": ", name, " must be f32, got ", t.DebugString()));
@@ -95,8 +96,9 @@ bool Avx512Enabled() { return g_avx512_enabled.load(std::memory_order_relaxed) &
 
 // ---- Device check ---------------------------------------------------------------------------
 
-absl::Status RequireHost(absl::string_view op,
-                         std::initializer_list<std::pair<absl::string_view, const Tensor*>> tensors) {
+absl::Status RequireHost(
+    absl::string_view op,
+    std::initializer_list<std::pair<absl::string_view, const Tensor*>> tensors) {
   const Tensor* first = nullptr;
   absl::string_view first_name;
   for (const auto& [name, t] : tensors) {
@@ -120,7 +122,6 @@ absl::Status RequireHost(absl::string_view op,
   return absl::OkStatus();
 }
 
-
 // ---- RowView -----------------------------------------------------------------------------------
 
 absl::StatusOr<RowView> RowView::Of(const Tensor& t, absl::string_view name) {
@@ -130,12 +131,13 @@ absl::StatusOr<RowView> RowView::Of(const Tensor& t, absl::string_view name) {
         absl::StrCat(name, " ", t.DebugString(), " must have at least one dimension"));
   }
   if (t.ndim() > 9) {
-    return absl::InvalidArgumentError(absl::StrCat(name, " ", t.DebugString(), " has too many dimensions"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(name, " ", t.DebugString(), " has too many dimensions"));
   }
   if (t.dim(-1) > 1 && t.stride(-1) != 1) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        name, " ", t.DebugString(), " must have a contiguous last dimension (stride ",
-        t.stride(-1), ")"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(name, " ", t.DebugString(), " must have a contiguous last dimension (stride ",
+                     t.stride(-1), ")"));
   }
   RowView v;
   v.base_ = t.raw_data();
@@ -212,8 +214,9 @@ absl::Status ValidateEmbedding(const Tensor& table, const Tensor& ids, int64_t v
         absl::StrCat("Embedding: table must be f32, bf16 or f16, got ", table.DebugString()));
   }
   if (table.ndim() != 2 || (table.dim(1) > 1 && table.stride(1) != 1)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "Embedding: table ", table.DebugString(), " must be [vocab_rows, hidden] with contiguous rows"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("Embedding: table ", table.DebugString(),
+                     " must be [vocab_rows, hidden] with contiguous rows"));
   }
   if (!ids.defined() || ids.dtype() != DType::kI32 || ids.ndim() != 1) {
     return absl::InvalidArgumentError(
@@ -242,9 +245,8 @@ absl::Status ValidateEmbedding(const Tensor& table, const Tensor& ids, int64_t v
     for (int64_t t = 0; t < ids.dim(0); ++t) {
       const int32_t v = id[t * ids.stride(0)];
       if (v < 0 || v >= vocab_size) {
-        return absl::InvalidArgumentError(absl::StrCat("Embedding: ids[", t, "] = ", v,
-                                                       " is outside the vocabulary [0, ",
-                                                       vocab_size, ")"));
+        return absl::InvalidArgumentError(absl::StrCat(
+            "Embedding: ids[", t, "] = ", v, " is outside the vocabulary [0, ", vocab_size, ")"));
       }
     }
   }

@@ -62,8 +62,9 @@ class RowView {
 
 // OK when every defined tensor lives on the host. Otherwise UNIMPLEMENTED naming the CUDA
 // backend (all on one other device) or INVALID_ARGUMENT (devices differ). Pairs name the operands.
-absl::Status RequireHost(absl::string_view op,
-                         std::initializer_list<std::pair<absl::string_view, const Tensor*>> tensors);
+absl::Status RequireHost(
+    absl::string_view op,
+    std::initializer_list<std::pair<absl::string_view, const Tensor*>> tensors);
 
 // ---- Validation shared with tessera::ref -------------------------------------------------------
 

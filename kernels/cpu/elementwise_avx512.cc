@@ -90,8 +90,8 @@ float AddSumSquaresAvx512(float* residual, const float* delta, int64_t n) {
   }
   for (; i < n; i += 16) {
     const __mmask16 m = TailMask(n - i);
-    __m512 a = _mm512_add_ps(_mm512_maskz_loadu_ps(m, residual + i),
-                             _mm512_maskz_loadu_ps(m, delta + i));
+    __m512 a =
+        _mm512_add_ps(_mm512_maskz_loadu_ps(m, residual + i), _mm512_maskz_loadu_ps(m, delta + i));
     _mm512_mask_storeu_ps(residual + i, m, a);
     acc0 = _mm512_fmadd_ps(a, a, acc0);
   }

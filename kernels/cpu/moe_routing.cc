@@ -28,8 +28,8 @@ struct Scratch {
   std::vector<char> keep;
 };
 
-void RouteToken(const float* logits, const float* bias, int num_experts,
-                const RouterConfig& config, Scratch& s, float* weights, int32_t* ids) {
+void RouteToken(const float* logits, const float* bias, int num_experts, const RouterConfig& config,
+                Scratch& s, float* weights, int32_t* ids) {
   const int k = config.top_k;
   std::vector<int> sel(k);
   switch (config.scoring) {
@@ -115,15 +115,15 @@ absl::Status ValidateMoeRoute(const Tensor& logits, const Tensor& correction_bia
         absl::StrCat("MoeRoute: logits ", logits.DebugString(), " has no experts"));
   }
   if (config.top_k < 1 || config.top_k > num_experts) {
-    return absl::InvalidArgumentError(absl::StrCat("MoeRoute: RouterConfig.top_k = ",
-                                                   config.top_k, " must be in [1, num_experts = ",
-                                                   num_experts, "]"));
+    return absl::InvalidArgumentError(absl::StrCat("MoeRoute: RouterConfig.top_k = ", config.top_k,
+                                                   " must be in [1, num_experts = ", num_experts,
+                                                   "]"));
   }
   const bool sigmoid = config.scoring == RouterConfig::Scoring::kSigmoid;
   if (config.n_group < 1 || num_experts % config.n_group != 0) {
-    return absl::InvalidArgumentError(absl::StrCat("MoeRoute: RouterConfig.n_group = ",
-                                                   config.n_group, " must be >= 1 and divide ",
-                                                   "num_experts = ", num_experts));
+    return absl::InvalidArgumentError(
+        absl::StrCat("MoeRoute: RouterConfig.n_group = ", config.n_group,
+                     " must be >= 1 and divide ", "num_experts = ", num_experts));
   }
   if (config.n_group > 1) {
     if (!sigmoid) {
@@ -144,23 +144,21 @@ absl::Status ValidateMoeRoute(const Tensor& logits, const Tensor& correction_bia
     if (correction_bias.dtype() != DType::kF32 || correction_bias.ndim() != 1 ||
         correction_bias.dim(0) != num_experts ||
         (num_experts > 1 && correction_bias.stride(0) != 1)) {
-      return absl::InvalidArgumentError(absl::StrCat("MoeRoute: correction_bias ",
-                                                     correction_bias.DebugString(),
-                                                     " must be a contiguous [", num_experts,
-                                                     "] f32"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("MoeRoute: correction_bias ", correction_bias.DebugString(),
+                       " must be a contiguous [", num_experts, "] f32"));
     }
   }
-  if (!topk_weights.defined() || topk_weights.dtype() != DType::kF32 ||
-      topk_weights.ndim() != 2 || topk_weights.dim(0) != num_tokens ||
-      topk_weights.dim(1) != config.top_k) {
+  if (!topk_weights.defined() || topk_weights.dtype() != DType::kF32 || topk_weights.ndim() != 2 ||
+      topk_weights.dim(0) != num_tokens || topk_weights.dim(1) != config.top_k) {
     return absl::InvalidArgumentError(absl::StrCat("MoeRoute: topk_weights must be [", num_tokens,
                                                    ", ", config.top_k, "] f32, got ",
                                                    topk_weights.DebugString()));
   }
   if (!topk_ids.defined() || topk_ids.dtype() != DType::kI32 || topk_ids.ndim() != 2 ||
       topk_ids.dim(0) != num_tokens || topk_ids.dim(1) != config.top_k) {
-    return absl::InvalidArgumentError(absl::StrCat("MoeRoute: topk_ids must be [", num_tokens,
-                                                   ", ", config.top_k, "] i32, got ",
+    return absl::InvalidArgumentError(absl::StrCat("MoeRoute: topk_ids must be [", num_tokens, ", ",
+                                                   config.top_k, "] i32, got ",
                                                    topk_ids.DebugString()));
   }
   RETURN_IF_ERROR(RowView::Of(topk_weights, "MoeRoute: topk_weights").status());

@@ -125,8 +125,8 @@ absl::Status Axpy(float scale, const Tensor& x, Tensor& out) {
   ASSIGN_OR_RETURN(RowView ov, RowView::Of(out, "out"));
   for (int64_t r = 0; r < xv.num_rows(); ++r) {
     for (int64_t i = 0; i < xv.row_size(); ++i) {
-      ov.Ptr<float>(r)[i] = static_cast<float>(double(ov.Ptr<float>(r)[i]) +
-                                               double(scale) * xv.Ptr<float>(r)[i]);
+      ov.Ptr<float>(r)[i] =
+          static_cast<float>(double(ov.Ptr<float>(r)[i]) + double(scale) * xv.Ptr<float>(r)[i]);
     }
   }
   return absl::OkStatus();
@@ -227,8 +227,7 @@ std::vector<int> RankAll(const std::vector<float>& values) {
 
 absl::Status MoeRoute(const Tensor& logits, const Tensor& correction_bias,
                       const RouterConfig& config, Tensor& topk_weights, Tensor& topk_ids) {
-  RETURN_IF_ERROR(
-      cpu::ValidateMoeRoute(logits, correction_bias, config, topk_weights, topk_ids));
+  RETURN_IF_ERROR(cpu::ValidateMoeRoute(logits, correction_bias, config, topk_weights, topk_ids));
   const int64_t n = logits.dim(1);
   const int k = config.top_k;
   for (int64_t t = 0; t < logits.dim(0); ++t) {

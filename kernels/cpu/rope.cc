@@ -158,22 +158,20 @@ void FillRopeTables(const RopeConfig& config, const std::vector<float>& inv_freq
               });
 }
 
-absl::Status ValidateApplyRope(const RopeConfig& config, const Tensor& positions,
-                               const Tensor& x) {
+absl::Status ValidateApplyRope(const RopeConfig& config, const Tensor& positions, const Tensor& x) {
   if (!x.defined() || x.dtype() != DType::kF32 || x.ndim() != 3) {
     return absl::InvalidArgumentError(absl::StrCat(
         "ApplyRope: x must be [num_tokens, num_heads, head_dim] f32, got ", x.DebugString()));
   }
   if (x.dim(2) != config.head_dim) {
-    return absl::InvalidArgumentError(absl::StrCat("ApplyRope: x ", x.DebugString(),
-                                                   " has head_dim ", x.dim(2),
-                                                   " but the RopeCache has head_dim ",
-                                                   config.head_dim));
+    return absl::InvalidArgumentError(
+        absl::StrCat("ApplyRope: x ", x.DebugString(), " has head_dim ", x.dim(2),
+                     " but the RopeCache has head_dim ", config.head_dim));
   }
   if (x.dim(2) > 1 && x.stride(2) != 1) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "ApplyRope: x ", x.DebugString(), " must have contiguous head rows (stride ",
-        x.stride(2), ")"));
+    return absl::InvalidArgumentError(absl::StrCat("ApplyRope: x ", x.DebugString(),
+                                                   " must have contiguous head rows (stride ",
+                                                   x.stride(2), ")"));
   }
   if (!positions.defined() || positions.ndim() != 1 ||
       (positions.dtype() != DType::kI32 && positions.dtype() != DType::kI64)) {
@@ -181,10 +179,9 @@ absl::Status ValidateApplyRope(const RopeConfig& config, const Tensor& positions
         "ApplyRope: positions must be [num_tokens] i32 or i64, got ", positions.DebugString()));
   }
   if (positions.dim(0) != x.dim(0)) {
-    return absl::InvalidArgumentError(absl::StrCat("ApplyRope: positions ",
-                                                   positions.DebugString(), " must have ",
-                                                   x.dim(0), " entries (x is ", x.DebugString(),
-                                                   ")"));
+    return absl::InvalidArgumentError(absl::StrCat("ApplyRope: positions ", positions.DebugString(),
+                                                   " must have ", x.dim(0), " entries (x is ",
+                                                   x.DebugString(), ")"));
   }
   if (!x.device().is_cpu() || !positions.device().is_cpu()) {
     return absl::InvalidArgumentError("ApplyRope: x and positions must be host tensors");
@@ -194,9 +191,9 @@ absl::Status ValidateApplyRope(const RopeConfig& config, const Tensor& positions
                           ? positions.data<int32_t>()[t * positions.stride(0)]
                           : positions.data<int64_t>()[t * positions.stride(0)];
     if (p < 0 || p >= config.max_position) {
-      return absl::OutOfRangeError(absl::StrCat("ApplyRope: positions[", t, "] = ", p,
-                                                " is outside [0, max_position = ",
-                                                config.max_position, ")"));
+      return absl::OutOfRangeError(
+          absl::StrCat("ApplyRope: positions[", t, "] = ", p,
+                       " is outside [0, max_position = ", config.max_position, ")"));
     }
   }
   return absl::OkStatus();

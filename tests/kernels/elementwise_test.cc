@@ -1,15 +1,16 @@
 // Tests of the normalisation and elementwise operations of kernels/ops.h against the plain
 // references in tessera::ref and hand-computed values, on both the AVX-512 and portable paths.
 
+#include "kernels/cpu/elementwise.h"
+
 #include <cmath>
-#include <memory>
 #include <limits>
+#include <memory>
 #include <tuple>
 #include <vector>
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "kernels/cpu/elementwise.h"
 #include "kernels/cpu/reference_elementwise.h"
 #include "kernels/ops.h"
 #include "tests/test_util.h"
@@ -138,8 +139,8 @@ TEST(RmsNormTest, EpsilonEntersUnderTheRoot) {
   Tensor w = Tensor::FromVector(std::vector<float>{1, 1}, {2});
   Tensor out = Empty({1, 2});
   ASSERT_TRUE(RmsNorm(x, w, 0.75f, out).ok());  // 1 / sqrt(0.25 + 0.75) = 1
-  EXPECT_THAT(Values(out), ::testing::ElementsAre(::testing::FloatEq(0.5f),
-                                                  ::testing::FloatEq(-0.5f)));
+  EXPECT_THAT(Values(out),
+              ::testing::ElementsAre(::testing::FloatEq(0.5f), ::testing::FloatEq(-0.5f)));
 }
 
 TEST(RmsNormTest, PerHeadViewIntoFusedBuffer) {
@@ -147,8 +148,8 @@ TEST(RmsNormTest, PerHeadViewIntoFusedBuffer) {
   const int64_t tokens = 5, heads = 3, head_dim = 24, fused = (heads + 4) * head_dim;
   Tensor qkv = RandomTensor({tokens, fused}, 13);
   Tensor untouched = Clone(qkv);
-  Tensor q = qkv.Slice(1, 0, heads * head_dim).AsStrided({tokens, heads, head_dim},
-                                                         {fused, head_dim, 1});
+  Tensor q =
+      qkv.Slice(1, 0, heads * head_dim).AsStrided({tokens, heads, head_dim}, {fused, head_dim, 1});
   Tensor w = RandomTensor({head_dim}, 14);
   Tensor expected = Empty({tokens * heads, head_dim});
   Tensor q_copy = *q.Clone();
@@ -279,10 +280,9 @@ TEST(ClampedSwiGluTest, HandComputedValuesWithClamping) {
   Tensor out = Empty({1, 3});
   ASSERT_TRUE(ClampedSwiGlu(gate_up, alpha, limit, out).ok());
   auto glu = [&](double g) { return g / (1.0 + std::exp(-g * alpha)); };
-  EXPECT_THAT(Values(out),
-              ::testing::ElementsAre(::testing::FloatNear((2 + 1) * glu(1), 1e-5),
-                                     ::testing::FloatNear((-7 + 1) * glu(7), 1e-5),
-                                     ::testing::FloatNear((7 + 1) * glu(-3), 1e-5)));
+  EXPECT_THAT(Values(out), ::testing::ElementsAre(::testing::FloatNear((2 + 1) * glu(1), 1e-5),
+                                                  ::testing::FloatNear((-7 + 1) * glu(7), 1e-5),
+                                                  ::testing::FloatNear((7 + 1) * glu(-3), 1e-5)));
 }
 
 // ---- Softmax -----------------------------------------------------------------------------------
@@ -291,13 +291,13 @@ TEST(SoftmaxTest, RowsSumToOneAndMaskedEntriesAreZero) {
   for (bool avx512 : {true, false}) {
     IsaGuard guard(avx512);
     const float inf = std::numeric_limits<float>::infinity();
-    Tensor x = Tensor::FromVector(std::vector<float>{0, std::log(3.0f), -inf, 1000, 1000, -inf},
-                                  {2, 3});
+    Tensor x =
+        Tensor::FromVector(std::vector<float>{0, std::log(3.0f), -inf, 1000, 1000, -inf}, {2, 3});
     ASSERT_TRUE(Softmax(x).ok());
-    EXPECT_THAT(Values(x), ::testing::ElementsAre(
-                               ::testing::FloatNear(0.25f, 1e-6), ::testing::FloatNear(0.75f, 1e-6),
-                               0.0f, ::testing::FloatNear(0.5f, 1e-6),
-                               ::testing::FloatNear(0.5f, 1e-6), 0.0f));
+    EXPECT_THAT(Values(x), ::testing::ElementsAre(::testing::FloatNear(0.25f, 1e-6),
+                                                  ::testing::FloatNear(0.75f, 1e-6), 0.0f,
+                                                  ::testing::FloatNear(0.5f, 1e-6),
+                                                  ::testing::FloatNear(0.5f, 1e-6), 0.0f));
   }
 }
 
@@ -372,7 +372,6 @@ TEST(AxpyTest, RejectsShapeMismatch) {
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(std::string(s.message()), HasSubstr("x"));
 }
-
 
 TEST(DeviceDispatchTest, CudaTensorsAreUnimplementedOnThisBackend) {
   Tensor x = FakeCudaTensor({2, 8}, DType::kF32), w = FakeCudaTensor({8}, DType::kF32);

@@ -33,8 +33,12 @@ Tensor FakeCudaTensor(std::initializer_list<int64_t> shape, DType dtype) {
 
 struct Routing {
   Tensor weights, ids;
-  std::vector<float> w() const { return {weights.data<float>(), weights.data<float>() + weights.numel()}; }
-  std::vector<int32_t> i() const { return {ids.data<int32_t>(), ids.data<int32_t>() + ids.numel()}; }
+  std::vector<float> w() const {
+    return {weights.data<float>(), weights.data<float>() + weights.numel()};
+  }
+  std::vector<int32_t> i() const {
+    return {ids.data<int32_t>(), ids.data<int32_t>() + ids.numel()};
+  }
 };
 
 Routing Route(const Tensor& logits, const Tensor& bias, const RouterConfig& config) {
@@ -67,7 +71,8 @@ TEST(MoeRouteTest, SoftmaxTopKWithoutRenormalisation) {
   Routing r = Route(Row({0.0f, 2.0f, 1.0f, -1.0f}), Tensor(), c);
   const double z = 1 + std::exp(2.0) + std::exp(1.0) + std::exp(-1.0);
   EXPECT_THAT(r.i(), ElementsAre(1, 2));
-  EXPECT_THAT(r.w(), ElementsAre(FloatNear(std::exp(2.0) / z, 1e-6), FloatNear(std::exp(1.0) / z, 1e-6)));
+  EXPECT_THAT(r.w(),
+              ElementsAre(FloatNear(std::exp(2.0) / z, 1e-6), FloatNear(std::exp(1.0) / z, 1e-6)));
 }
 
 TEST(MoeRouteTest, SoftmaxRenormalisedLikeMixtral) {
@@ -111,13 +116,13 @@ TEST(MoeRouteTest, SigmoidSelectsByBiasedScoreButWeighsUnbiased) {
 }
 
 TEST(MoeRouteTest, SigmoidRenormalisedAndScaled) {
-  RouterConfig c{.scoring = Scoring::kSigmoid, .top_k = 2, .renormalize = true,
-                 .routed_scaling_factor = 2.5f};
+  RouterConfig c{
+      .scoring = Scoring::kSigmoid, .top_k = 2, .renormalize = true, .routed_scaling_factor = 2.5f};
   Routing r = Route(Row({2.0f, 0.0f, 1.0f, -1.0f}), Tensor(), c);
   const double a = Sigmoid(2), b = Sigmoid(1);
   EXPECT_THAT(r.i(), ElementsAre(0, 2));
-  EXPECT_THAT(r.w(), ElementsAre(FloatNear(2.5 * a / (a + b), 1e-6),
-                                 FloatNear(2.5 * b / (a + b), 1e-6)));
+  EXPECT_THAT(r.w(),
+              ElementsAre(FloatNear(2.5 * a / (a + b), 1e-6), FloatNear(2.5 * b / (a + b), 1e-6)));
 }
 
 TEST(MoeRouteTest, ScalingFactorAppliesToSoftmaxModesToo) {
@@ -129,7 +134,10 @@ TEST(MoeRouteTest, ScalingFactorAppliesToSoftmaxModesToo) {
 TEST(MoeRouteTest, GroupLimitedSelectionHandComputed) {
   // 8 experts in 4 groups of 2; keep the 2 best groups by the sum of their top-2 choices.
   // Expert 6 has the single best score, but its group (3) sums lower than groups 0 and 2.
-  RouterConfig c{.scoring = Scoring::kSigmoid, .top_k = 3, .renormalize = false, .n_group = 4,
+  RouterConfig c{.scoring = Scoring::kSigmoid,
+                 .top_k = 3,
+                 .renormalize = false,
+                 .n_group = 4,
                  .topk_group = 2};
   Tensor logits = Row({1.0f, 1.0f, -2.0f, -2.0f, 0.9f, 0.9f, 3.0f, -4.0f});
   Routing r = Route(logits, Tensor(), c);
@@ -203,8 +211,12 @@ std::vector<int32_t> BruteForceGroupRoute(const std::vector<float>& logits,
 
 TEST(MoeRouteTest, GroupLimitedSelectionMatchesBruteForce) {
   const int n = 64, n_group = 8, topk_group = 3, top_k = 6, tokens = 200;
-  RouterConfig c{.scoring = Scoring::kSigmoid, .top_k = top_k, .renormalize = true, .n_group = n_group,
-                 .topk_group = topk_group, .routed_scaling_factor = 2.5f};
+  RouterConfig c{.scoring = Scoring::kSigmoid,
+                 .top_k = top_k,
+                 .renormalize = true,
+                 .n_group = n_group,
+                 .topk_group = topk_group,
+                 .routed_scaling_factor = 2.5f};
   Tensor logits = RandomTensor({tokens, n}, 51, -4, 4);
   Tensor bias = RandomTensor({n}, 52, -0.3f, 0.3f);
   Routing r = Route(logits, bias, c);
@@ -247,28 +259,46 @@ TEST_P(MoeRouteRefTest, MatchesReference) {
 INSTANTIATE_TEST_SUITE_P(
     Modes, MoeRouteRefTest,
     ::testing::Values(
-        RouteCase{"mixtral", {.scoring = Scoring::kSoftmax, .top_k = 2, .renormalize = true}, 8,
+        RouteCase{
+            "mixtral", {.scoring = Scoring::kSoftmax, .top_k = 2, .renormalize = true}, 8, false},
+        RouteCase{"qwen3_moe",
+                  {.scoring = Scoring::kSoftmax, .top_k = 8, .renormalize = true},
+                  128,
                   false},
-        RouteCase{"qwen3_moe", {.scoring = Scoring::kSoftmax, .top_k = 8, .renormalize = true},
-                  128, false},
         RouteCase{"qwen2_moe", {.scoring = Scoring::kSoftmax, .top_k = 4}, 60, false},
         RouteCase{"gpt_oss", {.scoring = Scoring::kSoftmaxTopK, .top_k = 4}, 32, false},
         RouteCase{"deepseek_v3",
-                  {.scoring = Scoring::kSigmoid, .top_k = 8, .renormalize = true, .n_group = 8,
-                   .topk_group = 4, .routed_scaling_factor = 2.5f},
-                  256, true},
-        RouteCase{"kimi_k2",
-                  {.scoring = Scoring::kSigmoid, .top_k = 8, .renormalize = true, .n_group = 1,
-                   .topk_group = 1, .routed_scaling_factor = 2.827f},
-                  384, true},
-        RouteCase{"glm4_moe",
-                  {.scoring = Scoring::kSigmoid, .top_k = 8, .renormalize = true,
+                  {.scoring = Scoring::kSigmoid,
+                   .top_k = 8,
+                   .renormalize = true,
+                   .n_group = 8,
+                   .topk_group = 4,
                    .routed_scaling_factor = 2.5f},
-                  160, true},
-        RouteCase{"minimax_m2", {.scoring = Scoring::kSigmoid, .top_k = 8, .renormalize = true},
-                  256, true},
+                  256,
+                  true},
+        RouteCase{"kimi_k2",
+                  {.scoring = Scoring::kSigmoid,
+                   .top_k = 8,
+                   .renormalize = true,
+                   .n_group = 1,
+                   .topk_group = 1,
+                   .routed_scaling_factor = 2.827f},
+                  384,
+                  true},
+        RouteCase{"glm4_moe",
+                  {.scoring = Scoring::kSigmoid,
+                   .top_k = 8,
+                   .renormalize = true,
+                   .routed_scaling_factor = 2.5f},
+                  160,
+                  true},
+        RouteCase{"minimax_m2",
+                  {.scoring = Scoring::kSigmoid, .top_k = 8, .renormalize = true},
+                  256,
+                  true},
         RouteCase{"odd_groups",
-                  {.scoring = Scoring::kSigmoid, .top_k = 3, .n_group = 7, .topk_group = 2}, 21,
+                  {.scoring = Scoring::kSigmoid, .top_k = 3, .n_group = 7, .topk_group = 2},
+                  21,
                   false}),
     [](const ::testing::TestParamInfo<RouteCase>& info) { return std::string(info.param.name); });
 
@@ -313,7 +343,6 @@ TEST(MoeRouteTest, RejectsWrongIdsDtype) {
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(std::string(s.message()), HasSubstr("topk_ids"));
 }
-
 
 TEST(MoeRouteTest, CudaTensorsAreUnimplemented) {
   RouterConfig c{.top_k = 1};

@@ -151,8 +151,7 @@ TEST(RopeCacheTest, LinearScalingDividesFrequencies) {
   // Equivalent to dividing positions by the factor: row 8 equals the unscaled row 2.
   RopeCache plain = *RopeCache::Create(Basic(32, true));
   for (int i = 0; i < 16; ++i) {
-    EXPECT_NEAR(cache.cos().data<float>()[8 * 16 + i], plain.cos().data<float>()[2 * 16 + i],
-                1e-6);
+    EXPECT_NEAR(cache.cos().data<float>()[8 * 16 + i], plain.cos().data<float>()[2 * 16 + i], 1e-6);
   }
 }
 
@@ -311,7 +310,8 @@ TEST(ApplyRopeTest, DeepSeekDeinterleaveEqualsGptjUpToPermutation) {
   Tensor q = RandomTensor({1, 1, d}, 31);
   std::vector<float> orig(q.data<float>(), q.data<float>() + d);
   const int64_t pos = 5000;
-  ASSERT_TRUE(ApplyRope(cache, Tensor::FromVector(std::vector<int32_t>{int32_t(pos)}, {1}), q).ok());
+  ASSERT_TRUE(
+      ApplyRope(cache, Tensor::FromVector(std::vector<int32_t>{int32_t(pos)}, {1}), q).ok());
   const float* cs = cache.cos().data<float>() + pos * half;
   const float* sn = cache.sin().data<float>() + pos * half;
   for (int j = 0; j < half; ++j) {
@@ -364,13 +364,14 @@ RopeConfig WithScaling(RopeConfig c, RopeConfig::Scaling s) {
 
 INSTANTIATE_TEST_SUITE_P(
     Configs, ApplyRopeRefTest,
-    ::testing::Values(RopeCase{"neox", Basic(64, true)}, RopeCase{"gptj", Basic(64, false)},
-                      RopeCase{"neox_partial", Basic(96, true, 32)},
-                      RopeCase{"gptj_partial", Basic(72, false, 24)},
-                      RopeCase{"linear", WithScaling(Basic(64, true), RopeConfig::Scaling::kLinear)},
-                      RopeCase{"llama3", WithScaling(Basic(64, true), RopeConfig::Scaling::kLlama3)},
-                      RopeCase{"yarn", WithScaling(Basic(64, true), RopeConfig::Scaling::kYarn)},
-                      RopeCase{"deepseek_v3", DeepSeekV3()}, RopeCase{"gpt_oss", GptOss()}),
+    ::testing::Values(
+        RopeCase{"neox", Basic(64, true)}, RopeCase{"gptj", Basic(64, false)},
+        RopeCase{"neox_partial", Basic(96, true, 32)},
+        RopeCase{"gptj_partial", Basic(72, false, 24)},
+        RopeCase{"linear", WithScaling(Basic(64, true), RopeConfig::Scaling::kLinear)},
+        RopeCase{"llama3", WithScaling(Basic(64, true), RopeConfig::Scaling::kLlama3)},
+        RopeCase{"yarn", WithScaling(Basic(64, true), RopeConfig::Scaling::kYarn)},
+        RopeCase{"deepseek_v3", DeepSeekV3()}, RopeCase{"gpt_oss", GptOss()}),
     [](const ::testing::TestParamInfo<RopeCase>& info) { return std::string(info.param.name); });
 
 // ---- Errors ------------------------------------------------------------------------------------
@@ -402,7 +403,6 @@ TEST(ApplyRopeTest, RejectsPositionCountMismatch) {
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(std::string(s.message()), HasSubstr("positions"));
 }
-
 
 TEST(ApplyRopeTest, CudaTensorIsUnimplemented) {
   RopeCache cache = *RopeCache::Create(Basic(8, true));
