@@ -441,13 +441,14 @@ class ReferenceModel:
 
     def gpt_oss_expert(self, x, p, e):
         limit, alpha = self.cfg.get("swiglu_limit", 7.0), 1.702
-        gate_up = x @ self.w(p + "experts.gate_up_proj")[e] + self.w(p + "experts.gate_up_proj_bias")[e]
+        gate_up = (x @ self.w(p + "experts.gate_up_proj")[e] +
+                   self.w(p + "experts.gate_up_proj_bias")[e])
         gate, up = gate_up[:, 0::2], gate_up[:, 1::2]
         gate = np.minimum(gate, limit)
         up = np.clip(up, -limit, limit)
         glu = gate * sigmoid(gate * alpha)
-        return (up + 1) * glu @ self.w(p + "experts.down_proj")[e] + \
-            self.w(p + "experts.down_proj_bias")[e]
+        return ((up + 1) * glu @ self.w(p + "experts.down_proj")[e] +
+                self.w(p + "experts.down_proj_bias")[e])
 
     def mlp(self, x, i):
         if self._is_moe_layer(i):

@@ -441,7 +441,8 @@ class TesseraMatch(unittest.TestCase):
             self.assertLess(err, F32_REL_TOL, f"logits row {i}: rel err {err:.3g}")
         self.assertEqual(out, ref_out, "greedy tokens differ")
         self.assertEqual(unread_tensors(ref), [], "tensors unknown to the reference")
-        return f"{len(out)} tokens equal, max rel err {max(rel_err(logits[i], ref_logits[i]) for i in range(rows)):.2e}"
+        worst = max(rel_err(logits[i], ref_logits[i]) for i in range(rows))
+        return f"{len(out)} tokens equal, max rel err {worst:.2e}"
 
     def check_low_precision(self, arch, dtype):
         ref, out, logits = self.run_tessera(arch, dtype)

@@ -248,7 +248,8 @@ def write_safetensors(path, tensors, metadata=None):
         elif dt == "F8_E4M3":
             data = np.ascontiguousarray(arr, dtype=np.uint8).tobytes()
         else:
-            data = np.ascontiguousarray(arr, dtype=np.dtype(_NATIVE[dt]).newbyteorder("<")).tobytes()
+            le = np.dtype(_NATIVE[dt]).newbyteorder("<")
+            data = np.ascontiguousarray(arr, dtype=le).tobytes()
         header[name] = {"dtype": dt, "shape": list(np.shape(arr)),
                         "data_offsets": [offset, offset + len(data)]}
         blobs.append(data)
