@@ -481,7 +481,10 @@ absl::StatusOr<std::vector<PlannedTensor>> PlanTensors(const json& c, DType dtyp
   const float hs = 1.0f / std::sqrt(static_cast<float>(hidden));
 
   Planner p(dtype);
-  p.Plain("model.embed_tokens.weight", {vocab, hidden}, 0.5f);
+  // Small next to the layers' outputs (about 0.5 per layer), so that the residual stream is not
+  // dominated by the input token: with tied embeddings a large embedding makes every token its
+  // own greedy successor.
+  p.Plain("model.embed_tokens.weight", {vocab, hidden}, 0.1f);
   for (int64_t i = 0; i < layers; ++i) {
     const std::string l = absl::StrCat("model.layers.", i);
     const std::string a = l + ".self_attn";
