@@ -117,8 +117,7 @@ std::vector<int32_t> Generate(Model& model, const std::vector<int32_t>& prompt, 
   CHECK(cache.ok()) << cache.status();
   std::vector<int32_t> seq = prompt;
   Tensor logits;
-  CHECK_OK(model.Forward(Ids(prompt), MakeBatch({{blocks, 0, static_cast<int>(prompt.size())}},
-                                                 bs),
+  CHECK_OK(model.Forward(Ids(prompt), MakeBatch({{blocks, 0, static_cast<int>(prompt.size())}}, bs),
                          *cache, logits));
   for (int s = 0; s < steps; ++s) {
     if (logits_out) logits_out->push_back(*logits.Clone());
@@ -135,10 +134,9 @@ Tensor FullLogits(Model& model, const std::vector<int32_t>& seq) {
   absl::StatusOr<KvCache> cache = KvCache::Create(model.KvSpecs(), 8, 4);
   CHECK(cache.ok()) << cache.status();
   Tensor logits;
-  CHECK_OK(model.ForwardAllLogits(Ids(seq), MakeBatch({{{0, 1, 2, 3, 4, 5, 6, 7}, 0,
-                                                         static_cast<int>(seq.size())}},
-                                                       4),
-                                  *cache, logits));
+  CHECK_OK(model.ForwardAllLogits(
+      Ids(seq), MakeBatch({{{0, 1, 2, 3, 4, 5, 6, 7}, 0, static_cast<int>(seq.size())}}, 4), *cache,
+      logits));
   return logits;
 }
 
@@ -341,9 +339,8 @@ TEST(DeepseekV3Test, MisShapedKvBProjFailsNamingTheTensor) {
 }
 
 TEST(DeepseekV3Test, MissingCorrectionBiasFailsNamingTheTensor) {
-  const std::string dir =
-      CopyCheckpointWith(TinyCheckpoint("f32"), "ds_missing_bias",
-                         "model.layers.1.mlp.gate.e_score_correction_bias", {});
+  const std::string dir = CopyCheckpointWith(TinyCheckpoint("f32"), "ds_missing_bias",
+                                             "model.layers.1.mlp.gate.e_score_correction_bias", {});
   absl::StatusOr<LoadedModel> m = LoadModelFromDirectory(dir);
   ASSERT_FALSE(m.ok());
   EXPECT_NE(m.status().message().find("model.layers.1.mlp.gate.e_score_correction_bias"),

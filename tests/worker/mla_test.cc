@@ -151,9 +151,7 @@ AttentionBatch MakeBatch(const std::vector<SeqStep>& seqs, int block_size) {
   return b;
 }
 
-Tensor Rows(const Tensor& x, int64_t begin, int64_t end) {
-  return *x.Slice(0, begin, end).Clone();
-}
+Tensor Rows(const Tensor& x, int64_t begin, int64_t end) { return *x.Slice(0, begin, end).Clone(); }
 
 // ---- Independent dense reference (Hugging Face DeepseekV3Attention, eager, one sequence) -------
 
@@ -205,8 +203,8 @@ Tensor DenseReference(const Dims& d, const MlaWeights& w, const Tensor& hidden, 
     if (d.q_lora == 0) {
       q[t] = MatVec(w.q_proj.weight, x);
     } else {
-      q[t] = MatVec(w.q_b_proj.weight, RmsNormRef(MatVec(w.q_a_proj.weight, x),
-                                                  w.q_a_layernorm, 1e-6));
+      q[t] = MatVec(w.q_b_proj.weight,
+                    RmsNormRef(MatVec(w.q_a_proj.weight, x), w.q_a_layernorm, 1e-6));
     }
     for (int64_t h = 0; h < d.heads; ++h) {
       std::vector<double> pe(q[t].begin() + h * qk + d.nope, q[t].begin() + (h + 1) * qk);
@@ -292,8 +290,8 @@ TEST_P(MlaPathTest, AbsorbedEqualsUnabsorbedOnMixedBatches) {
     Tensor unabsorbed = *Tensor::Empty({batch.num_tokens, d.hidden}, DType::kF32);
     ASSERT_TRUE(mla->Forward(x, batch, cache, absorbed, MlaOptions::Path::kAbsorbed).ok());
     ASSERT_TRUE(mla->Forward(x, batch, cache, unabsorbed, MlaOptions::Path::kUnabsorbed).ok());
-    EXPECT_LT(RelativeError(absorbed, unabsorbed), 1e-5) << "step with " << batch.num_tokens
-                                                         << " tokens";
+    EXPECT_LT(RelativeError(absorbed, unabsorbed), 1e-5)
+        << "step with " << batch.num_tokens << " tokens";
   }
 }
 
@@ -348,8 +346,8 @@ TEST(MlaTest, PagedDecodeEqualsFullRecomputation) {
   // Paged: a prompt, then decode tokens one at a time.
   Tensor cache = NewCache(d, 8, bs);
   Tensor out = *Tensor::Empty({prompt, d.hidden}, DType::kF32);
-  ASSERT_TRUE(mla->Forward(Rows(x, 0, prompt), MakeBatch({{blocks, 0, prompt}}, bs), cache, out)
-                  .ok());
+  ASSERT_TRUE(
+      mla->Forward(Rows(x, 0, prompt), MakeBatch({{blocks, 0, prompt}}, bs), cache, out).ok());
   EXPECT_LT(RelativeError(out, Rows(full, 0, prompt)), 1e-5);
   for (int pos = prompt; pos < len; ++pos) {
     Tensor step = *Tensor::Empty({1, d.hidden}, DType::kF32);
@@ -394,15 +392,15 @@ TEST(MlaTest, LatentCacheHoldsOnlyNormalisedLatentAndRotatedKpe) {
     std::vector<double> xv(x.data<float>() + pos * d.hidden,
                            x.data<float>() + (pos + 1) * d.hidden);
     std::vector<double> kv_a = MatVec(w.kv_a_proj_with_mqa.weight, xv);
-    std::vector<double> c = RmsNormRef(
-        std::vector<double>(kv_a.begin(), kv_a.begin() + d.kv_lora), w.kv_a_layernorm, 1e-6);
+    std::vector<double> c = RmsNormRef(std::vector<double>(kv_a.begin(), kv_a.begin() + d.kv_lora),
+                                       w.kv_a_layernorm, 1e-6);
     for (int64_t i = 0; i < d.kv_lora; ++i) {
       EXPECT_NEAR(cd[slot * row + i], c[i], 1e-4) << "slot " << slot << " c[" << i << "]";
     }
     // k_pe is stored GPT-J rotated in checkpoint order: pairs (2i, 2i+1) rotated by freq i,
     // which is HF's de-interleaved result permuted back.
-    std::vector<double> pe_hf = RopeInterleaveRef(
-        std::vector<double>(kv_a.begin() + d.kv_lora, kv_a.end()), pos, 10000.0);
+    std::vector<double> pe_hf =
+        RopeInterleaveRef(std::vector<double>(kv_a.begin() + d.kv_lora, kv_a.end()), pos, 10000.0);
     for (int64_t i = 0; i < d.rope / 2; ++i) {
       EXPECT_NEAR(cd[slot * row + d.kv_lora + 2 * i], pe_hf[i], 1e-4);
       EXPECT_NEAR(cd[slot * row + d.kv_lora + 2 * i + 1], pe_hf[d.rope / 2 + i], 1e-4);

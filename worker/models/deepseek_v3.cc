@@ -33,8 +33,8 @@ class DeepseekV3Model : public Model {
     return std::vector<LayerKvSpec>(layers_.size(), spec);
   }
 
-  absl::Status ForwardHidden(const Tensor& input_ids, const AttentionBatch& batch,
-                             KvCache& cache, Tensor& hidden) override;
+  absl::Status ForwardHidden(const Tensor& input_ids, const AttentionBatch& batch, KvCache& cache,
+                             Tensor& hidden) override;
   absl::Status ComputeLogits(const Tensor& hidden, Tensor& logits) override {
     return lm_head_.Forward(hidden, logits);
   }
@@ -54,8 +54,7 @@ absl::Status DeepseekV3Model::ForwardHidden(const Tensor& input_ids, const Atten
   const int64_t h = config_.hidden_size;
   if (t != batch.num_tokens) {
     return absl::InvalidArgumentError(absl::StrCat("DeepseekV3 Forward: input_ids has ", t,
-                                                   " tokens but the batch has ",
-                                                   batch.num_tokens));
+                                                   " tokens but the batch has ", batch.num_tokens));
   }
   if (cache.num_layers() != static_cast<int>(layers_.size())) {
     return absl::InvalidArgumentError(absl::StrCat("DeepseekV3 Forward: KV cache has ",
@@ -99,9 +98,8 @@ absl::Status DeepseekV3Model::ForwardHidden(const Tensor& input_ids, const Atten
 
 absl::Status RequirePositive(const ModelConfig& config, int64_t value, const char* field) {
   if (value > 0) return absl::OkStatus();
-  return absl::InvalidArgumentError(
-      absl::StrCat(config.source, ": ", field, " must be > 0 for DeepseekV3ForCausalLM (got ",
-                   value, ")"));
+  return absl::InvalidArgumentError(absl::StrCat(
+      config.source, ": ", field, " must be > 0 for DeepseekV3ForCausalLM (got ", value, ")"));
 }
 
 absl::StatusOr<MlaWeights> LoadMlaWeights(const Checkpoint& ckpt, const std::string& prefix,
@@ -119,21 +117,19 @@ absl::StatusOr<MlaWeights> LoadMlaWeights(const Checkpoint& ckpt, const std::str
                      LoadLinear(ckpt, p + "q_a_proj", mla.q_lora_rank, h, bias, format));
     w.q_a_proj = qa.weight;
     w.q_a_proj_bias = qa.bias;
-    ASSIGN_OR_RETURN(w.q_a_layernorm,
-                     LoadNormWeight(ckpt, p + "q_a_layernorm", mla.q_lora_rank));
-    ASSIGN_OR_RETURN(LinearLayer qb, LoadLinear(ckpt, p + "q_b_proj", heads * qk,
-                                                mla.q_lora_rank, false, format));
+    ASSIGN_OR_RETURN(w.q_a_layernorm, LoadNormWeight(ckpt, p + "q_a_layernorm", mla.q_lora_rank));
+    ASSIGN_OR_RETURN(LinearLayer qb,
+                     LoadLinear(ckpt, p + "q_b_proj", heads * qk, mla.q_lora_rank, false, format));
     w.q_b_proj = qb.weight;
   }
-  ASSIGN_OR_RETURN(LinearLayer kva, LoadLinear(ckpt, p + "kv_a_proj_with_mqa", mla.latent_dim(),
-                                               h, bias, format));
+  ASSIGN_OR_RETURN(LinearLayer kva,
+                   LoadLinear(ckpt, p + "kv_a_proj_with_mqa", mla.latent_dim(), h, bias, format));
   w.kv_a_proj_with_mqa = kva.weight;
   w.kv_a_proj_bias = kva.bias;
   ASSIGN_OR_RETURN(w.kv_a_layernorm, LoadNormWeight(ckpt, p + "kv_a_layernorm", mla.kv_lora_rank));
-  ASSIGN_OR_RETURN(LinearLayer kvb,
-                   LoadLinear(ckpt, p + "kv_b_proj",
-                              heads * (mla.qk_nope_head_dim + mla.v_head_dim), mla.kv_lora_rank,
-                              false, format));
+  ASSIGN_OR_RETURN(LinearLayer kvb, LoadLinear(ckpt, p + "kv_b_proj",
+                                               heads * (mla.qk_nope_head_dim + mla.v_head_dim),
+                                               mla.kv_lora_rank, false, format));
   w.kv_b_proj = kvb.weight;
   ASSIGN_OR_RETURN(LinearLayer o,
                    LoadLinear(ckpt, p + "o_proj", h, heads * mla.v_head_dim, bias, format));
@@ -158,8 +154,8 @@ MoeSpec DeepseekMoeSpec(const Checkpoint& ckpt, const ModelConfig& config,
   m.gate_name = "gate";
   m.correction_bias_name = "gate.e_score_correction_bias";
   // topk_method "noaux_tc" (V3, R1, K2) always ships the bias; older configs may not.
-  m.correction_bias = config.use_routing_bias ||
-                      ckpt.Has(absl::StrCat(prefix, ".", m.correction_bias_name));
+  m.correction_bias =
+      config.use_routing_bias || ckpt.Has(absl::StrCat(prefix, ".", m.correction_bias_name));
   if (config.n_shared_experts > 0) {
     m.shared_intermediate_size = config.n_shared_experts * config.moe_intermediate_size;
     m.shared_name = "shared_experts";
@@ -242,17 +238,17 @@ absl::StatusOr<std::unique_ptr<Model>> LoadDeepseekV3ModelWithOptions(
     ASSIGN_OR_RETURN(layer.post_norm, LoadNormWeight(ckpt, p + "post_attention_layernorm", h));
     const std::string attn_prefix = p + "self_attn";
     ASSIGN_OR_RETURN(MlaWeights weights, LoadMlaWeights(ckpt, attn_prefix, config, mla, format));
-    ASSIGN_OR_RETURN(MlaAttention attn, MlaAttention::Create(mla, std::move(weights),
-                                                             attn_prefix, ds_options.mla, rope));
+    ASSIGN_OR_RETURN(MlaAttention attn, MlaAttention::Create(mla, std::move(weights), attn_prefix,
+                                                             ds_options.mla, rope));
     layer.attention = std::make_unique<MlaAttention>(std::move(attn));
     if (config.IsMoeLayer(i)) {
       RETURN_IF_ERROR(RequirePositive(config, config.num_experts, "n_routed_experts"));
       RETURN_IF_ERROR(
           RequirePositive(config, config.moe_intermediate_size, "moe_intermediate_size"));
       const std::string mlp_prefix = p + "mlp";
-      ASSIGN_OR_RETURN(MoeBlock moe, MoeBlock::Load(ckpt, mlp_prefix,
-                                                    DeepseekMoeSpec(ckpt, config, mlp_prefix),
-                                                    format));
+      ASSIGN_OR_RETURN(
+          MoeBlock moe,
+          MoeBlock::Load(ckpt, mlp_prefix, DeepseekMoeSpec(ckpt, config, mlp_prefix), format));
       layer.moe = std::make_unique<MoeBlock>(std::move(moe));
     } else {
       RETURN_IF_ERROR(RequirePositive(config, config.intermediate_size, "intermediate_size"));

@@ -18,9 +18,9 @@ absl::Status CheckLinear(const LinearWeight& w, int64_t n, int64_t k, const std:
     return absl::NotFoundError(absl::StrCat("MLA: missing tensor ", name, ".weight"));
   }
   if (w.weight.ndim() != 2 || w.weight.dim(0) != n || w.weight.dim(1) != k) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("MLA: tensor ", name, ".weight has shape ", ShapeToString(w.weight.shape()),
-                     ", expected [", n, ", ", k, "]"));
+    return absl::InvalidArgumentError(absl::StrCat("MLA: tensor ", name, ".weight has shape ",
+                                                   ShapeToString(w.weight.shape()), ", expected [",
+                                                   n, ", ", k, "]"));
   }
   if (w.weight.dtype() == DType::kF8E4M3 || w.weight.dtype() == DType::kF8E5M2) {
     if (!w.scale_inv.defined()) {
@@ -29,9 +29,9 @@ absl::Status CheckLinear(const LinearWeight& w, int64_t n, int64_t k, const std:
     }
     const int64_t bn = (n + w.block_n - 1) / w.block_n, bk = (k + w.block_k - 1) / w.block_k;
     if (w.scale_inv.ndim() != 2 || w.scale_inv.dim(0) != bn || w.scale_inv.dim(1) != bk) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "MLA: tensor ", name, ".weight_scale_inv has shape ",
-          ShapeToString(w.scale_inv.shape()), ", expected [", bn, ", ", bk, "]"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("MLA: tensor ", name, ".weight_scale_inv has shape ",
+                       ShapeToString(w.scale_inv.shape()), ", expected [", bn, ", ", bk, "]"));
     }
   }
   return absl::OkStatus();
@@ -43,8 +43,8 @@ absl::Status CheckVector(const Tensor& t, int64_t n, const std::string& name, bo
     return absl::NotFoundError(absl::StrCat("MLA: missing tensor ", name));
   }
   if (t.ndim() != 1 || t.dim(0) != n || t.dtype() != DType::kF32) {
-    return absl::InvalidArgumentError(absl::StrCat("MLA: tensor ", name, " is ", t.DebugString(),
-                                                   ", expected f32[", n, "]"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("MLA: tensor ", name, " is ", t.DebugString(), ", expected f32[", n, "]"));
   }
   return absl::OkStatus();
 }
@@ -112,9 +112,9 @@ absl::StatusOr<Tensor> DequantizeLinearWeight(const LinearWeight& w, const std::
   const int64_t n = out.dim(0), k = out.dim(1);
   const int64_t bn = (n + w.block_n - 1) / w.block_n, bk = (k + w.block_k - 1) / w.block_k;
   if (scales.ndim() != 2 || scales.dim(0) != bn || scales.dim(1) != bk) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("tensor ", name, "_scale_inv has shape ", ShapeToString(scales.shape()),
-                     ", expected [", bn, ", ", bk, "]"));
+    return absl::InvalidArgumentError(absl::StrCat("tensor ", name, "_scale_inv has shape ",
+                                                   ShapeToString(scales.shape()), ", expected [",
+                                                   bn, ", ", bk, "]"));
   }
   float* o = out.data<float>();
   const float* s = scales.data<float>();
@@ -145,12 +145,13 @@ absl::StatusOr<MlaAttention> MlaAttention::Create(const MlaConfig& config, MlaWe
   if (c.hidden_size <= 0 || c.num_heads <= 0 || c.kv_lora_rank <= 0 || c.qk_nope_head_dim <= 0 ||
       c.qk_rope_head_dim <= 0 || c.v_head_dim <= 0 || c.q_lora_rank < 0 ||
       c.qk_rope_head_dim % 2 != 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "MLA config for ", prefix, ": hidden_size, num_heads, kv_lora_rank, qk_nope_head_dim, "
-        "qk_rope_head_dim (even) and v_head_dim must be positive; got hidden_size=",
-        c.hidden_size, " num_heads=", c.num_heads, " kv_lora_rank=", c.kv_lora_rank,
-        " qk_nope_head_dim=", c.qk_nope_head_dim, " qk_rope_head_dim=", c.qk_rope_head_dim,
-        " v_head_dim=", c.v_head_dim));
+    return absl::InvalidArgumentError(
+        absl::StrCat("MLA config for ", prefix,
+                     ": hidden_size, num_heads, kv_lora_rank, qk_nope_head_dim, "
+                     "qk_rope_head_dim (even) and v_head_dim must be positive; got hidden_size=",
+                     c.hidden_size, " num_heads=", c.num_heads, " kv_lora_rank=", c.kv_lora_rank,
+                     " qk_nope_head_dim=", c.qk_nope_head_dim,
+                     " qk_rope_head_dim=", c.qk_rope_head_dim, " v_head_dim=", c.v_head_dim));
   }
   const std::string p = prefix.empty() ? "" : absl::StrCat(prefix, ".");
   const int64_t h = c.num_heads, qk = c.qk_head_dim();
@@ -158,16 +159,15 @@ absl::StatusOr<MlaAttention> MlaAttention::Create(const MlaConfig& config, MlaWe
     RETURN_IF_ERROR(CheckLinear(weights.q_proj, h * qk, c.hidden_size, p + "q_proj"));
   } else {
     RETURN_IF_ERROR(CheckLinear(weights.q_a_proj, c.q_lora_rank, c.hidden_size, p + "q_a_proj"));
-    RETURN_IF_ERROR(
-        CheckVector(weights.q_a_proj_bias, c.q_lora_rank, p + "q_a_proj.bias", true));
+    RETURN_IF_ERROR(CheckVector(weights.q_a_proj_bias, c.q_lora_rank, p + "q_a_proj.bias", true));
     RETURN_IF_ERROR(
         CheckVector(weights.q_a_layernorm, c.q_lora_rank, p + "q_a_layernorm.weight", false));
     RETURN_IF_ERROR(CheckLinear(weights.q_b_proj, h * qk, c.q_lora_rank, p + "q_b_proj"));
   }
   RETURN_IF_ERROR(CheckLinear(weights.kv_a_proj_with_mqa, c.latent_dim(), c.hidden_size,
                               p + "kv_a_proj_with_mqa"));
-  RETURN_IF_ERROR(CheckVector(weights.kv_a_proj_bias, c.latent_dim(),
-                              p + "kv_a_proj_with_mqa.bias", true));
+  RETURN_IF_ERROR(
+      CheckVector(weights.kv_a_proj_bias, c.latent_dim(), p + "kv_a_proj_with_mqa.bias", true));
   RETURN_IF_ERROR(
       CheckVector(weights.kv_a_layernorm, c.kv_lora_rank, p + "kv_a_layernorm.weight", false));
   RETURN_IF_ERROR(CheckLinear(weights.kv_b_proj, h * (c.qk_nope_head_dim + c.v_head_dim),
@@ -321,10 +321,9 @@ absl::Status MlaAttention::AttendUnabsorbed(const Tensor& q, const AttentionBatc
     for (int64_t pos = 0; pos < len; ++pos) {
       const int64_t block = tables[s * table_stride + pos / block_size];
       if (block < 0 || block >= k_cache.dim(0)) {
-        return absl::OutOfRangeError(absl::StrCat("MLA: sequence ", s, " block table entry ",
-                                                  pos / block_size, " = ", block,
-                                                  " is outside the cache of ", k_cache.dim(0),
-                                                  " blocks"));
+        return absl::OutOfRangeError(
+            absl::StrCat("MLA: sequence ", s, " block table entry ", pos / block_size, " = ", block,
+                         " is outside the cache of ", k_cache.dim(0), " blocks"));
       }
       std::memcpy(ctx_d + pos * c.latent_dim(), cache + block * sb + (pos % block_size) * ss,
                   c.latent_dim() * sizeof(float));
@@ -372,21 +371,19 @@ absl::Status MlaAttention::Forward(const Tensor& hidden, const AttentionBatch& b
 }
 
 absl::Status MlaAttention::Forward(const Tensor& hidden, const AttentionBatch& batch,
-                                   Tensor& latent_cache, Tensor& out,
-                                   MlaOptions::Path path) const {
+                                   Tensor& latent_cache, Tensor& out, MlaOptions::Path path) const {
   const MlaConfig& c = config_;
   const int64_t t = batch.num_tokens;
   if (hidden.ndim() != 2 || hidden.dim(0) != t || hidden.dim(1) != c.hidden_size ||
       hidden.dtype() != DType::kF32) {
     return absl::InvalidArgumentError(absl::StrCat("MLA: hidden is ", hidden.DebugString(),
-                                                   ", expected f32[", t, ", ", c.hidden_size,
-                                                   "]"));
+                                                   ", expected f32[", t, ", ", c.hidden_size, "]"));
   }
   if (!out.defined() || out.ndim() != 2 || out.dim(0) != t || out.dim(1) != c.hidden_size ||
       out.dtype() != DType::kF32 || !out.is_contiguous()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "MLA: out is ", out.defined() ? out.DebugString() : std::string("undefined"),
-        ", expected contiguous f32[", t, ", ", c.hidden_size, "]"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("MLA: out is ", out.defined() ? out.DebugString() : std::string("undefined"),
+                     ", expected contiguous f32[", t, ", ", c.hidden_size, "]"));
   }
   // Normalise the cache to [num_blocks, block_size, 1, latent_dim] and the value view.
   Tensor k_cache;
@@ -403,13 +400,12 @@ absl::Status MlaAttention::Forward(const Tensor& hidden, const AttentionBatch& b
         "block_size, (1,) ", c.latent_dim(), "] (kv_lora_rank + qk_rope_head_dim)"));
   }
   if (k_cache.dtype() != DType::kF32 || k_cache.stride(3) != 1) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "MLA: latent cache ", latent_cache.DebugString(), " must be f32 with contiguous rows"));
+    return absl::InvalidArgumentError(absl::StrCat("MLA: latent cache ", latent_cache.DebugString(),
+                                                   " must be f32 with contiguous rows"));
   }
   if (k_cache.dim(1) != batch.block_size) {
-    return absl::InvalidArgumentError(absl::StrCat("MLA: latent cache block size ",
-                                                   k_cache.dim(1), " != batch block_size ",
-                                                   batch.block_size));
+    return absl::InvalidArgumentError(absl::StrCat("MLA: latent cache block size ", k_cache.dim(1),
+                                                   " != batch block_size ", batch.block_size));
   }
   const Tensor v_cache = k_cache.Slice(3, 0, c.kv_lora_rank);
   if (t == 0) return absl::OkStatus();

@@ -128,8 +128,8 @@ class MlaAttention {
                                const Tensor& k_cache, const Tensor& v_cache, Tensor& q) const;
   absl::Status AttendAbsorbed(const Tensor& q, const AttentionBatch& batch, const Tensor& k_cache,
                               const Tensor& v_cache, Tensor& attn) const;
-  absl::Status AttendUnabsorbed(const Tensor& q, const AttentionBatch& batch,
-                                const Tensor& k_cache, Tensor& attn) const;
+  absl::Status AttendUnabsorbed(const Tensor& q, const AttentionBatch& batch, const Tensor& k_cache,
+                                Tensor& attn) const;
 
   MlaConfig config_;
   MlaOptions options_;
