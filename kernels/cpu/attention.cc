@@ -41,8 +41,29 @@ void AccumulateRowScalar(float* acc, float alpha, const float* p, const float* c
 
 namespace {
 
-using attention_internal::AccumulateRowFn;
 using attention_internal::ScoresRowFn;
+using AccumulateRowsFn = void (*)(float* acc, int64_t acc_stride, const float* alpha,
+                                  const float* p, int64_t p_stride, int64_t rows,
+                                  const float* const* values, int64_t n, int64_t dv);
+
+// Row-by-row AccumulateRows for the ISAs without a multi-row kernel.
+void AccumulateRowsScalar(float* acc, int64_t acc_stride, const float* alpha, const float* p,
+                          int64_t p_stride, int64_t rows, const float* const* values, int64_t n,
+                          int64_t dv) {
+  for (int64_t r = 0; r < rows; ++r) {
+    attention_internal::AccumulateRowScalar(acc + r * acc_stride, alpha[r], p + r * p_stride,
+                                            values, n, dv);
+  }
+}
+
+void AccumulateRowsAvx2(float* acc, int64_t acc_stride, const float* alpha, const float* p,
+                        int64_t p_stride, int64_t rows, const float* const* values, int64_t n,
+                        int64_t dv) {
+  for (int64_t r = 0; r < rows; ++r) {
+    attention_internal::AccumulateRowAvx2(acc + r * acc_stride, alpha[r], p + r * p_stride,
+                                          values, n, dv);
+  }
+}
 
 // Element `i` of a 1-D integer tensor (i32 or i64), read through its stride.
 int64_t IntAt(const Tensor& t, int64_t i) {
@@ -293,14 +314,14 @@ absl::Status PagedAttention(const Tensor& q, const Tensor& k_cache, const Tensor
   if (num_seqs == 0 || dv == 0) return absl::OkStatus();
 
   ScoresRowFn scores_row = attention_internal::ScoresRowScalar;
-  AccumulateRowFn accumulate_row = attention_internal::AccumulateRowScalar;
+  AccumulateRowsFn accumulate_rows = AccumulateRowsScalar;
   const Isa isa = ActiveIsa();
   if (isa == Isa::kAvx512) {
     scores_row = attention_internal::ScoresRowAvx512;
-    accumulate_row = attention_internal::AccumulateRowAvx512;
+    accumulate_rows = attention_internal::AccumulateRowsAvx512;
   } else if (isa == Isa::kAvx2) {
     scores_row = attention_internal::ScoresRowAvx2;
-    accumulate_row = attention_internal::AccumulateRowAvx2;
+    accumulate_rows = AccumulateRowsAvx2;
   }
 
   // Work items: (sequence, kv head, token chunk, head chunk) of at most ~32 rows each, made
@@ -410,7 +431,8 @@ absl::Status PagedAttention(const Tensor& q, const Tensor& k_cache, const Tensor
         for (int64_t d = 0; d < dv; d += 16) __builtin_prefetch(value_ptrs[buf][j] + d);
       }
     };
-    float scores[kKeyTile];
+    std::vector<float> probs(static_cast<size_t>(rows * kKeyTile));
+    std::vector<float> alpha(static_cast<size_t>(rows));
     int buf = 0;
     fill_tile(buf, key_begin);
     for (int64_t k0 = key_begin; k0 < key_end; k0 += kKeyTile, buf ^= 1) {
@@ -418,24 +440,35 @@ absl::Status PagedAttention(const Tensor& q, const Tensor& k_cache, const Tensor
       if (k1 < key_end) fill_tile(buf ^ 1, k1);
       const float* const* tile_keys = key_ptrs[buf];
       const float* const* tile_values = value_ptrs[buf];
+      // Scores and online-softmax update of every row; keys outside a row's range weigh 0.
+      const int64_t tile_n = k1 - k0;
       for (int64_t r = 0; r < rows; ++r) {
+        float* pr = probs.data() + r * kKeyTile;
         const int64_t lo = std::max(k0, row_lo[r]), hi = std::min(k1, row_hi[r]);
-        if (lo >= hi) continue;
+        if (lo >= hi) {
+          alpha[r] = 1.0f;
+          std::fill(pr, pr + tile_n, 0.0f);
+          continue;
+        }
         const int64_t n = hi - lo, off = lo - k0;
-        scores_row(qs.data() + r * dk, tile_keys + off, n, dk, scores);
-        float tile_max = scores[0];
-        for (int64_t j = 1; j < n; ++j) tile_max = std::max(tile_max, scores[j]);
+        std::fill(pr, pr + off, 0.0f);
+        std::fill(pr + off + n, pr + tile_n, 0.0f);
+        float* sc = pr + off;
+        scores_row(qs.data() + r * dk, tile_keys + off, n, dk, sc);
+        float tile_max = sc[0];
+        for (int64_t j = 1; j < n; ++j) tile_max = std::max(tile_max, sc[j]);
         const float new_max = std::max(row_max[r], tile_max);
-        const float alpha = std::exp(row_max[r] - new_max);  // 0 on the first tile
+        alpha[r] = std::exp(row_max[r] - new_max);  // 0 on the row's first tile
         float sum = 0.0f;
         for (int64_t j = 0; j < n; ++j) {
-          scores[j] = std::exp(scores[j] - new_max);
-          sum += scores[j];
+          sc[j] = std::exp(sc[j] - new_max);
+          sum += sc[j];
         }
-        row_sum[r] = row_sum[r] * alpha + sum;
+        row_sum[r] = row_sum[r] * alpha[r] + sum;
         row_max[r] = new_max;
-        accumulate_row(acc.data() + r * dv, alpha, scores, tile_values + off, n, dv);
       }
+      accumulate_rows(acc.data(), dv, alpha.data(), probs.data(), kKeyTile, rows, tile_values,
+                      tile_n, dv);
     }
     for (int64_t ti = 0; ti < nt; ++ti) {
       const int64_t t = item.token_begin + ti;

@@ -60,36 +60,67 @@ void ScoresRowAvx512(const float* q, const float* const* keys, int64_t n, int64_
   }
 }
 
-void AccumulateRowAvx512(float* acc, float alpha, const float* p, const float* const* values,
-                         int64_t n, int64_t dv) {
-  const __m512 va = _mm512_set1_ps(alpha);
-  int64_t d = 0;
-  // 64 columns (four registers) stay in registers across all n values.
-  for (; d + 64 <= dv; d += 64) {
-    __m512 c0 = _mm512_mul_ps(va, _mm512_loadu_ps(acc + d));
-    __m512 c1 = _mm512_mul_ps(va, _mm512_loadu_ps(acc + d + 16));
-    __m512 c2 = _mm512_mul_ps(va, _mm512_loadu_ps(acc + d + 32));
-    __m512 c3 = _mm512_mul_ps(va, _mm512_loadu_ps(acc + d + 48));
-    for (int64_t j = 0; j < n; ++j) {
-      const __m512 pj = _mm512_set1_ps(p[j]);
-      const float* v = values[j] + d;
-      c0 = _mm512_fmadd_ps(pj, _mm512_loadu_ps(v), c0);
-      c1 = _mm512_fmadd_ps(pj, _mm512_loadu_ps(v + 16), c1);
-      c2 = _mm512_fmadd_ps(pj, _mm512_loadu_ps(v + 32), c2);
-      c3 = _mm512_fmadd_ps(pj, _mm512_loadu_ps(v + 48), c3);
+namespace {
+
+// acc rows [R][acc_stride] = alpha[r] * acc[r] + sum_j p[r][j] * values[j], columns [d0, d0 + 16*C)
+// with the last 16-column group masked by `tail`.
+template <int R, int C>
+inline void AccumulateBlock(float* acc, int64_t acc_stride, const float* alpha, const float* p,
+                            int64_t p_stride, const float* const* values, int64_t n, int64_t d0,
+                            __mmask16 tail) {
+  __m512 c[R][C];
+  for (int r = 0; r < R; ++r) {
+    const __m512 a = _mm512_set1_ps(alpha[r]);
+    for (int i = 0; i < C; ++i) {
+      const __mmask16 m = i == C - 1 ? tail : static_cast<__mmask16>(0xFFFF);
+      c[r][i] = _mm512_mul_ps(a, _mm512_maskz_loadu_ps(m, acc + r * acc_stride + d0 + 16 * i));
     }
-    _mm512_storeu_ps(acc + d, c0);
-    _mm512_storeu_ps(acc + d + 16, c1);
-    _mm512_storeu_ps(acc + d + 32, c2);
-    _mm512_storeu_ps(acc + d + 48, c3);
+  }
+  for (int64_t j = 0; j < n; ++j) {
+    __m512 v[C];
+    for (int i = 0; i < C; ++i) {
+      const __mmask16 m = i == C - 1 ? tail : static_cast<__mmask16>(0xFFFF);
+      v[i] = _mm512_maskz_loadu_ps(m, values[j] + d0 + 16 * i);
+    }
+    for (int r = 0; r < R; ++r) {
+      const __m512 pj = _mm512_set1_ps(p[r * p_stride + j]);
+      for (int i = 0; i < C; ++i) c[r][i] = _mm512_fmadd_ps(pj, v[i], c[r][i]);
+    }
+  }
+  for (int r = 0; r < R; ++r) {
+    for (int i = 0; i < C; ++i) {
+      const __mmask16 m = i == C - 1 ? tail : static_cast<__mmask16>(0xFFFF);
+      _mm512_mask_storeu_ps(acc + r * acc_stride + d0 + 16 * i, m, c[r][i]);
+    }
+  }
+}
+
+template <int R>
+inline void AccumulateRowBlock(float* acc, int64_t acc_stride, const float* alpha, const float* p,
+                               int64_t p_stride, const float* const* values, int64_t n,
+                               int64_t dv) {
+  int64_t d = 0;
+  for (; d + 64 <= dv; d += 64) {
+    AccumulateBlock<R, 4>(acc, acc_stride, alpha, p, p_stride, values, n, d, 0xFFFF);
   }
   for (; d < dv; d += 16) {
-    const __mmask16 m = TailMask(dv - d);
-    __m512 c0 = _mm512_mul_ps(va, _mm512_maskz_loadu_ps(m, acc + d));
-    for (int64_t j = 0; j < n; ++j) {
-      c0 = _mm512_fmadd_ps(_mm512_set1_ps(p[j]), _mm512_maskz_loadu_ps(m, values[j] + d), c0);
-    }
-    _mm512_mask_storeu_ps(acc + d, m, c0);
+    AccumulateBlock<R, 1>(acc, acc_stride, alpha, p, p_stride, values, n, d, TailMask(dv - d));
+  }
+}
+
+}  // namespace
+
+void AccumulateRowsAvx512(float* acc, int64_t acc_stride, const float* alpha, const float* p,
+                          int64_t p_stride, int64_t rows, const float* const* values, int64_t n,
+                          int64_t dv) {
+  int64_t r = 0;
+  for (; r + 4 <= rows; r += 4) {
+    AccumulateRowBlock<4>(acc + r * acc_stride, acc_stride, alpha + r, p + r * p_stride, p_stride,
+                          values, n, dv);
+  }
+  for (; r < rows; ++r) {
+    AccumulateRowBlock<1>(acc + r * acc_stride, acc_stride, alpha + r, p + r * p_stride, p_stride,
+                          values, n, dv);
   }
 }
 
