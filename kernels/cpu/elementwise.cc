@@ -294,6 +294,15 @@ void SiluMulPortable(const float* gate, const float* up, float* out, int64_t n) 
   }
 }
 
+void ClampedSwiGluPortable(const float* in, float alpha, float limit, float* out, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    const float gate = std::min(in[2 * i], limit);
+    const float up = std::clamp(in[2 * i + 1], -limit, limit);
+    const float glu = gate * (1.0f / (1.0f + std::exp(-(gate * alpha))));
+    out[i] = (up + 1.0f) * glu;
+  }
+}
+
 void SoftmaxRowPortable(float* x, int64_t n) {
   if (n <= 0) return;
   float mx = -INFINITY;
@@ -378,15 +387,13 @@ absl::Status ClampedSwiGlu(const Tensor& gate_up, float alpha, float limit, Tens
   ASSIGN_OR_RETURN(RowView gv, RowView::Of(gate_up, "gate_up"));
   ASSIGN_OR_RETURN(RowView ov, RowView::Of(out, "out"));
   const int64_t inter = ov.row_size();
+  const bool avx512 = Avx512Enabled();
   ForRows(gv.num_rows(), 2 * inter, [&](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r) {
-      const float* in = gv.Ptr<float>(r);
-      float* o = ov.Ptr<float>(r);
-      for (int64_t i = 0; i < inter; ++i) {
-        const float gate = std::min(in[2 * i], limit);
-        const float up = std::clamp(in[2 * i + 1], -limit, limit);
-        const float glu = gate * (1.0f / (1.0f + std::exp(-(gate * alpha))));
-        o[i] = (up + 1.0f) * glu;
+      if (avx512) {
+        internal::ClampedSwiGluAvx512(gv.Ptr<float>(r), alpha, limit, ov.Ptr<float>(r), inter);
+      } else {
+        internal::ClampedSwiGluPortable(gv.Ptr<float>(r), alpha, limit, ov.Ptr<float>(r), inter);
       }
     }
   });

@@ -8,8 +8,8 @@
 // Row-wise operations accept any tensor whose last dimension is contiguous (stride 1): leading
 // dimensions are flattened into rows, whatever their strides, so a per-head view
 // [num_tokens, num_heads, head_dim] into a fused qkv buffer works directly.
-// The hot loops (RmsNorm, AddRmsNorm, SiluAndMul, Softmax, Axpy) use AVX-512 when the CPU has it
-// (checked at run time) and portable loops otherwise; many rows are split over
+// The hot loops (RmsNorm, AddRmsNorm, SiluAndMul, ClampedSwiGlu, Softmax, Axpy) use AVX-512 when
+// the CPU has it (checked at run time) and portable loops otherwise; many rows are split over
 // ThreadPool::Default().
 //
 // Thread safety: stateless; calls on disjoint outputs may run concurrently.
@@ -81,9 +81,16 @@ absl::Status ValidateAxpy(const Tensor& x, const Tensor& out);
 
 // ---- CPU kernels (same contracts as ops.h) -----------------------------------------------------
 
+// Numerics follow the Hugging Face modules: RmsNorm is LlamaRMSNorm / Qwen3RMSNorm /
+// DeepseekV3RMSNorm in f32, out = (x * (1 / sqrt(mean(x^2) + eps))) * weight; silu(g) is
+// g / (1 + exp(-g)); ClampedSwiGlu is GptOssExperts' gate (gate = min(gate, limit),
+// up = clamp(up, -limit, limit), (up + 1) * gate * sigmoid(alpha * gate)); Softmax subtracts the
+// row maximum, so a row of all -inf gives NaN as torch.softmax does. Outputs may alias inputs
+// exactly (same rows), never partially.
+
 // x, out: [..., hidden] f32; weight: [hidden] f32. out may alias x.
 absl::Status RmsNorm(const Tensor& x, const Tensor& weight, float eps, Tensor& out);
-// residual, delta, out: [..., hidden] f32; weight: [hidden] f32.
+// residual, delta, out: [..., hidden] f32; weight: [hidden] f32. out may alias delta or residual.
 absl::Status AddRmsNorm(Tensor& residual, const Tensor& delta, const Tensor& weight, float eps,
                         Tensor& out);
 // gate_up: [..., 2 * inter] = [gate | up] f32; out: [..., inter] f32.
@@ -93,6 +100,8 @@ absl::Status ClampedSwiGlu(const Tensor& gate_up, float alpha, float limit, Tens
 // x: [..., cols] f32, softmax over the last dimension in place.
 absl::Status Softmax(Tensor& x);
 // table: [vocab_rows, hidden] f32/bf16/f16; ids: [num_tokens] i32; out: [num_tokens, hidden] f32.
+// Rows for ids outside [vocab_start, vocab_start + vocab_rows) are zero; with vocab_size > 0 an
+// id outside [0, vocab_size) is INVALID_ARGUMENT (checked before anything is written).
 absl::Status Embedding(const Tensor& table, const Tensor& ids, int64_t vocab_start,
                        int64_t vocab_size, Tensor& out);
 // out += scale * x; x, out: same shape f32, last dimension contiguous.

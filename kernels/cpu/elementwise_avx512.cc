@@ -111,6 +111,32 @@ void SiluMulAvx512(const float* gate, const float* up, float* out, int64_t n) {
   }
 }
 
+void ClampedSwiGluAvx512(const float* in, float alpha, float limit, float* out, int64_t n) {
+  const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  const __m512i odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+  const __m512 hi = _mm512_set1_ps(limit), lo = _mm512_set1_ps(-limit);
+  const __m512 va = _mm512_set1_ps(alpha), one = _mm512_set1_ps(1.0f);
+  const __m512 sign = _mm512_set1_ps(-0.0f);
+  for (int64_t i = 0; i < n; i += 16) {
+    const int64_t remaining = n - i;
+    const __mmask16 m = TailMask(remaining);
+    const __mmask16 m0 = TailMask(2 * remaining);
+    const __mmask16 m1 = remaining > 8 ? TailMask(2 * remaining - 16) : static_cast<__mmask16>(0);
+    __m512 a = _mm512_maskz_loadu_ps(m0, in + 2 * i);
+    __m512 b = _mm512_maskz_loadu_ps(m1, in + 2 * i + 16);
+    __m512 gate = _mm512_permutex2var_ps(a, even, b);
+    __m512 up = _mm512_permutex2var_ps(a, odd, b);
+    // min/max return the second operand for NaN; keep NaN lanes as torch.clamp does.
+    const __mmask16 gate_nan = _mm512_cmp_ps_mask(gate, gate, _CMP_UNORD_Q);
+    const __mmask16 up_nan = _mm512_cmp_ps_mask(up, up, _CMP_UNORD_Q);
+    gate = _mm512_mask_mov_ps(_mm512_min_ps(gate, hi), gate_nan, gate);
+    up = _mm512_mask_mov_ps(_mm512_max_ps(_mm512_min_ps(up, hi), lo), up_nan, up);
+    __m512 e = Exp(_mm512_xor_ps(_mm512_mul_ps(gate, va), sign));
+    __m512 glu = _mm512_mul_ps(gate, _mm512_div_ps(one, _mm512_add_ps(one, e)));
+    _mm512_mask_storeu_ps(out + i, m, _mm512_mul_ps(_mm512_add_ps(up, one), glu));
+  }
+}
+
 void SoftmaxRowAvx512(float* x, int64_t n) {
   if (n <= 0) return;
   __m512 vmax = _mm512_set1_ps(-INFINITY);

@@ -26,6 +26,10 @@ float AddSumSquaresAvx512(float* residual, const float* delta, int64_t n);
 void SiluMulPortable(const float* gate, const float* up, float* out, int64_t n);
 void SiluMulAvx512(const float* gate, const float* up, float* out, int64_t n);
 
+// gpt-oss clamped SwiGLU over interleaved (gate, up) pairs: in has 2n elements, out n.
+void ClampedSwiGluPortable(const float* in, float alpha, float limit, float* out, int64_t n);
+void ClampedSwiGluAvx512(const float* in, float alpha, float limit, float* out, int64_t n);
+
 // In-place softmax of one row: exp(x - max) / Σ exp(x - max).
 void SoftmaxRowPortable(float* x, int64_t n);
 void SoftmaxRowAvx512(float* x, int64_t n);

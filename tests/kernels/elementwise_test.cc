@@ -285,6 +285,20 @@ TEST(ClampedSwiGluTest, HandComputedValuesWithClamping) {
                                                   ::testing::FloatNear((7 + 1) * glu(-3), 1e-5)));
 }
 
+TEST(ClampedSwiGluTest, NanIsNotClampedAway) {
+  for (bool avx512 : {true, false}) {
+    IsaGuard guard(avx512);
+    const float nan = std::numeric_limits<float>::quiet_NaN();
+    Tensor gate_up = Tensor::FromVector(std::vector<float>{nan, 1, 1, nan, 1, 1}, {1, 6});
+    Tensor out = Empty({1, 3});
+    ASSERT_TRUE(ClampedSwiGlu(gate_up, 1.702f, 7.0f, out).ok());
+    std::vector<float> v = Values(out);
+    EXPECT_TRUE(std::isnan(v[0]));
+    EXPECT_TRUE(std::isnan(v[1]));
+    EXPECT_FALSE(std::isnan(v[2]));
+  }
+}
+
 // ---- Softmax -----------------------------------------------------------------------------------
 
 TEST(SoftmaxTest, RowsSumToOneAndMaskedEntriesAreZero) {
