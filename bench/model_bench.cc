@@ -1,0 +1,147 @@
+// Model step benchmark: single-sequence decode and prompt prefill on the CPU worker.
+//
+// Prints decode tokens/s as a fraction of the memory roofline measured in the same run
+// (read bandwidth / weight bytes read per decoded token), prefill tokens/s, and peak resident
+// memory against weight bytes + KV cache bytes. Run on the `bench` preset:
+//   tessera make-model --arch qwen3_moe --preset bench --out /tmp/bench-model
+//   build/bench/model_bench --model /tmp/bench-model --threads 2
+#include <sys/resource.h>
+
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <random>
+#include <string>
+
+#include "absl/strings/match.h"
+#include "bench/machine_limits.h"
+#include "kernels/base/flags.h"
+#include "kernels/base/status.h"
+#include "kernels/base/thread_pool.h"
+#include "worker/checkpoint/checkpoint.h"
+#include "worker/checkpoint/model_config.h"
+#include "worker/model_runner.h"
+#include "worker/models/model.h"
+
+namespace tessera {
+namespace {
+
+double Now() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+// Peak resident set size of this process in bytes (VmHWM).
+uint64_t PeakRssBytes() {
+  std::ifstream status("/proc/self/status");
+  std::string line;
+  while (std::getline(status, line)) {
+    if (absl::StartsWith(line, "VmHWM:")) return std::stoull(line.substr(6)) * 1024;
+  }
+  return 0;
+}
+
+struct WeightBytes {
+  uint64_t total = 0;            // every tensor in the checkpoint
+  uint64_t read_per_token = 0;   // what one decoded token streams from memory
+};
+
+// Weights one decode token reads: everything but the embedding table (one row) and the routed
+// experts that are not selected (top_k of num_experts are, on average).
+WeightBytes CountWeightBytes(const Checkpoint& ckpt, const ModelConfig& config) {
+  WeightBytes w;
+  uint64_t expert_bytes = 0, embed_bytes = 0;
+  for (const std::string& name : ckpt.TensorNames()) {
+    const TensorInfo* info = *ckpt.Info(name);
+    const uint64_t bytes = info->data_end - info->data_begin;
+    w.total += bytes;
+    if (absl::StrContains(name, "embed_tokens")) {
+      embed_bytes += bytes;
+    } else if (absl::StrContains(name, ".experts.") || absl::StrContains(name, ".experts_")) {
+      expert_bytes += bytes;
+    }
+  }
+  const double active_fraction =
+      config.num_experts > 0 ? double(config.num_experts_per_tok) / config.num_experts : 1.0;
+  w.read_per_token = w.total - embed_bytes - expert_bytes +
+                     static_cast<uint64_t>(expert_bytes * active_fraction);
+  if (config.tie_word_embeddings) w.read_per_token += embed_bytes;  // lm_head reads the table
+  return w;
+}
+
+absl::Status Run(const std::string& model_dir, int threads, int prompt_tokens,
+                 int decode_tokens) {
+  ThreadPool::SetDefaultThreads(threads);
+  std::printf("measuring read bandwidth with %d threads...\n", threads);
+  const double bandwidth = bench::MeasureReadBandwidth(threads);
+  std::printf("read bandwidth: %.2f GB/s\n", bandwidth / 1e9);
+
+  const double t_load = Now();
+  ASSIGN_OR_RETURN(LoadedModel loaded, LoadModelFromDirectory(model_dir));
+  std::printf("loaded %s in %.1f s\n", model_dir.c_str(), Now() - t_load);
+  const WeightBytes weights = CountWeightBytes(*loaded.checkpoint, *loaded.config);
+  const int64_t vocab = loaded.model->vocab_size();
+
+  ModelRunnerOptions options;
+  options.block_size = 16;
+  options.num_blocks = (prompt_tokens + decode_tokens) / options.block_size + 2;
+  options.max_tokens_per_step = prompt_tokens;
+  ASSIGN_OR_RETURN(std::unique_ptr<ModelRunner> runner,
+                   ModelRunner::Create(std::move(loaded.model), options));
+  const uint64_t kv_bytes = static_cast<uint64_t>(runner->kv_cache().nbytes());
+
+  std::mt19937 rng(1);
+  std::vector<int32_t> prompt(prompt_tokens);
+  for (int32_t& t : prompt) t = static_cast<int32_t>(rng() % vocab);
+  SamplingParams greedy;
+  greedy.temperature = 0.0f;
+  RETURN_IF_ERROR(runner->AddSequence(1, prompt, greedy));
+
+  // Prefill: one step of prompt_tokens tokens, producing the first output token.
+  const double t0 = Now();
+  ASSIGN_OR_RETURN(std::vector<StepOutput> first, runner->Step());
+  const double prefill_s = Now() - t0;
+  if (first.size() != 1) return absl::InternalError("prefill did not produce a token");
+
+  // Decode: warm up one token, then time the rest.
+  RETURN_IF_ERROR(runner->Step().status());
+  const double t1 = Now();
+  for (int i = 0; i < decode_tokens; ++i) RETURN_IF_ERROR(runner->Step().status());
+  const double decode_s = Now() - t1;
+
+  const double decode_tps = decode_tokens / decode_s;
+  const double roofline_tps = bandwidth / static_cast<double>(weights.read_per_token);
+  const double prefill_tps = prompt_tokens / prefill_s;
+  const uint64_t peak_rss = PeakRssBytes();
+  std::printf("weights: %.3f GB total, %.3f GB read per decoded token\n", weights.total / 1e9,
+              weights.read_per_token / 1e9);
+  std::printf("decode  : %.2f tokens/s (batch 1, %d tokens) = %.1f%% of the roofline %.2f tokens/s"
+              "\n",
+              decode_tps, decode_tokens, 100.0 * decode_tps / roofline_tps, roofline_tps);
+  std::printf("prefill : %.2f tokens/s (%d-token prompt)\n", prefill_tps, prompt_tokens);
+  std::printf("memory  : peak RSS %.3f GB = %.3fx (weights %.3f GB + KV cache %.3f GB)\n",
+              peak_rss / 1e9, double(peak_rss) / double(weights.total + kv_bytes),
+              weights.total / 1e9, kv_bytes / 1e9);
+  std::printf("RESULT decode_tps=%.3f roofline_fraction=%.4f prefill_tps=%.3f peak_rss_ratio=%.4f"
+              "\n",
+              decode_tps, decode_tps / roofline_tps, prefill_tps,
+              double(peak_rss) / double(weights.total + kv_bytes));
+  return absl::OkStatus();
+}
+
+}  // namespace
+}  // namespace tessera
+
+int main(int argc, char** argv) {
+  std::string model;
+  int threads = 2, prompt_tokens = 512, decode_tokens = 32;
+  tessera::FlagParser flags("model_bench", "Decode and prefill speed of one model on the CPU.");
+  flags.AddString("model", &model, "checkpoint directory (tessera make-model output)");
+  flags.AddInt("threads", &threads, "worker threads");
+  flags.AddInt("prompt-tokens", &prompt_tokens, "prefill prompt length");
+  flags.AddInt("decode-tokens", &decode_tokens, "decoded tokens timed");
+  return tessera::RunCommand(flags, argc, argv, [&]() -> absl::Status {
+    if (model.empty()) return absl::InvalidArgumentError("--model is required");
+    return tessera::Run(model, threads, prompt_tokens, decode_tokens);
+  });
+}
