@@ -22,8 +22,8 @@
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   using tessera::SafetensorsFile;
   using tessera::TensorInfo;
-  static const std::string path = "/tmp/tessera_safetensors_fuzzer_" +
-                                  std::to_string(::getpid()) + ".safetensors";
+  static const std::string path =
+      "/tmp/tessera_safetensors_fuzzer_" + std::to_string(::getpid()) + ".safetensors";
   std::FILE* f = std::fopen(path.c_str(), "wb");
   if (f == nullptr) return 0;
   if (size > 0) std::fwrite(data, 1, size, f);

@@ -179,8 +179,7 @@ TEST(CheckpointTest, MissingTensorMessageNamesTensorAndDirectory) {
   ASSERT_TRUE(ckpt.ok());
   auto info = (*ckpt)->Info("model.norm.weight");
   EXPECT_EQ(info.status().code(), absl::StatusCode::kNotFound);
-  EXPECT_EQ(info.status().message(),
-            "tensor 'model.norm.weight' not found in checkpoint " + dir);
+  EXPECT_EQ(info.status().message(), "tensor 'model.norm.weight' not found in checkpoint " + dir);
   EXPECT_FALSE((*ckpt)->Get("model.norm.weight").ok());
   EXPECT_FALSE((*ckpt)->Has("model.norm.weight"));
 }
@@ -266,14 +265,10 @@ TEST(CheckpointTest, ReadSliceRejectsBadDimAndRange) {
   WriteShard(dir + "/model.safetensors", {{"w", RandomOf({4, 6}, DType::kF32, 1)}});
   auto ckpt = Checkpoint::Open(dir);
   ASSERT_TRUE(ckpt.ok());
-  EXPECT_EQ((*ckpt)->ReadSlice("w", 2, 0, 1).status().code(),
-            absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ((*ckpt)->ReadSlice("w", -1, 0, 1).status().code(),
-            absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ((*ckpt)->ReadSlice("w", 0, 3, 5).status().code(),
-            absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ((*ckpt)->ReadSlice("w", 1, 4, 3).status().code(),
-            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ((*ckpt)->ReadSlice("w", 2, 0, 1).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ((*ckpt)->ReadSlice("w", -1, 0, 1).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ((*ckpt)->ReadSlice("w", 0, 3, 5).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ((*ckpt)->ReadSlice("w", 1, 4, 3).status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ((*ckpt)->ReadSlice("nope", 0, 0, 1).status().code(), absl::StatusCode::kNotFound);
   EXPECT_EQ((*ckpt)->bytes_read(), 0u);
 }

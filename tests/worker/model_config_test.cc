@@ -7,8 +7,8 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
-#include <cstdio>
 #include <cmath>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -20,8 +20,8 @@
 namespace tessera {
 namespace {
 
-using ::testing::HasSubstr;
 using nlohmann::json;
+using ::testing::HasSubstr;
 
 std::string ConfigsDir() { return testing::TestDataDir() + "/configs"; }
 
@@ -80,9 +80,9 @@ TEST_P(RealConfigTest, ParsesValidatesAndMatchesTheFile) {
     if (j.contains(key)) experts = j[key].get<int64_t>();
   }
   EXPECT_EQ(c.num_experts, experts);
-  for (const char* key : {"moe_intermediate_size", "first_k_dense_replace", "n_group",
-                          "topk_group", "kv_lora_rank", "q_lora_rank", "qk_rope_head_dim",
-                          "qk_nope_head_dim", "v_head_dim", "n_shared_experts"}) {
+  for (const char* key :
+       {"moe_intermediate_size", "first_k_dense_replace", "n_group", "topk_group", "kv_lora_rank",
+        "q_lora_rank", "qk_rope_head_dim", "qk_nope_head_dim", "v_head_dim", "n_shared_experts"}) {
     if (!j.contains(key)) continue;
     int64_t got = -1;
     const std::string k = key;
@@ -292,24 +292,23 @@ TEST_P(ParameterCountTest, MatchesPublishedSize) {
   std::printf("%s: %.2fB total, %.2fB active\n", p.dir, total, active);
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    Models, ParameterCountTest,
-    ::testing::Values(ParamCase{"deepseek-ai__DeepSeek-V3", 671, 37},
-                      ParamCase{"Qwen__Qwen3-30B-A3B", 30.5, 3.3},
-                      ParamCase{"Qwen__Qwen3-235B-A22B", 235, 22},
-                      ParamCase{"mistralai__Mixtral-8x7B-v0.1", 46.7, 12.9},
-                      ParamCase{"openai__gpt-oss-120b", 116.8, 5.13},
-                      ParamCase{"openai__gpt-oss-20b", 20.9, 3.61},
-                      ParamCase{"zai-org__GLM-4.5", 355, 32},
-                      ParamCase{"zai-org__GLM-4.5-Air", 106, 12},
-                      ParamCase{"moonshotai__Kimi-K2-Instruct", 1026, 32}),
-    [](const auto& info) {
-      std::string name = info.param.dir;
-      for (char& ch : name) {
-        if (!std::isalnum(static_cast<unsigned char>(ch))) ch = '_';
-      }
-      return name;
-    });
+INSTANTIATE_TEST_SUITE_P(Models, ParameterCountTest,
+                         ::testing::Values(ParamCase{"deepseek-ai__DeepSeek-V3", 671, 37},
+                                           ParamCase{"Qwen__Qwen3-30B-A3B", 30.5, 3.3},
+                                           ParamCase{"Qwen__Qwen3-235B-A22B", 235, 22},
+                                           ParamCase{"mistralai__Mixtral-8x7B-v0.1", 46.7, 12.9},
+                                           ParamCase{"openai__gpt-oss-120b", 116.8, 5.13},
+                                           ParamCase{"openai__gpt-oss-20b", 20.9, 3.61},
+                                           ParamCase{"zai-org__GLM-4.5", 355, 32},
+                                           ParamCase{"zai-org__GLM-4.5-Air", 106, 12},
+                                           ParamCase{"moonshotai__Kimi-K2-Instruct", 1026, 32}),
+                         [](const auto& info) {
+                           std::string name = info.param.dir;
+                           for (char& ch : name) {
+                             if (!std::isalnum(static_cast<unsigned char>(ch))) ch = '_';
+                           }
+                           return name;
+                         });
 
 // ---- Layer rules and defaults on synthetic configs ----------------------------------------------
 
@@ -369,8 +368,10 @@ TEST(ModelConfigTest, DenseFamiliesHaveNoExperts) {
 
 TEST(ModelConfigTest, Llama3RopeScalingAndEosList) {
   json j = Minimal("LlamaForCausalLM");
-  j["rope_scaling"] = {{"rope_type", "llama3"},        {"factor", 8.0},
-                       {"low_freq_factor", 1.0},       {"high_freq_factor", 4.0},
+  j["rope_scaling"] = {{"rope_type", "llama3"},
+                       {"factor", 8.0},
+                       {"low_freq_factor", 1.0},
+                       {"high_freq_factor", 4.0},
                        {"original_max_position_embeddings", 8192}};
   j["eos_token_id"] = {128001, 128009};
   auto c = ParseModelConfig(j, "synthetic.json");
@@ -394,8 +395,8 @@ TEST(ModelConfigErrorTest, UnknownArchitectureListsSupportedOnes) {
 }
 
 TEST(ModelConfigErrorTest, MissingRequiredFieldIsNamed) {
-  for (const char* field : {"vocab_size", "hidden_size", "num_hidden_layers",
-                            "num_attention_heads", "intermediate_size", "architectures"}) {
+  for (const char* field : {"vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+                            "intermediate_size", "architectures"}) {
     json j = Minimal("MixtralForCausalLM");
     j.erase(field);
     auto c = ParseModelConfig(j, "dir/config.json");
@@ -453,25 +454,36 @@ TEST_P(ValidateTest, RejectsAndNamesTheField) {
 INSTANTIATE_TEST_SUITE_P(
     Cases, ValidateTest,
     ::testing::Values(
-        InvalidCase{"kv_heads_not_dividing", "MixtralForCausalLM", {{"num_key_value_heads", 3}},
+        InvalidCase{"kv_heads_not_dividing",
+                    "MixtralForCausalLM",
+                    {{"num_key_value_heads", 3}},
                     "num_key_value_heads"},
-        InvalidCase{"topk_above_experts", "MixtralForCausalLM",
-                    {{"num_local_experts", 4}, {"num_experts_per_tok", 5}}, "num_experts_per_tok"},
-        InvalidCase{"group_not_dividing", "DeepseekV3ForCausalLM",
-                    {{"n_routed_experts", 10}, {"n_group", 4}, {"topk_group", 2},
+        InvalidCase{"topk_above_experts",
+                    "MixtralForCausalLM",
+                    {{"num_local_experts", 4}, {"num_experts_per_tok", 5}},
+                    "num_experts_per_tok"},
+        InvalidCase{"group_not_dividing",
+                    "DeepseekV3ForCausalLM",
+                    {{"n_routed_experts", 10},
+                     {"n_group", 4},
+                     {"topk_group", 2},
                      {"num_experts_per_tok", 2}},
                     "n_group"},
-        InvalidCase{"topk_group_above_groups", "DeepseekV3ForCausalLM",
-                    {{"n_routed_experts", 16}, {"n_group", 4}, {"topk_group", 5},
+        InvalidCase{"topk_group_above_groups",
+                    "DeepseekV3ForCausalLM",
+                    {{"n_routed_experts", 16},
+                     {"n_group", 4},
+                     {"topk_group", 5},
                      {"num_experts_per_tok", 2}},
                     "topk_group"},
-        InvalidCase{"odd_rotary_dim", "MiniMaxM2ForCausalLM", {{"rotary_dim", 7}},
-                    "rotary_dim"},
-        InvalidCase{"rotary_above_head_dim", "MiniMaxM2ForCausalLM", {{"rotary_dim", 32}},
-                    "rotary_dim"},
+        InvalidCase{"odd_rotary_dim", "MiniMaxM2ForCausalLM", {{"rotary_dim", 7}}, "rotary_dim"},
+        InvalidCase{
+            "rotary_above_head_dim", "MiniMaxM2ForCausalLM", {{"rotary_dim", 32}}, "rotary_dim"},
         InvalidCase{"zero_vocab", "LlamaForCausalLM", {{"vocab_size", 0}}, "vocab_size"},
-        InvalidCase{"layer_types_length", "GptOssForCausalLM",
-                    {{"layer_types", {"full_attention"}}}, "layer_types"}),
+        InvalidCase{"layer_types_length",
+                    "GptOssForCausalLM",
+                    {{"layer_types", {"full_attention"}}},
+                    "layer_types"}),
     [](const auto& info) { return std::string(info.param.name); });
 
 }  // namespace

@@ -83,9 +83,19 @@ void RewriteNumber(std::string& s, std::mt19937_64& rng) {
   const size_t begin = starts[rng() % starts.size()];
   size_t end = begin;
   while (end < s.size() && std::isdigit(static_cast<unsigned char>(s[end]))) ++end;
-  static const char* kValues[] = {"0",  "1", "-1", "7", "4294967296", "18446744073709551615",
-                                  "18446744073709551616", "9223372036854775807", "1e300", "2.5",
-                                  "99999999999999999999999", "65536", "3"};
+  static const char* kValues[] = {"0",
+                                  "1",
+                                  "-1",
+                                  "7",
+                                  "4294967296",
+                                  "18446744073709551615",
+                                  "18446744073709551616",
+                                  "9223372036854775807",
+                                  "1e300",
+                                  "2.5",
+                                  "99999999999999999999999",
+                                  "65536",
+                                  "3"};
   std::string value = kValues[rng() % (sizeof(kValues) / sizeof(kValues[0]))];
   if (rng() % 3 == 0 && end - begin <= 18) {
     value = std::to_string(std::stoull(s.substr(begin, end - begin)) + rng() % 9);
@@ -103,8 +113,8 @@ std::string Mutate(const std::string& seed, std::mt19937_64& rng) {
       for (int i = 7; i >= 0; --i) header_len = (header_len << 8) | static_cast<uint8_t>(s[i]);
     }
     const size_t header_end =
-        s.size() < 8 ? s.size() : 8 + static_cast<size_t>(std::min<uint64_t>(header_len,
-                                                                            s.size() - 8));
+        s.size() < 8 ? s.size()
+                     : 8 + static_cast<size_t>(std::min<uint64_t>(header_len, s.size() - 8));
     switch (rng() % 8) {
       case 0:  // flip bytes anywhere
         for (int k = 0; k < 1 + static_cast<int>(rng() % 4) && !s.empty(); ++k) {
@@ -120,10 +130,18 @@ std::string Mutate(const std::string& seed, std::mt19937_64& rng) {
       case 3: {  // bogus header length
         uint64_t n = 0;
         switch (rng() % 4) {
-          case 0: n = header_len + rng() % 17 - 8; break;
-          case 1: n = rng(); break;
-          case 2: n = rng() % (s.size() + 16); break;
-          default: n = UINT64_MAX - rng() % 16; break;
+          case 0:
+            n = header_len + rng() % 17 - 8;
+            break;
+          case 1:
+            n = rng();
+            break;
+          case 2:
+            n = rng() % (s.size() + 16);
+            break;
+          default:
+            n = UINT64_MAX - rng() % 16;
+            break;
         }
         if (s.size() >= 8) {
           for (int i = 0; i < 8; ++i) s[i] = static_cast<char>(n >> (8 * i));
@@ -152,7 +170,8 @@ std::string Mutate(const std::string& seed, std::mt19937_64& rng) {
         break;
       }
       case 6:  // append garbage
-        for (int k = 0; k < static_cast<int>(rng() % 64); ++k) s.push_back(static_cast<char>(rng()));
+        for (int k = 0; k < static_cast<int>(rng() % 64); ++k)
+          s.push_back(static_cast<char>(rng()));
         break;
       default: {  // swap dtype strings
         static const char* kDtypes[] = {"\"F32\"", "\"BF16\"", "\"F8_E4M3\"", "\"I64\"",

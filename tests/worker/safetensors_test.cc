@@ -76,9 +76,9 @@ TEST_P(SafetensorsDtypeTest, RoundTripPreservesBytesShapeAndDtype) {
 }
 
 INSTANTIATE_TEST_SUITE_P(AllDtypes, SafetensorsDtypeTest,
-                         ::testing::Values(DType::kF32, DType::kF16, DType::kBF16,
-                                           DType::kF8E4M3, DType::kF8E5M2, DType::kI8,
-                                           DType::kU8, DType::kBool, DType::kI32, DType::kI64),
+                         ::testing::Values(DType::kF32, DType::kF16, DType::kBF16, DType::kF8E4M3,
+                                           DType::kF8E5M2, DType::kI8, DType::kU8, DType::kBool,
+                                           DType::kI32, DType::kI64),
                          [](const auto& info) { return std::string(DTypeName(info.param)); });
 
 TEST(SafetensorsWriterTest, HeaderIsPaddedWithSpacesToMultipleOf8) {
@@ -191,9 +191,8 @@ TEST(SafetensorsWriterTest, EmptyAndScalarTensorsRoundTrip) {
 
 TEST(SafetensorsWriterTest, IndexHasHuggingFaceLayout) {
   const std::string path = testing::MakeTempDir("st_index") + "/model.safetensors.index.json";
-  ASSERT_TRUE(WriteSafetensorsIndex(path, {{"a", "m-1.safetensors"}, {"b", "m-2.safetensors"}},
-                                    1234)
-                  .ok());
+  ASSERT_TRUE(
+      WriteSafetensorsIndex(path, {{"a", "m-1.safetensors"}, {"b", "m-2.safetensors"}}, 1234).ok());
   const std::string text = ReadFile(path);
   EXPECT_THAT(text, HasSubstr("\"total_size\": 1234"));
   EXPECT_THAT(text, HasSubstr("\"weight_map\""));
@@ -256,8 +255,7 @@ TEST(SafetensorsFileTest, ViewOfMissingTensorNamesTensorAndFile) {
 TEST(SafetensorsFileTest, MissingFileIsNotFound) {
   auto file = SafetensorsFile::Open("/nonexistent/dir/x.safetensors");
   EXPECT_EQ(file.status().code(), absl::StatusCode::kNotFound);
-  EXPECT_THAT(std::string(file.status().message()),
-              HasSubstr("/nonexistent/dir/x.safetensors"));
+  EXPECT_THAT(std::string(file.status().message()), HasSubstr("/nonexistent/dir/x.safetensors"));
 }
 
 // ---- Malformed files: one case per validation rule --------------------------------------------
@@ -299,40 +297,37 @@ INSTANTIATE_TEST_SUITE_P(
         MalformedCase{"length_absurd", "{}", 0, "exceeds the limit", 200'000'000},
         MalformedCase{"invalid_json", "{\"w\": [1, 2", 0, "not valid JSON"},
         MalformedCase{"not_object", "[1, 2, 3]", 0, "not a JSON object"},
-        MalformedCase{"unknown_dtype",
-                      R"({"w":{"dtype":"Q4","shape":[2],"data_offsets":[0,2]}})", 2,
-                      "tensor 'w': unknown dtype"},
-        MalformedCase{"negative_shape",
-                      R"({"w":{"dtype":"U8","shape":[-2],"data_offsets":[0,2]}})", 2,
-                      "tensor 'w': 'shape'"},
-        MalformedCase{"float_shape",
-                      R"({"w":{"dtype":"U8","shape":[2.5],"data_offsets":[0,2]}})", 2,
-                      "tensor 'w': 'shape'"},
-        MalformedCase{"shape_not_list",
-                      R"({"w":{"dtype":"U8","shape":"2","data_offsets":[0,2]}})", 2,
-                      "tensor 'w': 'shape'"},
-        MalformedCase{"offsets_arity",
-                      R"({"w":{"dtype":"U8","shape":[2],"data_offsets":[0,2,4]}})", 4,
-                      "tensor 'w': 'data_offsets'"},
+        MalformedCase{"unknown_dtype", R"({"w":{"dtype":"Q4","shape":[2],"data_offsets":[0,2]}})",
+                      2, "tensor 'w': unknown dtype"},
+        MalformedCase{"negative_shape", R"({"w":{"dtype":"U8","shape":[-2],"data_offsets":[0,2]}})",
+                      2, "tensor 'w': 'shape'"},
+        MalformedCase{"float_shape", R"({"w":{"dtype":"U8","shape":[2.5],"data_offsets":[0,2]}})",
+                      2, "tensor 'w': 'shape'"},
+        MalformedCase{"shape_not_list", R"({"w":{"dtype":"U8","shape":"2","data_offsets":[0,2]}})",
+                      2, "tensor 'w': 'shape'"},
+        MalformedCase{"offsets_arity", R"({"w":{"dtype":"U8","shape":[2],"data_offsets":[0,2,4]}})",
+                      4, "tensor 'w': 'data_offsets'"},
         MalformedCase{"offsets_reversed",
                       R"({"w":{"dtype":"U8","shape":[2],"data_offsets":[4,2]}})", 4,
                       "tensor 'w': 'data_offsets'"},
         MalformedCase{"offsets_missing", R"({"w":{"dtype":"U8","shape":[2]}})", 4,
                       "tensor 'w': 'data_offsets'"},
-        MalformedCase{"end_beyond_data",
-                      R"({"w":{"dtype":"U8","shape":[8],"data_offsets":[0,8]}})", 4,
-                      "tensor 'w': data_offsets end 8 is beyond the data section"},
+        MalformedCase{"end_beyond_data", R"({"w":{"dtype":"U8","shape":[8],"data_offsets":[0,8]}})",
+                      4, "tensor 'w': data_offsets end 8 is beyond the data section"},
         MalformedCase{"size_mismatch",
                       R"({"w":{"dtype":"F32","shape":[2,3],"data_offsets":[0,20]}})", 24,
                       "tensor 'w': data_offsets span 20 bytes"},
-        MalformedCase{"numel_overflow",
-                      R"({"w":{"dtype":"F32","shape":[4294967296,4294967296],"data_offsets":[0,0]}})",
-                      0, "tensor 'w'"},
+        MalformedCase{
+            "numel_overflow",
+            R"({"w":{"dtype":"F32","shape":[4294967296,4294967296],"data_offsets":[0,0]}})", 0,
+            "tensor 'w'"},
         MalformedCase{"overlap",
-                      R"({"a":{"dtype":"U8","shape":[4],"data_offsets":[0,4]},"b":{"dtype":"U8","shape":[4],"data_offsets":[2,6]}})",
+                      R"({"a":{"dtype":"U8","shape":[4],"data_offsets":[0,4]},)"
+                      R"("b":{"dtype":"U8","shape":[4],"data_offsets":[2,6]}})",
                       8, "tensor 'b' overlaps tensor 'a'"},
         MalformedCase{"duplicate_name",
-                      R"({"w":{"dtype":"U8","shape":[2],"data_offsets":[0,2]},"w":{"dtype":"U8","shape":[2],"data_offsets":[2,4]}})",
+                      R"({"w":{"dtype":"U8","shape":[2],"data_offsets":[0,2]},)"
+                      R"("w":{"dtype":"U8","shape":[2],"data_offsets":[2,4]}})",
                       4, "duplicate entry 'w'"},
         MalformedCase{"metadata_not_strings", R"({"__metadata__":{"format":3}})", 0,
                       "__metadata__"},

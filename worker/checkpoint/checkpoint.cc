@@ -48,8 +48,7 @@ absl::StatusOr<std::unique_ptr<Checkpoint>> Checkpoint::Open(const std::string& 
   if (fs::exists(index_path, ec)) {
     ASSIGN_OR_RETURN(nlohmann::json index, ReadJsonFile(index_path));
     if (!index.is_object() || !index.contains("weight_map") || !index["weight_map"].is_object()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(index_path, ": missing 'weight_map' object"));
+      return absl::InvalidArgumentError(absl::StrCat(index_path, ": missing 'weight_map' object"));
     }
     const nlohmann::json& weight_map = index["weight_map"];
     // Open each shard once, in order of first appearance.
@@ -68,8 +67,8 @@ absl::StatusOr<std::unique_ptr<Checkpoint>> Checkpoint::Open(const std::string& 
       if (!shards.contains(shard)) {
         const std::string shard_path = JoinPath(dir, shard);
         if (!fs::exists(shard_path, ec)) {
-          return absl::NotFoundError(absl::StrCat(index_path, " names shard ", shard,
-                                                  " (tensor '", it.key(), "') which does not exist"));
+          return absl::NotFoundError(absl::StrCat(index_path, " names shard ", shard, " (tensor '",
+                                                  it.key(), "') which does not exist"));
         }
         ASSIGN_OR_RETURN(std::unique_ptr<SafetensorsFile> file, SafetensorsFile::Open(shard_path));
         shards[shard] = file.get();
@@ -99,8 +98,8 @@ absl::StatusOr<std::unique_ptr<Checkpoint>> Checkpoint::Open(const std::string& 
     std::sort(paths.begin(), paths.end());
   }
   if (paths.empty()) {
-    return absl::NotFoundError(absl::StrCat("no *.safetensors files in checkpoint directory ",
-                                            dir));
+    return absl::NotFoundError(
+        absl::StrCat("no *.safetensors files in checkpoint directory ", dir));
   }
   for (const std::string& path : paths) {
     ASSIGN_OR_RETURN(std::unique_ptr<SafetensorsFile> file, SafetensorsFile::Open(path));
@@ -157,9 +156,9 @@ absl::StatusOr<Tensor> Checkpoint::GetChecked(absl::string_view name,
   const TensorInfo& info = *loc.info;
   if (!std::equal(info.shape.begin(), info.shape.end(), expected_shape.begin(),
                   expected_shape.end())) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "tensor '", name, "' in ", info.file, " has shape ", ShapeToString(info.shape),
-        ", expected ", ShapeToString(expected_shape)));
+    return absl::InvalidArgumentError(absl::StrCat("tensor '", name, "' in ", info.file,
+                                                   " has shape ", ShapeToString(info.shape),
+                                                   ", expected ", ShapeToString(expected_shape)));
   }
   if (expected_dtype.has_value() && *expected_dtype != info.dtype) {
     return absl::InvalidArgumentError(absl::StrCat("tensor '", name, "' in ", info.file,
@@ -196,9 +195,9 @@ absl::StatusOr<Tensor> Checkpoint::ReadSlice(absl::string_view name, int dim, in
                                                    ShapeToString(info.shape)));
   }
   if (start < 0 || start > end || end > info.shape[dim]) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "ReadSlice of tensor '", name, "' in ", info.file, ": range [", start, ", ", end,
-        ") out of bounds for dim ", dim, " of ", ShapeToString(info.shape)));
+    return absl::InvalidArgumentError(
+        absl::StrCat("ReadSlice of tensor '", name, "' in ", info.file, ": range [", start, ", ",
+                     end, ") out of bounds for dim ", dim, " of ", ShapeToString(info.shape)));
   }
   Shape out_shape = info.shape;
   out_shape[dim] = end - start;

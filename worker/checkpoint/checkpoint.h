@@ -11,8 +11,9 @@
 // a weight or a subset of experts never faults in the rest of the file. bytes_read() counts the
 // bytes fetched that way, so tests can prove unowned experts are never read.
 //
-// Errors name the tensor and the directory or shard file, e.g. "tensor 'x' not found in
-// checkpoint DIR", "tensor 'w' in DIR/model-00001.safetensors has shape [8, 64], expected [16, 64]".
+// Errors name the tensor and the directory or shard file, e.g.
+//   "tensor 'x' not found in checkpoint DIR",
+//   "tensor 'w' in DIR/model-00001.safetensors has shape [8, 64], expected [16, 64]".
 //
 // Thread safety: all const methods may be called concurrently (bytes_read is atomic).
 #pragma once

@@ -24,15 +24,24 @@ using nlohmann::json;
 
 absl::string_view ModelFamilyName(ModelFamily family) {
   switch (family) {
-    case ModelFamily::kLlama: return "llama";
-    case ModelFamily::kQwen3: return "qwen3";
-    case ModelFamily::kQwen2Moe: return "qwen2_moe";
-    case ModelFamily::kQwen3Moe: return "qwen3_moe";
-    case ModelFamily::kMixtral: return "mixtral";
-    case ModelFamily::kDeepseekV3: return "deepseek_v3";
-    case ModelFamily::kGlm4Moe: return "glm4_moe";
-    case ModelFamily::kMiniMaxM2: return "minimax_m2";
-    case ModelFamily::kGptOss: return "gpt_oss";
+    case ModelFamily::kLlama:
+      return "llama";
+    case ModelFamily::kQwen3:
+      return "qwen3";
+    case ModelFamily::kQwen2Moe:
+      return "qwen2_moe";
+    case ModelFamily::kQwen3Moe:
+      return "qwen3_moe";
+    case ModelFamily::kMixtral:
+      return "mixtral";
+    case ModelFamily::kDeepseekV3:
+      return "deepseek_v3";
+    case ModelFamily::kGlm4Moe:
+      return "glm4_moe";
+    case ModelFamily::kMiniMaxM2:
+      return "minimax_m2";
+    case ModelFamily::kGptOss:
+      return "gpt_oss";
   }
   return "unknown";
 }
@@ -173,7 +182,8 @@ class Fields {
 
 absl::Status ParseRopeScaling(const json& j, const std::string& source, RopeScalingConfig* out) {
   if (!j.is_object()) {
-    return absl::InvalidArgumentError(absl::StrCat(source, ": field 'rope_scaling' must be an "
+    return absl::InvalidArgumentError(absl::StrCat(source,
+                                                   ": field 'rope_scaling' must be an "
                                                    "object or null"));
   }
   Fields f(j, source + " rope_scaling");
@@ -181,8 +191,8 @@ absl::Status ParseRopeScaling(const json& j, const std::string& source, RopeScal
   RETURN_IF_ERROR(f.String("type", &out->type));
   RETURN_IF_ERROR(f.String("rope_type", &out->type));
   RETURN_IF_ERROR(f.Double("factor", &out->factor));
-  RETURN_IF_ERROR(f.Int("original_max_position_embeddings",
-                        &out->original_max_position_embeddings));
+  RETURN_IF_ERROR(
+      f.Int("original_max_position_embeddings", &out->original_max_position_embeddings));
   RETURN_IF_ERROR(f.Double("beta_fast", &out->beta_fast));
   RETURN_IF_ERROR(f.Double("beta_slow", &out->beta_slow));
   RETURN_IF_ERROR(f.Double("mscale", &out->mscale));
@@ -193,16 +203,15 @@ absl::Status ParseRopeScaling(const json& j, const std::string& source, RopeScal
   static const char* kKnown[] = {"", "default", "linear", "yarn", "llama3"};
   if (std::find_if(std::begin(kKnown), std::end(kKnown),
                    [&](const char* k) { return out->type == k; }) == std::end(kKnown)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        source, ": rope_scaling type '", out->type,
-        "' is not supported (supported: default, linear, yarn, llama3)"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(source, ": rope_scaling type '", out->type,
+                     "' is not supported (supported: default, linear, yarn, llama3)"));
   }
   if (out->type == "default") out->type.clear();
   return absl::OkStatus();
 }
 
-absl::Status ParseQuantization(const json& j, const std::string& source,
-                               QuantizationConfig* out) {
+absl::Status ParseQuantization(const json& j, const std::string& source, QuantizationConfig* out) {
   if (!j.is_object()) {
     return absl::InvalidArgumentError(
         absl::StrCat(source, ": field 'quantization_config' must be an object"));
@@ -212,9 +221,9 @@ absl::Status ParseQuantization(const json& j, const std::string& source,
   out->fp8 = out->method == "fp8";
   out->mxfp4 = out->method == "mxfp4";
   if (!out->method.empty() && !out->fp8 && !out->mxfp4) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        source, ": quantization_config.quant_method '", out->method,
-        "' is not supported (supported: fp8 with weight_block_size, mxfp4)"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(source, ": quantization_config.quant_method '", out->method,
+                     "' is not supported (supported: fp8 with weight_block_size, mxfp4)"));
   }
   if (const json* block = f.Find("weight_block_size")) {
     if (!block->is_array() || block->size() != 2 || !(*block)[0].is_number_integer() ||
@@ -222,16 +231,18 @@ absl::Status ParseQuantization(const json& j, const std::string& source,
         (*block)[1].get<int64_t>() <= 0 || (*block)[0].get<int64_t>() > 65536 ||
         (*block)[1].get<int64_t>() > 65536) {
       return absl::InvalidArgumentError(absl::StrCat(
-          source, ": quantization_config.weight_block_size must be [block_n, block_k] positive "
-                  "integers, got ",
+          source,
+          ": quantization_config.weight_block_size must be [block_n, block_k] positive "
+          "integers, got ",
           block->dump()));
     }
     out->block_n = (*block)[0].get<int>();
     out->block_k = (*block)[1].get<int>();
   } else if (out->fp8) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        source, ": quantization_config with quant_method fp8 needs 'weight_block_size' "
-                "(per-tensor fp8 is not supported)"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(source,
+                     ": quantization_config with quant_method fp8 needs 'weight_block_size' "
+                     "(per-tensor fp8 is not supported)"));
   }
   RETURN_IF_ERROR(f.StringList("modules_to_not_convert", &out->modules_to_not_convert));
   return absl::OkStatus();
@@ -275,9 +286,9 @@ absl::StatusOr<ModelConfig> ParseModelConfig(const json& j, absl::string_view so
     }
   }
   if (!known) {
-    return absl::InvalidArgumentError(absl::StrCat(source, ": architecture '", c.architecture,
-                                                   "' is not supported; supported: ",
-                                                   SupportedArchitectures()));
+    return absl::InvalidArgumentError(
+        absl::StrCat(source, ": architecture '", c.architecture,
+                     "' is not supported; supported: ", SupportedArchitectures()));
   }
   RETURN_IF_ERROR(f.String("model_type", &c.model_type));
   const ModelFamily fam = c.family;
@@ -454,7 +465,8 @@ absl::StatusOr<ModelConfig> ParseModelConfig(const json& j, absl::string_view so
       experts_key = "n_routed_experts";
     }
     RETURN_IF_ERROR(f.Int(experts_key, &c.num_experts));
-    if (fam == ModelFamily::kGptOss) RETURN_IF_ERROR(f.Int("experts_per_token", &c.num_experts_per_tok));
+    if (fam == ModelFamily::kGptOss)
+      RETURN_IF_ERROR(f.Int("experts_per_token", &c.num_experts_per_tok));
     RETURN_IF_ERROR(f.Int("num_experts_per_tok", &c.num_experts_per_tok));
     if (fam == ModelFamily::kMixtral || fam == ModelFamily::kGptOss ||
         fam == ModelFamily::kMiniMaxM2) {
@@ -464,8 +476,7 @@ absl::StatusOr<ModelConfig> ParseModelConfig(const json& j, absl::string_view so
     }
     RETURN_IF_ERROR(f.Bool("norm_topk_prob", &c.norm_topk_prob));
     if (fam == ModelFamily::kQwen2Moe) {
-      RETURN_IF_ERROR(f.Int("shared_expert_intermediate_size",
-                            &c.shared_expert_intermediate_size));
+      RETURN_IF_ERROR(f.Int("shared_expert_intermediate_size", &c.shared_expert_intermediate_size));
     }
     if (fam == ModelFamily::kMiniMaxM2) {
       RETURN_IF_ERROR(f.Int("shared_intermediate_size", &c.shared_expert_intermediate_size));
@@ -493,9 +504,9 @@ absl::StatusOr<ModelConfig> ParseModelConfig(const json& j, absl::string_view so
     }
     RETURN_IF_ERROR(f.String("scoring_func", &c.scoring_func));
     if (c.scoring_func != "softmax" && c.scoring_func != "sigmoid") {
-      return absl::InvalidArgumentError(absl::StrCat(
-          source, ": field 'scoring_func' must be \"softmax\" or \"sigmoid\", got '",
-          c.scoring_func, "'"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(source, ": field 'scoring_func' must be \"softmax\" or \"sigmoid\", got '",
+                       c.scoring_func, "'"));
     }
     if (deepseek) c.use_routing_bias = c.topk_method == "noaux_tc";
   }
@@ -532,7 +543,7 @@ absl::StatusOr<ModelConfig> ParseModelConfig(const json& j, absl::string_view so
     if (c.layer_types.empty()) {
       for (int i = 0; i < c.num_hidden_layers; ++i) {
         c.layer_types.push_back(use_sliding && i >= max_window_layers ? "sliding_attention"
-                                                                       : "full_attention");
+                                                                      : "full_attention");
       }
     } else if (std::count(c.layer_types.begin(), c.layer_types.end(), "sliding_attention") > 0) {
       c.sliding_window = window;
@@ -543,9 +554,9 @@ absl::StatusOr<ModelConfig> ParseModelConfig(const json& j, absl::string_view so
     RETURN_IF_ERROR(f.IntList("attn_type_list", &attn_types));
     for (size_t i = 0; i < attn_types.size(); ++i) {
       if (attn_types[i] != 1) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            source, ": attn_type_list[", i, "] = ", attn_types[i],
-            " (linear attention) is not supported; only 1 (full attention)"));
+        return absl::InvalidArgumentError(
+            absl::StrCat(source, ": attn_type_list[", i, "] = ", attn_types[i],
+                         " (linear attention) is not supported; only 1 (full attention)"));
       }
     }
     c.layer_types.assign(c.num_hidden_layers, "full_attention");
@@ -613,18 +624,18 @@ absl::Status ValidateModelConfig(const ModelConfig& c) {
   if (c.num_attention_heads <= 0) return bad("num_attention_heads", "must be positive");
   if (c.num_key_value_heads <= 0) return bad("num_key_value_heads", "must be positive");
   if (c.num_attention_heads % c.num_key_value_heads != 0) {
-    return bad("num_key_value_heads", absl::StrCat("(", c.num_key_value_heads,
-                                                   ") must divide num_attention_heads (",
-                                                   c.num_attention_heads, ")"));
+    return bad("num_key_value_heads",
+               absl::StrCat("(", c.num_key_value_heads, ") must divide num_attention_heads (",
+                            c.num_attention_heads, ")"));
   }
   if (c.head_dim <= 0) return bad("head_dim", "must be positive");
   if (c.intermediate_size <= 0) return bad("intermediate_size", "must be positive");
   if (!(c.rms_norm_eps > 0)) return bad("rms_norm_eps", "must be positive");
   if (!(c.rope_theta > 0)) return bad("rope_theta", "must be positive");
   if (c.rotary_dim <= 0 || c.rotary_dim > c.head_dim || c.rotary_dim % 2 != 0) {
-    return bad("rotary_dim", absl::StrCat("(", c.rotary_dim,
-                                          ") must be even and in (0, head_dim = ", c.head_dim,
-                                          "]"));
+    return bad(
+        "rotary_dim",
+        absl::StrCat("(", c.rotary_dim, ") must be even and in (0, head_dim = ", c.head_dim, "]"));
   }
   if (c.is_mla()) {
     if (c.qk_nope_head_dim <= 0) return bad("qk_nope_head_dim", "must be positive");
@@ -634,9 +645,9 @@ absl::Status ValidateModelConfig(const ModelConfig& c) {
   if (c.num_experts < 0) return bad("num_experts", "must be >= 0");
   if (c.num_experts > 0) {
     if (c.num_experts_per_tok <= 0 || c.num_experts_per_tok > c.num_experts) {
-      return bad("num_experts_per_tok", absl::StrCat("(", c.num_experts_per_tok,
-                                                     ") must be in [1, num_experts = ",
-                                                     c.num_experts, "]"));
+      return bad("num_experts_per_tok",
+                 absl::StrCat("(", c.num_experts_per_tok,
+                              ") must be in [1, num_experts = ", c.num_experts, "]"));
     }
     if (c.moe_intermediate_size <= 0) return bad("moe_intermediate_size", "must be positive");
     if (c.n_group <= 0 || c.num_experts % c.n_group != 0) {
@@ -644,11 +655,10 @@ absl::Status ValidateModelConfig(const ModelConfig& c) {
                                          c.num_experts, ")"));
     }
     if (c.topk_group <= 0 || c.topk_group > c.n_group) {
-      return bad("topk_group", absl::StrCat("(", c.topk_group, ") must be in [1, n_group = ",
-                                            c.n_group, "]"));
+      return bad("topk_group",
+                 absl::StrCat("(", c.topk_group, ") must be in [1, n_group = ", c.n_group, "]"));
     }
-    if (c.n_group > 1 &&
-        c.num_experts_per_tok > c.topk_group * (c.num_experts / c.n_group)) {
+    if (c.n_group > 1 && c.num_experts_per_tok > c.topk_group * (c.num_experts / c.n_group)) {
       return bad("num_experts_per_tok", "exceeds the experts in the topk_group selected groups");
     }
     if (c.decoder_sparse_step <= 0) return bad("decoder_sparse_step", "must be positive");
@@ -656,16 +666,15 @@ absl::Status ValidateModelConfig(const ModelConfig& c) {
     if (c.first_k_dense_replace < 0) return bad("first_k_dense_replace", "must be >= 0");
     if (c.n_shared_experts < 0) return bad("n_shared_experts", "must be >= 0");
   }
-  if (!c.layer_types.empty() &&
-      static_cast<int>(c.layer_types.size()) != c.num_hidden_layers) {
-    return bad("layer_types", absl::StrCat("has ", c.layer_types.size(),
-                                           " entries but num_hidden_layers is ",
-                                           c.num_hidden_layers));
+  if (!c.layer_types.empty() && static_cast<int>(c.layer_types.size()) != c.num_hidden_layers) {
+    return bad("layer_types",
+               absl::StrCat("has ", c.layer_types.size(), " entries but num_hidden_layers is ",
+                            c.num_hidden_layers));
   }
   for (int i = 0; i < c.num_hidden_layers; ++i) {
     if (c.IsSlidingLayer(i) && c.sliding_window <= 0) {
-      return bad("sliding_window", absl::StrCat("must be positive: layer ", i,
-                                                "uses sliding attention"));
+      return bad("sliding_window",
+                 absl::StrCat("must be positive: layer ", i, "uses sliding attention"));
     }
   }
   for (int layer : c.mlp_only_layers) {
@@ -760,8 +769,8 @@ int64_t LayerParams(const ModelConfig& c, int layer, bool active) {
   if (c.use_routing_bias) p += e;
   int64_t expert = MlpParams(h, c.moe_intermediate_size);
   if (c.family == ModelFamily::kGptOss) {
-    p += e;                                         // router bias
-    expert += 2 * c.moe_intermediate_size + h;      // gate_up and down biases
+    p += e;                                     // router bias
+    expert += 2 * c.moe_intermediate_size + h;  // gate_up and down biases
   }
   p += used * expert;
   p += static_cast<int64_t>(c.n_shared_experts) * MlpParams(h, c.moe_intermediate_size);
@@ -777,7 +786,7 @@ int64_t CountParams(const ModelConfig& c, bool active) {
   // not a matmul), as the gpt-oss and GLM model cards do, unless it doubles as lm_head.
   int64_t p = c.vocab_size * c.hidden_size;
   if (!c.tie_word_embeddings && !active) p += c.vocab_size * c.hidden_size;
-  p += c.hidden_size;                                             // final norm
+  p += c.hidden_size;  // final norm
   for (int i = 0; i < c.num_hidden_layers; ++i) p += LayerParams(c, i, active);
   return p;
 }

@@ -84,7 +84,7 @@ struct ModelConfig {
 
   // RoPE
   double rope_theta = 10000;
-  int64_t rotary_dim = 0;  // dims rotated per head (DeepSeek: qk_rope_head_dim)
+  int64_t rotary_dim = 0;         // dims rotated per head (DeepSeek: qk_rope_head_dim)
   bool rope_interleaved = false;  // GPT-J pair layout (DeepSeek-V3) instead of NeoX halves
   RopeScalingConfig rope_scaling;
 
@@ -117,7 +117,7 @@ struct ModelConfig {
   int num_nextn_predict_layers = 0;  // MTP layers stored after the decoder layers (not run)
 
   // Attention variants
-  int64_t sliding_window = 0;           // 0 = none
+  int64_t sliding_window = 0;            // 0 = none
   std::vector<std::string> layer_types;  // per layer "full_attention" / "sliding_attention"
   double swiglu_limit = 0;               // gpt-oss clamp (0 = none)
   bool attention_sinks = false;          // gpt-oss learned sinks

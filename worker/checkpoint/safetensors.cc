@@ -34,7 +34,9 @@ namespace {
 std::string ErrnoText() { return std::strerror(errno); }
 
 // Multiplies with overflow detection.
-bool MulOverflows(uint64_t a, uint64_t b, uint64_t* out) { return __builtin_mul_overflow(a, b, out); }
+bool MulOverflows(uint64_t a, uint64_t b, uint64_t* out) {
+  return __builtin_mul_overflow(a, b, out);
+}
 
 // Reads a JSON array of non-negative integers; false when it is not one.
 bool ReadUintArray(const nlohmann::json& j, std::vector<uint64_t>* out) {
@@ -105,8 +107,8 @@ absl::Status ParseSafetensorsHeader(absl::string_view header_json, uint64_t data
       }
       for (auto m = entry.begin(); m != entry.end(); ++m) {
         if (!m.value().is_string()) {
-          return absl::DataLossError(absl::StrCat(file, ": __metadata__ value of '", m.key(),
-                                                  "' is not a string"));
+          return absl::DataLossError(
+              absl::StrCat(file, ": __metadata__ value of '", m.key(), "' is not a string"));
         }
         (*metadata)[m.key()] = m.value().get<std::string>();
       }
@@ -145,8 +147,8 @@ absl::Status ParseSafetensorsHeader(absl::string_view header_json, uint64_t data
     }
     if (offsets_it == entry.end() || !ReadUintArray(*offsets_it, &values) || values.size() != 2 ||
         values[0] > values[1]) {
-      return absl::DataLossError(absl::StrCat(
-          where, ": 'data_offsets' is not [begin, end] with 0 <= begin <= end"));
+      return absl::DataLossError(
+          absl::StrCat(where, ": 'data_offsets' is not [begin, end] with 0 <= begin <= end"));
     }
     if (values[1] > data_size) {
       return absl::DataLossError(absl::StrCat(where, ": data_offsets end ", values[1],
@@ -156,9 +158,9 @@ absl::Status ParseSafetensorsHeader(absl::string_view header_json, uint64_t data
     uint64_t expected_bytes = 0;
     if (MulOverflows(numel, DTypeSize(info.dtype), &expected_bytes) ||
         values[1] - values[0] != expected_bytes) {
-      return absl::DataLossError(absl::StrCat(
-          where, ": data_offsets span ", values[1] - values[0], " bytes but shape ",
-          ShapeToString(info.shape), " of ", dtype_name, " needs ", expected_bytes));
+      return absl::DataLossError(absl::StrCat(where, ": data_offsets span ", values[1] - values[0],
+                                              " bytes but shape ", ShapeToString(info.shape),
+                                              " of ", dtype_name, " needs ", expected_bytes));
     }
     info.data_begin = data_offset + values[0];
     info.data_end = data_offset + values[1];
@@ -172,8 +174,8 @@ absl::Status ParseSafetensorsHeader(absl::string_view header_json, uint64_t data
   for (const TensorInfo& t : *tensors) {
     if (t.nbytes() == 0) continue;
     if (previous != nullptr && t.data_begin < previous->data_end) {
-      return absl::DataLossError(absl::StrCat(file, ": tensor '", t.name, "' overlaps tensor '",
-                                              previous->name, "'"));
+      return absl::DataLossError(
+          absl::StrCat(file, ": tensor '", t.name, "' overlaps tensor '", previous->name, "'"));
     }
     previous = &t;
   }
@@ -228,9 +230,8 @@ absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(const std
   file->file_size_ = file_size;
   file->data_offset_ = 8 + header_len;
   absl::string_view header(static_cast<const char*>(mapping->addr) + 8, header_len);
-  RETURN_IF_ERROR(ParseSafetensorsHeader(header, file->data_offset_,
-                                         file_size - file->data_offset_, path, &file->tensors_,
-                                         &file->metadata_));
+  RETURN_IF_ERROR(ParseSafetensorsHeader(header, file->data_offset_, file_size - file->data_offset_,
+                                         path, &file->tensors_, &file->metadata_));
   for (size_t i = 0; i < file->tensors_.size(); ++i) file->index_[file->tensors_[i].name] = i;
   file->mapping_ = std::move(mapping);
   return file;

@@ -16,7 +16,9 @@ SafetensorsWriter::~SafetensorsWriter() {
   if (file_ != nullptr) std::fclose(file_);
 }
 
-SafetensorsWriter::SafetensorsWriter(SafetensorsWriter&& other) noexcept { *this = std::move(other); }
+SafetensorsWriter::SafetensorsWriter(SafetensorsWriter&& other) noexcept {
+  *this = std::move(other);
+}
 
 SafetensorsWriter& SafetensorsWriter::operator=(SafetensorsWriter&& other) noexcept {
   if (this != &other) {
@@ -77,9 +79,8 @@ absl::Status SafetensorsWriter::Open(const std::string& path) {
     }
     for (int64_t d : e.shape) {
       if (d < 0) {
-        return absl::InvalidArgumentError(absl::StrCat(path, ": tensor '", e.name,
-                                                       "' has negative shape ",
-                                                       ShapeToString(e.shape)));
+        return absl::InvalidArgumentError(absl::StrCat(
+            path, ": tensor '", e.name, "' has negative shape ", ShapeToString(e.shape)));
       }
     }
   }
@@ -126,8 +127,8 @@ absl::Status SafetensorsWriter::Write(absl::string_view name, const void* data, 
                                                    current_written_ + bytes, " were written"));
   }
   if (bytes > 0 && std::fwrite(data, 1, bytes, file_) != bytes) {
-    return absl::DataLossError(absl::StrCat(path_, ": write of tensor '", name,
-                                            "' failed: ", std::strerror(errno)));
+    return absl::DataLossError(
+        absl::StrCat(path_, ": write of tensor '", name, "' failed: ", std::strerror(errno)));
   }
   current_written_ += bytes;
   if (current_written_ == e.nbytes) {
@@ -148,8 +149,7 @@ absl::Status SafetensorsWriter::WriteTensor(absl::string_view name, const Tensor
                                                    ShapeToString(e.shape), " but given ",
                                                    ShapeToString(tensor.shape())));
   }
-  if (tensor.dtype() == e.dtype && tensor.is_contiguous() &&
-      tensor.device().is_cpu()) {
+  if (tensor.dtype() == e.dtype && tensor.is_contiguous() && tensor.device().is_cpu()) {
     return Write(name, tensor.raw_data(), tensor.nbytes());
   }
   Tensor host = tensor;
@@ -167,9 +167,9 @@ absl::Status SafetensorsWriter::Close() {
   const bool close_ok = std::fclose(f) == 0;
   if (current_ < entries_.size()) {
     const Entry& e = entries_[current_];
-    return absl::FailedPreconditionError(absl::StrCat(
-        path_, ": closed before tensor '", e.name, "' was fully written (", current_written_,
-        " of ", e.nbytes, " bytes)"));
+    return absl::FailedPreconditionError(absl::StrCat(path_, ": closed before tensor '", e.name,
+                                                      "' was fully written (", current_written_,
+                                                      " of ", e.nbytes, " bytes)"));
   }
   if (!flush_ok || !close_ok) {
     return absl::DataLossError(absl::StrCat(path_, ": flush/close failed: ", std::strerror(errno)));

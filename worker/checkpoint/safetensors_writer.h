@@ -65,12 +65,13 @@ class SafetensorsWriter {
   std::map<std::string, std::string> metadata_;
   std::string path_;
   std::FILE* file_ = nullptr;
-  size_t current_ = 0;           // index of the tensor being written
+  size_t current_ = 0;            // index of the tensor being written
   uint64_t current_written_ = 0;  // bytes of entries_[current_] written so far
 };
 
 // Writes model.safetensors.index.json in the Hugging Face layout:
-// {"metadata": {"total_size": N}, "weight_map": {"tensor name": "model-00001-of-00002.safetensors"}}
+// {"metadata": {"total_size": N}, "weight_map": {"tensor name":
+// "model-00001-of-00002.safetensors"}}
 absl::Status WriteSafetensorsIndex(const std::string& path,
                                    const std::map<std::string, std::string>& weight_map,
                                    uint64_t total_size);
