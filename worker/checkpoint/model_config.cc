@@ -674,7 +674,7 @@ absl::Status ValidateModelConfig(const ModelConfig& c) {
   for (int i = 0; i < c.num_hidden_layers; ++i) {
     if (c.IsSlidingLayer(i) && c.sliding_window <= 0) {
       return bad("sliding_window",
-                 absl::StrCat("must be positive: layer ", i, "uses sliding attention"));
+                 absl::StrCat("must be positive: layer ", i, " uses sliding attention"));
     }
   }
   for (int layer : c.mlp_only_layers) {
