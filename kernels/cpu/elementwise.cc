@@ -8,18 +8,11 @@
 #include "absl/strings/str_cat.h"
 #include "kernels/base/status.h"
 #include "kernels/base/thread_pool.h"
+#include "kernels/cpu/cpu_features.h"
 #include "kernels/cpu/elementwise_kernels.h"
 
 namespace tessera::cpu {
 namespace {
-
-bool CpuHasAvx512() {
-  static const bool has = [] {
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx512f") != 0;
-  }();
-  return has;
-}
 
 std::atomic<bool> g_avx512_enabled{true};
 
@@ -92,7 +85,9 @@ void ScaleRow(const float* x, float inv_rms, const float* w, float* out, int64_t
 }  // namespace
 
 void SetAvx512EnabledForTesting(bool enabled) { g_avx512_enabled.store(enabled); }
-bool Avx512Enabled() { return g_avx512_enabled.load(std::memory_order_relaxed) && CpuHasAvx512(); }
+bool Avx512Enabled() {
+  return g_avx512_enabled.load(std::memory_order_relaxed) && ActiveIsa() == Isa::kAvx512;
+}
 
 // ---- Device check ---------------------------------------------------------------------------
 

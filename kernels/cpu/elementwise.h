@@ -9,8 +9,8 @@
 // dimensions are flattened into rows, whatever their strides, so a per-head view
 // [num_tokens, num_heads, head_dim] into a fused qkv buffer works directly.
 // The hot loops (RmsNorm, AddRmsNorm, SiluAndMul, ClampedSwiGlu, Softmax, Axpy) use AVX-512 when
-// the CPU has it (checked at run time) and portable loops otherwise; many rows are split over
-// ThreadPool::Default().
+// the CPU has it (cpu::ActiveIsa(), honouring TESSERA_CPU_ISA) and portable loops otherwise; many
+// rows are split over ThreadPool::Default().
 //
 // Thread safety: stateless; calls on disjoint outputs may run concurrently.
 #pragma once
@@ -107,7 +107,10 @@ absl::Status Embedding(const Tensor& table, const Tensor& ids, int64_t vocab_sta
 // out += scale * x; x, out: same shape f32, last dimension contiguous.
 absl::Status Axpy(float scale, const Tensor& x, Tensor& out);
 
-// Turns the AVX-512 paths off (false) or back to the CPU's capability (true), so that tests
+// The AVX-512 paths run when cpu::ActiveIsa() (kernels/cpu/cpu_features.h: CPU support capped
+// by TESSERA_CPU_ISA / SetIsaOverride) is kAvx512 and they are not turned off here; otherwise the
+// portable loops run (there is no separate AVX2 variant: the portable loops auto-vectorise).
+// SetAvx512EnabledForTesting(false) turns the AVX-512 paths off, (true) restores them, so tests
 // can exercise the portable loops on any machine. Not thread safe with running kernels.
 void SetAvx512EnabledForTesting(bool enabled);
 bool Avx512Enabled();
