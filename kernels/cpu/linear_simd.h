@@ -63,12 +63,13 @@ inline void DotTile(const float* x, int64_t ldx, const typename WeightElem<D>::E
   }
   const bool scaled = D == DType::kF8E4M3 && srow != nullptr;  // block scales: fp8 only
   const int64_t seg = scaled ? block_k : k;
-  for (int64_t k0 = 0; k0 < k; k0 += seg) {
+  int64_t block = 0;  // index of the k-block (scale column) of segment [k0, k1)
+  for (int64_t k0 = 0; k0 < k; k0 += seg, ++block) {
     const int64_t k1 = std::min(k, k0 + seg);
     T sc[NR];
     if (scaled) {
 #pragma GCC unroll 16
-      for (int r = 0; r < NR; ++r) sc[r] = Vec::Set1(srow[r][k0 / block_k]);
+      for (int r = 0; r < NR; ++r) sc[r] = Vec::Set1(srow[r][block]);
     }
     int64_t c = k0;
     // One 64-byte line of every weight row per iteration (U vectors), prefetched ~1 KiB ahead
