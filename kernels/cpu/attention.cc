@@ -60,8 +60,8 @@ void AccumulateRowsAvx2(float* acc, int64_t acc_stride, const float* alpha, cons
                         int64_t p_stride, int64_t rows, const float* const* values, int64_t n,
                         int64_t dv) {
   for (int64_t r = 0; r < rows; ++r) {
-    attention_internal::AccumulateRowAvx2(acc + r * acc_stride, alpha[r], p + r * p_stride,
-                                          values, n, dv);
+    attention_internal::AccumulateRowAvx2(acc + r * acc_stride, alpha[r], p + r * p_stride, values,
+                                          n, dv);
   }
 }
 
@@ -84,8 +84,8 @@ absl::Status CheckF32(const Tensor& t, absl::string_view name, int ndim) {
         absl::StrCat(name, " must be f32, got ", DTypeName(t.dtype())));
   }
   if (t.ndim() != ndim) {
-    return absl::InvalidArgumentError(absl::StrCat(name, " must be ", ndim, "-D, got ",
-                                                   ShapeToString(t.shape())));
+    return absl::InvalidArgumentError(
+        absl::StrCat(name, " must be ", ndim, "-D, got ", ShapeToString(t.shape())));
   }
   return absl::OkStatus();
 }
@@ -93,12 +93,12 @@ absl::Status CheckF32(const Tensor& t, absl::string_view name, int ndim) {
 absl::Status CheckInt(const Tensor& t, absl::string_view name, int ndim, DType dtype) {
   if (!t.defined()) return absl::InvalidArgumentError(absl::StrCat(name, " is undefined"));
   if (t.dtype() != dtype) {
-    return absl::InvalidArgumentError(absl::StrCat(name, " must be ", DTypeName(dtype), ", got ",
-                                                   DTypeName(t.dtype())));
+    return absl::InvalidArgumentError(
+        absl::StrCat(name, " must be ", DTypeName(dtype), ", got ", DTypeName(t.dtype())));
   }
   if (t.ndim() != ndim) {
-    return absl::InvalidArgumentError(absl::StrCat(name, " must be ", ndim, "-D, got ",
-                                                   ShapeToString(t.shape())));
+    return absl::InvalidArgumentError(
+        absl::StrCat(name, " must be ", ndim, "-D, got ", ShapeToString(t.shape())));
   }
   return absl::OkStatus();
 }
@@ -122,9 +122,8 @@ constexpr int64_t kKeyTile = 32;
 
 }  // namespace
 
-absl::Status ValidateWriteKvCacheArgs(const Tensor& k, const Tensor& v,
-                                      const Tensor& slot_mapping, const Tensor& k_cache,
-                                      const Tensor& v_cache) {
+absl::Status ValidateWriteKvCacheArgs(const Tensor& k, const Tensor& v, const Tensor& slot_mapping,
+                                      const Tensor& k_cache, const Tensor& v_cache) {
   RETURN_IF_ERROR(CheckF32(k, "WriteKvCache: k", 3));
   RETURN_IF_ERROR(CheckF32(v, "WriteKvCache: v", 3));
   RETURN_IF_ERROR(CheckF32(k_cache, "WriteKvCache: k_cache", 4));
@@ -132,10 +131,10 @@ absl::Status ValidateWriteKvCacheArgs(const Tensor& k, const Tensor& v,
   RETURN_IF_ERROR(CheckInt(slot_mapping, "WriteKvCache: slot_mapping", 1, DType::kI64));
   const int64_t num_tokens = k.dim(0);
   if (v.dim(0) != num_tokens || slot_mapping.dim(0) != num_tokens) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "WriteKvCache: k ", ShapeToString(k.shape()), ", v ", ShapeToString(v.shape()),
-        " and slot_mapping ", ShapeToString(slot_mapping.shape()),
-        " must have the same number of tokens"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("WriteKvCache: k ", ShapeToString(k.shape()), ", v ", ShapeToString(v.shape()),
+                     " and slot_mapping ", ShapeToString(slot_mapping.shape()),
+                     " must have the same number of tokens"));
   }
   for (int d = 0; d < 3; ++d) {
     if (k_cache.dim(d) != v_cache.dim(d)) {
@@ -188,9 +187,9 @@ absl::Status ValidatePagedAttentionArgs(const Tensor& q, const Tensor& k_cache,
   const int64_t num_blocks = k_cache.dim(0), block_size = k_cache.dim(1);
   const int64_t num_kv_heads = k_cache.dim(2), head_dim_v = v_cache.dim(3);
   if (block_size <= 0 || num_kv_heads <= 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "PagedAttention: k_cache ", ShapeToString(k_cache.shape()),
-        " must have block_size > 0 and num_kv_heads > 0"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("PagedAttention: k_cache ", ShapeToString(k_cache.shape()),
+                     " must have block_size > 0 and num_kv_heads > 0"));
   }
   if (k_cache.dim(3) != head_dim_k) {
     return absl::InvalidArgumentError(absl::StrCat("PagedAttention: q ", ShapeToString(q.shape()),
@@ -198,9 +197,9 @@ absl::Status ValidatePagedAttentionArgs(const Tensor& q, const Tensor& k_cache,
                                                    ShapeToString(k_cache.shape())));
   }
   if (num_heads % num_kv_heads != 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "PagedAttention: num_heads ", num_heads, " (q) is not a multiple of num_kv_heads ",
-        num_kv_heads, " (k_cache)"));
+    return absl::InvalidArgumentError(absl::StrCat("PagedAttention: num_heads ", num_heads,
+                                                   " (q) is not a multiple of num_kv_heads ",
+                                                   num_kv_heads, " (k_cache)"));
   }
   if (out.dim(0) != num_tokens || out.dim(1) != num_heads || out.dim(2) != head_dim_v) {
     return absl::InvalidArgumentError(
@@ -215,8 +214,8 @@ absl::Status ValidatePagedAttentionArgs(const Tensor& q, const Tensor& k_cache,
     }
   }
   if (params.sliding_window < 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "PagedAttention: sliding_window must be >= 0, got ", params.sliding_window));
+    return absl::InvalidArgumentError(
+        absl::StrCat("PagedAttention: sliding_window must be >= 0, got ", params.sliding_window));
   }
   if (!std::isfinite(params.scale)) {
     return absl::InvalidArgumentError("PagedAttention: scale must be finite");
@@ -224,18 +223,18 @@ absl::Status ValidatePagedAttentionArgs(const Tensor& q, const Tensor& k_cache,
   const int64_t num_seqs = seq_lens.dim(0);
   const int64_t max_blocks = block_tables.dim(1);
   if (block_tables.dim(0) != num_seqs) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "PagedAttention: block_tables ", ShapeToString(block_tables.shape()), " must have ",
-        num_seqs, " rows (one per seq_lens entry)"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("PagedAttention: block_tables ", ShapeToString(block_tables.shape()),
+                     " must have ", num_seqs, " rows (one per seq_lens entry)"));
   }
   if (query_start_loc.dim(0) != num_seqs + 1) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "PagedAttention: query_start_loc ", ShapeToString(query_start_loc.shape()), " must be [",
-        num_seqs + 1, "] (num_seqs + 1)"));
+    return absl::InvalidArgumentError(absl::StrCat("PagedAttention: query_start_loc ",
+                                                   ShapeToString(query_start_loc.shape()),
+                                                   " must be [", num_seqs + 1, "] (num_seqs + 1)"));
   }
   if (num_seqs > 0 && IntAt(query_start_loc, 0) < 0) {
-    return absl::InvalidArgumentError(absl::StrCat("PagedAttention: query_start_loc[0] = ",
-                                                   IntAt(query_start_loc, 0), " is negative"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "PagedAttention: query_start_loc[0] = ", IntAt(query_start_loc, 0), " is negative"));
   }
   for (int64_t s = 0; s < num_seqs; ++s) {
     const int64_t begin = IntAt(query_start_loc, s), end = IntAt(query_start_loc, s + 1);
@@ -247,14 +246,14 @@ absl::Status ValidatePagedAttentionArgs(const Tensor& q, const Tensor& k_cache,
     const int64_t seq_len = IntAt(seq_lens, s);
     const int64_t q_len = end - begin;
     if (seq_len < q_len) {
-      return absl::InvalidArgumentError(absl::StrCat("PagedAttention: seq_lens[", s, "] = ",
-                                                     seq_len, " is smaller than the sequence's ",
-                                                     q_len, " query tokens"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("PagedAttention: seq_lens[", s, "] = ", seq_len,
+                       " is smaller than the sequence's ", q_len, " query tokens"));
     }
     if (seq_len > max_blocks * block_size) {
-      return absl::OutOfRangeError(absl::StrCat(
-          "PagedAttention: seq_lens[", s, "] = ", seq_len, " exceeds the block table capacity ",
-          max_blocks, " blocks * ", block_size, " slots"));
+      return absl::OutOfRangeError(absl::StrCat("PagedAttention: seq_lens[", s, "] = ", seq_len,
+                                                " exceeds the block table capacity ", max_blocks,
+                                                " blocks * ", block_size, " slots"));
     }
     const int64_t used_blocks = (seq_len + block_size - 1) / block_size;
     for (int64_t b = 0; b < used_blocks; ++b) {
@@ -351,11 +350,10 @@ absl::Status PagedAttention(const Tensor& q, const Tensor& k_cache, const Tensor
     for (int64_t g = 0; g < num_kv_heads; ++g) {
       for (int64_t t0 = 0; t0 < q_len; t0 += token_chunk) {
         for (int64_t h0 = 0; h0 < group; h0 += head_chunk) {
-          items.push_back(WorkItem{static_cast<int32_t>(s), static_cast<int32_t>(g),
-                                   static_cast<int32_t>(t0),
-                                   static_cast<int32_t>(std::min(q_len, t0 + token_chunk)),
-                                   static_cast<int32_t>(h0),
-                                   static_cast<int32_t>(std::min(group, h0 + head_chunk))});
+          items.push_back(WorkItem{
+              static_cast<int32_t>(s), static_cast<int32_t>(g), static_cast<int32_t>(t0),
+              static_cast<int32_t>(std::min(q_len, t0 + token_chunk)), static_cast<int32_t>(h0),
+              static_cast<int32_t>(std::min(group, h0 + head_chunk))});
         }
       }
     }

@@ -26,9 +26,8 @@ namespace tessera::cpu {
 
 // Checks the operands of WriteKvCache: dtypes, ranks, matching dimensions, and every
 // slot_mapping entry < num_blocks * block_size. Does not check the device.
-absl::Status ValidateWriteKvCacheArgs(const Tensor& k, const Tensor& v,
-                                      const Tensor& slot_mapping, const Tensor& k_cache,
-                                      const Tensor& v_cache);
+absl::Status ValidateWriteKvCacheArgs(const Tensor& k, const Tensor& v, const Tensor& slot_mapping,
+                                      const Tensor& k_cache, const Tensor& v_cache);
 
 // Checks the operands of PagedAttention: dtypes, ranks, shapes, query_start_loc monotone and
 // within q, 0 <= q_len <= seq_len <= max_blocks_per_seq * block_size, every block-table entry a

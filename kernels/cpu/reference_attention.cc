@@ -16,9 +16,9 @@ namespace {
 absl::Status RequireHost(std::initializer_list<const Tensor*> tensors) {
   for (const Tensor* t : tensors) {
     if (t->defined() && !t->device().is_cpu()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("reference attention: tensor on ", t->device().ToString(),
-                       "; the references run on the host only"));
+      return absl::InvalidArgumentError(absl::StrCat("reference attention: tensor on ",
+                                                     t->device().ToString(),
+                                                     "; the references run on the host only"));
     }
   }
   return absl::OkStatus();
@@ -46,8 +46,8 @@ absl::Status WriteKvCache(const Tensor& k, const Tensor& v, const Tensor& slot_m
       const int64_t block = slot / block_size, offset = slot % block_size;
       for (int64_t h = 0; h < src->dim(1); ++h) {
         for (int64_t d = 0; d < src->dim(2); ++d) {
-          dst->data<float>()[block * dst->stride(0) + offset * dst->stride(1) +
-                             h * dst->stride(2) + d * dst->stride(3)] =
+          dst->data<float>()[block * dst->stride(0) + offset * dst->stride(1) + h * dst->stride(2) +
+                             d * dst->stride(3)] =
               src->data<float>()[t * src->stride(0) + h * src->stride(1) + d * src->stride(2)];
         }
       }
@@ -74,9 +74,8 @@ absl::Status PagedAttention(const Tensor& q, const Tensor& k_cache, const Tensor
     // Materialise K and V of the sequence: [seq_len, num_kv_heads, d].
     std::vector<double> keys(seq_len * num_kv_heads * dk), values(seq_len * num_kv_heads * dv);
     for (int64_t p = 0; p < seq_len; ++p) {
-      const int64_t block =
-          block_tables.data<int32_t>()[s * block_tables.stride(0) +
-                                       (p / block_size) * block_tables.stride(1)];
+      const int64_t block = block_tables.data<int32_t>()[s * block_tables.stride(0) +
+                                                         (p / block_size) * block_tables.stride(1)];
       for (int64_t g = 0; g < num_kv_heads; ++g) {
         for (int64_t d = 0; d < dk; ++d) {
           keys[(p * num_kv_heads + g) * dk + d] = At4(k_cache, block, p % block_size, g, d);
@@ -117,7 +116,8 @@ absl::Status PagedAttention(const Tensor& q, const Tensor& k_cache, const Tensor
         for (int64_t d = 0; d < dv; ++d) {
           double acc = 0.0;
           for (size_t j = 0; j < logits.size(); ++j) {
-            acc += std::exp(logits[j] - max_logit) * values[(key_pos[j] * num_kv_heads + g) * dv + d];
+            acc +=
+                std::exp(logits[j] - max_logit) * values[(key_pos[j] * num_kv_heads + g) * dv + d];
           }
           out.data<float>()[row * out.stride(0) + h * out.stride(1) + d * out.stride(2)] =
               static_cast<float>(acc / denom);

@@ -74,9 +74,8 @@ absl::StatusOr<SampleResult> Sample(Tensor& logits_tensor, const SamplingParams&
   for (int64_t i = 0; i < vocab; ++i) w[i] = std::exp((l[i] - max_logit) / params.temperature);
   std::vector<int32_t> order(vocab);
   std::iota(order.begin(), order.end(), 0);
-  std::sort(order.begin(), order.end(), [&](int32_t a, int32_t b) {
-    return l[a] > l[b] || (l[a] == l[b] && a < b);
-  });
+  std::sort(order.begin(), order.end(),
+            [&](int32_t a, int32_t b) { return l[a] > l[b] || (l[a] == l[b] && a < b); });
   const bool use_top_k = params.top_k > 0 && params.top_k < vocab;
   int64_t n = use_top_k ? params.top_k : vocab;
   if (params.top_p < 1.0f) {

@@ -10,6 +10,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "kernels/base/status.h"
+#include "kernels/cpu/cpu_features.h"
+#include "kernels/cpu/sampling_kernels.h"
 
 namespace tessera::cpu {
 namespace {
@@ -35,9 +37,7 @@ absl::Status CheckTokens(absl::Span<const int32_t> tokens, int64_t vocab, absl::
 // Rank order: larger logit first, lower index on ties.
 struct RankLess {
   const float* l;
-  bool operator()(int32_t a, int32_t b) const {
-    return l[a] > l[b] || (l[a] == l[b] && a < b);
-  }
+  bool operator()(int32_t a, int32_t b) const { return l[a] > l[b] || (l[a] == l[b] && a < b); }
 };
 
 }  // namespace
@@ -53,8 +53,8 @@ absl::Status ValidateSamplingParams(const SamplingParams& p) {
         absl::StrCat("SamplingParams.temperature must be finite and >= 0, got ", p.temperature));
   }
   if (p.top_k < -1) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "SamplingParams.top_k must be -1 or 0 (disabled) or positive, got ", p.top_k));
+    return absl::InvalidArgumentError(
+        absl::StrCat("SamplingParams.top_k must be -1 or 0 (disabled) or positive, got ", p.top_k));
   }
   if (!(p.top_p > 0.0f && p.top_p <= 1.0f)) {
     return absl::InvalidArgumentError(
@@ -113,7 +113,12 @@ absl::StatusOr<double> RawLogSumExp(absl::Span<const float> logits) {
     return absl::InvalidArgumentError("Sample: every logit is -inf");
   }
   double sum = 0.0;
-  for (const float l : logits) sum += std::exp(l - max_logit);
+  if (ActiveIsa() == Isa::kAvx512) {
+    sum = sampling_internal::SumExpAvx512(logits.data(), static_cast<int64_t>(logits.size()),
+                                          max_logit);
+  } else {
+    for (const float l : logits) sum += std::exp(l - max_logit);
+  }
   return static_cast<double>(max_logit) + std::log(sum);
 }
 

@@ -82,8 +82,8 @@ Batch MakeBatch(const Case& c, uint64_t seed) {
   }
   b.block_tables = Tensor::FromVector(absl::MakeConstSpan(table),
                                       {static_cast<int64_t>(c.seqs.size()), max_blocks});
-  b.seq_lens = Tensor::FromVector(absl::MakeConstSpan(seq_lens),
-                                  {static_cast<int64_t>(seq_lens.size())});
+  b.seq_lens =
+      Tensor::FromVector(absl::MakeConstSpan(seq_lens), {static_cast<int64_t>(seq_lens.size())});
   b.query_start_loc =
       Tensor::FromVector(absl::MakeConstSpan(qsl), {static_cast<int64_t>(qsl.size())});
   b.q = RandomTensor({num_tokens, c.num_heads, c.head_dim_k}, seed + 3);
@@ -199,7 +199,9 @@ std::vector<Case> Cases() {
 }
 
 INSTANTIATE_TEST_SUITE_P(Shapes, PagedAttentionTest, ::testing::ValuesIn(Cases()),
-                         [](const ::testing::TestParamInfo<Case>& info) { return info.param.name; });
+                         [](const ::testing::TestParamInfo<Case>& info) {
+                           return info.param.name;
+                         });
 
 // The reference itself against a hand computation: one key gives exactly its value; a sink adds
 // exp(sink) to the denominator only.
@@ -239,10 +241,12 @@ TEST(PagedAttention, CausalMaskIgnoresLaterKeys) {
   const int32_t block = b.block_tables.data<int32_t>()[1];
   for (int64_t h = 0; h < c.num_kv_heads; ++h) {
     for (int64_t d = 0; d < c.head_dim_k; ++d) {
-      b.k_cache.data<float>()[((block * c.block_size + 3) * c.num_kv_heads + h) * c.head_dim_k +
-                              d] = 5.0f;
-      b.v_cache.data<float>()[((block * c.block_size + 3) * c.num_kv_heads + h) * c.head_dim_v +
-                              d] = 100.0f;
+      b.k_cache
+          .data<float>()[((block * c.block_size + 3) * c.num_kv_heads + h) * c.head_dim_k + d] =
+          5.0f;
+      b.v_cache
+          .data<float>()[((block * c.block_size + 3) * c.num_kv_heads + h) * c.head_dim_v + d] =
+          100.0f;
     }
   }
   ASSERT_TRUE(PagedAttention(b.q, b.k_cache, b.v_cache, b.block_tables, b.seq_lens,

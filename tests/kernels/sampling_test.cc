@@ -117,8 +117,8 @@ TEST(Sample, PresenceAndFrequencyPenaltiesApplyToOutputTokensOnly) {
   const std::vector<int32_t> prompt = {0}, output = {2, 2, 3, 2};
   ASSERT_TRUE(Sample(t, params, prompt, output, 0, 0.5).ok());
   const float* l = t.data<float>();
-  EXPECT_FLOAT_EQ(l[0], 1.0f);                // prompt only
-  EXPECT_FLOAT_EQ(l[1], 1.0f);                // unseen
+  EXPECT_FLOAT_EQ(l[0], 1.0f);                 // prompt only
+  EXPECT_FLOAT_EQ(l[1], 1.0f);                 // unseen
   EXPECT_FLOAT_EQ(l[2], 1.0f - 0.5f - 0.75f);  // count 3
   EXPECT_FLOAT_EQ(l[3], 1.0f - 0.5f - 0.25f);  // count 1
 }
@@ -318,7 +318,9 @@ std::vector<RefCase> RefCases() {
       SamplingParams& p = c.params;
       p.seed = variant == 5 ? std::nullopt : std::optional<uint64_t>(1000 + variant);
       switch (variant) {
-        case 0: c.name = "plain"; break;
+        case 0:
+          c.name = "plain";
+          break;
         case 1:
           c.name = "top_k";
           p.top_k = 50;
