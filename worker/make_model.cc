@@ -599,10 +599,13 @@ absl::StatusOr<std::vector<PlannedTensor>> PlanTensors(const json& c, DType dtyp
       ASSIGN_OR_RETURN(const int64_t experts, RequireInt(c, "num_local_experts"));
       p.Plain(m + ".router.weight", {experts, hidden}, hs);
       p.Plain(m + ".router.bias", {experts}, 0.1f);
-      // HF GptOssExperts layout (bf16 class): [experts, in, out], gate/up interleaved.
-      p.Linear(m + ".experts.gate_up_proj", {experts, hidden, 2 * inter}, hidden);
+      // HF GptOssExperts layout (the bf16 modelling class, not the release's MXFP4 blocks):
+      // [experts, in, out], gate/up interleaved on the last dim. These are stacked parameters,
+      // not nn.Linear, so --dtype fp8 leaves them bf16 (as the release leaves them out of fp8).
+      const float hs_inter = 0.5f / std::sqrt(static_cast<float>(inter));
+      p.Plain(m + ".experts.gate_up_proj", {experts, hidden, 2 * inter}, hs);
       p.Plain(m + ".experts.gate_up_proj_bias", {experts, 2 * inter}, 0.05f);
-      p.Linear(m + ".experts.down_proj", {experts, inter, hidden}, inter, 0.5f);
+      p.Plain(m + ".experts.down_proj", {experts, inter, hidden}, hs_inter);
       p.Plain(m + ".experts.down_proj_bias", {experts, hidden}, 0.05f);
     }
   }

@@ -20,6 +20,7 @@
 #include "kernels/base/dtype.h"
 #include "nlohmann/json.hpp"
 #include "tests/test_util.h"
+#include "worker/checkpoint/checkpoint.h"
 
 #if __has_include("worker/checkpoint/model_config.h")
 #include "worker/checkpoint/model_config.h"
@@ -212,9 +213,9 @@ Layout ExpectedLayout(const std::string& arch) {
          {l0 + "self_attn.sinks", {4}, false},
          {l0 + "mlp.router.weight", {8, 64}, false},
          {l0 + "mlp.router.bias", {8}, false},
-         {l0 + "mlp.experts.gate_up_proj", {8, 64, 64}, true},
+         {l0 + "mlp.experts.gate_up_proj", {8, 64, 64}, false},  // stacked, not nn.Linear
          {l0 + "mlp.experts.gate_up_proj_bias", {8, 64}, false},
-         {l0 + "mlp.experts.down_proj", {8, 32, 64}, true},
+         {l0 + "mlp.experts.down_proj", {8, 32, 64}, false},
          {l0 + "mlp.experts.down_proj_bias", {8, 64}, false}});
     x.absent = {l0 + "mlp.gate.weight", l0 + "self_attn.q_norm.weight"};
   } else if (arch == "llama") {
@@ -280,6 +281,15 @@ TEST_P(MakeModelLayoutTest, TinyPresetHasTheHuggingFaceTensors) {
   EXPECT_GT(layer3, 0);
   EXPECT_EQ(layer2, layer3);
   EXPECT_EQ(stored.count("model.layers.4.input_layernorm.weight"), 0u);
+  // The project's checkpoint reader sees the same tensors.
+  absl::StatusOr<std::unique_ptr<Checkpoint>> ckpt = Checkpoint::Open(r.out_dir);
+  ASSERT_TRUE(ckpt.ok()) << ckpt.status();
+  EXPECT_EQ((*ckpt)->TensorNames().size(), stored.size());
+  for (const Expected& e : layout.present) {
+    absl::StatusOr<const TensorInfo*> info = (*ckpt)->Info(e.name);
+    ASSERT_TRUE(info.ok()) << e.name;
+    EXPECT_EQ(std::vector<int64_t>((*info)->shape.begin(), (*info)->shape.end()), e.shape);
+  }
 }
 
 TEST_P(MakeModelLayoutTest, ConfigNamesTheArchitectureAndDtype) {
@@ -629,6 +639,24 @@ TEST(MakeModelFromConfigTest, AllRealConfigsScaleAndPlan) {
     ASSERT_TRUE(c.is_object()) << entry.path();
     absl::StatusOr<std::vector<PlannedTensor>> t = PlanTensors(c, DType::kF8E4M3);
     EXPECT_TRUE(t.ok()) << entry.path() << ": " << t.status();
+#ifdef TESSERA_HAVE_MODEL_CONFIG
+    absl::StatusOr<ModelConfig> parsed = ParseModelConfig(c, entry.path().string());
+    ASSERT_TRUE(parsed.ok()) << parsed.status();
+    EXPECT_TRUE(ValidateModelConfig(*parsed).ok()) << ValidateModelConfig(*parsed);
+    EXPECT_EQ(parsed->num_hidden_layers, 2);
+    EXPECT_EQ(parsed->hidden_size, 64);
+    if (parsed->is_moe()) EXPECT_EQ(parsed->num_experts, 8) << entry.path();
+    if (t.ok()) {
+      int64_t params = 0;
+      for (const PlannedTensor& p : *t) {
+        if (p.name.size() > 10 && p.name.compare(p.name.size() - 10, 10, "_scale_inv") == 0) continue;
+        int64_t n = 1;
+        for (int64_t d : p.shape) n *= d;
+        params += n;
+      }
+      EXPECT_EQ(parsed->NumParameters(), params) << entry.path();
+    }
+#endif
     if (c.contains("layer_types")) {
       EXPECT_EQ(c["layer_types"].size(), 2u);
     }
@@ -687,6 +715,31 @@ TEST(MakeModelTokenizerTest, SentencePieceModelGivesItsSize) {
   EXPECT_EQ(c["vocab_size"], 32000);
   EXPECT_TRUE(fs::exists(fs::path(o.out_dir) / "tokenizer.model"));
 }
+
+// Greedy decoding of the tiny random models is not stuck on one token (needs `tessera generate`).
+class MakeModelGreedyTest : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(MakeModelGreedyTest, GreedyDecodingIsNotDegenerate) {
+  const std::string arch = GetParam();
+  const std::string bin = testing::TesseraBinary();
+  if (std::system((bin + " generate --help > /dev/null 2>&1").c_str()) != 0) {
+    GTEST_SKIP() << "tessera generate is not available";
+  }
+  MakeModelResult r = Make(arch, "bf16", 0, "greedy_" + arch);
+  const std::string out = r.out_dir + ".gen.json";
+  std::string cmd = bin + " generate --model " + r.out_dir +
+                    " --prompt-ids 5,17,42 --max-tokens 16 --temperature 0 --json > " + out;
+  ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
+  json j = ReadJson(out);
+  std::map<int64_t, int> distinct;
+  for (const json& id : j["output_ids"]) distinct[id.get<int64_t>()]++;
+  EXPECT_GE(distinct.size(), 4u) << j.dump();
+}
+
+INSTANTIATE_TEST_SUITE_P(AllArchs, MakeModelGreedyTest,
+                         ::testing::Values("qwen3_moe", "qwen2_moe", "mixtral", "deepseek_v3",
+                                           "glm4_moe", "minimax_m2", "gpt_oss", "llama",
+                                           "qwen3"));
 
 TEST(MakeModelErrorTest, UnknownArchListsValidOnes) {
   MakeModelOptions o;
