@@ -13,5 +13,5 @@ MODEL_DIR="${TESSERA_DEMO_MODEL:-$HOME/.cache/tessera/models/qwen3_moe-small}"
 if [ ! -f "$MODEL_DIR/config.json" ]; then
   "$TESSERA" make-model --arch qwen3_moe --preset small --seed 0 --dtype bf16 --out "$MODEL_DIR"
 fi
-"$TESSERA" generate --model "$MODEL_DIR" --prompt-ids 151643,785,3974,13876,38835,34208 \
+"$TESSERA" generate --model "$MODEL_DIR" --prompt-ids 9707,11,1879,374,264,1273 \
   --max-tokens 32 --temperature 0.7 --top-p 0.95 --seed 7 --json "$@"
