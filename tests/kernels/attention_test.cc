@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <numeric>
 #include <optional>
+#include <ostream>
 #include <random>
 #include <string>
 #include <vector>
@@ -39,6 +40,8 @@ struct Case {
   bool sinks = false;
   bool mla_layout = false;  // k/v caches share one buffer; v = first head_dim_v columns of k
 };
+
+void PrintTo(const Case& c, std::ostream* os) { *os << c.name; }
 
 // A batch built from a Case: shuffled (non-sequential) block tables, random caches and queries.
 struct Batch {

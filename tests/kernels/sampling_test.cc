@@ -7,6 +7,7 @@
 #include <limits>
 #include <numeric>
 #include <optional>
+#include <ostream>
 #include <random>
 #include <set>
 #include <string>
@@ -14,6 +15,7 @@
 
 #include "gtest/gtest.h"
 #include "kernels/base/tensor.h"
+#include "kernels/cpu/cpu_features.h"
 #include "kernels/cpu/reference_sampling.h"
 #include "kernels/ops.h"
 
@@ -85,9 +87,14 @@ TEST(Sample, LogprobIsRawLogSoftmaxBeforeProcessing) {
   params.frequency_penalty = 0.4f;
   params.seed = 5;
   const std::vector<int32_t> prompt = {1, 2, 3}, output = {3, 3, 9};
-  for (uint64_t step = 0; step < 20; ++step) {
-    const SampleResult r = Draw(logits, params, step, prompt, output);
-    EXPECT_NEAR(r.logprob, std::log(p[r.token]), 1e-5) << r.token;
+  for (cpu::Isa isa : {cpu::Isa::kScalar, cpu::Isa::kAvx2, cpu::Isa::kAvx512}) {
+    if (isa > cpu::BestSupportedIsa()) continue;
+    cpu::SetIsaOverride(isa);
+    for (uint64_t step = 0; step < 20; ++step) {
+      const SampleResult r = Draw(logits, params, step, prompt, output);
+      EXPECT_NEAR(r.logprob, std::log(p[r.token]), 1e-5) << r.token << " " << cpu::IsaName(isa);
+    }
+    cpu::SetIsaOverride(std::nullopt);
   }
 }
 
@@ -240,6 +247,8 @@ struct FrequencyCase {
   int top_k;
 };
 
+void PrintTo(const FrequencyCase& c, std::ostream* os) { *os << c.name; }
+
 class SampleFrequencyTest : public ::testing::TestWithParam<FrequencyCase> {};
 
 TEST_P(SampleFrequencyTest, EmpiricalFrequenciesMatchProbabilities) {
@@ -280,6 +289,8 @@ struct RefCase {
   SamplingParams params;
   float spread;
 };
+
+void PrintTo(const RefCase& c, std::ostream* os) { *os << c.name; }
 
 class SampleVsReferenceTest : public ::testing::TestWithParam<RefCase> {};
 
@@ -364,6 +375,8 @@ struct InvalidCase {
   std::string field;
   std::function<void(SamplingParams&)> mutate;
 };
+
+void PrintTo(const InvalidCase& c, std::ostream* os) { *os << c.field; }
 
 class InvalidSamplingParamsTest : public ::testing::TestWithParam<InvalidCase> {};
 
