@@ -352,6 +352,19 @@ TEST(ModelConfigTest, DeepseekMoeLayerFreq) {
   EXPECT_TRUE(ValidateModelConfig(*c).ok()) << ValidateModelConfig(*c);
 }
 
+TEST(ModelConfigTest, GlmAcceptsEitherExpertCountSpelling) {
+  json j = Minimal("Glm4MoeForCausalLM");
+  j["num_experts"] = 32;
+  auto early = ParseModelConfig(j, "synthetic.json");
+  ASSERT_TRUE(early.ok()) << early.status();
+  EXPECT_EQ(early->num_experts, 32);
+  EXPECT_EQ(early->rotary_dim, 8);  // default partial_rotary_factor 0.5 of head_dim 16
+  j["n_routed_experts"] = 64;
+  auto current = ParseModelConfig(j, "synthetic.json");
+  ASSERT_TRUE(current.ok()) << current.status();
+  EXPECT_EQ(current->num_experts, 64);
+}
+
 TEST(ModelConfigTest, DenseFamiliesHaveNoExperts) {
   for (const char* arch : {"LlamaForCausalLM", "Qwen3ForCausalLM"}) {
     auto c = ParseModelConfig(Minimal(arch), "synthetic.json");

@@ -465,6 +465,10 @@ absl::StatusOr<ModelConfig> ParseModelConfig(const json& j, absl::string_view so
       experts_key = "n_routed_experts";
     }
     RETURN_IF_ERROR(f.Int(experts_key, &c.num_experts));
+    // Early Glm4MoeConfig revisions spelled the expert count "num_experts".
+    if (fam == ModelFamily::kGlm4Moe && !f.Has("n_routed_experts")) {
+      RETURN_IF_ERROR(f.Int("num_experts", &c.num_experts));
+    }
     if (fam == ModelFamily::kGptOss)
       RETURN_IF_ERROR(f.Int("experts_per_token", &c.num_experts_per_tok));
     RETURN_IF_ERROR(f.Int("num_experts_per_tok", &c.num_experts_per_tok));
