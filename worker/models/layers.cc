@@ -183,7 +183,7 @@ absl::StatusOr<GatedMlp> GatedMlp::Load(const Checkpoint& ckpt, absl::string_vie
                                               intermediate_size, hidden_size, false, format));
   ASSIGN_OR_RETURN(mlp.down_, LoadLinear(ckpt, absl::StrCat(prefix, ".", names.down),
                                          hidden_size, intermediate_size, false, format));
-  if (CanConcat(gate.weight, up.weight)) {
+  if (format.fuse_gate_up && CanConcat(gate.weight, up.weight)) {
     ASSIGN_OR_RETURN(mlp.gate_up_.weight, ConcatOutFeatures(gate.weight, up.weight));
     mlp.fused_ = true;
   } else {
@@ -266,7 +266,7 @@ absl::StatusOr<MoeBlock> MoeBlock::Load(const Checkpoint& ckpt, absl::string_vie
                                                     format));
       ASSIGN_OR_RETURN(LinearLayer up, LoadLinear(ckpt, p + names.up, inter, h, false, format));
       ASSIGN_OR_RETURN(ex.down, LoadLinear(ckpt, p + names.down, h, inter, false, format));
-      if (CanConcat(gate.weight, up.weight)) {
+      if (format.fuse_gate_up && CanConcat(gate.weight, up.weight)) {
         ASSIGN_OR_RETURN(ex.gate_up.weight, ConcatOutFeatures(gate.weight, up.weight));
         ex.fused = true;
       } else {

@@ -34,6 +34,10 @@ struct WeightFormat {
   bool fp8_block = false;  // fp8 e4m3 weights with "<name>_scale_inv" block scales
   int block_n = 128;       // weight_block_size[0]
   int block_k = 128;       // weight_block_size[1]
+  // Concatenate gate_proj and up_proj into one [2 * inter, hidden] weight at load time (one
+  // Linear call instead of two). Off by default: it copies those weights out of the checkpoint
+  // mapping, doubling their resident memory and the load time.
+  bool fuse_gate_up = false;
 };
 WeightFormat WeightFormatFromConfig(const ModelConfig& config);
 
