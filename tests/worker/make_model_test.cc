@@ -645,7 +645,9 @@ TEST(MakeModelFromConfigTest, AllRealConfigsScaleAndPlan) {
     EXPECT_TRUE(ValidateModelConfig(*parsed).ok()) << ValidateModelConfig(*parsed);
     EXPECT_EQ(parsed->num_hidden_layers, 2);
     EXPECT_EQ(parsed->hidden_size, 64);
-    if (parsed->is_moe()) EXPECT_EQ(parsed->num_experts, 8) << entry.path();
+    if (parsed->is_moe()) {
+      EXPECT_EQ(parsed->num_experts, 8) << entry.path();
+    }
     if (t.ok()) {
       int64_t params = 0;
       for (const PlannedTensor& p : *t) {
