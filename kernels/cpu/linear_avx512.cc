@@ -55,27 +55,28 @@ struct Vec {
 
 // GEMV: NR weight rows per tile so that MR * NR accumulators fit the 32 zmm registers.
 constexpr int GemvNr(int mr) { return mr <= 4 ? 4 : 2; }
-// GEMM register block: kGemmMr rows x kGemmNr columns (2 zmm) of accumulators.
+// GEMM register block: kGemmMr rows x kGemmNr columns (3 zmm) of accumulators.
 constexpr int kGemmMr = 8;
-constexpr int kGemmNr = 32;
+constexpr int kGemmNr = 48;
 
 #include "kernels/cpu/linear_simd.h"
 
 // ---- bf16 GEMM with vdpbf16ps ------------------------------------------------------------------
 //
 // Activations rounded to bf16 (row pairs (x[2p], x[2p + 1]) as one 32-bit word), bf16 weights
-// packed per panel as 32-bit pairs: packed[p * kGemmNr + c] = (w[c][2p], w[c][2p + 1]).
+// packed per panel as 32-bit pairs: packed[p * kBf16Nr + c] = (w[c][2p], w[c][2p + 1]).
 // vdpbf16ps adds both products of a pair into an f32 lane, so each instruction does 32 MACs.
 
 constexpr int64_t kBf16Kc = 512;  // k-block in elements (even)
+constexpr int kBf16Nr = 32;       // register block: kGemmMr rows x 32 columns (2 zmm)
 
 void PackPanelBf16Pairs(const LinearArgs& a, int64_t j, int nvalid, int64_t k0, int64_t kc,
                         uint32_t* packed) {
   const uint16_t* w = static_cast<const uint16_t*>(a.w);
   const int64_t pairs = (kc + 1) / 2;
-  for (int c = 0; c < kGemmNr; ++c) {
+  for (int c = 0; c < kBf16Nr; ++c) {
     if (c >= nvalid) {
-      for (int64_t p = 0; p < pairs; ++p) packed[p * kGemmNr + c] = 0;
+      for (int64_t p = 0; p < pairs; ++p) packed[p * kBf16Nr + c] = 0;
       continue;
     }
     const uint16_t* row = w + (j + c) * a.k + k0;
@@ -83,9 +84,9 @@ void PackPanelBf16Pairs(const LinearArgs& a, int64_t j, int nvalid, int64_t k0, 
     for (int64_t p = 0; p < full; ++p) {
       uint32_t v;
       std::memcpy(&v, row + 2 * p, 4);
-      packed[p * kGemmNr + c] = v;
+      packed[p * kBf16Nr + c] = v;
     }
-    if (full < pairs) packed[full * kGemmNr + c] = row[2 * full];  // odd tail: (w, 0)
+    if (full < pairs) packed[full * kBf16Nr + c] = row[2 * full];  // odd tail: (w, 0)
   }
 }
 
@@ -96,8 +97,8 @@ void MicroKernelBf16(const uint16_t* xb, int64_t ldxb, const uint32_t* packed, i
 #pragma GCC unroll 16
   for (int i = 0; i < MR; ++i) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
   for (int64_t p = 0; p < pairs; ++p) {
-    const __m512bh b0 = (__m512bh)_mm512_loadu_si512(packed + p * kGemmNr);
-    const __m512bh b1 = (__m512bh)_mm512_loadu_si512(packed + p * kGemmNr + 16);
+    const __m512bh b0 = (__m512bh)_mm512_loadu_si512(packed + p * kBf16Nr);
+    const __m512bh b1 = (__m512bh)_mm512_loadu_si512(packed + p * kBf16Nr + 16);
 #pragma GCC unroll 16
     for (int i = 0; i < MR; ++i) {
       uint32_t pair;
@@ -155,14 +156,14 @@ void GemmBf16Dot(const LinearArgs& a, const uint16_t* xb, int64_t ldxb, int64_t 
   static constexpr auto kKernels =
       MakeMicroKernelsBf16(std::make_integer_sequence<int, kGemmMr>());
   thread_local std::vector<uint32_t> packed_storage;
-  packed_storage.resize(static_cast<size_t>(kBf16Kc / 2) * kGemmNr + 16);
+  packed_storage.resize(static_cast<size_t>(kBf16Kc / 2) * kBf16Nr + 16);
   uint32_t* packed = reinterpret_cast<uint32_t*>(
       (reinterpret_cast<uintptr_t>(packed_storage.data()) + 63) & ~static_cast<uintptr_t>(63));
   for (int64_t k0 = 0; k0 < a.k; k0 += kBf16Kc) {
     const int64_t kc = std::min<int64_t>(kBf16Kc, a.k - k0);
     const int64_t pairs = (kc + 1) / 2;
-    for (int64_t j = j0; j < j1; j += kGemmNr) {
-      const int nvalid = static_cast<int>(std::min<int64_t>(kGemmNr, j1 - j));
+    for (int64_t j = j0; j < j1; j += kBf16Nr) {
+      const int nvalid = static_cast<int>(std::min<int64_t>(kBf16Nr, j1 - j));
       PackPanelBf16Pairs(a, j, nvalid, k0, kc, packed);
       for (int64_t i = i0; i < i1; i += kGemmMr) {
         const int rows = static_cast<int>(std::min<int64_t>(kGemmMr, i1 - i));
