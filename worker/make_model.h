@@ -72,7 +72,8 @@ absl::StatusOr<nlohmann::json> BuildMakeModelConfig(const MakeModelOptions& opti
 absl::StatusOr<std::vector<PlannedTensor>> PlanTensors(const nlohmann::json& config,
                                                        DType dtype);
 
-// Deterministic f32 value of element `index` of tensor `name` for `seed` (before dtype rounding).
+// Deterministic f32 value of element `index` of `tensor` for `seed` (before dtype rounding): a
+// function of (seed, tensor.name, index, tensor.init, tensor.scale) only.
 float MakeModelValue(uint64_t seed, const PlannedTensor& tensor, int64_t index);
 
 // Writes the checkpoint. Refuses a non-empty out_dir unless options.force.
