@@ -15,6 +15,7 @@
 #include "worker/checkpoint/model_config.h"
 #include "worker/checkpoint/safetensors_writer.h"
 #include "worker/make_model.h"
+#include "worker/models/layers.h"
 #include "worker/models/model.h"
 
 namespace tessera {
@@ -198,6 +199,44 @@ TEST(BrokenCheckpointTest, TooFewExpertsInConfigIsCaughtByShape) {
               Contains(loaded.status(), "num_experts_per_tok") ||
               Contains(loaded.status(), "num_local_experts"))
       << loaded.status();
+}
+
+// ---- Layer options --------------------------------------------------------------------------
+
+TEST(LayerOptionsTest, FusedGateUpEqualsSeparateCalls) {
+  const std::string dir = Make("qwen3_moe", "bf16");
+  auto ckpt = Checkpoint::Open(dir);
+  ASSERT_TRUE(ckpt.ok()) << ckpt.status();
+  auto cfg = LoadModelConfig(dir);
+  ASSERT_TRUE(cfg.ok());
+  WeightFormat separate = WeightFormatFromConfig(*cfg), fused = separate;
+  fused.fuse_gate_up = true;
+  const std::string prefix = "model.layers.0.mlp.experts.1";
+  auto a = GatedMlp::Load(**ckpt, prefix, cfg->hidden_size, cfg->moe_intermediate_size, separate);
+  auto b = GatedMlp::Load(**ckpt, prefix, cfg->hidden_size, cfg->moe_intermediate_size, fused);
+  ASSERT_TRUE(a.ok()) << a.status();
+  ASSERT_TRUE(b.ok()) << b.status();
+  Tensor x = testing::RandomTensor({7, cfg->hidden_size}, 21);
+  Tensor ya, yb;
+  ASSERT_TRUE(a->Forward(x, ya).ok());
+  ASSERT_TRUE(b->Forward(x, yb).ok());
+  EXPECT_LT(testing::RelativeError(yb, ya), 1e-5);
+}
+
+TEST(LayerOptionsTest, MoeBlockWrongTopKIsInvalidArgument) {
+  const std::string dir = Make("qwen3_moe", "f32");
+  auto ckpt = Checkpoint::Open(dir);
+  ASSERT_TRUE(ckpt.ok()) << ckpt.status();
+  auto cfg = LoadModelConfig(dir);
+  ASSERT_TRUE(cfg.ok());
+  MoeSpec spec;
+  spec.num_experts = cfg->num_experts;
+  spec.hidden_size = cfg->hidden_size;
+  spec.moe_intermediate_size = cfg->moe_intermediate_size;
+  spec.router.top_k = cfg->num_experts + 1;
+  auto moe = MoeBlock::Load(**ckpt, "model.layers.0.mlp", spec, WeightFormatFromConfig(*cfg));
+  EXPECT_EQ(moe.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(Contains(moe.status(), "top_k")) << moe.status();
 }
 
 }  // namespace
