@@ -257,6 +257,7 @@ const float* F8E4M3Table() { return Tables().e4m3; }
 const float* F8E5M2Table() { return Tables().e5m2; }
 
 void ConvertBuffer(const void* src, DType from, void* dst, DType to, size_t count) {
+  if (count == 0) return;  // src/dst may be null for empty tensors
   if (from == to) {
     std::memcpy(dst, src, count * DTypeSize(from));
     return;
