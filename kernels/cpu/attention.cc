@@ -113,9 +113,9 @@ const float* RowPtr(const float* src, int64_t stride, int64_t n, float* scratch)
 
 struct WorkItem {
   int32_t seq;
-  int32_t kv_head;
+  int32_t kv_begin, kv_end;        // kv heads
   int32_t token_begin, token_end;  // query tokens of the sequence, relative to its first
-  int32_t head_begin, head_end;    // query heads within the kv head's group
+  int32_t head_begin, head_end;    // query heads within each kv head's group
 };
 
 constexpr int64_t kKeyTile = 32;
@@ -323,22 +323,28 @@ absl::Status PagedAttention(const Tensor& q, const Tensor& k_cache, const Tensor
     accumulate_rows = AccumulateRowsAvx2;
   }
 
-  // Work items: (sequence, kv head, token chunk, head chunk) of at most ~32 rows each, made
-  // smaller while there are too few items to keep every thread busy.
+  // Work items: (sequence, kv-head chunk, token chunk, head chunk). By default an item takes
+  // every kv head, so that it reads each cache block's [block_size, num_kv_heads, head_dim] rows
+  // together, and ~32 / group query tokens; chunks shrink (kv heads first) while there are too
+  // few items to keep every thread busy.
   ThreadPool& pool = ThreadPool::Default();
   const int64_t want_items = 4 * static_cast<int64_t>(pool.num_threads());
+  int64_t kv_chunk = num_kv_heads;
   int64_t head_chunk = std::min<int64_t>(group, 32);
   int64_t token_chunk = std::max<int64_t>(1, 32 / head_chunk);
-  auto count_items = [&](int64_t tc, int64_t hc) {
+  auto count_items = [&](int64_t kc, int64_t tc, int64_t hc) {
     int64_t items = 0;
     for (int64_t s = 0; s < num_seqs; ++s) {
       const int64_t q_len = IntAt(query_start_loc, s + 1) - IntAt(query_start_loc, s);
       items += (q_len + tc - 1) / tc;
     }
-    return items * num_kv_heads * ((group + hc - 1) / hc);
+    return items * ((num_kv_heads + kc - 1) / kc) * ((group + hc - 1) / hc);
   };
-  while (count_items(token_chunk, head_chunk) < want_items && (token_chunk > 1 || head_chunk > 1)) {
-    if (token_chunk > 1) {
+  while (count_items(kv_chunk, token_chunk, head_chunk) < want_items &&
+         (kv_chunk > 1 || token_chunk > 1 || head_chunk > 1)) {
+    if (kv_chunk > 1) {
+      kv_chunk = (kv_chunk + 1) / 2;
+    } else if (token_chunk > 1) {
       token_chunk = (token_chunk + 1) / 2;
     } else {
       head_chunk = (head_chunk + 1) / 2;
@@ -347,13 +353,18 @@ absl::Status PagedAttention(const Tensor& q, const Tensor& k_cache, const Tensor
   std::vector<WorkItem> items;
   for (int64_t s = 0; s < num_seqs; ++s) {
     const int64_t q_len = IntAt(query_start_loc, s + 1) - IntAt(query_start_loc, s);
-    for (int64_t g = 0; g < num_kv_heads; ++g) {
+    for (int64_t g0 = 0; g0 < num_kv_heads; g0 += kv_chunk) {
       for (int64_t t0 = 0; t0 < q_len; t0 += token_chunk) {
         for (int64_t h0 = 0; h0 < group; h0 += head_chunk) {
-          items.push_back(WorkItem{
-              static_cast<int32_t>(s), static_cast<int32_t>(g), static_cast<int32_t>(t0),
-              static_cast<int32_t>(std::min(q_len, t0 + token_chunk)), static_cast<int32_t>(h0),
-              static_cast<int32_t>(std::min(group, h0 + head_chunk))});
+          WorkItem item;
+          item.seq = static_cast<int32_t>(s);
+          item.kv_begin = static_cast<int32_t>(g0);
+          item.kv_end = static_cast<int32_t>(std::min(num_kv_heads, g0 + kv_chunk));
+          item.token_begin = static_cast<int32_t>(t0);
+          item.token_end = static_cast<int32_t>(std::min(q_len, t0 + token_chunk));
+          item.head_begin = static_cast<int32_t>(h0);
+          item.head_end = static_cast<int32_t>(std::min(group, h0 + head_chunk));
+          items.push_back(item);
         }
       }
     }
@@ -378,15 +389,17 @@ absl::Status PagedAttention(const Tensor& q, const Tensor& k_cache, const Tensor
   constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 
   auto run_item = [&](const WorkItem& item) {
-    const int64_t s = item.seq, g = item.kv_head;
+    const int64_t s = item.seq;
     const int64_t q_begin = IntAt(query_start_loc, s);
     const int64_t q_len = IntAt(query_start_loc, s + 1) - q_begin;
     const int64_t seq_len = IntAt(seq_lens, s);
     const int64_t first_pos = seq_len - q_len;
     const int64_t nt = item.token_end - item.token_begin;
+    const int64_t ng = item.kv_end - item.kv_begin;
     const int64_t nh = item.head_end - item.head_begin;
-    const int64_t rows = nt * nh;
-    // Per-row state: scaled query, accumulator, running max and denominator, key range.
+    // Rows are (token, kv head, head in group), token-major; the rows of one (token, kv head)
+    // are contiguous and share keys and values.
+    const int64_t rows = nt * ng * nh;
     std::vector<float> qs(static_cast<size_t>(rows * dk));
     std::vector<float> acc(static_cast<size_t>(rows * dv), 0.0f);
     std::vector<float> row_max(static_cast<size_t>(rows), kNegInf);
@@ -395,38 +408,42 @@ absl::Status PagedAttention(const Tensor& q, const Tensor& k_cache, const Tensor
     for (int64_t ti = 0; ti < nt; ++ti) {
       const int64_t t = item.token_begin + ti;
       const int64_t pos = first_pos + t;
-      for (int64_t hi = 0; hi < nh; ++hi) {
-        const int64_t r = ti * nh + hi;
-        const int64_t h = g * group + item.head_begin + hi;
-        const float* src = q_data + (q_begin + t) * qt0 + h * qt1;
-        for (int64_t d = 0; d < dk; ++d) qs[r * dk + d] = src[d * qt2] * scale;
-        row_lo[r] = window > 0 ? std::max<int64_t>(0, pos - window + 1) : 0;
-        row_hi[r] = pos + 1;  // exclusive
+      for (int64_t gi = 0; gi < ng; ++gi) {
+        for (int64_t hi = 0; hi < nh; ++hi) {
+          const int64_t r = (ti * ng + gi) * nh + hi;
+          const int64_t h = (item.kv_begin + gi) * group + item.head_begin + hi;
+          const float* src = q_data + (q_begin + t) * qt0 + h * qt1;
+          for (int64_t d = 0; d < dk; ++d) qs[r * dk + d] = src[d * qt2] * scale;
+          row_lo[r] = window > 0 ? std::max<int64_t>(0, pos - window + 1) : 0;
+          row_hi[r] = pos + 1;  // exclusive
+        }
       }
     }
     const int64_t key_begin = row_lo[0];
     const int64_t key_end = row_hi[rows - 1];
-    // Row pointers of two tiles: the current one and the next, whose rows are prefetched while
-    // the current one is computed.
-    const float* key_ptrs[2][kKeyTile];
-    const float* value_ptrs[2][kKeyTile];
-    std::vector<float> key_scratch[2], value_scratch[2];
-    for (int b = 0; b < 2; ++b) {
-      key_scratch[b].resize(ks3 == 1 ? 0 : static_cast<size_t>(kKeyTile * dk));
-      value_scratch[b].resize(vs3 == 1 ? 0 : static_cast<size_t>(kKeyTile * dv));
-    }
+    // Row pointers of two tiles ([kv head][key]): the current one and the next, whose rows are
+    // prefetched while the current one is computed.
+    std::vector<const float*> key_ptrs(static_cast<size_t>(2 * ng * kKeyTile));
+    std::vector<const float*> value_ptrs(static_cast<size_t>(2 * ng * kKeyTile));
+    std::vector<float> key_scratch(ks3 == 1 ? 0 : static_cast<size_t>(2 * ng * kKeyTile * dk));
+    std::vector<float> value_scratch(vs3 == 1 ? 0 : static_cast<size_t>(2 * ng * kKeyTile * dv));
     auto fill_tile = [&](int buf, int64_t k0) {
       const int64_t k1 = std::min(key_end, k0 + kKeyTile);
       for (int64_t p = k0; p < k1; ++p) {
         const int64_t block = bt_data[s * bt0 + (p / block_size) * bt1];
         const int64_t slot = p % block_size;
-        const int64_t j = p - k0;
-        key_ptrs[buf][j] = RowPtr(k_data + block * ks0 + slot * ks1 + g * ks2, ks3, dk,
-                                  key_scratch[buf].data() + j * dk);
-        value_ptrs[buf][j] = RowPtr(v_data + block * vs0 + slot * vs1 + g * vs2, vs3, dv,
-                                    value_scratch[buf].data() + j * dv);
-        for (int64_t d = 0; d < dk; d += 16) __builtin_prefetch(key_ptrs[buf][j] + d);
-        for (int64_t d = 0; d < dv; d += 16) __builtin_prefetch(value_ptrs[buf][j] + d);
+        for (int64_t gi = 0; gi < ng; ++gi) {
+          const int64_t g = item.kv_begin + gi;
+          const int64_t idx = (buf * ng + gi) * kKeyTile + (p - k0);
+          const float* kp = RowPtr(k_data + block * ks0 + slot * ks1 + g * ks2, ks3, dk,
+                                   key_scratch.data() + idx * dk);
+          const float* vp = RowPtr(v_data + block * vs0 + slot * vs1 + g * vs2, vs3, dv,
+                                   value_scratch.data() + idx * dv);
+          key_ptrs[idx] = kp;
+          value_ptrs[idx] = vp;
+          for (int64_t d = 0; d < dk; d += 16) __builtin_prefetch(kp + d);
+          for (int64_t d = 0; d < dv; d += 16) __builtin_prefetch(vp + d);
+        }
       }
     };
     std::vector<float> probs(static_cast<size_t>(rows * kKeyTile));
@@ -436,11 +453,11 @@ absl::Status PagedAttention(const Tensor& q, const Tensor& k_cache, const Tensor
     for (int64_t k0 = key_begin; k0 < key_end; k0 += kKeyTile, buf ^= 1) {
       const int64_t k1 = std::min(key_end, k0 + kKeyTile);
       if (k1 < key_end) fill_tile(buf ^ 1, k1);
-      const float* const* tile_keys = key_ptrs[buf];
-      const float* const* tile_values = value_ptrs[buf];
       // Scores and online-softmax update of every row; keys outside a row's range weigh 0.
       const int64_t tile_n = k1 - k0;
       for (int64_t r = 0; r < rows; ++r) {
+        const int64_t gi = (r / nh) % ng;
+        const float* const* tile_keys = key_ptrs.data() + (buf * ng + gi) * kKeyTile;
         float* pr = probs.data() + r * kKeyTile;
         const int64_t lo = std::max(k0, row_lo[r]), hi = std::min(k1, row_hi[r]);
         if (lo >= hi) {
@@ -465,26 +482,34 @@ absl::Status PagedAttention(const Tensor& q, const Tensor& k_cache, const Tensor
         row_sum[r] = row_sum[r] * alpha[r] + sum;
         row_max[r] = new_max;
       }
-      accumulate_rows(acc.data(), dv, alpha.data(), probs.data(), kKeyTile, rows, tile_values,
-                      tile_n, dv);
+      for (int64_t ti = 0; ti < nt; ++ti) {
+        for (int64_t gi = 0; gi < ng; ++gi) {
+          const int64_t r0 = (ti * ng + gi) * nh;
+          accumulate_rows(acc.data() + r0 * dv, dv, alpha.data() + r0, probs.data() + r0 * kKeyTile,
+                          kKeyTile, nh, value_ptrs.data() + (buf * ng + gi) * kKeyTile, tile_n, dv);
+        }
+      }
     }
     for (int64_t ti = 0; ti < nt; ++ti) {
       const int64_t t = item.token_begin + ti;
-      for (int64_t hi = 0; hi < nh; ++hi) {
-        const int64_t r = ti * nh + hi;
-        const int64_t h = g * group + item.head_begin + hi;
-        float m = row_max[r], l = row_sum[r];
-        float rescale = 1.0f;
-        if (sinks != nullptr) {
-          const float sink = sinks[h * sinks_stride];
-          const float m2 = std::max(m, sink);
-          rescale = std::exp(m - m2);
-          l = l * rescale + std::exp(sink - m2);
+      for (int64_t gi = 0; gi < ng; ++gi) {
+        for (int64_t hi = 0; hi < nh; ++hi) {
+          const int64_t r = (ti * ng + gi) * nh + hi;
+          const int64_t h = (item.kv_begin + gi) * group + item.head_begin + hi;
+          const float m = row_max[r];
+          float l = row_sum[r];
+          float rescale = 1.0f;
+          if (sinks != nullptr) {
+            const float sink = sinks[h * sinks_stride];
+            const float m2 = std::max(m, sink);
+            rescale = std::exp(m - m2);
+            l = l * rescale + std::exp(sink - m2);
+          }
+          const float inv = rescale / l;
+          float* dst = out_data + (q_begin + t) * ot0 + h * ot1;
+          const float* a = acc.data() + r * dv;
+          for (int64_t d = 0; d < dv; ++d) dst[d * ot2] = a[d] * inv;
         }
-        const float inv = rescale / l;
-        float* dst = out_data + (q_begin + t) * ot0 + h * ot1;
-        const float* a = acc.data() + r * dv;
-        for (int64_t d = 0; d < dv; ++d) dst[d * ot2] = a[d] * inv;
       }
     }
   };
