@@ -9,11 +9,13 @@
 // columns). Every index (block table entries, slot mapping, seq_lens, query_start_loc) is checked
 // before any memory is touched, with INVALID_ARGUMENT / OUT_OF_RANGE naming the tensor and entry.
 //
-// PagedAttention is an online-softmax (flash-attention style) f32 kernel: work items are
-// (sequence, kv head, chunk of query tokens, chunk of the kv head's query heads), so query heads
-// sharing a kv head (GQA/MQA) read each key/value row once per item; items run on
-// ThreadPool::Default(). The dot products and value accumulation use AVX-512 or AVX2+FMA when
-// cpu::ActiveIsa() allows, portable loops otherwise.
+// PagedAttention is an online-softmax (flash-attention style) f32 kernel over tiles of 32 keys.
+// Work items are (sequence, range of kv heads, chunk of query tokens, chunk of each kv head's
+// query heads); by default an item covers every kv head, so each cache block is read as one
+// contiguous run, and the ranges shrink (kv heads first) until there are about four items per
+// thread of ThreadPool::Default(). Query heads sharing a kv head (GQA/MQA) read each key/value row
+// once per item. The dot products and value accumulation use AVX-512 or AVX2+FMA when
+// cpu::ActiveIsa() allows, portable loops otherwise; the next key tile is prefetched.
 //
 // Thread safety: stateless; calls on disjoint outputs may run concurrently.
 #pragma once

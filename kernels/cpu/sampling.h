@@ -18,6 +18,9 @@
 //  5. Draw: u in [0, 1) is SeededUniform(seed, step) with a seed, else `fallback_random`. Walking
 //     the kept tokens in ascending index order and accumulating their weights (double), the first
 //     token whose running sum exceeds u * (total kept weight) is chosen.
+// Cost: a few O(vocab) passes; top-k / top-p rank only the candidate tokens whose logit is within
+// 8·T (then 16·T, 32·T, ...) of the maximum (partial sort for top-k), so peaked distributions are
+// cheap and only near-flat ones with top-p sort most of the vocabulary.
 // Thread safety: stateless; concurrent calls on different logits are safe.
 #pragma once
 
