@@ -12,6 +12,7 @@
 
 #include "gtest/gtest.h"
 #include "kernels/base/tensor.h"
+#include "kernels/base/thread_pool.h"
 #include "kernels/cpu/cpu_features.h"
 #include "kernels/cpu/reference_attention.h"
 #include "kernels/ops.h"
@@ -205,6 +206,31 @@ INSTANTIATE_TEST_SUITE_P(Shapes, PagedAttentionTest, ::testing::ValuesIn(Cases()
                          [](const ::testing::TestParamInfo<Case>& info) {
                            return info.param.name;
                          });
+
+// The work split (kv-head, token and head chunks) depends on the thread count; the result must
+// not, beyond rounding.
+TEST(PagedAttention, MatchesReferenceForAnyThreadCount) {
+  Case c;
+  c.num_heads = 12;
+  c.num_kv_heads = 3;
+  c.head_dim_k = c.head_dim_v = 40;
+  c.seqs = {{75, 1}, {40, 13}};
+  Batch b = MakeBatch(c, 21);
+  Tensor expected = *Tensor::Zeros(b.out.shape(), DType::kF32);
+  ASSERT_TRUE(ref::PagedAttention(b.q, b.k_cache, b.v_cache, b.block_tables, b.seq_lens,
+                                  b.query_start_loc, b.params, expected)
+                  .ok());
+  const int original = ThreadPool::Default().num_threads();
+  for (int threads : {1, 2, 3, 8, 16}) {
+    ThreadPool::SetDefaultThreads(threads);
+    b.out.SetZero();
+    ASSERT_TRUE(PagedAttention(b.q, b.k_cache, b.v_cache, b.block_tables, b.seq_lens,
+                               b.query_start_loc, b.params, b.out)
+                    .ok());
+    EXPECT_LT(RelativeError(b.out, expected), 1e-5) << threads << " threads";
+  }
+  ThreadPool::SetDefaultThreads(original);
+}
 
 // The reference itself against a hand computation: one key gives exactly its value; a sink adds
 // exp(sink) to the denominator only.
