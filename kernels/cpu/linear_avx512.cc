@@ -39,17 +39,18 @@ struct Vec {
   static T LoadF16(const uint16_t* p) {
     return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
   }
-  // e4m3fn -> f32: the 7 magnitude bits shifted into an f32 exponent/mantissa and rescaled by
-  // 2^(127 - 7) (exact for normals and subnormals), sign copied, S.1111.111 -> NaN.
+  // e4m3fn -> f32: byte << 24 then arithmetic >> 4 puts the sign at bit 31 and the 7 magnitude
+  // bits at 26..20 (the f32 exponent/mantissa position) with copies of the sign in 30..27, which
+  // the mask clears; multiplying by 2^(127 - 7) rebiases the exponent (exact for normals and
+  // subnormals, sign kept). S.1111.111 -> NaN.
   static T LoadF8E4M3(const uint8_t* p) {
     const __m512i b = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
-    const __m512i mag = _mm512_and_si512(b, _mm512_set1_epi32(0x7f));
-    const __m512i sign = _mm512_slli_epi32(_mm512_and_si512(b, _mm512_set1_epi32(0x80)), 24);
-    const T v = _mm512_mul_ps(_mm512_castsi512_ps(_mm512_slli_epi32(mag, 20)),
-                              _mm512_set1_ps(0x1p120f));
-    const T s = _mm512_castsi512_ps(_mm512_or_si512(_mm512_castps_si512(v), sign));
-    const __mmask16 nan = _mm512_cmpeq_epi32_mask(mag, _mm512_set1_epi32(0x7f));
-    return _mm512_mask_blend_ps(nan, s, _mm512_set1_ps(std::numeric_limits<float>::quiet_NaN()));
+    const __m512i t = _mm512_and_si512(_mm512_srai_epi32(_mm512_slli_epi32(b, 24), 4),
+                                       _mm512_set1_epi32(static_cast<int>(0x87f00000u)));
+    const T v = _mm512_mul_ps(_mm512_castsi512_ps(t), _mm512_set1_ps(0x1p120f));
+    const __mmask16 nan = _mm512_cmpeq_epi32_mask(
+        _mm512_and_si512(t, _mm512_set1_epi32(0x07f00000)), _mm512_set1_epi32(0x07f00000));
+    return _mm512_mask_blend_ps(nan, v, _mm512_set1_ps(std::numeric_limits<float>::quiet_NaN()));
   }
 };
 
