@@ -71,7 +71,7 @@ absl::StatusOr<SampleResult> Sample(Tensor& logits_tensor, const SamplingParams&
   if (max_logit == -INFINITY) return absl::InvalidArgumentError("reference Sample: all -inf");
 
   std::vector<float> w(vocab);
-  for (int64_t i = 0; i < vocab; ++i) w[i] = std::exp((l[i] - max_logit) / params.temperature);
+  cpu::SamplingWeights(absl::MakeConstSpan(l, vocab), max_logit, params.temperature, w.data());
   std::vector<int32_t> order(vocab);
   std::iota(order.begin(), order.end(), 0);
   std::sort(order.begin(), order.end(),

@@ -3,8 +3,9 @@
 // Implements the contract written in kernels/cpu/sampling.h step by step with no shortcuts: the
 // raw log-softmax in double, penalties from explicit token counts, a full sort of the vocabulary
 // by rank, then top-k / top-p / min-p prefixes and the inverse-CDF draw. It shares only the
-// argument validation and the counter-based generator (cpu::SeededUniform) with the optimised
-// version, so with the same inputs both must return the same token. CPU only; slow on purpose.
+// argument validation, the counter-based generator (cpu::SeededUniform) and the weights
+// exp((l - max) / T) (cpu::SamplingWeights) with the optimised version, so with the same inputs
+// both must return the same token. CPU only; slow on purpose.
 // Thread safety: stateless.
 #pragma once
 

@@ -122,6 +122,15 @@ absl::StatusOr<double> RawLogSumExp(absl::Span<const float> logits) {
   return static_cast<double>(max_logit) + std::log(sum);
 }
 
+void SamplingWeights(absl::Span<const float> logits, float max_logit, float temperature, float* w) {
+  const int64_t n = static_cast<int64_t>(logits.size());
+  if (ActiveIsa() == Isa::kAvx512) {
+    sampling_internal::WeightsAvx512(logits.data(), n, max_logit, temperature, w);
+    return;
+  }
+  for (int64_t i = 0; i < n; ++i) w[i] = std::exp((logits[i] - max_logit) / temperature);
+}
+
 void ApplyPenalties(absl::Span<float> logits, const SamplingParams& params,
                     absl::Span<const int32_t> prompt_tokens,
                     absl::Span<const int32_t> output_tokens) {
@@ -190,15 +199,15 @@ absl::StatusOr<SampleResult> Sample(Tensor& logits_tensor, const SamplingParams&
   const int64_t k = use_top_k ? params.top_k : vocab;
   const bool use_top_p = params.top_p < 1.0f;
   const double u = params.seed.has_value() ? SeededUniform(*params.seed, step) : fallback_random;
-  auto weight = [&](int64_t i) { return std::exp((l[i] - max_logit) / temperature); };
+  thread_local std::vector<float> w;
+  w.resize(static_cast<size_t>(vocab));
+  SamplingWeights(logits, max_logit, temperature, w.data());
+  auto weight = [&](int64_t i) { return w[i]; };
 
   if (!use_top_k && !use_top_p) {
     // No ranking needed: the kept set is {w_i >= min_p}, drawn in index order.
-    thread_local std::vector<float> w;
-    w.resize(static_cast<size_t>(vocab));
     double total = 0.0;
     for (int64_t i = 0; i < vocab; ++i) {
-      w[i] = weight(i);
       if (w[i] >= params.min_p) total += w[i];
     }
     const double target = u * total;

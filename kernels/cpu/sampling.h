@@ -9,7 +9,8 @@
 //     with count c: logit -= presence * 1 + frequency * c. Token ids outside [0, vocab_size) are
 //     INVALID_ARGUMENT naming prompt_tokens[i] / output_tokens[i].
 //  3. temperature == 0: greedy argmax of the penalised logits, lowest index on ties.
-//  4. Otherwise weights w_i = exp((l_i - max_l) / temperature) (f32). Tokens are ranked by
+//  4. Otherwise weights w_i = exp((l_i - max_l) / temperature) (f32, SamplingWeights). Tokens are
+//  ranked by
 //     (logit descending, index ascending). top-k keeps the first k of that order; top-p keeps the
 //     smallest prefix of the remaining order whose cumulative weight (double, in rank order) is
 //     >= top_p * Z, where Z is the weight of the top-k set (summed in rank order) or, without
@@ -48,6 +49,11 @@ absl::Status ValidateSampleArgs(const Tensor& logits, const SamplingParams& para
 // log(sum(exp(logits))) over the raw logits (max, then a sum of exp(l - max): vectorised with
 // AVX-512 when available, relative error ~1e-6). INVALID_ARGUMENT for NaN / +inf / all -inf.
 absl::StatusOr<double> RawLogSumExp(absl::Span<const float> logits);
+
+// Sampling weights w[i] = exp((logits[i] - max_logit) / temperature) (step 4): AVX-512 when
+// cpu::ActiveIsa() allows (relative error ~1e-6, 0 below e^-87), std::exp otherwise. The draw
+// therefore depends on the ISA as well as on (seed, step). w: [logits.size()].
+void SamplingWeights(absl::Span<const float> logits, float max_logit, float temperature, float* w);
 
 // Step 2 of the contract, in place.
 void ApplyPenalties(absl::Span<float> logits, const SamplingParams& params,

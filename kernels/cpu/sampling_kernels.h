@@ -10,4 +10,8 @@ namespace tessera::cpu::sampling_internal {
 // about 1e-6.
 double SumExpAvx512(const float* x, int64_t n, float max_value);
 
+// w[i] = exp((x[i] - max_value) / temperature) for x[i] <= max_value; relative error about 1e-6,
+// exactly 0 where the exponent is below -87.
+void WeightsAvx512(const float* x, int64_t n, float max_value, float temperature, float* w);
+
 }  // namespace tessera::cpu::sampling_internal

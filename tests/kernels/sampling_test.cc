@@ -22,6 +22,15 @@
 namespace tessera {
 namespace {
 
+// Caps the CPU ISA for its lifetime (also when an ASSERT returns early).
+class ScopedIsa {
+ public:
+  explicit ScopedIsa(cpu::Isa isa) { cpu::SetIsaOverride(isa); }
+  ~ScopedIsa() { cpu::SetIsaOverride(std::nullopt); }
+  ScopedIsa(const ScopedIsa&) = delete;
+  ScopedIsa& operator=(const ScopedIsa&) = delete;
+};
+
 std::vector<float> RandomLogits(int64_t vocab, uint64_t seed, float spread = 4.0f) {
   std::mt19937_64 rng(seed);
   std::normal_distribution<float> dist(0.0f, spread);
@@ -89,12 +98,11 @@ TEST(Sample, LogprobIsRawLogSoftmaxBeforeProcessing) {
   const std::vector<int32_t> prompt = {1, 2, 3}, output = {3, 3, 9};
   for (cpu::Isa isa : {cpu::Isa::kScalar, cpu::Isa::kAvx2, cpu::Isa::kAvx512}) {
     if (isa > cpu::BestSupportedIsa()) continue;
-    cpu::SetIsaOverride(isa);
+    const ScopedIsa scoped(isa);
     for (uint64_t step = 0; step < 20; ++step) {
       const SampleResult r = Draw(logits, params, step, prompt, output);
       EXPECT_NEAR(r.logprob, std::log(p[r.token]), 1e-5) << r.token << " " << cpu::IsaName(isa);
     }
-    cpu::SetIsaOverride(std::nullopt);
   }
 }
 
@@ -302,19 +310,23 @@ TEST_P(SampleVsReferenceTest, SameTokenAsReference) {
   for (int i = 0; i < 40; ++i) prompt.push_back(static_cast<int32_t>(rng() % c.vocab));
   for (int i = 0; i < 25; ++i) output.push_back(static_cast<int32_t>(rng() % c.vocab));
   const int draws = c.vocab > 10000 ? 12 : 200;
-  for (int step = 0; step < draws; ++step) {
-    Tensor a = Tensor::FromVector(absl::MakeConstSpan(logits), {c.vocab});
-    Tensor b = Tensor::FromVector(absl::MakeConstSpan(logits), {c.vocab});
-    SamplingParams params = c.params;
-    const double fallback = (step * 0.618034) - std::floor(step * 0.618034);
-    absl::StatusOr<SampleResult> got = Sample(a, params, prompt, output, step, fallback);
-    absl::StatusOr<SampleResult> want = ref::Sample(b, params, prompt, output, step, fallback);
-    ASSERT_TRUE(got.ok()) << got.status();
-    ASSERT_TRUE(want.ok()) << want.status();
-    ASSERT_EQ(got->token, want->token) << "step " << step;
-    EXPECT_NEAR(got->logprob, want->logprob, 1e-4);
-    for (int64_t i = 0; i < c.vocab; ++i) {
-      ASSERT_EQ(a.data<float>()[i], b.data<float>()[i]) << "logit " << i;
+  for (cpu::Isa isa : {cpu::Isa::kScalar, cpu::Isa::kAvx512}) {
+    if (isa > cpu::BestSupportedIsa()) continue;
+    const ScopedIsa scoped(isa);
+    for (int step = 0; step < draws; ++step) {
+      Tensor a = Tensor::FromVector(absl::MakeConstSpan(logits), {c.vocab});
+      Tensor b = Tensor::FromVector(absl::MakeConstSpan(logits), {c.vocab});
+      SamplingParams params = c.params;
+      const double fallback = (step * 0.618034) - std::floor(step * 0.618034);
+      absl::StatusOr<SampleResult> got = Sample(a, params, prompt, output, step, fallback);
+      absl::StatusOr<SampleResult> want = ref::Sample(b, params, prompt, output, step, fallback);
+      ASSERT_TRUE(got.ok()) << got.status();
+      ASSERT_TRUE(want.ok()) << want.status();
+      ASSERT_EQ(got->token, want->token) << "step " << step << " " << cpu::IsaName(isa);
+      EXPECT_NEAR(got->logprob, want->logprob, 1e-4);
+      for (int64_t i = 0; i < c.vocab; ++i) {
+        ASSERT_EQ(a.data<float>()[i], b.data<float>()[i]) << "logit " << i;
+      }
     }
   }
 }
