@@ -37,7 +37,7 @@ inline void CpuRelax() {
 }  // namespace
 
 ThreadPool::ThreadPool(int num_threads) : num_threads_(std::max(1, num_threads)) {
-  for (int i = 1; i < num_threads_; ++i) workers_.emplace_back([this, i] { WorkerLoop(i); });
+  for (int i = 1; i < num_threads_; ++i) workers_.emplace_back([this] { WorkerLoop(); });
 }
 
 ThreadPool::~ThreadPool() {
@@ -50,15 +50,17 @@ ThreadPool::~ThreadPool() {
   for (auto& t : workers_) t.join();
 }
 
-void ThreadPool::RunChunks() {
+void ThreadPool::RunChunks(Job& job) {
   while (true) {
-    const int64_t begin = next_.fetch_add(chunk_);
-    if (begin >= n_) break;
-    (*fn_)(begin, std::min(n_, begin + chunk_));
+    const int64_t begin = job.next.fetch_add(job.chunk, std::memory_order_acq_rel);
+    if (begin >= job.n) break;
+    const int64_t end = std::min(job.n, begin + job.chunk);
+    (*job.fn)(begin, end);
+    job.done.fetch_add(end - begin, std::memory_order_acq_rel);
   }
 }
 
-void ThreadPool::WorkerLoop(int /*worker_index*/) {
+void ThreadPool::WorkerLoop() {
   t_inside_pool = true;
   uint64_t seen = 0;
   while (true) {
@@ -67,14 +69,15 @@ void ThreadPool::WorkerLoop(int /*worker_index*/) {
          ++spin) {
       CpuRelax();
     }
-    if (generation_.load(std::memory_order_acquire) == seen) {
+    std::shared_ptr<Job> job;
+    {
       std::unique_lock<std::mutex> lock(mutex_);
       wake_.wait(lock, [&] { return generation_.load() != seen; });
+      seen = generation_.load();
+      if (stop_.load()) return;
+      job = job_;
     }
-    seen = generation_.load(std::memory_order_acquire);
-    if (stop_.load()) return;
-    RunChunks();
-    pending_workers_.fetch_sub(1, std::memory_order_acq_rel);
+    if (job) RunChunks(*job);
   }
 }
 
@@ -87,23 +90,26 @@ void ThreadPool::ParallelFor(int64_t n, int64_t grain,
     return;
   }
   std::lock_guard<std::mutex> call_lock(call_mutex_);
+  auto job = std::make_shared<Job>();
   // About 4 chunks per thread balances load without much overhead.
   const int64_t target_chunks = static_cast<int64_t>(num_threads_) * 4;
-  chunk_ = std::max(grain, (n + target_chunks - 1) / target_chunks);
-  fn_ = &fn;
-  n_ = n;
-  next_.store(0);
-  pending_workers_.store(static_cast<int>(workers_.size()));
+  job->chunk = std::max(grain, (n + target_chunks - 1) / target_chunks);
+  job->fn = &fn;
+  job->n = n;
   {
     std::lock_guard<std::mutex> lock(mutex_);
+    job_ = job;
     generation_.fetch_add(1, std::memory_order_acq_rel);
   }
   wake_.notify_all();
   t_inside_pool = true;
-  RunChunks();
+  RunChunks(*job);
   t_inside_pool = false;
-  while (pending_workers_.load(std::memory_order_acquire) != 0) CpuRelax();
-  fn_ = nullptr;
+  // Wait only for chunks other threads took; a worker that has not woken yet finds the job
+  // exhausted and never calls fn.
+  while (job->done.load(std::memory_order_acquire) != n) CpuRelax();
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (job_ == job) job_.reset();
 }
 
 ThreadPool& ThreadPool::Default() {

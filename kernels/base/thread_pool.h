@@ -1,8 +1,8 @@
 // A fixed-size thread pool for data-parallel kernels.
 //
 // ParallelFor(n, grain, fn) splits [0, n) into chunks of at least `grain` items, runs
-// fn(begin, end) on the pool's workers and the calling thread, and returns when every chunk is
-// done. Workers spin briefly before sleeping so that the many small loops of a decode step do not
+// fn(begin, end) on the pool's workers and the calling thread, and returns as soon as every chunk
+// is done (it never waits for a worker that took no chunk, e.g. one still waking up). Workers spin briefly before sleeping so that the many small loops of a decode step do not
 // pay a wake-up each. One ParallelFor runs at a time per pool (calls from several threads are
 // serialised); nested calls from inside fn run inline on the caller. Thread safe.
 #pragma once
@@ -11,6 +11,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -35,24 +36,28 @@ class ThreadPool {
   static void SetDefaultThreads(int num_threads);
 
  private:
-  void WorkerLoop(int worker_index);
-  void RunChunks();
+  // One ParallelFor call. Shared with the workers so that a worker waking late (after the call
+  // returned) only ever sees an exhausted job and never touches the caller's stack.
+  struct Job {
+    const std::function<void(int64_t, int64_t)>* fn = nullptr;
+    int64_t n = 0;
+    int64_t chunk = 1;
+    std::atomic<int64_t> next{0};
+    std::atomic<int64_t> done{0};  // items finished
+  };
+
+  void WorkerLoop();
+  static void RunChunks(Job& job);
 
   const int num_threads_;
   std::vector<std::thread> workers_;
   std::mutex call_mutex_;  // serialises ParallelFor calls
 
-  std::mutex mutex_;
+  std::mutex mutex_;  // guards job_
   std::condition_variable wake_;
   std::atomic<uint64_t> generation_{0};
   std::atomic<bool> stop_{false};
-
-  // The job being run.
-  const std::function<void(int64_t, int64_t)>* fn_ = nullptr;
-  int64_t n_ = 0;
-  int64_t chunk_ = 1;
-  std::atomic<int64_t> next_{0};
-  std::atomic<int> pending_workers_{0};
+  std::shared_ptr<Job> job_;
 };
 
 // Convenience: ThreadPool::Default().ParallelFor(...).
