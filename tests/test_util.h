@@ -4,7 +4,10 @@
 #include <cstdint>
 #include <string>
 
+#include <vector>
+
 #include "kernels/base/tensor.h"
+#include "worker/attention_batch.h"
 
 namespace tessera::testing {
 
@@ -20,5 +23,15 @@ Tensor RandomTensor(absl::Span<const int64_t> shape, uint64_t seed, float lo = -
                     float hi = 1.0f);
 // ||a - b|| / ||b|| over all elements (both converted to f32); NaN anywhere gives +inf.
 double RelativeError(const Tensor& a, const Tensor& b);
+
+// One sequence of a hand-built step: its KV blocks, tokens already cached, tokens this step.
+struct SeqStep {
+  std::vector<int32_t> blocks;
+  int context = 0;
+  int new_tokens = 0;
+};
+// The AttentionBatch a model runner would build for `seqs` (positions, slots, block tables,
+// lengths, query offsets, last rows).
+AttentionBatch MakeAttentionBatch(const std::vector<SeqStep>& seqs, int block_size);
 
 }  // namespace tessera::testing

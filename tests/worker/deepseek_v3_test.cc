@@ -50,43 +50,9 @@ std::string TinyCheckpoint(const std::string& dtype, const std::string& from_con
   return dir;
 }
 
-// Batch of sequences, each with its block list, cached tokens and tokens of this step.
-struct SeqStep {
-  std::vector<int32_t> blocks;
-  int context = 0;
-  int new_tokens = 0;
-};
-
+using testing::SeqStep;
 AttentionBatch MakeBatch(const std::vector<SeqStep>& seqs, int block_size) {
-  AttentionBatch b;
-  b.num_seqs = static_cast<int>(seqs.size());
-  b.block_size = block_size;
-  std::vector<int32_t> positions, seq_lens, qsl{0}, last;
-  std::vector<int64_t> slots;
-  size_t max_blocks = 1;
-  for (const SeqStep& s : seqs) max_blocks = std::max(max_blocks, s.blocks.size());
-  std::vector<int32_t> tables(seqs.size() * max_blocks, 0);
-  for (size_t i = 0; i < seqs.size(); ++i) {
-    const SeqStep& s = seqs[i];
-    for (size_t j = 0; j < s.blocks.size(); ++j) tables[i * max_blocks + j] = s.blocks[j];
-    for (int t = 0; t < s.new_tokens; ++t) {
-      const int pos = s.context + t;
-      positions.push_back(pos);
-      slots.push_back(int64_t{s.blocks[pos / block_size]} * block_size + pos % block_size);
-    }
-    seq_lens.push_back(s.context + s.new_tokens);
-    qsl.push_back(qsl.back() + s.new_tokens);
-    last.push_back(qsl.back() - 1);
-  }
-  b.num_tokens = qsl.back();
-  b.positions = Tensor::FromVector(absl::MakeConstSpan(positions), {b.num_tokens});
-  b.slot_mapping = Tensor::FromVector(absl::MakeConstSpan(slots), {b.num_tokens});
-  b.block_tables = Tensor::FromVector(absl::MakeConstSpan(tables),
-                                      {b.num_seqs, static_cast<int64_t>(max_blocks)});
-  b.seq_lens = Tensor::FromVector(absl::MakeConstSpan(seq_lens), {b.num_seqs});
-  b.query_start_loc = Tensor::FromVector(absl::MakeConstSpan(qsl), {b.num_seqs + 1});
-  b.last_token_rows = Tensor::FromVector(absl::MakeConstSpan(last), {b.num_seqs});
-  return b;
+  return testing::MakeAttentionBatch(seqs, block_size);
 }
 
 Tensor Ids(const std::vector<int32_t>& ids) {
