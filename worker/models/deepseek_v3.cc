@@ -52,24 +52,7 @@ absl::Status DeepseekV3Model::ForwardHidden(const Tensor& input_ids, const Atten
                                             KvCache& cache, Tensor& hidden) {
   const int64_t t = input_ids.numel();
   const int64_t h = config_.hidden_size;
-  if (t != batch.num_tokens) {
-    return absl::InvalidArgumentError(absl::StrCat("DeepseekV3 Forward: input_ids has ", t,
-                                                   " tokens but the batch has ", batch.num_tokens));
-  }
-  if (cache.num_layers() != static_cast<int>(layers_.size())) {
-    return absl::InvalidArgumentError(absl::StrCat("DeepseekV3 Forward: KV cache has ",
-                                                   cache.num_layers(), " layers, model has ",
-                                                   layers_.size()));
-  }
-  const LayerKvSpec want = KvSpecs().empty() ? LayerKvSpec{} : KvSpecs()[0];
-  for (int i = 0; i < cache.num_layers(); ++i) {
-    const LayerKvSpec& s = cache.spec(i);
-    if (s.num_kv_heads != want.num_kv_heads || s.k_dim != want.k_dim) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "DeepseekV3 Forward: KV cache layer ", i, " stores ", s.num_kv_heads, " x ", s.k_dim,
-          " per token; MLA needs 1 x ", want.k_dim, " (kv_lora_rank + qk_rope_head_dim)"));
-    }
-  }
+  RETURN_IF_ERROR(ValidateStep(input_ids, batch, cache));
   ASSIGN_OR_RETURN(Tensor residual, Tensor::Empty({t, h}, DType::kF32));
   RETURN_IF_ERROR(Embedding(embed_, input_ids, 0, config_.vocab_size, residual));
   ASSIGN_OR_RETURN(Tensor x, Tensor::Empty({t, h}, DType::kF32));

@@ -47,15 +47,7 @@ absl::Status DecoderModel::ForwardHidden(const Tensor& input_ids, const Attentio
                                          KvCache& cache, Tensor& hidden) {
   const int64_t t = input_ids.numel();
   const int64_t h = config_.hidden_size;
-  if (t != batch.num_tokens) {
-    return absl::InvalidArgumentError(absl::StrCat("Forward: input_ids has ", t,
-                                                   " tokens but the batch has ",
-                                                   batch.num_tokens));
-  }
-  if (cache.num_layers() != static_cast<int>(layers_.size())) {
-    return absl::InvalidArgumentError(absl::StrCat("Forward: KV cache has ", cache.num_layers(),
-                                                   " layers, model has ", layers_.size()));
-  }
+  RETURN_IF_ERROR(ValidateStep(input_ids, batch, cache));
   ASSIGN_OR_RETURN(Tensor residual, Tensor::Empty({t, h}, DType::kF32));
   RETURN_IF_ERROR(Embedding(embed_, input_ids, 0, config_.vocab_size, residual));
   ASSIGN_OR_RETURN(Tensor x, Tensor::Empty({t, h}, DType::kF32));

@@ -34,6 +34,33 @@ absl::Status Model::Forward(const Tensor& input_ids, const AttentionBatch& batch
   return ComputeLogits(last, logits);
 }
 
+absl::Status Model::ValidateStep(const Tensor& input_ids, const AttentionBatch& batch,
+                                 const KvCache& cache) const {
+  if (input_ids.numel() != batch.num_tokens) {
+    return absl::InvalidArgumentError(absl::StrCat("Forward: input_ids has ", input_ids.numel(),
+                                                   " tokens but the batch has ",
+                                                   batch.num_tokens));
+  }
+  const std::vector<LayerKvSpec> want = KvSpecs();
+  if (cache.num_layers() != static_cast<int>(want.size())) {
+    return absl::InvalidArgumentError(absl::StrCat("Forward: KV cache has ", cache.num_layers(),
+                                                   " layers, model has ", want.size()));
+  }
+  for (int i = 0; i < cache.num_layers(); ++i) {
+    const LayerKvSpec& s = cache.spec(i);
+    const LayerKvSpec& w = want[i];
+    if (s.num_kv_heads != w.num_kv_heads || s.k_dim != w.k_dim || s.v_dim != w.v_dim ||
+        s.v_aliases_k != w.v_aliases_k) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "Forward: KV cache layer ", i, " stores ", s.num_kv_heads, " heads of k ", s.k_dim,
+          " / v ", s.v_dim, s.v_aliases_k ? " (aliased)" : "", " per token; the model needs ",
+          w.num_kv_heads, " heads of k ", w.k_dim, " / v ", w.v_dim,
+          w.v_aliases_k ? " (aliased)" : ""));
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::Status Model::ForwardAllLogits(const Tensor& input_ids, const AttentionBatch& batch,
                                      KvCache& cache, Tensor& logits) {
   Tensor hidden;

@@ -69,6 +69,12 @@ class Model {
   // logits (output, allocated by the call): [num_seqs, vocab_size] f32.
   absl::Status Forward(const Tensor& input_ids, const AttentionBatch& batch, KvCache& cache,
                        Tensor& logits);
+  // Checks what every ForwardHidden needs before it touches memory: input_ids is [num_tokens]
+  // for batch.num_tokens, and `cache` has one layer per KvSpecs() entry with exactly that spec.
+  // Errors name the layer and both layouts.
+  absl::Status ValidateStep(const Tensor& input_ids, const AttentionBatch& batch,
+                            const KvCache& cache) const;
+
   // As Forward, but the logits of every token row: [num_tokens, vocab_size] f32 (tests).
   absl::Status ForwardAllLogits(const Tensor& input_ids, const AttentionBatch& batch,
                                 KvCache& cache, Tensor& logits);
