@@ -5,7 +5,9 @@
 #include <pcre2.h>
 
 #include <fstream>
+#include <functional>
 #include <limits>
+#include <queue>
 #include <sstream>
 #include <utility>
 
@@ -123,6 +125,10 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromFile(
       return a.content.size() > b.content.size();
     });
     tok->added_ = std::move(added);
+    for (size_t k = 0; k < tok->added_.size(); ++k) {
+      tok->added_by_first_byte_[static_cast<unsigned char>(tok->added_[k].content[0])].push_back(
+          static_cast<int>(k));
+    }
 
     // Byte-level alphabet.
     uint32_t cps[256];
@@ -288,27 +294,47 @@ void Tokenizer::EncodePiece(absl::string_view piece, std::vector<int32_t>* out) 
       return;
     }
   }
-  std::vector<int32_t> ids;
-  ids.reserve(piece.size());
-  for (char c : piece) ids.push_back(byte_to_id_[static_cast<unsigned char>(c)]);
-  // Repeatedly merge the lowest-rank adjacent pair (leftmost on ties).
-  while (ids.size() > 1) {
-    int32_t best_rank = std::numeric_limits<int32_t>::max();
-    size_t best = 0;
-    int32_t merged = -1;
-    for (size_t i = 0; i + 1 < ids.size(); ++i) {
-      const uint64_t key = (static_cast<uint64_t>(ids[i]) << 32) | static_cast<uint32_t>(ids[i + 1]);
-      auto it = merges_.find(key);
-      if (it != merges_.end() && it->second.first < best_rank) {
-        best_rank = it->second.first;
-        best = i;
-        merged = it->second.second;
-      }
-    }
-    if (merged < 0) break;
-    ids[best] = merged;
-    ids.erase(ids.begin() + best + 1);
+  // Symbols form a linked list; a min-heap holds candidate pairs ordered by (rank, position),
+  // so the lowest-rank pair is merged first and the leftmost one on ties, as `tokenizers` does.
+  // A popped pair is stale if either symbol changed since it was pushed.
+  const int n = static_cast<int>(piece.size());
+  std::vector<int32_t> sym(n);
+  std::vector<int> prev(n), next(n);
+  for (int i = 0; i < n; ++i) {
+    sym[i] = byte_to_id_[static_cast<unsigned char>(piece[i])];
+    prev[i] = i - 1;
+    next[i] = i + 1 < n ? i + 1 : -1;
   }
+  struct Cand {
+    int32_t rank;
+    int pos;
+    int32_t left, right, merged;
+    bool operator>(const Cand& o) const {
+      return rank != o.rank ? rank > o.rank : pos > o.pos;
+    }
+  };
+  std::priority_queue<Cand, std::vector<Cand>, std::greater<Cand>> heap;
+  auto push = [&](int i) {
+    if (i < 0 || next[i] < 0) return;
+    const int32_t l = sym[i], r = sym[next[i]];
+    auto it = merges_.find((static_cast<uint64_t>(l) << 32) | static_cast<uint32_t>(r));
+    if (it != merges_.end()) heap.push({it->second.first, i, l, r, it->second.second});
+  };
+  for (int i = 0; i + 1 < n; ++i) push(i);
+  while (!heap.empty()) {
+    const Cand c = heap.top();
+    heap.pop();
+    const int j = next[c.pos];
+    if (sym[c.pos] != c.left || j < 0 || sym[j] != c.right) continue;  // Stale.
+    sym[c.pos] = c.merged;
+    sym[j] = -1;
+    next[c.pos] = next[j];
+    if (next[j] >= 0) prev[next[j]] = c.pos;
+    push(prev[c.pos]);
+    push(c.pos);
+  }
+  std::vector<int32_t> ids;
+  for (int i = n > 0 ? 0 : -1; i >= 0; i = next[i]) ids.push_back(sym[i]);
   out->insert(out->end(), ids.begin(), ids.end());
   std::lock_guard<std::mutex> lock(cache_mu_);
   if (cache_.size() > (1u << 16)) cache_.clear();
@@ -327,7 +353,8 @@ std::vector<int32_t> Tokenizer::Encode(absl::string_view text, bool allow_specia
   size_t start = 0;
   for (size_t i = 0; i < text.size();) {
     const AddedToken* hit = nullptr;
-    for (const AddedToken& a : added_) {  // Longest first.
+    for (const int k : added_by_first_byte_[static_cast<unsigned char>(text[i])]) {
+      const AddedToken& a = added_[k];  // Longest first.
       if (a.special && !allow_special) continue;
       if (text.compare(i, a.content.size(), a.content) == 0 &&
           i + a.content.size() <= text.size()) {

@@ -67,6 +67,7 @@ class Tokenizer {
   int32_t byte_to_id_[256];
   int byte_of_char_[0x200];  // byte-level char code point -> byte, -1 if none.
   std::vector<AddedToken> added_;  // Sorted by content length, longest first.
+  std::vector<int> added_by_first_byte_[256];  // Indices into added_, longest first.
   std::vector<std::unique_ptr<Regex>> splits_;
   bool nfc_ = false;
 
