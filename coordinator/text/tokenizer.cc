@@ -257,9 +257,12 @@ void Tokenizer::PreTokenize(absl::string_view text,
     for (absl::string_view piece : cur) {
       const auto* subject = reinterpret_cast<PCRE2_SPTR>(piece.data());
       size_t pos = 0, prev = 0;
+      // PCRE2 validates the whole subject on every call unless told not to: check once.
+      uint32_t options = 0;
       while (pos <= piece.size()) {
-        const int rc = pcre2_match(re->code, subject, piece.size(), pos, 0, md, nullptr);
-        if (rc < 0) break;
+        const int rc = pcre2_match(re->code, subject, piece.size(), pos, options, md, nullptr);
+        if (rc < 0) break;  // No more matches (or invalid UTF-8: the rest is one piece).
+        options = PCRE2_NO_UTF_CHECK;
         const PCRE2_SIZE* ov = pcre2_get_ovector_pointer(md);
         const size_t s = ov[0], e = ov[1];
         if (s > prev) next.push_back(piece.substr(prev, s - prev));

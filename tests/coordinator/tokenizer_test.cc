@@ -346,6 +346,16 @@ TEST_P(ReferenceTest, DecodeOfReferenceIdsIsText) {
 
 INSTANTIATE_TEST_SUITE_P(HfTokenizers, ReferenceTest, ::testing::Range(0, 30));
 
+TEST(TokenizerTest, InvalidUtf8BytesRoundTrip) {
+  const Tokenizer& tok = Qwen3();
+  const std::string s = std::string("ok \xff\xfe bytes \xe4\xbd") + " tail";
+  const std::vector<int32_t> ids = tok.Encode(s);
+  EXPECT_FALSE(ids.empty());
+  auto back = tok.Decode(ids);
+  ASSERT_TRUE(back.ok());
+  EXPECT_EQ(*back, s);
+}
+
 TEST(TokenizerTest, LongWhitespaceAndRepeatRunsRoundTrip) {
   const Tokenizer& tok = Qwen3();
   for (const std::string& s : {std::string(5000, ' '), std::string(5001, 'a'),
