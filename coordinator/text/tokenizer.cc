@@ -14,6 +14,11 @@
 #include "absl/strings/str_cat.h"
 #include "nlohmann/json.hpp"
 
+#ifdef TESSERA_HAVE_ICU
+#include <unicode/unorm2.h>
+#include <unicode/ustring.h>
+#endif
+
 namespace tessera {
 namespace {
 
@@ -57,7 +62,52 @@ int32_t NextCodePoint(absl::string_view s, size_t* i) {
   return cp;
 }
 
+// NFC of `text`; text that is ASCII, not valid UTF-8, or built without ICU is returned as is.
+std::string Nfc(absl::string_view text) {
+  bool ascii = true;
+  for (char c : text) ascii &= static_cast<unsigned char>(c) < 0x80;
+  if (ascii) return std::string(text);
+#ifdef TESSERA_HAVE_ICU
+  UErrorCode err = U_ZERO_ERROR;
+  const UNormalizer2* nfc = unorm2_getNFCInstance(&err);
+  if (U_FAILURE(err)) return std::string(text);
+  std::u16string in(text.size(), u'\0'), out;
+  int32_t len = 0;
+  u_strFromUTF8(reinterpret_cast<UChar*>(in.data()), static_cast<int32_t>(in.size()), &len,
+                text.data(), static_cast<int32_t>(text.size()), &err);
+  if (U_FAILURE(err)) return std::string(text);
+  in.resize(len);
+  if (unorm2_isNormalized(nfc, reinterpret_cast<const UChar*>(in.data()), len, &err) &&
+      U_SUCCESS(err)) {
+    return std::string(text);
+  }
+  err = U_ZERO_ERROR;
+  out.resize(3 * in.size() + 16);  // NFC output is at most 3x the input in UTF-16.
+  const int32_t out_len = unorm2_normalize(nfc, reinterpret_cast<const UChar*>(in.data()), len,
+                                           reinterpret_cast<UChar*>(out.data()),
+                                           static_cast<int32_t>(out.size()), &err);
+  if (U_FAILURE(err)) return std::string(text);
+  std::string utf8(3 * out_len + 4, '\0');
+  int32_t utf8_len = 0;
+  u_strToUTF8(utf8.data(), static_cast<int32_t>(utf8.size()), &utf8_len,
+              reinterpret_cast<const UChar*>(out.data()), out_len, &err);
+  if (U_FAILURE(err)) return std::string(text);
+  utf8.resize(utf8_len);
+  return utf8;
+#else
+  return std::string(text);
+#endif
+}
+
 }  // namespace
+
+bool Tokenizer::AppliesNfc() {
+#ifdef TESSERA_HAVE_ICU
+  return true;
+#else
+  return false;
+#endif
+}
 
 struct Tokenizer::Regex {
   pcre2_code* code = nullptr;
@@ -349,6 +399,9 @@ std::vector<int32_t> Tokenizer::Encode(absl::string_view text, bool allow_specia
   std::vector<absl::string_view> pieces;
   auto encode_text = [&](absl::string_view t) {
     if (t.empty()) return;
+    // Added tokens are matched on the raw text; only the text between them is normalized.
+    const std::string normalized = nfc_ ? Nfc(t) : std::string();
+    if (nfc_) t = normalized;
     pieces.clear();
     PreTokenize(t, &pieces);
     for (absl::string_view p : pieces) EncodePiece(p, &out);

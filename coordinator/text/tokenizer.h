@@ -5,8 +5,9 @@
 // Sequence of Split (regex, behavior Isolated, invert false; compiled with PCRE2 UTF+UCP, JIT
 // when available) and ByteLevel (use_regex false, add_prefix_space false); added_tokens matched
 // first (leftmost, longest), special ones only when allowed; decoder ByteLevel.
-// Not implemented (docs/text.md): the NFC normalizer is accepted but not applied (exact for
-// already-NFC text), added-token lstrip/rstrip/single_word/normalized flags, BPE dropout.
+// NFC normalizer via ICU when built with it (AppliesNfc()); otherwise a no-op.
+// Not implemented (docs/text.md): added-token lstrip/rstrip/single_word/normalized flags, BPE
+// dropout, other normalizers/pre-tokenizers/models.
 //
 // Thread safety: a loaded Tokenizer is immutable except for an internal piece cache guarded by
 // a mutex; Encode/Decode may be called concurrently.
@@ -44,6 +45,9 @@ class Tokenizer {
   // One past the largest id (model vocab and added tokens).
   int32_t vocab_size() const { return static_cast<int32_t>(id_to_token_.size()); }
   std::optional<int32_t> TokenToId(absl::string_view token) const;
+  // Whether this build applies an NFC normalizer (needs ICU; without it NFC is a no-op, which
+  // is exact only for already-NFC text).
+  static bool AppliesNfc();
 
  private:
   struct AddedToken {

@@ -346,6 +346,22 @@ TEST_P(ReferenceTest, DecodeOfReferenceIdsIsText) {
 
 INSTANTIATE_TEST_SUITE_P(HfTokenizers, ReferenceTest, ::testing::Range(0, 30));
 
+TEST(TokenizerTest, Qwen3NormalizesToNfc) {
+  if (!Tokenizer::AppliesNfc()) GTEST_SKIP() << "built without ICU: NFC is a no-op";
+  const Tokenizer& tok = Qwen3();
+  // "cafe\u0301 A\u030a" is the NFD form of "caf\u00e9 \u00c5".
+  EXPECT_EQ(tok.Encode("cafe\xcc\x81 A\xcc\x8a"), tok.Encode("caf\xc3\xa9 \xc3\x85"));
+  EXPECT_NE(tok.Encode("cafe\xcc\x81"), tok.Encode("cafe"));
+}
+
+TEST(TokenizerTest, NonNfcModelsDoNotNormalize) {
+  const Tokenizer& tok = Load("deepseek_v3");
+  EXPECT_NE(tok.Encode("cafe\xcc\x81"), tok.Encode("caf\xc3\xa9"));
+  auto back = tok.Decode(tok.Encode("cafe\xcc\x81"));
+  ASSERT_TRUE(back.ok());
+  EXPECT_EQ(*back, "cafe\xcc\x81");
+}
+
 TEST(TokenizerTest, InvalidUtf8BytesRoundTrip) {
   const Tokenizer& tok = Qwen3();
   const std::string s = std::string("ok \xff\xfe bytes \xe4\xbd") + " tail";
