@@ -126,10 +126,20 @@ inline void DotTile(const float* x, int64_t ldx, const typename WeightElem<D>::E
   }
 }
 
+// NR weight rows per tile: GemvNr(MR), except for one row of x with bf16/f16 weights, where each
+// thread streams one weight row at a time (a single sequential stream, which Zen 4's prefetchers
+// follow best: 1.2-1.5x the 4-row tile in A/B runs, docs/performance.md). The single accumulator
+// chain (2 FMAs per 64-byte line) still outruns a core's share of DRAM bandwidth for 2-byte
+// weights; f32 (4 FMAs per line) and fp8 (ALU-bound) keep the tile's independent accumulators.
+template <int MR, DType D>
+constexpr int GemvTileRows() {
+  return MR == 1 && (D == DType::kBF16 || D == DType::kF16) ? 1 : GemvNr(MR);
+}
+
 template <int MR, DType D>
 void GemvT(const LinearArgs& a, int64_t j0, int64_t j1) {
   using E = typename WeightElem<D>::E;
-  constexpr int NR = GemvNr(MR);
+  constexpr int NR = GemvTileRows<MR, D>();
   const E* w = static_cast<const E*>(a.w);
   const float* srow[NR];
   const bool scaled = a.scale_inv != nullptr;
