@@ -130,10 +130,12 @@ inline void DotTile(const float* x, int64_t ldx, const typename WeightElem<D>::E
 // thread streams one weight row at a time (a single sequential stream, which Zen 4's prefetchers
 // follow best: 1.2-1.5x the 4-row tile in A/B runs, docs/performance.md). The single accumulator
 // chain (2 FMAs per 64-byte line) still outruns a core's share of DRAM bandwidth for 2-byte
-// weights; f32 (4 FMAs per line) and fp8 (ALU-bound) keep the tile's independent accumulators.
+// weights with 16-lane vectors; f32 (4 FMAs per line), fp8 (ALU-bound) and AVX2 (4 FMAs per line,
+// unmeasured) keep the tile's independent accumulators.
 template <int MR, DType D>
 constexpr int GemvTileRows() {
-  return MR == 1 && (D == DType::kBF16 || D == DType::kF16) ? 1 : GemvNr(MR);
+  return MR == 1 && Vec::kWidth == 16 && (D == DType::kBF16 || D == DType::kF16) ? 1
+                                                                                 : GemvNr(MR);
 }
 
 template <int MR, DType D>
