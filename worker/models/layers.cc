@@ -490,4 +490,21 @@ absl::StatusOr<RopeConfig> MakeRopeConfig(const ModelConfig& config, int head_di
   return rope;
 }
 
+absl::StatusOr<DecoderEnds> LoadDecoderEnds(const Checkpoint& ckpt, const ModelConfig& config,
+                                            const WeightFormat& format) {
+  const int64_t h = config.hidden_size, vocab = config.vocab_size;
+  DecoderEnds ends;
+  ASSIGN_OR_RETURN(ends.embed, ckpt.GetChecked("model.embed_tokens.weight", {vocab, h}));
+  if (!ends.embed.is_contiguous()) {
+    ASSIGN_OR_RETURN(ends.embed, ends.embed.Clone());
+  }
+  ASSIGN_OR_RETURN(ends.final_norm, LoadNormWeight(ckpt, "model.norm", h));
+  if (ckpt.Has("lm_head.weight") || !config.tie_word_embeddings) {
+    ASSIGN_OR_RETURN(ends.lm_head, LoadLinear(ckpt, "lm_head", vocab, h, false, format));
+  } else {
+    ends.lm_head.weight.weight = ends.embed;
+  }
+  return ends;
+}
+
 }  // namespace tessera

@@ -221,4 +221,14 @@ class GqaAttention {
 // Makes `t` a contiguous tensor of `shape` and dtype f32, reusing its buffer when it already is.
 absl::Status EnsureF32(Tensor& t, absl::Span<const int64_t> shape);
 
+// The ends every decoder shares: token embedding, final norm and lm_head (tied to the embedding
+// when the config says so and the checkpoint has no lm_head.weight).
+struct DecoderEnds {
+  Tensor embed;       // [vocab, hidden] checkpoint dtype, contiguous
+  Tensor final_norm;  // [hidden] f32
+  LinearLayer lm_head;
+};
+absl::StatusOr<DecoderEnds> LoadDecoderEnds(const Checkpoint& ckpt, const ModelConfig& config,
+                                            const WeightFormat& format);
+
 }  // namespace tessera

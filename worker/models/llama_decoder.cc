@@ -111,19 +111,13 @@ absl::StatusOr<std::unique_ptr<Model>> LoadDecoderModel(const Checkpoint& ckpt,
   auto model = std::make_unique<DecoderModel>();
   model->config_ = config;
   model->eps_ = static_cast<float>(config.rms_norm_eps);
-  const int64_t h = config.hidden_size, vocab = config.vocab_size;
+  const int64_t h = config.hidden_size;
   const WeightFormat format = WeightFormatFromConfig(config);
 
-  ASSIGN_OR_RETURN(model->embed_, ckpt.GetChecked("model.embed_tokens.weight", {vocab, h}));
-  if (!model->embed_.is_contiguous()) {
-    ASSIGN_OR_RETURN(model->embed_, model->embed_.Clone());
-  }
-  ASSIGN_OR_RETURN(model->final_norm_, LoadNormWeight(ckpt, "model.norm", h));
-  if (ckpt.Has("lm_head.weight") || !config.tie_word_embeddings) {
-    ASSIGN_OR_RETURN(model->lm_head_, LoadLinear(ckpt, "lm_head", vocab, h, false, format));
-  } else {
-    model->lm_head_.weight.weight = model->embed_;
-  }
+  ASSIGN_OR_RETURN(DecoderEnds ends, LoadDecoderEnds(ckpt, config, format));
+  model->embed_ = std::move(ends.embed);
+  model->final_norm_ = std::move(ends.final_norm);
+  model->lm_head_ = std::move(ends.lm_head);
 
   ASSIGN_OR_RETURN(RopeCache rope_cache, RopeCache::Create(spec.rope));
   auto rope = std::make_shared<const RopeCache>(std::move(rope_cache));
