@@ -6,7 +6,8 @@ PACKAGES=(
   build-essential cmake ninja-build ccache pkg-config git
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler libabsl-dev
   libgtest-dev libgmock-dev libbenchmark-dev libgloo-dev nlohmann-json3-dev libpcre2-dev libicu-dev
-  python3 python3-numpy
+  libboost-dev libssl-dev libsentencepiece-dev
+  python3 python3-numpy python3-jinja2 python3-sentencepiece python3-grpcio python3-venv python3-pip
 )
 missing=()
 for p in "${PACKAGES[@]}"; do

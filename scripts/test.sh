@@ -5,10 +5,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install_deps.sh
-bash scripts/build.sh build
+PY="$(bash scripts/python_env.sh)"
+bash scripts/build.sh build -DTESSERA_TEST_PYTHON="$PY"
 (cd build && ctest -L cpu -j2 --output-on-failure --timeout 900)
 if [ -x /usr/local/cuda/bin/nvcc ] || command -v nvcc >/dev/null 2>&1; then
   echo "== CPU-only configuration (TESSERA_CUDA=OFF) =="
-  bash scripts/build.sh build-cpu -DTESSERA_CUDA=OFF -DTESSERA_BUILD_BENCH=OFF
+  bash scripts/build.sh build-cpu -DTESSERA_CUDA=OFF -DTESSERA_BUILD_BENCH=OFF -DTESSERA_TEST_PYTHON="$PY"
   (cd build-cpu && ctest -L cpu -j2 --output-on-failure --timeout 900)
 fi
