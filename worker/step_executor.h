@@ -1,10 +1,11 @@
 // StepExecutor: how the engine's scheduler runs one step on a model instance (DESIGN.md section 3).
 //
-// Implementations: the cluster executor (coordinator/cluster; sends the plan to every worker of
-// the instance over their streams and returns the driver's result) and in-process executors for
-// `tessera generate` and tests (wrapping the worker's step runner). The plan/result messages are
-// the wire types of proto/tessera/v1/step.proto, so nothing is translated between the engine and
-// the network.
+// Implementations: the worker's StepRunner (worker/step_runner.h: runs the plan in this process on
+// a loaded model; what `tessera generate` and tests use) and the cluster executor
+// (coordinator/cluster: sends the plan to every worker of the instance over their streams and
+// returns the driver's result). The interface lives in worker/ so that both sides see it without a
+// dependency cycle (coordinator -> worker). The plan/result messages are the wire types of
+// proto/tessera/v1/step.proto, so nothing is translated between the engine and the network.
 //
 // Thread safety: Execute() is called from the engine thread only, one step at a time.
 #pragma once
