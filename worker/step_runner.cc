@@ -1,0 +1,319 @@
+#include "worker/step_runner.h"
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+#include <utility>
+
+#include "absl/container/flat_hash_set.h"
+#include "absl/strings/str_cat.h"
+#include "kernels/base/status.h"
+#include "worker/checkpoint/checkpoint.h"
+#include "worker/checkpoint/model_config.h"
+
+namespace tessera {
+namespace {
+
+int64_t BlocksFor(int64_t tokens, int block_size) {
+  return (tokens + block_size - 1) / block_size;
+}
+
+SamplingParams ToSamplingParams(const v1::SeqSampling& s) {
+  SamplingParams p;
+  p.temperature = s.temperature();
+  p.top_k = s.top_k();
+  p.top_p = s.top_p();
+  p.min_p = s.min_p();
+  p.repetition_penalty = s.repetition_penalty();
+  p.presence_penalty = s.presence_penalty();
+  p.frequency_penalty = s.frequency_penalty();
+  p.seed = s.seed();
+  return p;
+}
+
+absl::Status CheckTokens(uint64_t seq_id, const char* field,
+                         const google::protobuf::RepeatedField<int32_t>& ids, int64_t vocab) {
+  for (int i = 0; i < ids.size(); ++i) {
+    if (ids[i] < 0 || ids[i] >= vocab) {
+      return absl::InvalidArgumentError(absl::StrCat("step plan: seq ", seq_id, " ", field, "[",
+                                                     i, "] = ", ids[i], " is outside [0, ", vocab,
+                                                     ")"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckBlocks(uint64_t seq_id, const char* field,
+                         const google::protobuf::RepeatedField<int32_t>& ids, int num_blocks) {
+  for (int i = 0; i < ids.size(); ++i) {
+    if (ids[i] < 0 || ids[i] >= num_blocks) {
+      return absl::InvalidArgumentError(absl::StrCat("step plan: seq ", seq_id, " ", field, "[",
+                                                     i, "] = ", ids[i],
+                                                     " is not a block of this cache [0, ",
+                                                     num_blocks, ")"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+// Fills `out` with the sampled token's raw logprob and the top-n alternatives.
+void FillLogprobs(const std::vector<float>& raw, int32_t token, int top_n,
+                  v1::SampledToken* out) {
+  const float mx = *std::max_element(raw.begin(), raw.end());
+  double sum = 0.0;
+  for (float v : raw) sum += std::exp(static_cast<double>(v) - mx);
+  const float log_z = mx + static_cast<float>(std::log(sum));
+  out->set_logprob(raw[token] - log_z);
+  if (top_n <= 0) return;
+  const int n = std::min<int>(top_n, static_cast<int>(raw.size()));
+  std::vector<int32_t> idx(raw.size());
+  std::iota(idx.begin(), idx.end(), 0);
+  std::partial_sort(idx.begin(), idx.begin() + n, idx.end(), [&](int32_t a, int32_t b) {
+    return raw[a] != raw[b] ? raw[a] > raw[b] : a < b;
+  });
+  for (int i = 0; i < n; ++i) {
+    v1::TopLogprob* t = out->add_top_logprobs();
+    t->set_token_id(idx[i]);
+    t->set_logprob(raw[idx[i]] - log_z);
+  }
+}
+
+}  // namespace
+
+int64_t KvBytesPerBlock(const std::vector<LayerKvSpec>& specs, int block_size) {
+  int64_t bytes = 0;
+  for (const LayerKvSpec& s : specs) bytes += KvBytesPerToken(s, DType::kF32);
+  return bytes * block_size;
+}
+
+absl::StatusOr<std::unique_ptr<StepRunner>> StepRunner::Create(std::unique_ptr<Model> model,
+                                                               const StepRunnerOptions& options) {
+  LoadedModel loaded;
+  loaded.model = std::move(model);
+  return Create(std::move(loaded), options);
+}
+
+absl::StatusOr<std::unique_ptr<StepRunner>> StepRunner::Create(LoadedModel loaded,
+                                                               const StepRunnerOptions& options) {
+  if (loaded.model == nullptr) return absl::InvalidArgumentError("StepRunner: no model");
+  if (options.num_blocks < 1 || options.block_size < 1) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "StepRunner: num_blocks and block_size must be >= 1, got ", options.num_blocks, " and ",
+        options.block_size));
+  }
+  ASSIGN_OR_RETURN(KvCache cache, KvCache::Create(loaded.model->KvSpecs(), options.num_blocks,
+                                                  options.block_size));
+  return std::unique_ptr<StepRunner>(new StepRunner(std::move(loaded), std::move(cache), options));
+}
+
+StepRunner::StepRunner(LoadedModel loaded, KvCache cache, const StepRunnerOptions& options)
+    : loaded_(std::move(loaded)), cache_(std::move(cache)), options_(options) {}
+
+KvCapacity StepRunner::capacity() const {
+  return KvCapacity{options_.num_blocks, options_.block_size};
+}
+
+const std::vector<float>* StepRunner::LastLogits(uint64_t seq_id) const {
+  auto it = last_logits_.find(seq_id);
+  return it == last_logits_.end() ? nullptr : &it->second;
+}
+
+absl::Status StepRunner::Validate(const v1::StepPlan& plan) const {
+  const int64_t vocab = loaded_.model->vocab_size();
+  const int bs = options_.block_size;
+  absl::flat_hash_set<uint64_t> finished(plan.finished_seq_ids().begin(),
+                                         plan.finished_seq_ids().end());
+  absl::flat_hash_set<uint64_t> seen;
+  for (const v1::NewSeq& s : plan.new_seqs()) {
+    const uint64_t id = s.seq_id();
+    if (!seen.insert(id).second) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("step plan: seq ", id, " appears twice in the plan"));
+    }
+    if (seqs_.contains(id) && !finished.contains(id)) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("step plan: new seq ", id, " is already running on this worker"));
+    }
+    const int64_t len = s.token_ids_size();
+    if (len == 0) {
+      return absl::InvalidArgumentError(absl::StrCat("step plan: new seq ", id, " has no tokens"));
+    }
+    RETURN_IF_ERROR(CheckTokens(id, "token_ids", s.token_ids(), vocab));
+    if (s.num_output_tokens() < 0 || s.num_output_tokens() >= len) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "step plan: new seq ", id, " num_output_tokens ", s.num_output_tokens(),
+          " must be in [0, ", len, ") (the context has ", len, " tokens)"));
+    }
+    if (s.num_computed_tokens() < 0 || s.num_scheduled_tokens() < 0 ||
+        s.num_computed_tokens() + s.num_scheduled_tokens() > len) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "step plan: new seq ", id, " num_computed_tokens ", s.num_computed_tokens(),
+          " + num_scheduled_tokens ", s.num_scheduled_tokens(), " exceeds its ", len,
+          " context tokens (or is negative)"));
+    }
+    RETURN_IF_ERROR(CheckBlocks(id, "block_ids", s.block_ids(), options_.num_blocks));
+    const int64_t need = BlocksFor(s.num_computed_tokens() + s.num_scheduled_tokens(), bs);
+    if (s.block_ids_size() < need) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "step plan: new seq ", id, " has ", s.block_ids_size(), " blocks but needs ", need,
+          " for ", s.num_computed_tokens() + s.num_scheduled_tokens(), " tokens"));
+    }
+    const v1::SeqSampling& sp = s.sampling();
+    if (sp.num_top_logprobs() < 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("step plan: new seq ", id, " sampling.num_top_logprobs is negative"));
+    }
+    absl::Status st = ValidateSamplingParams(ToSamplingParams(sp));
+    if (!st.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("step plan: new seq ", id, " sampling: ", st.message()));
+    }
+  }
+  for (const v1::CachedSeq& s : plan.cached_seqs()) {
+    const uint64_t id = s.seq_id();
+    if (!seen.insert(id).second) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("step plan: seq ", id, " appears twice in the plan"));
+    }
+    auto it = seqs_.find(id);
+    if (it == seqs_.end() || finished.contains(id)) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "step plan: cached seq ", id, " is not running on this worker (it was never sent as a "
+          "new seq, or it was finished)"));
+    }
+    const Sequence& seq = it->second;
+    RETURN_IF_ERROR(CheckTokens(id, "append_token_ids", s.append_token_ids(), vocab));
+    RETURN_IF_ERROR(CheckBlocks(id, "new_block_ids", s.new_block_ids(), options_.num_blocks));
+    const int64_t len = static_cast<int64_t>(seq.tokens.size()) + s.append_token_ids_size();
+    if (s.num_scheduled_tokens() < 0 || seq.num_computed + s.num_scheduled_tokens() > len) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "step plan: cached seq ", id, " schedules ", s.num_scheduled_tokens(),
+          " tokens but only ", len - seq.num_computed, " are not computed yet"));
+    }
+    const int64_t blocks = static_cast<int64_t>(seq.blocks.size()) + s.new_block_ids_size();
+    const int64_t need = BlocksFor(seq.num_computed + s.num_scheduled_tokens(), bs);
+    if (blocks < need) {
+      return absl::InvalidArgumentError(absl::StrCat("step plan: cached seq ", id, " has ",
+                                                     blocks, " blocks but needs ", need));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<v1::StepResult> StepRunner::Execute(const v1::StepPlan& plan) {
+  RETURN_IF_ERROR(Validate(plan));
+  last_logits_.clear();
+  for (uint64_t id : plan.finished_seq_ids()) seqs_.erase(id);
+
+  struct Scheduled {
+    uint64_t id;
+    Sequence* seq;
+    int64_t start;
+    int64_t count;
+  };
+  std::vector<Scheduled> sched;
+  for (const v1::NewSeq& s : plan.new_seqs()) {
+    Sequence seq;
+    seq.tokens.assign(s.token_ids().begin(), s.token_ids().end());
+    seq.num_outputs = s.num_output_tokens();
+    seq.num_computed = s.num_computed_tokens();
+    seq.blocks.assign(s.block_ids().begin(), s.block_ids().end());
+    seq.sampling = ToSamplingParams(s.sampling());
+    seq.num_top_logprobs = s.sampling().num_top_logprobs();
+    Sequence& ref = seqs_[s.seq_id()] = std::move(seq);
+    if (s.num_scheduled_tokens() > 0) {
+      sched.push_back({s.seq_id(), &ref, ref.num_computed, s.num_scheduled_tokens()});
+    }
+  }
+  for (const v1::CachedSeq& s : plan.cached_seqs()) {
+    Sequence& seq = seqs_.at(s.seq_id());
+    seq.tokens.insert(seq.tokens.end(), s.append_token_ids().begin(), s.append_token_ids().end());
+    seq.num_outputs += s.append_token_ids_size();
+    seq.blocks.insert(seq.blocks.end(), s.new_block_ids().begin(), s.new_block_ids().end());
+    if (s.num_scheduled_tokens() > 0) {
+      sched.push_back({s.seq_id(), &seq, seq.num_computed, s.num_scheduled_tokens()});
+    }
+  }
+
+  v1::StepResult result;
+  result.set_step_id(plan.step_id());
+  if (sched.empty()) return result;
+  const auto t0 = std::chrono::steady_clock::now();
+
+  const int bs = options_.block_size;
+  const int num_seqs = static_cast<int>(sched.size());
+  int num_tokens = 0;
+  size_t max_blocks = 1;
+  for (const Scheduled& sc : sched) {
+    num_tokens += static_cast<int>(sc.count);
+    max_blocks = std::max(max_blocks, sc.seq->blocks.size());
+  }
+  AttentionBatch batch;
+  batch.num_seqs = num_seqs;
+  batch.num_tokens = num_tokens;
+  batch.block_size = bs;
+  ASSIGN_OR_RETURN(Tensor ids, Tensor::Empty({num_tokens}, DType::kI32));
+  ASSIGN_OR_RETURN(batch.positions, Tensor::Empty({num_tokens}, DType::kI32));
+  ASSIGN_OR_RETURN(batch.slot_mapping, Tensor::Empty({num_tokens}, DType::kI64));
+  ASSIGN_OR_RETURN(batch.block_tables,
+                   Tensor::Zeros({num_seqs, static_cast<int64_t>(max_blocks)}, DType::kI32));
+  ASSIGN_OR_RETURN(batch.seq_lens, Tensor::Empty({num_seqs}, DType::kI32));
+  ASSIGN_OR_RETURN(batch.query_start_loc, Tensor::Empty({num_seqs + 1}, DType::kI32));
+  ASSIGN_OR_RETURN(batch.last_token_rows, Tensor::Empty({num_seqs}, DType::kI32));
+  int32_t* idp = ids.data<int32_t>();
+  int32_t* pos = batch.positions.data<int32_t>();
+  int64_t* slots = batch.slot_mapping.data<int64_t>();
+  int32_t* tables = batch.block_tables.data<int32_t>();
+  int32_t* lens = batch.seq_lens.data<int32_t>();
+  int32_t* qsl = batch.query_start_loc.data<int32_t>();
+  int32_t* last = batch.last_token_rows.data<int32_t>();
+  int row = 0;
+  qsl[0] = 0;
+  int prefill_tokens = 0, decode_tokens = 0;
+  for (int s = 0; s < num_seqs; ++s) {
+    const Scheduled& sc = sched[s];
+    const std::vector<int32_t>& blocks = sc.seq->blocks;
+    std::copy(blocks.begin(), blocks.end(), tables + s * max_blocks);
+    const int64_t prompt_len = static_cast<int64_t>(sc.seq->tokens.size()) - sc.seq->num_outputs;
+    for (int64_t p = sc.start; p < sc.start + sc.count; ++p, ++row) {
+      idp[row] = sc.seq->tokens[p];
+      pos[row] = static_cast<int32_t>(p);
+      slots[row] = static_cast<int64_t>(blocks[p / bs]) * bs + p % bs;
+      (p < prompt_len ? prefill_tokens : decode_tokens) += 1;
+    }
+    lens[s] = static_cast<int32_t>(sc.start + sc.count);
+    qsl[s + 1] = row;
+    last[s] = row - 1;
+  }
+
+  Tensor logits;
+  RETURN_IF_ERROR(loaded_.model->Forward(ids, batch, cache_, logits));
+  const int64_t vocab = logits.dim(1);
+  std::vector<float> raw;
+  for (int s = 0; s < num_seqs; ++s) {
+    Sequence& seq = *sched[s].seq;
+    seq.num_computed = sched[s].start + sched[s].count;
+    if (seq.num_computed < static_cast<int64_t>(seq.tokens.size())) continue;  // chunk pending
+    Tensor row_logits = logits.Select(0, s);
+    const float* p = row_logits.data<float>();
+    raw.assign(p, p + vocab);
+    const int64_t prompt_len = static_cast<int64_t>(seq.tokens.size()) - seq.num_outputs;
+    absl::Span<const int32_t> all(seq.tokens);
+    // Seeds are always set by the coordinator, so the fallback draw is never used.
+    ASSIGN_OR_RETURN(SampleResult r, Sample(row_logits, seq.sampling, all.subspan(0, prompt_len),
+                                            all.subspan(prompt_len),
+                                            static_cast<uint64_t>(seq.num_outputs), 0.5));
+    v1::SampledToken* out = result.add_sampled();
+    out->set_seq_id(sched[s].id);
+    out->set_token_id(r.token);
+    FillLogprobs(raw, r.token, seq.num_top_logprobs, out);
+    if (options_.keep_logits) last_logits_[sched[s].id] = raw;
+  }
+  result.set_num_prefill_tokens(prefill_tokens);
+  result.set_num_decode_tokens(decode_tokens);
+  result.set_forward_seconds(
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  return result;
+}
+
+}  // namespace tessera
