@@ -51,6 +51,18 @@ struct LinearWeight {
 // blocked GEMM. Multi-threaded over n.
 absl::Status Linear(const Tensor& x, const LinearWeight& w, const Tensor& bias, Tensor& out);
 
+// Several independent Linear problems as one parallel job: the same results as calling Linear on
+// each, but all decode-sized problems (m <= 8) share one pass over the thread pool, so a MoE layer
+// pays one fork/join for every selected expert's projection instead of one per expert.
+// Each problem: x [m_i, k_i], w [n_i, k_i], bias undefined or [n_i], out [m_i, n_i] allocated.
+struct LinearProblem {
+  const Tensor* x = nullptr;
+  const LinearWeight* w = nullptr;
+  const Tensor* bias = nullptr;  // nullptr = no bias
+  Tensor* out = nullptr;
+};
+absl::Status LinearGroup(absl::Span<const LinearProblem> problems);
+
 // ---- Normalisation and elementwise -------------------------------------------------------------
 
 // out[t] = x[t] / sqrt(mean(x[t]^2) + eps) * weight.   x, out: [num_tokens, hidden] f32 (out may

@@ -17,4 +17,22 @@ absl::Status Linear(const Tensor& x, const LinearWeight& w, const Tensor& bias, 
   return cpu::LinearCpu(x, w, bias, out);
 }
 
+absl::Status LinearGroup(absl::Span<const LinearProblem> problems) {
+  static const Tensor kNoBias;
+  for (size_t i = 0; i < problems.size(); ++i) {
+    const LinearProblem& p = problems[i];
+    if (p.x == nullptr || p.w == nullptr || p.out == nullptr) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("LinearGroup: problem ", i, " lacks x, w or out"));
+    }
+    absl::Status st = cpu::ValidateLinearArgs(*p.x, *p.w, p.bias ? *p.bias : kNoBias, *p.out);
+    if (!st.ok()) return Annotate(st, absl::StrCat("LinearGroup problem ", i));
+    if (!p.x->device().is_cpu()) {
+      return absl::UnimplementedError(absl::StrCat(
+          "LinearGroup on ", p.x->device().ToString(), ": the CUDA backend has no kernel yet"));
+    }
+  }
+  return cpu::LinearGroupCpu(problems);
+}
+
 }  // namespace tessera

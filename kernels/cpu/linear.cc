@@ -7,6 +7,7 @@
 #include <cstring>
 #include <vector>
 
+#include "kernels/base/status.h"
 #include "kernels/base/thread_pool.h"
 #include "kernels/cpu/cpu_features.h"
 
@@ -68,7 +69,10 @@ void GemmScalar(const LinearArgs& a, int64_t i0, int64_t i1, int64_t j0, int64_t
   }
 }
 
-absl::Status LinearCpu(const Tensor& x, const LinearWeight& w, const Tensor& bias, Tensor& out) {
+namespace {
+
+LinearArgs MakeLinearArgs(const Tensor& x, const LinearWeight& w, const Tensor* bias,
+                          Tensor& out) {
   LinearArgs a;
   a.m = x.dim(0);
   a.k = x.dim(1);
@@ -83,9 +87,83 @@ absl::Status LinearCpu(const Tensor& x, const LinearWeight& w, const Tensor& bia
     a.block_n = w.block_n;
     a.block_k = w.block_k;
   }
-  a.bias = bias.defined() ? bias.data<float>() : nullptr;
+  a.bias = bias != nullptr && bias->defined() ? bias->data<float>() : nullptr;
   a.out = static_cast<float*>(out.raw_data());
   a.ldo = a.n;
+  return a;
+}
+
+using GemvFn = void (*)(const LinearArgs&, int64_t, int64_t);
+
+GemvFn ActiveGemv() {
+  switch (ActiveIsa()) {
+    case Isa::kAvx512:
+      return &avx512::Gemv;
+    case Isa::kAvx2:
+      return &avx2::Gemv;
+    default:
+      return &GemvScalar;
+  }
+}
+
+absl::Status RunLinear(const LinearArgs& a);
+
+}  // namespace
+
+absl::Status LinearCpu(const Tensor& x, const LinearWeight& w, const Tensor& bias, Tensor& out) {
+  return RunLinear(MakeLinearArgs(x, w, &bias, out));
+}
+
+absl::Status LinearGroupCpu(absl::Span<const LinearProblem> problems) {
+  // Decode-sized problems are cut into 16-column units and dealt out as chunks of one parallel
+  // job (the same column split LinearCpu uses, across problems); the rest run one by one.
+  std::vector<LinearArgs> gemvs;
+  int64_t total_bytes = 0;
+  for (const LinearProblem& p : problems) {
+    LinearArgs a = MakeLinearArgs(*p.x, *p.w, p.bias, *p.out);
+    if (a.m == 0 || a.n == 0) continue;
+    if (a.m > kGemvMaxRows || a.k == 0) {
+      RETURN_IF_ERROR(RunLinear(a));
+      continue;
+    }
+    total_bytes += a.n * a.k * static_cast<int64_t>(DTypeSize(a.w_dtype));
+    gemvs.push_back(a);
+  }
+  if (gemvs.empty()) return absl::OkStatus();
+  const GemvFn gemv = ActiveGemv();
+  ThreadPool& pool = ThreadPool::Default();
+  const int64_t threads = pool.num_threads();
+  // Chunks of >= 64 KiB of weights, about 4 per thread overall.
+  const int64_t target = std::max<int64_t>(int64_t{1} << 16, total_bytes / (threads * 4));
+  struct Chunk {
+    int32_t problem;
+    int64_t j0, j1;
+  };
+  std::vector<Chunk> chunks;
+  for (size_t i = 0; i < gemvs.size(); ++i) {
+    const LinearArgs& a = gemvs[i];
+    const int64_t units = (a.n + 15) / 16;
+    const int64_t bytes = a.n * a.k * static_cast<int64_t>(DTypeSize(a.w_dtype));
+    const int64_t parts = std::clamp<int64_t>(bytes / target, 1, units);
+    for (int64_t c = 0; c < parts; ++c) {
+      const int64_t j0 = std::min(a.n, units * c / parts * 16);
+      const int64_t j1 = std::min(a.n, units * (c + 1) / parts * 16);
+      if (j0 < j1) chunks.push_back({static_cast<int32_t>(i), j0, j1});
+    }
+  }
+  if (threads <= 1 || chunks.size() <= 1 || total_bytes < kMinParallelWork) {
+    for (const Chunk& c : chunks) gemv(gemvs[c.problem], c.j0, c.j1);
+    return absl::OkStatus();
+  }
+  pool.ParallelFor(static_cast<int64_t>(chunks.size()), 1, [&](int64_t b, int64_t e) {
+    for (int64_t c = b; c < e; ++c) gemv(gemvs[chunks[c].problem], chunks[c].j0, chunks[c].j1);
+  });
+  return absl::OkStatus();
+}
+
+namespace {
+
+absl::Status RunLinear(const LinearArgs& a) {
   if (a.m == 0 || a.n == 0) return absl::OkStatus();
   if (a.k == 0) {
     for (int64_t i = 0; i < a.m; ++i) {
@@ -95,7 +173,6 @@ absl::Status LinearCpu(const Tensor& x, const LinearWeight& w, const Tensor& bia
   }
 
   const Isa isa = ActiveIsa();
-  using GemvFn = void (*)(const LinearArgs&, int64_t, int64_t);
   using GemmFn = void (*)(const LinearArgs&, int64_t, int64_t, int64_t, int64_t);
   GemvFn gemv = &GemvScalar;
   GemmFn gemm = &GemmScalar;
@@ -173,5 +250,7 @@ absl::Status LinearCpu(const Tensor& x, const LinearWeight& w, const Tensor& bia
   }
   return absl::OkStatus();
 }
+
+}  // namespace
 
 }  // namespace tessera::cpu

@@ -45,6 +45,8 @@ struct LinearArgs {
 
 // out = x · Wᵀ (+ bias) on the CPU; operands already validated by ValidateLinearArgs.
 absl::Status LinearCpu(const Tensor& x, const LinearWeight& w, const Tensor& bias, Tensor& out);
+// tessera::LinearGroup on the CPU; every problem already validated.
+absl::Status LinearGroupCpu(absl::Span<const LinearProblem> problems);
 
 // Per-ISA kernels. Gemv* compute out[0, m)[j0, j1) including bias (m <= kGemvMaxRows);
 // Gemm* compute out[i0, i1)[j0, j1) including bias. k >= 1.

@@ -305,3 +305,56 @@ TEST_F(LinearErrorTest, ReferenceValidatesToo) {
 
 }  // namespace
 }  // namespace tessera
+
+namespace tessera {
+namespace {
+
+// LinearGroup: a mix of decode-sized (grouped) and prefill-sized (run alone) problems of every
+// weight dtype, with and without bias, gives exactly what Linear gives on each problem.
+TEST(LinearGroupTest, EqualsLinearOnEveryProblem) {
+  const DType dtypes[] = {DType::kF32, DType::kBF16, DType::kF16, DType::kF8E4M3};
+  const Shape3 shapes[] = {{1, 768, 2048}, {1, 2048, 768}, {3, 100, 37},
+                                        {8, 48, 300},   {17, 64, 96},   {1, 5, 1},
+                                        {2, 1000, 130}, {0, 16, 16}};
+  std::vector<Tensor> xs, biases, outs, refs;
+  std::vector<LinearWeight> ws;
+  const size_t count = std::size(shapes) * std::size(dtypes);
+  xs.reserve(count);
+  biases.reserve(count);
+  outs.reserve(count);
+  ws.reserve(count);
+  std::vector<LinearProblem> problems;
+  uint64_t seed = 100;
+  for (const auto& s : shapes) {
+    for (DType dt : dtypes) {
+      xs.push_back(RandomTensor({s.m, s.k}, seed++));
+      ws.push_back(MakeWeight(dt, s.n, s.k, seed++));
+      biases.push_back(seed % 2 ? RandomTensor({s.n}, seed++) : Tensor());
+      outs.push_back(Tensor::Empty({s.m, s.n}, DType::kF32).value());
+      problems.push_back({&xs.back(), &ws.back(), biases.back().defined() ? &biases.back() : nullptr,
+                          &outs.back()});
+    }
+  }
+  ASSERT_TRUE(LinearGroup(problems).ok());
+  for (size_t i = 0; i < problems.size(); ++i) {
+    Tensor ref = Tensor::Empty(outs[i].shape(), DType::kF32).value();
+    ASSERT_TRUE(Linear(xs[i], ws[i], biases[i], ref).ok());
+    ASSERT_EQ(outs[i].numel(), ref.numel());
+    const float* a = outs[i].data<float>();
+    const float* b = ref.data<float>();
+    for (int64_t j = 0; j < ref.numel(); ++j) ASSERT_EQ(a[j], b[j]) << "problem " << i << " at " << j;
+  }
+}
+
+TEST(LinearGroupTest, ErrorsNameTheProblem) {
+  Tensor x = RandomTensor({1, 8}, 1);
+  LinearWeight w = MakeWeight(DType::kF32, 4, 9, 2);
+  Tensor out = Tensor::Empty({1, 4}, DType::kF32).value();
+  LinearProblem p{&x, &w, nullptr, &out};
+  absl::Status st = LinearGroup({p});
+  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(st.message().find("problem 0"), std::string::npos) << st;
+}
+
+}  // namespace
+}  // namespace tessera

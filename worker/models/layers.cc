@@ -317,32 +317,69 @@ absl::Status MoeBlock::Forward(const Tensor& x, Tensor& out) const {
       wts[e].push_back(wp[i * k + j]);
     }
   }
-  float* op = out.data<float>();
-  Tensor gate_up, act, up, y;
+  // Every active expert's projections run as one parallel job per stage (LinearGroup): at decode
+  // that is two fork/joins per layer instead of three per expert.
+  struct Active {
+    int e = 0;
+    Tensor xe, a, b, act, y;  // gathered rows, gate(|up) out, up out, activation, down out
+  };
+  std::vector<Active> active;
+  active.reserve(k * t < spec_.num_experts ? k * t : spec_.num_experts);
   for (int e = 0; e < spec_.num_experts; ++e) {
     if (rows[e].empty()) continue;
-    const Expert& ex = experts_[e];
-    const int64_t n = static_cast<int64_t>(rows[e].size());
-    Tensor xe = GatherRows(x, rows[e]);
-    if (spec_.experts == MoeSpec::Experts::kGptOss) {
-      RETURN_IF_ERROR(ex.gate_up.Forward(xe, gate_up));
-      RETURN_IF_ERROR(EnsureF32(act, {n, inter}));
-      RETURN_IF_ERROR(ClampedSwiGlu(gate_up, spec_.swiglu_alpha, spec_.swiglu_limit, act));
-    } else if (ex.fused) {
-      RETURN_IF_ERROR(ex.gate_up.Forward(xe, gate_up));
-      RETURN_IF_ERROR(EnsureF32(act, {n, inter}));
-      RETURN_IF_ERROR(SiluAndMul(gate_up, act));
+    Active& a = active.emplace_back();
+    a.e = e;
+    a.xe = GatherRows(x, rows[e]);
+  }
+  auto problem = [](const Tensor& in, const LinearLayer& l, Tensor& o) {
+    return LinearProblem{&in, &l.weight, l.bias.defined() ? &l.bias : nullptr, &o};
+  };
+  std::vector<LinearProblem> problems;
+  // gate and up as two matrices, or one fused gate_up (gpt-oss: always fused, interleaved).
+  auto two_matrices = [&](const Expert& ex) {
+    return spec_.experts != MoeSpec::Experts::kGptOss && !ex.fused;
+  };
+  for (Active& a : active) {
+    const Expert& ex = experts_[a.e];
+    const int64_t n = a.xe.dim(0);
+    if (!two_matrices(ex)) {
+      RETURN_IF_ERROR(EnsureF32(a.a, {n, ex.gate_up.out_features()}));
+      problems.push_back(problem(a.xe, ex.gate_up, a.a));
     } else {
-      RETURN_IF_ERROR(ex.gate.Forward(xe, act));
-      RETURN_IF_ERROR(ex.up.Forward(xe, up));
-      SiluMulInPlace(act, up);
+      RETURN_IF_ERROR(EnsureF32(a.a, {n, ex.gate.out_features()}));
+      RETURN_IF_ERROR(EnsureF32(a.b, {n, ex.up.out_features()}));
+      problems.push_back(problem(a.xe, ex.gate, a.a));
+      problems.push_back(problem(a.xe, ex.up, a.b));
     }
-    RETURN_IF_ERROR(ex.down.Forward(act, y));
-    const float* yp = y.data<float>();
-    for (int64_t r = 0; r < n; ++r) {
-      float* dst = op + static_cast<int64_t>(rows[e][r]) * h;
-      const float* src = yp + r * h;
-      const float w = wts[e][r];
+  }
+  RETURN_IF_ERROR(LinearGroup(problems));
+  problems.clear();
+  for (Active& a : active) {
+    const Expert& ex = experts_[a.e];
+    const int64_t n = a.xe.dim(0);
+    if (spec_.experts == MoeSpec::Experts::kGptOss) {
+      RETURN_IF_ERROR(EnsureF32(a.act, {n, inter}));
+      RETURN_IF_ERROR(ClampedSwiGlu(a.a, spec_.swiglu_alpha, spec_.swiglu_limit, a.act));
+    } else if (!two_matrices(ex)) {
+      RETURN_IF_ERROR(EnsureF32(a.act, {n, inter}));
+      RETURN_IF_ERROR(SiluAndMul(a.a, a.act));
+    } else {
+      SiluMulInPlace(a.a, a.b);
+      a.act = a.a;
+    }
+    RETURN_IF_ERROR(EnsureF32(a.y, {n, ex.down.out_features()}));
+    problems.push_back(problem(a.act, ex.down, a.y));
+  }
+  RETURN_IF_ERROR(LinearGroup(problems));
+  float* op = out.data<float>();
+  for (const Active& a : active) {
+    const float* yp = a.y.data<float>();
+    const std::vector<int32_t>& r_ids = rows[a.e];
+    const std::vector<float>& r_w = wts[a.e];
+    for (size_t r = 0; r < r_ids.size(); ++r) {
+      float* dst = op + static_cast<int64_t>(r_ids[r]) * h;
+      const float* src = yp + static_cast<int64_t>(r) * h;
+      const float w = r_w[r];
       for (int64_t c = 0; c < h; ++c) dst[c] += w * src[c];
     }
   }
