@@ -2,6 +2,7 @@
 
 #include <cstdio>
 
+#include "coordinator/text/parse_output_command.h"
 #include "worker/generate_command.h"
 #include "worker/make_model.h"
 
@@ -20,6 +21,7 @@ const std::vector<Command>& Commands() {
       {"version", "print the version", RunVersion},
       {"generate", "one-shot local generation on this machine's CPU", RunGenerate},
       {"make-model", "write a deterministic random-weight checkpoint (HF layout)", RunMakeModel},
+      {"parse-output", "split model output into content, reasoning and tool calls", RunParseOutput},
   };
   return commands;
 }
