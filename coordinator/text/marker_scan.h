@@ -43,6 +43,13 @@ class NewlineTrimmer {
     at_start_ = true;
     return dropped;
   }
+  // Emits `text` as is (no newline trimming), after any pending newlines.
+  void AppendVerbatim(absl::string_view text, std::string* out) {
+    out->append(pending_);
+    pending_.clear();
+    out->append(text.data(), text.size());
+    if (!text.empty()) at_start_ = false;
+  }
   // End of output: pending newlines are kept (they are the model's text).
   void Flush(std::string* out) {
     out->append(pending_);

@@ -393,7 +393,7 @@ void ToolCallParser::EmitCall(absl::string_view body, absl::string_view raw,
     return;
   }
   // Invalid: the block is content, with the newlines that were dropped before it.
-  content_trim_.Append(dropped_newlines_, content);
+  content_trim_.AppendVerbatim(dropped_newlines_, content);
   dropped_newlines_.clear();
   content_trim_.Append(raw, content);
 }
@@ -448,7 +448,7 @@ void ToolCallParser::Process(bool final, std::string* content,
         size_t n = hit.found() ? hit.pos
                                : buf.size() - (final ? 0 : PartialMarkerSuffix(
                                                                buf, {call_begin, section_end}));
-        content_trim_.Append(dropped_newlines_, content);
+        content_trim_.AppendVerbatim(dropped_newlines_, content);
         dropped_newlines_.clear();
         content_trim_.Append(buf.substr(0, n), content);
         buffer_.erase(0, n);
