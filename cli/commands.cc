@@ -5,6 +5,7 @@
 #include "coordinator/text/parse_output_command.h"
 #include "worker/generate_command.h"
 #include "worker/make_model.h"
+#include "worker/worker_process.h"
 
 namespace tessera::cli {
 namespace {
@@ -20,6 +21,7 @@ const std::vector<Command>& Commands() {
   static const std::vector<Command> commands = {
       {"version", "print the version", RunVersion},
       {"generate", "one-shot local generation on this machine's CPU", RunGenerate},
+      {"worker", "join a coordinator (tessera serve) and execute its steps", RunWorkerCommand},
       {"make-model", "write a deterministic random-weight checkpoint (HF layout)", RunMakeModel},
       {"parse-output", "split model output into content, reasoning and tool calls", RunParseOutput},
   };
