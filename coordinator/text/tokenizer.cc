@@ -1,462 +1,132 @@
-// Byte-level BPE tokenizer (see tokenizer.h).
+// Tokenizer base (Decode) and LoadTokenizer (see tokenizer.h).
 #include "coordinator/text/tokenizer.h"
 
-#define PCRE2_CODE_UNIT_WIDTH 8
-#include <pcre2.h>
-
+#include <filesystem>
 #include <fstream>
-#include <functional>
-#include <limits>
-#include <queue>
 #include <sstream>
-#include <utility>
 
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "nlohmann/json.hpp"
-
-#ifdef TESSERA_HAVE_ICU
-#include <unicode/unorm2.h>
-#include <unicode/ustring.h>
-#endif
 
 namespace tessera {
 namespace {
 
+namespace fs = std::filesystem;
 using json = nlohmann::json;
 
-// Appends the UTF-8 encoding of code point `cp` to `out`.
-void AppendUtf8(uint32_t cp, std::string* out) {
-  if (cp < 0x80) {
-    out->push_back(static_cast<char>(cp));
-  } else if (cp < 0x800) {
-    out->push_back(static_cast<char>(0xC0 | (cp >> 6)));
-    out->push_back(static_cast<char>(0x80 | (cp & 0x3F)));
-  } else {
-    out->push_back(static_cast<char>(0xE0 | (cp >> 12)));
-    out->push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
-    out->push_back(static_cast<char>(0x80 | (cp & 0x3F)));
+// The text of a tokenizer_config.json token entry: "text" or {"content": "text", ...}.
+std::optional<std::string> TokenText(const json& j) {
+  if (j.is_string()) return j.get<std::string>();
+  if (j.is_object() && j.contains("content") && j["content"].is_string()) {
+    return j["content"].get<std::string>();
   }
-}
-
-// The GPT-2 byte -> code point map: printable Latin-1 bytes map to themselves, the other 68
-// bytes to 256, 257, ... in byte order.
-void ByteToCodePoint(uint32_t table[256]) {
-  int next = 256;
-  for (int b = 0; b < 256; ++b) {
-    const bool printable = (b >= 0x21 && b <= 0x7E) || (b >= 0xA1 && b <= 0xAC) || b >= 0xAE;
-    table[b] = printable ? b : next++;
-  }
-}
-
-// Decodes one UTF-8 code point at `s[*i]`, advancing `*i`; returns -1 when malformed.
-int32_t NextCodePoint(absl::string_view s, size_t* i) {
-  const auto c = static_cast<unsigned char>(s[*i]);
-  int len = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
-  if (len == 0 || *i + len > s.size()) {
-    ++*i;
-    return -1;
-  }
-  int32_t cp = len == 1 ? c : c & (0x7F >> len);
-  for (int k = 1; k < len; ++k) cp = (cp << 6) | (static_cast<unsigned char>(s[*i + k]) & 0x3F);
-  *i += len;
-  return cp;
-}
-
-// NFC of `text`; text that is ASCII, not valid UTF-8, or built without ICU is returned as is.
-std::string Nfc(absl::string_view text) {
-  bool ascii = true;
-  for (char c : text) ascii &= static_cast<unsigned char>(c) < 0x80;
-  if (ascii) return std::string(text);
-#ifdef TESSERA_HAVE_ICU
-  UErrorCode err = U_ZERO_ERROR;
-  const UNormalizer2* nfc = unorm2_getNFCInstance(&err);
-  if (U_FAILURE(err)) return std::string(text);
-  std::u16string in(text.size(), u'\0'), out;
-  int32_t len = 0;
-  u_strFromUTF8(reinterpret_cast<UChar*>(in.data()), static_cast<int32_t>(in.size()), &len,
-                text.data(), static_cast<int32_t>(text.size()), &err);
-  if (U_FAILURE(err)) return std::string(text);
-  in.resize(len);
-  if (unorm2_isNormalized(nfc, reinterpret_cast<const UChar*>(in.data()), len, &err) &&
-      U_SUCCESS(err)) {
-    return std::string(text);
-  }
-  err = U_ZERO_ERROR;
-  out.resize(3 * in.size() + 16);  // NFC output is at most 3x the input in UTF-16.
-  const int32_t out_len = unorm2_normalize(nfc, reinterpret_cast<const UChar*>(in.data()), len,
-                                           reinterpret_cast<UChar*>(out.data()),
-                                           static_cast<int32_t>(out.size()), &err);
-  if (U_FAILURE(err)) return std::string(text);
-  std::string utf8(3 * out_len + 4, '\0');
-  int32_t utf8_len = 0;
-  u_strToUTF8(utf8.data(), static_cast<int32_t>(utf8.size()), &utf8_len,
-              reinterpret_cast<const UChar*>(out.data()), out_len, &err);
-  if (U_FAILURE(err)) return std::string(text);
-  utf8.resize(utf8_len);
-  return utf8;
-#else
-  return std::string(text);
-#endif
+  return std::nullopt;
 }
 
 }  // namespace
 
-bool Tokenizer::AppliesNfc() {
-#ifdef TESSERA_HAVE_ICU
-  return true;
-#else
-  return false;
-#endif
-}
-
-struct Tokenizer::Regex {
-  pcre2_code* code = nullptr;
-  ~Regex() {
-    if (code != nullptr) pcre2_code_free(code);
-  }
-};
-
-Tokenizer::Tokenizer() = default;
-Tokenizer::~Tokenizer() = default;
-
-absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromFile(
-    const std::string& tokenizer_json) {
-  std::ifstream in(tokenizer_json, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat(tokenizer_json, ": cannot open file"));
-  std::stringstream buf;
-  buf << in.rdbuf();
-  json j = json::parse(buf.str(), nullptr, /*allow_exceptions=*/false);
-  if (j.is_discarded() || !j.is_object()) {
-    return absl::InvalidArgumentError(absl::StrCat(tokenizer_json, ": not valid JSON"));
-  }
-  auto err = [&](const std::string& field, const std::string& what) {
-    return absl::InvalidArgumentError(absl::StrCat(tokenizer_json, ": field '", field, "' ",
-                                                   what));
-  };
-  auto tok = std::unique_ptr<Tokenizer>(new Tokenizer());
-  try {
-    // Model.
-    if (!j.contains("model") || !j["model"].is_object()) return err("model", "missing");
-    const json& model = j["model"];
-    if (model.value("type", std::string("BPE")) != "BPE") {
-      return err("model.type", "is not BPE");
-    }
-    if (!model.contains("vocab") || !model["vocab"].is_object()) {
-      return err("model.vocab", "missing or not an object");
-    }
-    int32_t max_id = -1;
-    for (auto it = model["vocab"].begin(); it != model["vocab"].end(); ++it) {
-      if (!it.value().is_number_integer() || it.value().get<int64_t>() < 0) {
-        return err("model.vocab", absl::StrCat("has a bad id for '", it.key(), "'"));
-      }
-      const auto id = it.value().get<int32_t>();
-      tok->vocab_[it.key()] = id;
-      max_id = std::max(max_id, id);
-    }
-    std::vector<AddedToken> added;
-    if (j.contains("added_tokens") && j["added_tokens"].is_array()) {
-      for (const json& a : j["added_tokens"]) {
-        if (!a.contains("id") || !a.contains("content")) {
-          return err("added_tokens", "entry without id/content");
-        }
-        AddedToken t{a["content"].get<std::string>(), a["id"].get<int32_t>(),
-                     a.value("special", false)};
-        if (t.id < 0 || t.content.empty()) return err("added_tokens", "bad entry");
-        tok->vocab_[t.content] = t.id;
-        max_id = std::max(max_id, t.id);
-        added.push_back(std::move(t));
-      }
-    }
-    tok->id_to_token_.assign(max_id + 1, std::string());
-    tok->is_special_.assign(max_id + 1, false);
-    for (const auto& [s, id] : tok->vocab_) tok->id_to_token_[id] = s;
-    for (const AddedToken& t : added) tok->is_special_[t.id] = t.special;
-    std::stable_sort(added.begin(), added.end(), [](const AddedToken& a, const AddedToken& b) {
-      return a.content.size() > b.content.size();
-    });
-    tok->added_ = std::move(added);
-    for (size_t k = 0; k < tok->added_.size(); ++k) {
-      tok->added_by_first_byte_[static_cast<unsigned char>(tok->added_[k].content[0])].push_back(
-          static_cast<int>(k));
-    }
-
-    // Byte-level alphabet.
-    uint32_t cps[256];
-    ByteToCodePoint(cps);
-    for (int& b : tok->byte_of_char_) b = -1;
-    for (int b = 0; b < 256; ++b) {
-      std::string s;
-      AppendUtf8(cps[b], &s);
-      auto it = tok->vocab_.find(s);
-      if (it == tok->vocab_.end()) {
-        return err("model.vocab", absl::StrCat("lacks the byte-level token for byte ", b));
-      }
-      tok->byte_to_id_[b] = it->second;
-      tok->byte_of_char_[cps[b]] = b;
-    }
-
-    // Merges.
-    if (!model.contains("merges") || !model["merges"].is_array()) {
-      return err("model.merges", "missing or not an array");
-    }
-    const json& merges = model["merges"];
-    for (size_t rank = 0; rank < merges.size(); ++rank) {
-      std::string a, b;
-      const json& m = merges[rank];
-      if (m.is_string()) {
-        const std::string s = m.get<std::string>();
-        const size_t sp = s.find(' ', 1);
-        if (sp == std::string::npos) return err("model.merges", absl::StrCat("entry ", rank));
-        a = s.substr(0, sp);
-        b = s.substr(sp + 1);
-      } else if (m.is_array() && m.size() == 2) {
-        a = m[0].get<std::string>();
-        b = m[1].get<std::string>();
-      } else {
-        return err("model.merges", absl::StrCat("entry ", rank, " is malformed"));
-      }
-      auto ia = tok->vocab_.find(a), ib = tok->vocab_.find(b), im = tok->vocab_.find(a + b);
-      if (ia == tok->vocab_.end() || ib == tok->vocab_.end() || im == tok->vocab_.end()) {
-        return err("model.merges", absl::StrCat("entry ", rank, " uses unknown tokens"));
-      }
-      const uint64_t key = (static_cast<uint64_t>(ia->second) << 32) |
-                           static_cast<uint32_t>(ib->second);
-      tok->merges_.try_emplace(key, static_cast<int32_t>(rank), im->second);
-    }
-
-    // Normalizer.
-    if (j.contains("normalizer") && j["normalizer"].is_object()) {
-      const json& n = j["normalizer"];
-      const std::string type = n.value("type", std::string());
-      if (type == "NFC") {
-        tok->nfc_ = true;
-      } else if (type == "Sequence") {
-        if (n.contains("normalizers") && !n["normalizers"].empty()) {
-          return err("normalizer", "non-empty Sequence is not supported");
-        }
-      } else {
-        return err("normalizer.type", absl::StrCat("'", type, "' is not supported"));
-      }
-    }
-
-    // Pre-tokenizer.
-    if (j.contains("pre_tokenizer") && j["pre_tokenizer"].is_object()) {
-      const json& p = j["pre_tokenizer"];
-      std::vector<json> steps;
-      if (p.value("type", std::string()) == "Sequence") {
-        for (const json& s : p["pretokenizers"]) steps.push_back(s);
-      } else {
-        steps.push_back(p);
-      }
-      for (const json& s : steps) {
-        const std::string type = s.value("type", std::string());
-        if (type == "ByteLevel") {
-          if (s.value("use_regex", true) || s.value("add_prefix_space", false)) {
-            return err("pre_tokenizer.ByteLevel",
-                       "use_regex/add_prefix_space true is not supported");
-          }
-        } else if (type == "Split") {
-          if (s.value("behavior", std::string()) != "Isolated" || s.value("invert", false)) {
-            return err("pre_tokenizer.Split", "only behavior Isolated, invert false supported");
-          }
-          if (!s.contains("pattern") || !s["pattern"].contains("Regex")) {
-            return err("pre_tokenizer.Split.pattern", "needs a Regex");
-          }
-          const std::string pat = s["pattern"]["Regex"].get<std::string>();
-          int errcode = 0;
-          PCRE2_SIZE erroff = 0;
-          auto re = std::make_unique<Regex>();
-          re->code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pat.data()), pat.size(),
-                                   PCRE2_UTF | PCRE2_UCP, &errcode, &erroff, nullptr);
-          if (re->code == nullptr) {
-            PCRE2_UCHAR msg[256];
-            pcre2_get_error_message(errcode, msg, sizeof(msg));
-            return err("pre_tokenizer.Split.pattern",
-                       absl::StrCat("does not compile at offset ", erroff, ": ",
-                                    reinterpret_cast<const char*>(msg)));
-          }
-          pcre2_jit_compile(re->code, PCRE2_JIT_COMPLETE);  // Falls back to the interpreter.
-          tok->splits_.push_back(std::move(re));
-        } else {
-          return err("pre_tokenizer.type", absl::StrCat("'", type, "' is not supported"));
-        }
-      }
-    }
-    if (j.contains("decoder") && j["decoder"].is_object() &&
-        j["decoder"].value("type", std::string()) != "ByteLevel") {
-      return err("decoder.type", "only ByteLevel is supported");
-    }
-  } catch (const json::exception& e) {
-    return absl::InvalidArgumentError(absl::StrCat(tokenizer_json, ": ", e.what()));
-  }
-  return tok;
-}
-
-std::optional<int32_t> Tokenizer::TokenToId(absl::string_view token) const {
-  auto it = vocab_.find(std::string(token));
-  if (it == vocab_.end()) return std::nullopt;
-  return it->second;
-}
-
-void Tokenizer::PreTokenize(absl::string_view text,
-                            std::vector<absl::string_view>* pieces) const {
-  std::vector<absl::string_view> cur{text}, next;
-  for (const auto& re : splits_) {
-    next.clear();
-    pcre2_match_data* md = pcre2_match_data_create_from_pattern(re->code, nullptr);
-    for (absl::string_view piece : cur) {
-      const auto* subject = reinterpret_cast<PCRE2_SPTR>(piece.data());
-      size_t pos = 0, prev = 0;
-      // PCRE2 validates the whole subject on every call unless told not to: check once.
-      uint32_t options = 0;
-      while (pos <= piece.size()) {
-        const int rc = pcre2_match(re->code, subject, piece.size(), pos, options, md, nullptr);
-        if (rc < 0) break;  // No more matches (or invalid UTF-8: the rest is one piece).
-        options = PCRE2_NO_UTF_CHECK;
-        const PCRE2_SIZE* ov = pcre2_get_ovector_pointer(md);
-        const size_t s = ov[0], e = ov[1];
-        if (s > prev) next.push_back(piece.substr(prev, s - prev));
-        if (e > s) {
-          next.push_back(piece.substr(s, e - s));
-          prev = pos = e;
-        } else {
-          // Empty match: nothing to emit; step over one code point.
-          prev = s;
-          pos = s + 1;
-          while (pos < piece.size() && (static_cast<unsigned char>(piece[pos]) & 0xC0) == 0x80) {
-            ++pos;
-          }
-        }
-      }
-      if (prev < piece.size()) next.push_back(piece.substr(prev));
-    }
-    pcre2_match_data_free(md);
-    cur.swap(next);
-  }
-  for (absl::string_view p : cur) {
-    if (!p.empty()) pieces->push_back(p);
-  }
-}
-
-void Tokenizer::EncodePiece(absl::string_view piece, std::vector<int32_t>* out) const {
-  {
-    std::lock_guard<std::mutex> lock(cache_mu_);
-    auto it = cache_.find(piece);
-    if (it != cache_.end()) {
-      out->insert(out->end(), it->second.begin(), it->second.end());
-      return;
-    }
-  }
-  // Symbols form a linked list; a min-heap holds candidate pairs ordered by (rank, position),
-  // so the lowest-rank pair is merged first and the leftmost one on ties, as `tokenizers` does.
-  // A popped pair is stale if either symbol changed since it was pushed.
-  const int n = static_cast<int>(piece.size());
-  std::vector<int32_t> sym(n);
-  std::vector<int> prev(n), next(n);
-  for (int i = 0; i < n; ++i) {
-    sym[i] = byte_to_id_[static_cast<unsigned char>(piece[i])];
-    prev[i] = i - 1;
-    next[i] = i + 1 < n ? i + 1 : -1;
-  }
-  struct Cand {
-    int32_t rank;
-    int pos;
-    int32_t left, right, merged;
-    bool operator>(const Cand& o) const {
-      return rank != o.rank ? rank > o.rank : pos > o.pos;
-    }
-  };
-  std::priority_queue<Cand, std::vector<Cand>, std::greater<Cand>> heap;
-  auto push = [&](int i) {
-    if (i < 0 || next[i] < 0) return;
-    const int32_t l = sym[i], r = sym[next[i]];
-    auto it = merges_.find((static_cast<uint64_t>(l) << 32) | static_cast<uint32_t>(r));
-    if (it != merges_.end()) heap.push({it->second.first, i, l, r, it->second.second});
-  };
-  for (int i = 0; i + 1 < n; ++i) push(i);
-  while (!heap.empty()) {
-    const Cand c = heap.top();
-    heap.pop();
-    const int j = next[c.pos];
-    if (sym[c.pos] != c.left || j < 0 || sym[j] != c.right) continue;  // Stale.
-    sym[c.pos] = c.merged;
-    sym[j] = -1;
-    next[c.pos] = next[j];
-    if (next[j] >= 0) prev[next[j]] = c.pos;
-    push(prev[c.pos]);
-    push(c.pos);
-  }
-  std::vector<int32_t> ids;
-  for (int i = n > 0 ? 0 : -1; i >= 0; i = next[i]) ids.push_back(sym[i]);
-  out->insert(out->end(), ids.begin(), ids.end());
-  std::lock_guard<std::mutex> lock(cache_mu_);
-  if (cache_.size() > (1u << 16)) cache_.clear();
-  cache_.emplace(std::string(piece), std::move(ids));
-}
-
-std::vector<int32_t> Tokenizer::Encode(absl::string_view text, bool allow_special) const {
-  std::vector<int32_t> out;
-  std::vector<absl::string_view> pieces;
-  auto encode_text = [&](absl::string_view t) {
-    if (t.empty()) return;
-    // Added tokens are matched on the raw text; only the text between them is normalized.
-    const std::string normalized = nfc_ ? Nfc(t) : std::string();
-    if (nfc_) t = normalized;
-    pieces.clear();
-    PreTokenize(t, &pieces);
-    for (absl::string_view p : pieces) EncodePiece(p, &out);
-  };
-  size_t start = 0;
-  for (size_t i = 0; i < text.size();) {
-    const AddedToken* hit = nullptr;
-    for (const int k : added_by_first_byte_[static_cast<unsigned char>(text[i])]) {
-      const AddedToken& a = added_[k];  // Longest first.
-      if (a.special && !allow_special) continue;
-      if (text.compare(i, a.content.size(), a.content) == 0 &&
-          i + a.content.size() <= text.size()) {
-        hit = &a;
-        break;
-      }
-    }
-    if (hit == nullptr) {
-      ++i;
-      continue;
-    }
-    encode_text(text.substr(start, i - start));
-    out.push_back(hit->id);
-    i += hit->content.size();
-    start = i;
-  }
-  encode_text(text.substr(start));
-  return out;
-}
-
 absl::StatusOr<std::string> Tokenizer::Decode(absl::Span<const int32_t> ids,
                                               bool skip_special_tokens) const {
-  std::string out;
-  std::string bytes;
+  std::string bytes, out;
+  DecodeState state;
+  const Replacement repl = replacement();
   for (const int32_t id : ids) {
-    if (id < 0 || id >= vocab_size() || id_to_token_[id].empty()) {
-      return absl::InvalidArgumentError(absl::StrCat("Decode: token id ", id,
-                                                     " is not in the vocabulary"));
+    const size_t before = bytes.size();
+    if (!AppendTokenBytes(id, skip_special_tokens, &state, &bytes)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("Decode: token id ", id, " is not in the vocabulary (size ",
+                       vocab_size(), ")"));
     }
-    if (skip_special_tokens && is_special_[id]) continue;
-    const std::string& tok = id_to_token_[id];
-    // ByteLevel decoder: every char maps back to a byte; a token with any other char is kept
-    // as its UTF-8 text (as `tokenizers` does for added tokens).
-    bytes.clear();
-    bool ok = true;
-    for (size_t i = 0; i < tok.size();) {
-      const int32_t cp = NextCodePoint(tok, &i);
-      if (cp < 0 || cp >= 0x200 || byte_of_char_[cp] < 0) {
-        ok = false;
+    if (state.ends_byte_run && before > 0) {
+      AppendValidUtf8(absl::string_view(bytes).substr(0, before), /*final=*/true, repl, &out);
+      bytes.erase(0, before);
+    }
+  }
+  AppendValidUtf8(bytes, /*final=*/true, repl, &out);
+  return out;
+}
+
+absl::StatusOr<std::unique_ptr<Tokenizer>> LoadTokenizer(const std::string& model_dir) {
+  std::error_code ec;
+  fs::path dir = model_dir, file;
+  if (fs::is_regular_file(model_dir, ec)) {
+    file = model_dir;
+    dir = file.parent_path();
+  } else if (fs::is_directory(model_dir, ec)) {
+    for (const char* name : {"tokenizer.json", "tiktoken.model", "tokenizer.model"}) {
+      if (fs::is_regular_file(dir / name, ec)) {
+        file = dir / name;
         break;
       }
-      bytes.push_back(static_cast<char>(byte_of_char_[cp]));
     }
-    out += ok ? bytes : tok;
+    if (file.empty()) {
+      return absl::NotFoundError(absl::StrCat(
+          model_dir, ": no tokenizer.json, tiktoken.model or tokenizer.model in this directory"));
+    }
+  } else {
+    return absl::NotFoundError(absl::StrCat(model_dir, ": no such file or directory"));
   }
-  return out;
+
+  // tokenizer_config.json (optional): bos/eos, and the specials of a tiktoken file.
+  json config;
+  const fs::path config_path = dir / "tokenizer_config.json";
+  if (fs::is_regular_file(config_path, ec)) {
+    std::ifstream in(config_path, std::ios::binary);
+    std::stringstream buf;
+    buf << in.rdbuf();
+    config = json::parse(buf.str(), nullptr, /*allow_exceptions=*/false);
+    if (config.is_discarded() || !config.is_object()) {
+      return absl::InvalidArgumentError(absl::StrCat(config_path.string(), ": not valid JSON"));
+    }
+  }
+
+  const std::string name = file.filename().string();
+  std::unique_ptr<Tokenizer> tok;
+  if (absl::EndsWith(name, ".json")) {
+    auto t = Tokenizer::FromFile(file.string());
+    if (!t.ok()) return t.status();
+    tok = *std::move(t);
+  } else if (absl::StrContains(name, "tiktoken")) {
+    std::vector<std::pair<std::string, int32_t>> specials;
+    if (config.contains("added_tokens_decoder") && config["added_tokens_decoder"].is_object()) {
+      for (auto it = config["added_tokens_decoder"].begin();
+           it != config["added_tokens_decoder"].end(); ++it) {
+        int32_t id = -1;
+        const auto text = TokenText(it.value());
+        if (!absl::SimpleAtoi(it.key(), &id) || !text.has_value()) {
+          return absl::InvalidArgumentError(
+              absl::StrCat(config_path.string(), ": field 'added_tokens_decoder' entry '",
+                           it.key(), "' needs an integer key and a content"));
+        }
+        specials.emplace_back(*text, id);
+      }
+    }
+    auto t = LoadTiktoken(file.string(), kKimiPattern, specials, /*num_reserved=*/256);
+    if (!t.ok()) return t.status();
+    tok = *std::move(t);
+  } else {
+    auto t = LoadSentencePiece(file.string());
+    if (!t.ok()) return t.status();
+    tok = *std::move(t);
+  }
+
+  for (const char* field : {"bos_token", "eos_token"}) {
+    if (!config.contains(field) || config[field].is_null()) continue;
+    const auto text = TokenText(config[field]);
+    const auto id = text.has_value() ? tok->TokenToId(*text) : std::nullopt;
+    if (!id.has_value()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          config_path.string(), ": field '", field, "' names no token of ", file.string()));
+    }
+    if (field[0] == 'b') {
+      tok->set_bos_id(id);
+    } else {
+      tok->set_eos_id(id);
+    }
+  }
+  return tok;
 }
 
 }  // namespace tessera

@@ -1,26 +1,28 @@
-// Byte-level BPE tokenizer loaded from a Hugging Face tokenizer.json (`tokenizers` semantics).
+// Tokenizer: the one interface every front end (engine, HTTP API, chat templates, `tessera
+// tokenize`) uses to turn text into token ids and back, whatever the model ships:
+//   - tokenizer.json (Hugging Face `tokenizers`): byte-level BPE (Qwen2/3, DeepSeek-V3, gpt-oss,
+//     GLM, MiniMax) and byte-fallback BPE with Metaspace (Llama/Mistral-style); hf_tokenizer.cc.
+//   - tiktoken.model ("base64(token) rank" lines; Kimi K2), specials from tokenizer_config.json's
+//     added_tokens_decoder; tiktoken_tokenizer.cc.
+//   - tokenizer.model (SentencePiece; Mixtral/Mistral v1) via libsentencepiece;
+//     sentencepiece_tokenizer.cc.
+// LoadTokenizer(dir) picks one (in that order of preference) and reads bos/eos from
+// tokenizer_config.json. Decode follows the reference libraries: invalid or incomplete UTF-8 in
+// the decoded bytes becomes U+FFFD (one per maximal invalid subpart, like Rust's
+// from_utf8_lossy and Python's errors="replace"; SentencePiece: one per invalid byte), so
+// Decode always returns valid UTF-8. StreamingDetokenizer (detokenizer.h) produces the same
+// text incrementally from the DecodeState/AppendTokenBytes primitive below.
 //
-// Supported (what the Qwen2/Qwen3, DeepSeek-V3 and gpt-oss files use): model BPE with the GPT-2
-// byte<->unicode map, merges as "a b" strings or [a, b] pairs (rank = index); pre_tokenizer
-// Sequence of Split (regex, behavior Isolated, invert false; compiled with PCRE2 UTF+UCP, JIT
-// when available) and ByteLevel (use_regex false, add_prefix_space false); added_tokens matched
-// first (leftmost, longest), special ones only when allowed; decoder ByteLevel.
-// NFC normalizer via ICU when built with it (AppliesNfc()); otherwise a no-op.
-// Not implemented (docs/text.md): added-token lstrip/rstrip/single_word/normalized flags, BPE
-// dropout, other normalizers/pre-tokenizers/models.
-//
-// Thread safety: a loaded Tokenizer is immutable except for an internal piece cache guarded by
-// a mutex; Encode/Decode may be called concurrently.
+// Thread safety: a loaded Tokenizer is immutable (internal caches are synchronised); every
+// const method may be called concurrently.
 #pragma once
 
 #include <cstdint>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <string>
 #include <vector>
 
-#include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/types/span.h"
@@ -29,54 +31,105 @@ namespace tessera {
 
 class Tokenizer {
  public:
-  // Loads `tokenizer_json`; errors name the file and the field at fault.
-  static absl::StatusOr<std::unique_ptr<Tokenizer>> FromFile(const std::string& tokenizer_json);
-  ~Tokenizer();
-  Tokenizer(const Tokenizer&) = delete;
-  Tokenizer& operator=(const Tokenizer&) = delete;
+  // Per-sequence decoding state (SentencePiece/Metaspace drop the leading space of the first
+  // visible piece).
+  struct DecodeState {
+    bool at_start = true;
+    // Output of AppendTokenBytes: an incomplete UTF-8 sequence before this token's bytes can
+    // no longer be completed (SentencePiece decodes each run of byte pieces on its own).
+    bool ends_byte_run = false;
+  };
+  // How invalid UTF-8 in the decoded bytes is replaced by U+FFFD.
+  enum class Replacement { kMaximalSubpart, kPerByte };
 
-  // Token ids of `text` (UTF-8). Special added tokens are recognised only if `allow_special`;
-  // otherwise they are tokenized as ordinary text.
-  std::vector<int32_t> Encode(absl::string_view text, bool allow_special = true) const;
-  // Text of `ids`; error for an id outside the vocabulary. Bytes are returned as decoded (a
-  // partial UTF-8 sequence at the end is kept, not replaced).
-  absl::StatusOr<std::string> Decode(absl::Span<const int32_t> ids,
-                                     bool skip_special_tokens = false) const;
-  // One past the largest id (model vocab and added tokens).
-  int32_t vocab_size() const { return static_cast<int32_t>(id_to_token_.size()); }
-  std::optional<int32_t> TokenToId(absl::string_view token) const;
+  // Loads a Hugging Face tokenizer.json (the byte-level / byte-fallback BPE implementation).
+  // Errors name the file and the field at fault. Prefer LoadTokenizer, which also reads
+  // tokenizer_config.json (bos/eos) and handles the other formats.
+  static absl::StatusOr<std::unique_ptr<Tokenizer>> FromFile(const std::string& tokenizer_json);
   // Whether this build applies an NFC normalizer (needs ICU; without it NFC is a no-op, which
   // is exact only for already-NFC text).
   static bool AppliesNfc();
 
+  virtual ~Tokenizer() = default;
+  Tokenizer(const Tokenizer&) = delete;
+  Tokenizer& operator=(const Tokenizer&) = delete;
+
+  // Token ids of `text` (UTF-8; invalid bytes are encoded as bytes where the format can).
+  // Special tokens are recognised only if `allow_special`; otherwise they are tokenized as
+  // ordinary text. No BOS/EOS is added (that is the chat template's job).
+  std::vector<int32_t> Encode(absl::string_view text, bool allow_special = true) const {
+    return EncodeImpl(text, allow_special);
+  }
+  // Text of `ids` (always valid UTF-8, see above); error for an id outside the vocabulary.
+  // With `skip_special_tokens`, special tokens (IsSpecial) contribute nothing.
+  absl::StatusOr<std::string> Decode(absl::Span<const int32_t> ids,
+                                     bool skip_special_tokens = false) const;
+  // One past the largest id (model vocab and added tokens).
+  virtual int32_t vocab_size() const = 0;
+  // Id of a vocabulary entry or added/special token spelled as stored in the vocabulary (e.g.
+  // "Ġthe" for byte-level BPE, "▁the" for SentencePiece, "<|im_end|>"); nullopt if none.
+  virtual std::optional<int32_t> TokenToId(absl::string_view token) const = 0;
+  // The vocabulary spelling of `id` (inverse of TokenToId; tiktoken: the raw bytes, which may
+  // be invalid UTF-8); nullopt for an id that is unused or out of range.
+  virtual std::optional<std::string> IdToToken(int32_t id) const = 0;
+  // Whether `id` is a special token (added tokens marked special, SentencePiece control tokens,
+  // tiktoken specials); false for unknown ids.
+  virtual bool IsSpecial(int32_t id) const = 0;
+  // BOS / EOS ids when known (tokenizer_config.json bos_token / eos_token, or the model file).
+  std::optional<int32_t> bos_id() const { return bos_id_; }
+  std::optional<int32_t> eos_id() const { return eos_id_; }
+  void set_bos_id(std::optional<int32_t> id) { bos_id_ = id; }
+  void set_eos_id(std::optional<int32_t> id) { eos_id_ = id; }
+  // "tokenizer.json", "tiktoken" or "sentencepiece".
+  virtual absl::string_view format() const = 0;
+
+  // Decoding primitive shared by Decode and StreamingDetokenizer: appends the bytes that token
+  // `id` contributes to the decoded text to `out` (possibly an incomplete UTF-8 sequence,
+  // nothing for a skipped special token) and updates `state`. Returns false for an unknown id.
+  // Decode(ids) == ToValidUtf8 of the concatenated bytes, with replacement(), where an
+  // incomplete sequence is also replaced where `state->ends_byte_run` says so.
+  virtual bool AppendTokenBytes(int32_t id, bool skip_special_tokens, DecodeState* state,
+                                std::string* out) const = 0;
+  virtual Replacement replacement() const { return Replacement::kMaximalSubpart; }
+
+ protected:
+  Tokenizer() = default;
+  virtual std::vector<int32_t> EncodeImpl(absl::string_view text, bool allow_special) const = 0;
+
  private:
-  struct AddedToken {
-    std::string content;
-    int32_t id;
-    bool special;
-  };
-  struct Regex;  // PCRE2 code + match data.
-
-  Tokenizer();
-  // Appends the pre-tokenized pieces of `text` (no added tokens inside) to `pieces`.
-  void PreTokenize(absl::string_view text, std::vector<absl::string_view>* pieces) const;
-  // BPE of one pre-tokenized piece (raw bytes), appended to `out`.
-  void EncodePiece(absl::string_view piece, std::vector<int32_t>* out) const;
-
-  absl::flat_hash_map<std::string, int32_t> vocab_;  // token string -> id (model + added).
-  std::vector<std::string> id_to_token_;             // id -> token string ("" when unused).
-  std::vector<bool> is_special_;                     // id -> special added token.
-  // (left id << 32 | right id) -> (rank, merged id).
-  absl::flat_hash_map<uint64_t, std::pair<int32_t, int32_t>> merges_;
-  int32_t byte_to_id_[256];
-  int byte_of_char_[0x200];  // byte-level char code point -> byte, -1 if none.
-  std::vector<AddedToken> added_;  // Sorted by content length, longest first.
-  std::vector<int> added_by_first_byte_[256];  // Indices into added_, longest first.
-  std::vector<std::unique_ptr<Regex>> splits_;
-  bool nfc_ = false;
-
-  mutable std::mutex cache_mu_;
-  mutable absl::flat_hash_map<std::string, std::vector<int32_t>> cache_;
+  std::optional<int32_t> bos_id_;
+  std::optional<int32_t> eos_id_;
 };
+
+// Loads the tokenizer of a model directory: tokenizer.json, else tiktoken.model, else
+// tokenizer.model (SentencePiece); bos/eos (and tiktoken specials) from tokenizer_config.json
+// when present. `model_dir` may also name one of those files directly.
+absl::StatusOr<std::unique_ptr<Tokenizer>> LoadTokenizer(const std::string& model_dir);
+
+// Tiktoken BPE file ("base64(token) rank" per line) with `pattern` (PCRE2 syntax) as the
+// pre-tokenizer and `specials` (content, id); ids in [number of ranks, + `num_reserved`) that
+// `specials` leaves out become "<|reserved_token_ID|>" (as Kimi's tokenizer does).
+absl::StatusOr<std::unique_ptr<Tokenizer>> LoadTiktoken(
+    const std::string& path, const std::string& pattern,
+    const std::vector<std::pair<std::string, int32_t>>& specials, int num_reserved = 0);
+// The pre-tokenizer pattern of Kimi K2's tokenization_kimi.py (tiktoken.model without a
+// pattern of its own gets this one).
+extern const char kKimiPattern[];
+// SentencePiece model file (tokenizer.model).
+absl::StatusOr<std::unique_ptr<Tokenizer>> LoadSentencePiece(const std::string& path);
+
+// UTF-8 helpers (coordinator/text/utf8.cc).
+// Appends the valid UTF-8 prefix of `bytes` to `out`, replacing invalid sequences by U+FFFD;
+// an incomplete sequence at the end is replaced too when `final`, otherwise left unconsumed.
+// Returns the number of bytes of `bytes` consumed.
+size_t AppendValidUtf8(absl::string_view bytes, bool final, Tokenizer::Replacement replacement,
+                       std::string* out);
+inline std::string ToValidUtf8(absl::string_view bytes,
+                               Tokenizer::Replacement replacement =
+                                   Tokenizer::Replacement::kMaximalSubpart) {
+  std::string out;
+  AppendValidUtf8(bytes, /*final=*/true, replacement, &out);
+  return out;
+}
 
 }  // namespace tessera

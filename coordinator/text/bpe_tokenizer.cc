@@ -1,0 +1,670 @@
+// Byte-level BPE tokenizers: Hugging Face tokenizer.json and tiktoken files (see tokenizer.h).
+#include "coordinator/text/tokenizer.h"
+
+#define PCRE2_CODE_UNIT_WIDTH 8
+#include <pcre2.h>
+
+#include <fstream>
+#include <functional>
+#include <limits>
+#include <queue>
+#include <sstream>
+#include <utility>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/strings/escaping.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+
+#include "absl/strings/str_cat.h"
+#include "kernels/base/status.h"
+#include "nlohmann/json.hpp"
+
+#ifdef TESSERA_HAVE_ICU
+#include <unicode/unorm2.h>
+#include <unicode/ustring.h>
+#endif
+
+namespace tessera {
+namespace {
+
+using json = nlohmann::json;
+
+// Appends the UTF-8 encoding of code point `cp` to `out`.
+void AppendUtf8(uint32_t cp, std::string* out) {
+  if (cp < 0x80) {
+    out->push_back(static_cast<char>(cp));
+  } else if (cp < 0x800) {
+    out->push_back(static_cast<char>(0xC0 | (cp >> 6)));
+    out->push_back(static_cast<char>(0x80 | (cp & 0x3F)));
+  } else {
+    out->push_back(static_cast<char>(0xE0 | (cp >> 12)));
+    out->push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
+    out->push_back(static_cast<char>(0x80 | (cp & 0x3F)));
+  }
+}
+
+// The GPT-2 byte -> code point map: printable Latin-1 bytes map to themselves, the other 68
+// bytes to 256, 257, ... in byte order.
+void ByteToCodePoint(uint32_t table[256]) {
+  int next = 256;
+  for (int b = 0; b < 256; ++b) {
+    const bool printable = (b >= 0x21 && b <= 0x7E) || (b >= 0xA1 && b <= 0xAC) || b >= 0xAE;
+    table[b] = printable ? b : next++;
+  }
+}
+
+// Decodes one UTF-8 code point at `s[*i]`, advancing `*i`; returns -1 when malformed.
+int32_t NextCodePoint(absl::string_view s, size_t* i) {
+  const auto c = static_cast<unsigned char>(s[*i]);
+  int len = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
+  if (len == 0 || *i + len > s.size()) {
+    ++*i;
+    return -1;
+  }
+  int32_t cp = len == 1 ? c : c & (0x7F >> len);
+  for (int k = 1; k < len; ++k) cp = (cp << 6) | (static_cast<unsigned char>(s[*i + k]) & 0x3F);
+  *i += len;
+  return cp;
+}
+
+// NFC of `text`; text that is ASCII, not valid UTF-8, or built without ICU is returned as is.
+std::string Nfc(absl::string_view text) {
+  bool ascii = true;
+  for (char c : text) ascii &= static_cast<unsigned char>(c) < 0x80;
+  if (ascii) return std::string(text);
+#ifdef TESSERA_HAVE_ICU
+  UErrorCode err = U_ZERO_ERROR;
+  const UNormalizer2* nfc = unorm2_getNFCInstance(&err);
+  if (U_FAILURE(err)) return std::string(text);
+  std::u16string in(text.size(), u'\0'), out;
+  int32_t len = 0;
+  u_strFromUTF8(reinterpret_cast<UChar*>(in.data()), static_cast<int32_t>(in.size()), &len,
+                text.data(), static_cast<int32_t>(text.size()), &err);
+  if (U_FAILURE(err)) return std::string(text);
+  in.resize(len);
+  if (unorm2_isNormalized(nfc, reinterpret_cast<const UChar*>(in.data()), len, &err) &&
+      U_SUCCESS(err)) {
+    return std::string(text);
+  }
+  err = U_ZERO_ERROR;
+  out.resize(3 * in.size() + 16);  // NFC output is at most 3x the input in UTF-16.
+  const int32_t out_len = unorm2_normalize(nfc, reinterpret_cast<const UChar*>(in.data()), len,
+                                           reinterpret_cast<UChar*>(out.data()),
+                                           static_cast<int32_t>(out.size()), &err);
+  if (U_FAILURE(err)) return std::string(text);
+  std::string utf8(3 * out_len + 4, '\0');
+  int32_t utf8_len = 0;
+  u_strToUTF8(utf8.data(), static_cast<int32_t>(utf8.size()), &utf8_len,
+              reinterpret_cast<const UChar*>(out.data()), out_len, &err);
+  if (U_FAILURE(err)) return std::string(text);
+  utf8.resize(utf8_len);
+  return utf8;
+#else
+  return std::string(text);
+#endif
+}
+
+
+// Wraps PCRE2 code; owns it.
+struct Regex {
+  pcre2_code* code = nullptr;
+  Regex() = default;
+  Regex(const Regex&) = delete;
+  Regex& operator=(const Regex&) = delete;
+  ~Regex() {
+    if (code != nullptr) pcre2_code_free(code);
+  }
+};
+
+// Compiles `pattern` (UTF + UCP, JIT when available); the error names `what`.
+absl::StatusOr<std::unique_ptr<Regex>> CompileRegex(const std::string& pattern,
+                                                    const std::string& what) {
+  int errcode = 0;
+  PCRE2_SIZE erroff = 0;
+  auto re = std::make_unique<Regex>();
+  re->code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.data()), pattern.size(),
+                           PCRE2_UTF | PCRE2_UCP, &errcode, &erroff, nullptr);
+  if (re->code == nullptr) {
+    PCRE2_UCHAR msg[256];
+    pcre2_get_error_message(errcode, msg, sizeof(msg));
+    return absl::InvalidArgumentError(absl::StrCat(what, " does not compile at offset ", erroff,
+                                                   ": ", reinterpret_cast<const char*>(msg)));
+  }
+  pcre2_jit_compile(re->code, PCRE2_JIT_COMPLETE);  // Falls back to the interpreter.
+  return re;
+}
+
+// Byte-level BPE over a vocabulary of byte-level strings (GPT-2 byte<->unicode map), with
+// pre-tokenizer splits and added tokens. Loaded from tokenizer.json or a tiktoken file (whose
+// raw-byte tokens are converted to the same byte-level spelling).
+class BpeTokenizer final : public Tokenizer {
+ public:
+  static absl::StatusOr<std::unique_ptr<BpeTokenizer>> FromHfJson(const std::string& path);
+  static absl::StatusOr<std::unique_ptr<BpeTokenizer>> FromTiktoken(
+      const std::string& path, const std::string& pattern,
+      const std::vector<std::pair<std::string, int32_t>>& specials, int num_reserved);
+
+  int32_t vocab_size() const override { return static_cast<int32_t>(id_to_token_.size()); }
+  std::optional<int32_t> TokenToId(absl::string_view token) const override {
+    auto it = vocab_.find(token);
+    if (it == vocab_.end()) return std::nullopt;
+    return it->second;
+  }
+  std::optional<std::string> IdToToken(int32_t id) const override {
+    if (id < 0 || id >= vocab_size() || id_to_token_[id].empty()) return std::nullopt;
+    return id_to_token_[id];
+  }
+  bool IsSpecial(int32_t id) const override {
+    return id >= 0 && id < vocab_size() && is_special_[id];
+  }
+  absl::string_view format() const override { return format_; }
+  bool AppendTokenBytes(int32_t id, bool skip_special_tokens, DecodeState* state,
+                        std::string* out) const override;
+
+ protected:
+  std::vector<int32_t> EncodeImpl(absl::string_view text, bool allow_special) const override;
+
+ private:
+  struct AddedToken {
+    std::string content;
+    int32_t id;
+    bool special;
+  };
+
+  BpeTokenizer() = default;
+  // Fills id_to_token_, is_special_, the byte alphabet and the added-token index from vocab_
+  // and `added`. Errors name `path`.
+  absl::Status Finish(const std::string& path, std::vector<AddedToken> added);
+  // Appends the pre-tokenized pieces of `text` (no added tokens inside) to `pieces`.
+  void PreTokenize(absl::string_view text, std::vector<absl::string_view>* pieces) const;
+  // BPE of one pre-tokenized piece (raw bytes), appended to `out`.
+  void EncodePiece(absl::string_view piece, std::vector<int32_t>* out) const;
+
+  std::string format_;
+  absl::flat_hash_map<std::string, int32_t> vocab_;  // token string -> id (model + added).
+  std::vector<std::string> id_to_token_;             // id -> token string ("" when unused).
+  std::vector<std::string> id_to_bytes_;             // id -> decoded bytes.
+  std::vector<bool> is_special_;                     // id -> special added token.
+  // (left id << 32 | right id) -> (rank, merged id).
+  absl::flat_hash_map<uint64_t, std::pair<int32_t, int32_t>> merges_;
+  int32_t byte_to_id_[256];
+  std::string byte_level_[256];  // byte -> its byte-level spelling (UTF-8).
+  std::vector<AddedToken> added_;  // Sorted by content length, longest first.
+  std::vector<int> added_by_first_byte_[256];  // Indices into added_, longest first.
+  std::vector<std::unique_ptr<Regex>> splits_;
+  bool nfc_ = false;
+  // A piece that is itself in the vocabulary is one token (tokenizers' ignore_merges; what
+  // tiktoken always does).
+  bool ignore_merges_ = false;
+
+  mutable std::mutex cache_mu_;
+  mutable absl::flat_hash_map<std::string, std::vector<int32_t>> cache_;
+};
+
+absl::Status BpeTokenizer::Finish(const std::string& path, std::vector<AddedToken> added) {
+  int32_t max_id = -1;
+  for (const auto& [s, id] : vocab_) max_id = std::max(max_id, id);
+  for (const AddedToken& t : added) max_id = std::max(max_id, t.id);
+  id_to_token_.assign(max_id + 1, std::string());
+  is_special_.assign(max_id + 1, false);
+  for (const auto& [s, id] : vocab_) id_to_token_[id] = s;
+  for (const AddedToken& t : added) {
+    vocab_[t.content] = t.id;
+    id_to_token_[t.id] = t.content;
+    is_special_[t.id] = t.special;
+  }
+  std::stable_sort(added.begin(), added.end(), [](const AddedToken& a, const AddedToken& b) {
+    return a.content.size() > b.content.size();
+  });
+  added_ = std::move(added);
+  for (size_t k = 0; k < added_.size(); ++k) {
+    added_by_first_byte_[static_cast<unsigned char>(added_[k].content[0])].push_back(
+        static_cast<int>(k));
+  }
+  // Byte-level alphabet.
+  uint32_t cps[256];
+  ByteToCodePoint(cps);
+  int byte_of_char[0x200];
+  for (int& b : byte_of_char) b = -1;
+  for (int b = 0; b < 256; ++b) {
+    AppendUtf8(cps[b], &byte_level_[b]);
+    auto it = vocab_.find(byte_level_[b]);
+    if (it == vocab_.end()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(path, ": field 'model.vocab' lacks the byte-level token for byte ", b));
+    }
+    byte_to_id_[b] = it->second;
+    byte_of_char[cps[b]] = b;
+  }
+  // Decoded bytes of every token (ByteLevel decoder): each char maps back to a byte; a token
+  // with any other char (an added token) is its UTF-8 text, as `tokenizers` does.
+  id_to_bytes_.assign(max_id + 1, std::string());
+  for (int32_t id = 0; id <= max_id; ++id) {
+    const std::string& tok = id_to_token_[id];
+    std::string& bytes = id_to_bytes_[id];
+    bool ok = true;
+    for (size_t i = 0; i < tok.size();) {
+      const int32_t cp = NextCodePoint(tok, &i);
+      if (cp < 0 || cp >= 0x200 || byte_of_char[cp] < 0) {
+        ok = false;
+        break;
+      }
+      bytes.push_back(static_cast<char>(byte_of_char[cp]));
+    }
+    if (!ok) bytes = tok;
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<BpeTokenizer>> BpeTokenizer::FromHfJson(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot open file"));
+  std::stringstream buf;
+  buf << in.rdbuf();
+  json j = json::parse(buf.str(), nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded() || !j.is_object()) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ": not valid JSON"));
+  }
+  auto err = [&](const std::string& field, const std::string& what) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ": field '", field, "' ", what));
+  };
+  auto tok = std::unique_ptr<BpeTokenizer>(new BpeTokenizer());
+  tok->format_ = "tokenizer.json";
+  try {
+    // Model.
+    if (!j.contains("model") || !j["model"].is_object()) return err("model", "missing");
+    const json& model = j["model"];
+    if (model.value("type", std::string("BPE")) != "BPE") {
+      return err("model.type", "is not BPE");
+    }
+    if (!model.contains("vocab") || !model["vocab"].is_object()) {
+      return err("model.vocab", "missing or not an object");
+    }
+    if (model.contains("byte_fallback") && model["byte_fallback"].is_boolean() &&
+        model["byte_fallback"].get<bool>()) {
+      return err("model.byte_fallback", "true is not supported (byte-level BPE only)");
+    }
+    tok->ignore_merges_ = model.contains("ignore_merges") && model["ignore_merges"].is_boolean() &&
+                          model["ignore_merges"].get<bool>();
+    for (auto it = model["vocab"].begin(); it != model["vocab"].end(); ++it) {
+      if (!it.value().is_number_integer() || it.value().get<int64_t>() < 0) {
+        return err("model.vocab", absl::StrCat("has a bad id for '", it.key(), "'"));
+      }
+      tok->vocab_[it.key()] = it.value().get<int32_t>();
+    }
+    std::vector<AddedToken> added;
+    if (j.contains("added_tokens") && j["added_tokens"].is_array()) {
+      for (const json& a : j["added_tokens"]) {
+        if (!a.contains("id") || !a.contains("content")) {
+          return err("added_tokens", "entry without id/content");
+        }
+        AddedToken t{a["content"].get<std::string>(), a["id"].get<int32_t>(),
+                     a.value("special", false)};
+        if (t.id < 0 || t.content.empty()) return err("added_tokens", "bad entry");
+        for (const char* flag : {"lstrip", "rstrip", "single_word"}) {
+          if (a.value(flag, false)) {
+            return err(absl::StrCat("added_tokens[", t.content, "].", flag),
+                       "true is not supported");
+          }
+        }
+        added.push_back(std::move(t));
+      }
+    }
+    RETURN_IF_ERROR(tok->Finish(path, std::move(added)));
+
+    // Merges.
+    if (!model.contains("merges") || !model["merges"].is_array()) {
+      return err("model.merges", "missing or not an array");
+    }
+    const json& merges = model["merges"];
+    for (size_t rank = 0; rank < merges.size(); ++rank) {
+      std::string a, b;
+      const json& m = merges[rank];
+      if (m.is_string()) {
+        const std::string s = m.get<std::string>();
+        const size_t sp = s.find(' ', 1);
+        if (sp == std::string::npos) return err("model.merges", absl::StrCat("entry ", rank));
+        a = s.substr(0, sp);
+        b = s.substr(sp + 1);
+      } else if (m.is_array() && m.size() == 2) {
+        a = m[0].get<std::string>();
+        b = m[1].get<std::string>();
+      } else {
+        return err("model.merges", absl::StrCat("entry ", rank, " is malformed"));
+      }
+      auto ia = tok->vocab_.find(a), ib = tok->vocab_.find(b), im = tok->vocab_.find(a + b);
+      if (ia == tok->vocab_.end() || ib == tok->vocab_.end() || im == tok->vocab_.end()) {
+        return err("model.merges", absl::StrCat("entry ", rank, " uses unknown tokens"));
+      }
+      const uint64_t key = (static_cast<uint64_t>(ia->second) << 32) |
+                           static_cast<uint32_t>(ib->second);
+      tok->merges_.try_emplace(key, static_cast<int32_t>(rank), im->second);
+    }
+
+    // Normalizer.
+    if (j.contains("normalizer") && j["normalizer"].is_object()) {
+      const json& n = j["normalizer"];
+      const std::string type = n.value("type", std::string());
+      if (type == "NFC") {
+        tok->nfc_ = true;
+      } else if (type == "Sequence") {
+        if (n.contains("normalizers") && !n["normalizers"].empty()) {
+          return err("normalizer", "non-empty Sequence is not supported");
+        }
+      } else {
+        return err("normalizer.type", absl::StrCat("'", type, "' is not supported"));
+      }
+    }
+
+    // Pre-tokenizer.
+    if (j.contains("pre_tokenizer") && j["pre_tokenizer"].is_object()) {
+      const json& p = j["pre_tokenizer"];
+      std::vector<json> steps;
+      if (p.value("type", std::string()) == "Sequence") {
+        for (const json& s : p["pretokenizers"]) steps.push_back(s);
+      } else {
+        steps.push_back(p);
+      }
+      for (const json& s : steps) {
+        const std::string type = s.value("type", std::string());
+        if (type == "ByteLevel") {
+          if (s.value("use_regex", true) || s.value("add_prefix_space", false)) {
+            return err("pre_tokenizer.ByteLevel",
+                       "use_regex/add_prefix_space true is not supported");
+          }
+        } else if (type == "Split") {
+          if (s.value("behavior", std::string()) != "Isolated" || s.value("invert", false)) {
+            return err("pre_tokenizer.Split", "only behavior Isolated, invert false supported");
+          }
+          if (!s.contains("pattern") || !s["pattern"].contains("Regex")) {
+            return err("pre_tokenizer.Split.pattern", "needs a Regex");
+          }
+          auto re = CompileRegex(s["pattern"]["Regex"].get<std::string>(),
+                                 absl::StrCat(path, ": field 'pre_tokenizer.Split.pattern'"));
+          if (!re.ok()) return re.status();
+          tok->splits_.push_back(*std::move(re));
+        } else {
+          return err("pre_tokenizer.type", absl::StrCat("'", type, "' is not supported"));
+        }
+      }
+    }
+    if (j.contains("decoder") && j["decoder"].is_object() &&
+        j["decoder"].value("type", std::string()) != "ByteLevel") {
+      return err("decoder.type", "only ByteLevel is supported");
+    }
+  } catch (const json::exception& e) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ": ", e.what()));
+  }
+  return tok;
+}
+
+absl::StatusOr<std::unique_ptr<BpeTokenizer>> BpeTokenizer::FromTiktoken(
+    const std::string& path, const std::string& pattern,
+    const std::vector<std::pair<std::string, int32_t>>& specials, int num_reserved) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot open file"));
+  auto tok = std::unique_ptr<BpeTokenizer>(new BpeTokenizer());
+  tok->format_ = "tiktoken";
+  tok->ignore_merges_ = true;
+  uint32_t cps[256];
+  ByteToCodePoint(cps);
+  std::vector<std::string> by_rank;  // rank -> raw bytes.
+  std::string line;
+  for (int line_no = 1; std::getline(in, line); ++line_no) {
+    absl::string_view l = absl::StripAsciiWhitespace(line);
+    if (l.empty()) continue;
+    const size_t sp = l.find(' ');
+    std::string bytes;
+    int32_t rank = -1;
+    if (sp == absl::string_view::npos || !absl::Base64Unescape(l.substr(0, sp), &bytes) ||
+        bytes.empty() || !absl::SimpleAtoi(l.substr(sp + 1), &rank) || rank < 0) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          path, ":", line_no, ": expected 'base64(token) rank', got '", l.substr(0, 80), "'"));
+    }
+    std::string spelled;
+    for (unsigned char c : bytes) AppendUtf8(cps[c], &spelled);
+    if (!tok->vocab_.emplace(spelled, rank).second) {
+      return absl::InvalidArgumentError(absl::StrCat(path, ":", line_no, ": duplicate token"));
+    }
+    if (static_cast<size_t>(rank) >= by_rank.size()) by_rank.resize(rank + 1);
+    by_rank[rank] = std::move(bytes);
+  }
+  if (tok->vocab_.empty()) return absl::InvalidArgumentError(absl::StrCat(path, ": no tokens"));
+  std::vector<AddedToken> added;
+  for (const auto& [content, id] : specials) {
+    if (content.empty() || id < 0) {
+      return absl::InvalidArgumentError(absl::StrCat(path, ": bad special token '", content,
+                                                     "' id ", id));
+    }
+    added.push_back({content, id, true});
+  }
+  const int32_t num_base = static_cast<int32_t>(tok->vocab_.size());
+  for (int32_t id = num_base; id < num_base + num_reserved; ++id) {
+    bool named = false;
+    for (const auto& s : specials) named |= s.second == id;
+    if (!named) added.push_back({absl::StrCat("<|reserved_token_", id, "|>"), id, true});
+  }
+  RETURN_IF_ERROR(tok->Finish(path, std::move(added)));
+  // tiktoken merges the adjacent pair whose concatenation has the lowest rank: every split of a
+  // token into two tokens is a merge of that token's rank.
+  for (size_t rank = 0; rank < by_rank.size(); ++rank) {
+    const std::string& t = by_rank[rank];
+    if (t.size() < 2) continue;
+    std::string left;
+    for (size_t k = 1; k < t.size(); ++k) {
+      left.clear();
+      std::string right;
+      for (size_t i = 0; i < k; ++i) AppendUtf8(cps[static_cast<unsigned char>(t[i])], &left);
+      for (size_t i = k; i < t.size(); ++i) {
+        AppendUtf8(cps[static_cast<unsigned char>(t[i])], &right);
+      }
+      auto ia = tok->vocab_.find(left), ib = tok->vocab_.find(right);
+      if (ia == tok->vocab_.end() || ib == tok->vocab_.end()) continue;
+      const uint64_t key = (static_cast<uint64_t>(ia->second) << 32) |
+                           static_cast<uint32_t>(ib->second);
+      tok->merges_.try_emplace(key, static_cast<int32_t>(rank), static_cast<int32_t>(rank));
+    }
+  }
+  auto re = CompileRegex(pattern, absl::StrCat(path, ": the pre-tokenizer pattern"));
+  if (!re.ok()) return re.status();
+  tok->splits_.push_back(*std::move(re));
+  return tok;
+}
+
+void BpeTokenizer::PreTokenize(absl::string_view text,
+                               std::vector<absl::string_view>* pieces) const {
+  std::vector<absl::string_view> cur{text}, next;
+  for (const auto& re : splits_) {
+    next.clear();
+    pcre2_match_data* md = pcre2_match_data_create_from_pattern(re->code, nullptr);
+    for (absl::string_view piece : cur) {
+      const auto* subject = reinterpret_cast<PCRE2_SPTR>(piece.data());
+      size_t pos = 0, prev = 0;
+      // PCRE2 validates the whole subject on every call unless told not to: check once.
+      uint32_t options = 0;
+      while (pos <= piece.size()) {
+        const int rc = pcre2_match(re->code, subject, piece.size(), pos, options, md, nullptr);
+        if (rc < 0) break;  // No more matches (or invalid UTF-8: the rest is one piece).
+        options = PCRE2_NO_UTF_CHECK;
+        const PCRE2_SIZE* ov = pcre2_get_ovector_pointer(md);
+        const size_t s = ov[0], e = ov[1];
+        if (s > prev) next.push_back(piece.substr(prev, s - prev));
+        if (e > s) {
+          next.push_back(piece.substr(s, e - s));
+          prev = pos = e;
+        } else {
+          // Empty match: nothing to emit; step over one code point.
+          prev = s;
+          pos = s + 1;
+          while (pos < piece.size() && (static_cast<unsigned char>(piece[pos]) & 0xC0) == 0x80) {
+            ++pos;
+          }
+        }
+      }
+      if (prev < piece.size()) next.push_back(piece.substr(prev));
+    }
+    pcre2_match_data_free(md);
+    cur.swap(next);
+  }
+  for (absl::string_view p : cur) {
+    if (!p.empty()) pieces->push_back(p);
+  }
+}
+
+void BpeTokenizer::EncodePiece(absl::string_view piece, std::vector<int32_t>* out) const {
+  if (piece.size() == 1) {
+    out->push_back(byte_to_id_[static_cast<unsigned char>(piece[0])]);
+    return;
+  }
+  {
+    std::lock_guard<std::mutex> lock(cache_mu_);
+    auto it = cache_.find(piece);
+    if (it != cache_.end()) {
+      out->insert(out->end(), it->second.begin(), it->second.end());
+      return;
+    }
+  }
+  std::vector<int32_t> ids;
+  if (ignore_merges_) {
+    std::string spelled;
+    for (unsigned char c : piece) spelled += byte_level_[c];
+    auto it = vocab_.find(spelled);
+    if (it != vocab_.end() && !is_special_[it->second]) ids.push_back(it->second);
+  }
+  if (ids.empty()) {
+    // Symbols form a linked list; a min-heap holds candidate pairs ordered by (rank, position),
+    // so the lowest-rank pair is merged first and the leftmost one on ties, as `tokenizers`
+    // and tiktoken do. A popped pair is stale if either symbol changed since it was pushed.
+    const int n = static_cast<int>(piece.size());
+    std::vector<int32_t> sym(n);
+    std::vector<int> prev(n), next(n);
+    for (int i = 0; i < n; ++i) {
+      sym[i] = byte_to_id_[static_cast<unsigned char>(piece[i])];
+      prev[i] = i - 1;
+      next[i] = i + 1 < n ? i + 1 : -1;
+    }
+    struct Cand {
+      int32_t rank;
+      int pos;
+      int32_t left, right, merged;
+      bool operator>(const Cand& o) const {
+        return rank != o.rank ? rank > o.rank : pos > o.pos;
+      }
+    };
+    std::priority_queue<Cand, std::vector<Cand>, std::greater<Cand>> heap;
+    auto push = [&](int i) {
+      if (i < 0 || next[i] < 0) return;
+      const int32_t l = sym[i], r = sym[next[i]];
+      auto it = merges_.find((static_cast<uint64_t>(l) << 32) | static_cast<uint32_t>(r));
+      if (it != merges_.end()) heap.push({it->second.first, i, l, r, it->second.second});
+    };
+    for (int i = 0; i + 1 < n; ++i) push(i);
+    while (!heap.empty()) {
+      const Cand c = heap.top();
+      heap.pop();
+      const int j = next[c.pos];
+      if (sym[c.pos] != c.left || j < 0 || sym[j] != c.right) continue;  // Stale.
+      sym[c.pos] = c.merged;
+      sym[j] = -1;
+      next[c.pos] = next[j];
+      if (next[j] >= 0) prev[next[j]] = c.pos;
+      push(prev[c.pos]);
+      push(c.pos);
+    }
+    for (int i = n > 0 ? 0 : -1; i >= 0; i = next[i]) ids.push_back(sym[i]);
+  }
+  out->insert(out->end(), ids.begin(), ids.end());
+  std::lock_guard<std::mutex> lock(cache_mu_);
+  if (cache_.size() > (1u << 16)) cache_.clear();
+  cache_.emplace(std::string(piece), std::move(ids));
+}
+
+std::vector<int32_t> BpeTokenizer::EncodeImpl(absl::string_view text, bool allow_special) const {
+  std::vector<int32_t> out;
+  std::vector<absl::string_view> pieces;
+  auto encode_text = [&](absl::string_view t) {
+    if (t.empty()) return;
+    // Added tokens are matched on the raw text; only the text between them is normalized.
+    const std::string normalized = nfc_ ? Nfc(t) : std::string();
+    if (nfc_) t = normalized;
+    pieces.clear();
+    PreTokenize(t, &pieces);
+    for (absl::string_view p : pieces) EncodePiece(p, &out);
+  };
+  size_t start = 0;
+  for (size_t i = 0; i < text.size();) {
+    const AddedToken* hit = nullptr;
+    for (const int k : added_by_first_byte_[static_cast<unsigned char>(text[i])]) {
+      const AddedToken& a = added_[k];  // Longest first.
+      if (a.special && !allow_special) continue;
+      if (i + a.content.size() <= text.size() &&
+          text.compare(i, a.content.size(), a.content) == 0) {
+        hit = &a;
+        break;
+      }
+    }
+    if (hit == nullptr) {
+      ++i;
+      continue;
+    }
+    encode_text(text.substr(start, i - start));
+    out.push_back(hit->id);
+    i += hit->content.size();
+    start = i;
+  }
+  encode_text(text.substr(start));
+  return out;
+}
+
+bool BpeTokenizer::AppendTokenBytes(int32_t id, bool skip_special_tokens, DecodeState* state,
+                                    std::string* out) const {
+  state->ends_byte_run = false;
+  if (id < 0 || id >= vocab_size() || id_to_token_[id].empty()) return false;
+  if (skip_special_tokens && is_special_[id]) return true;
+  out->append(id_to_bytes_[id]);
+  state->at_start = false;
+  return true;
+}
+
+}  // namespace
+
+bool Tokenizer::AppliesNfc() {
+#ifdef TESSERA_HAVE_ICU
+  return true;
+#else
+  return false;
+#endif
+}
+
+absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromFile(const std::string& tokenizer_json) {
+  auto tok = BpeTokenizer::FromHfJson(tokenizer_json);
+  if (!tok.ok()) return tok.status();
+  return std::unique_ptr<Tokenizer>(std::move(*tok));
+}
+
+absl::StatusOr<std::unique_ptr<Tokenizer>> LoadTiktoken(
+    const std::string& path, const std::string& pattern,
+    const std::vector<std::pair<std::string, int32_t>>& specials, int num_reserved) {
+  auto tok = BpeTokenizer::FromTiktoken(path, pattern, specials, num_reserved);
+  if (!tok.ok()) return tok.status();
+  return std::unique_ptr<Tokenizer>(std::move(*tok));
+}
+
+// Kimi K2 (tokenization_kimi.py): Han runs are their own pieces and the letter classes exclude
+// Han. Its `[\p{Lu}...&&[^\p{Han}]]` class intersections are written with a lookahead here
+// (PCRE2 has no `&&`).
+const char kKimiPattern[] =
+    R"([\p{Han}]+|)"
+    R"([^\r\n\p{L}\p{N}]?(?:(?!\p{Han})[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}])*)"
+    R"((?:(?!\p{Han})[\p{Ll}\p{Lm}\p{Lo}\p{M}])+(?i:'s|'t|'re|'ve|'m|'ll|'d)?|)"
+    R"([^\r\n\p{L}\p{N}]?(?:(?!\p{Han})[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}])+)"
+    R"((?:(?!\p{Han})[\p{Ll}\p{Lm}\p{Lo}\p{M}])*(?i:'s|'t|'re|'ve|'m|'ll|'d)?|)"
+    R"(\p{N}{1,3}|)"
+    R"( ?[^\s\p{L}\p{N}]+[\r\n]*|)"
+    R"(\s*[\r\n]+|)"
+    R"(\s+(?!\S)|)"
+    R"(\s+)";
+
+}  // namespace tessera
