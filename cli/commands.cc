@@ -2,6 +2,7 @@
 
 #include <cstdio>
 
+#include "coordinator/text/chat_template_command.h"
 #include "coordinator/text/parse_output_command.h"
 #include "worker/generate_command.h"
 #include "worker/make_model.h"
@@ -22,6 +23,7 @@ const std::vector<Command>& Commands() {
       {"version", "print the version", RunVersion},
       {"generate", "one-shot local generation on this machine's CPU", RunGenerate},
       {"worker", "join a coordinator (tessera serve) and execute its steps", RunWorkerCommand},
+      {"chat-template", "render a conversation with a model's chat template", RunChatTemplate},
       {"make-model", "write a deterministic random-weight checkpoint (HF layout)", RunMakeModel},
       {"parse-output", "split model output into content, reasoning and tool calls", RunParseOutput},
   };
