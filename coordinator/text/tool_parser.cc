@@ -461,11 +461,15 @@ void ToolCallParser::Process(bool final, std::string* content,
         std::optional<size_t> body_len;
         size_t end_len = 0;
         if (!call_end.empty()) {
-          const size_t pos = rest.find(call_end);
+          // Resume the search where the previous Push left off (long calls, small deltas).
+          const size_t from =
+              call_scanned_ > call_end.size() ? call_scanned_ - call_end.size() + 1 : 0;
+          const size_t pos = rest.find(call_end, from);
           if (pos != absl::string_view::npos) {
             body_len = pos;
             end_len = call_end.size();
           }
+          call_scanned_ = rest.size();
         } else {
           body_len = syntax_.find_end(rest);
         }
@@ -476,6 +480,7 @@ void ToolCallParser::Process(bool final, std::string* content,
         const size_t raw_len = call_begin.size() + *body_len + end_len;
         std::string raw = std::string(buf.substr(0, raw_len));
         EmitCall(rest.substr(0, *body_len), raw, content, calls);
+        call_scanned_ = 0;
         buffer_.erase(0, raw_len);
         if (in_section_) {
           state_ = State::kSection;

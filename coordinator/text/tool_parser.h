@@ -102,6 +102,7 @@ class ToolCallParser {
   // Text dropped at the start of a block (separating newlines, the section opener): re-emitted as
   // content when the block turns out invalid.
   std::string dropped_newlines_;
+  size_t call_scanned_ = 0;  // bytes of the current call body already searched for call_end
   text_internal::NewlineTrimmer content_trim_;
 };
 
