@@ -2,6 +2,7 @@
 
 #include <cstdio>
 
+#include "coordinator/cluster/plan_command.h"
 #include "coordinator/text/chat_template_command.h"
 #include "coordinator/text/parse_output_command.h"
 #include "worker/generate_command.h"
@@ -26,6 +27,7 @@ const std::vector<Command>& Commands() {
       {"chat-template", "render a conversation with a model's chat template", RunChatTemplate},
       {"make-model", "write a deterministic random-weight checkpoint (HF layout)", RunMakeModel},
       {"parse-output", "split model output into content, reasoning and tool calls", RunParseOutput},
+      {"plan", "sharding plan and per-device memory of a model from its config.json", RunPlan},
   };
   return commands;
 }
