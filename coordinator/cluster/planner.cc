@@ -305,18 +305,24 @@ std::vector<MeshShape> Candidates(const ModelConfig& c, const PlanOptions& o, in
   return out;
 }
 
-// The first candidate (policy order) whose weights fit and which holds one full-length sequence,
-// else the first whose weights fit.
+// Policy order: pipeline sizes ascending; within one pp, the first candidate (tp ascending) whose
+// weights fit and which holds one full-length sequence, else the one of them holding the longest
+// sequence. A larger pp is only tried when no layout of the smaller one fits at all.
 std::optional<Evaluation> Search(const ModelConfig& c, const Inventory& inv, const PlanOptions& o,
                                  int devices) {
   std::optional<Evaluation> fallback;
+  int fallback_pp = 0;
   for (const MeshShape& shape : Candidates(c, o, devices)) {
+    if (fallback && shape.pp != fallback_pp) break;
     PlanOptions at = o;
     at.devices = devices;
     Evaluation ev = Evaluate(c, inv, at, shape);
-    if (!ev.weights_fit) continue;
-    if (ev.holds_sequence && ev.violations.empty()) return ev;
-    if (!fallback && ev.violations.empty()) fallback = std::move(ev);
+    if (!ev.weights_fit || !ev.violations.empty()) continue;
+    if (ev.holds_sequence) return ev;
+    if (!fallback || ev.plan.max_context > fallback->plan.max_context) {
+      fallback = std::move(ev);
+      fallback_pp = shape.pp;
+    }
   }
   return fallback;
 }

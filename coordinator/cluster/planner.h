@@ -13,10 +13,11 @@
 //   - A DP replica (the tp x pp ranks sharing a dp_rank) holds its own sequences: max context is
 //     one sequence on one replica; max concurrent sequences is per replica times dp.
 //   - Layout policy when tp / dp / pp / ep are not all given (docs/planner.md): no pipeline
-//     parallelism unless needed, then the smallest TP, with DP filling the remaining devices and
-//     EP = tp * dp for MoE (experts replicated, ep = 1, only as a fallback); the first layout
-//     whose weights fit and that holds one sequence of max_model_len wins, else the first whose
-//     weights fit.
+//     parallelism unless no layout without it fits the weights; then the smallest TP, with DP
+//     filling the remaining devices and EP = tp * dp for MoE (experts replicated, ep = 1, only as
+//     a fallback). The first such layout whose weights fit and that holds one sequence of
+//     max_model_len (default max_position_embeddings) wins; if none holds one, the one holding
+//     the longest sequence (max_model_len is then lowered to it unless given).
 //   - Every violation is reported (InvalidArgument, one line each), never just the first.
 //
 // Thread safety: pure functions over plain values.

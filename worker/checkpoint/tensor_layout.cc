@@ -295,18 +295,14 @@ std::vector<CheckpointTensor> CheckpointTensors(const ModelConfig& c,
       const int layer = c.num_hidden_layers + k;
       b.Begin(TensorPlacement::kMtp, layer);
       const std::string p = absl::StrCat("model.layers.", layer, ".");
-      // DeepSeek-V3 stores its own copy of the embedding and head in the MTP layer; GLM-4.5
-      // shares the main model's.
-      if (c.family == ModelFamily::kDeepseekV3) {
-        b.Add(p + "embed_tokens.weight", {v, h}, c.torch_dtype, Vocab());
-      }
+      // The MTP layer stores its own copy of the embedding and head (DeepSeek-V3 README_WEIGHTS;
+      // GLM-4.5's published totals, 358B / 110B, count them too).
+      b.Add(p + "embed_tokens.weight", {v, h}, c.torch_dtype, Vocab());
       b.Vector(p + "enorm.weight", h);
       b.Vector(p + "hnorm.weight", h);
       b.Linear(p + "eh_proj", h, 2 * h, Replicated(), false, /*quantizable=*/false);
       b.Vector(p + "shared_head.norm.weight", h);
-      if (c.family == ModelFamily::kDeepseekV3) {
-        b.Add(p + "shared_head.head.weight", {v, h}, c.torch_dtype, Vocab());
-      }
+      b.Add(p + "shared_head.head.weight", {v, h}, c.torch_dtype, Vocab());
       AddDecoderLayer(c, layer, b);
     }
   }
