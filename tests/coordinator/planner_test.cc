@@ -6,6 +6,7 @@
 #include <sys/wait.h>
 
 #include <cstdio>
+#include <fstream>
 #include <map>
 #include <set>
 #include <string>
@@ -16,6 +17,7 @@
 #include "nlohmann/json.hpp"
 #include "tests/test_util.h"
 #include "worker/checkpoint/tensor_layout.h"
+#include "worker/make_model.h"
 
 namespace tessera {
 namespace {
@@ -573,6 +575,46 @@ TEST(TensorLayoutTest, RowParallelSliceByteRangesAreOnePerRow) {
   }
   FAIL() << "o_proj of layer 0 not held by rank 3";
 }
+
+// make-model writes checkpoints "in the exact Hugging Face layout"; its tensor plan and the
+// planner's inventory are written independently and must agree on every name and shape.
+class LayoutMatchesMakeModelTest : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(LayoutMatchesMakeModelTest, SameTensorNamesShapesAndFp8Scales) {
+  const std::string path = testing::TestDataDir() + "/configs/" + GetParam() + "/config.json";
+  nlohmann::json j = nlohmann::json::parse(std::ifstream(path));
+  const bool fp8 = j.contains("quantization_config") &&
+                   j["quantization_config"].value("quant_method", "") == "fp8";
+  if (!fp8) j.erase("quantization_config");  // make-model writes gpt-oss experts unquantised
+  absl::StatusOr<ModelConfig> config = ParseModelConfig(j, path);
+  ASSERT_TRUE(config.ok()) << config.status();
+  absl::StatusOr<std::vector<PlannedTensor>> planned =
+      PlanTensors(j, fp8 ? DType::kF8E4M3 : DType::kBF16);
+  ASSERT_TRUE(planned.ok()) << planned.status();
+  std::map<std::string, std::vector<int64_t>> theirs, ours;
+  for (const PlannedTensor& t : *planned) theirs[t.name] = t.shape;
+  for (const CheckpointTensor& t : CheckpointTensors(*config, {.include_mtp = false})) {
+    ours[t.name] = t.shape;
+  }
+  for (const auto& [name, shape] : ours) {
+    auto it = theirs.find(name);
+    if (it == theirs.end()) {
+      ADD_FAILURE() << "only in the planner: " << name;
+      continue;
+    }
+    EXPECT_EQ(it->second, shape) << name;
+  }
+  for (const auto& [name, shape] : theirs) {
+    if (!ours.count(name)) ADD_FAILURE() << "only in make-model: " << name;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(RealConfigs, LayoutMatchesMakeModelTest,
+                         ::testing::Values("Qwen__Qwen3-30B-A3B", "Qwen__Qwen3-30B-A3B-FP8",
+                                           "deepseek-ai__DeepSeek-V3", "moonshotai__Kimi-K2-Instruct",
+                                           "zai-org__GLM-4.5", "zai-org__GLM-4.5-Air",
+                                           "MiniMaxAI__MiniMax-M2.7", "mistralai__Mixtral-8x7B-v0.1",
+                                           "openai__gpt-oss-20b"));
 
 // ---- Sizes ------------------------------------------------------------------------------------
 TEST(ByteSizeTest, ParsesBinaryDecimalAndScientific) {
