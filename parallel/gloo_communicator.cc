@@ -502,7 +502,7 @@ struct GlooCommunicator::Impl {
   int async_threads = 2;
 
   // Issue-thread state.
-  uint32_t next_tag = 0;
+  uint32_t next_tag = 1;  // 0 is the connect barrier
   absl::flat_hash_map<std::string, int> group_counts;
 
   // Async executor.
@@ -597,6 +597,17 @@ absl::StatusOr<std::unique_ptr<GlooCommunicator::Impl>> GlooCommunicator::Impl::
   GlooStoreAdapter adapter(st->store.get(), timeout);
   absl::Status s = CallGloo([&] { st->context->connectFullMesh(adapter, device); });
   if (!s.ok() && !adapter.first_error().ok()) s = adapter.first_error();
+  // A rank returns from connectFullMesh once its own connections are up, possibly before its
+  // peers finished theirs; one barrier (tag 0, before any user op) keeps a fast rank from
+  // closing a connection a slower one is still completing.
+  if (s.ok()) {
+    s = CallGloo([&] {
+      gloo::BarrierOptions opts(st->context);
+      opts.setTag(0);
+      opts.setTimeout(ToMillis(timeout));
+      gloo::barrier(opts);
+    });
+  }
   if (!s.ok()) {
     return absl::Status(s.code(), absl::StrCat("cannot connect group '", st->name, "' (rank ",
                                                rank, " of ", size, ", timeout ",

@@ -193,8 +193,12 @@ TEST_P(WorldTest, ReduceScatterGivesEachRankItsReducedBlock) {
   }));
 }
 
-// Rows rank a sends rank b: rank 0 sends and receives nothing; some other pairs are empty too.
-int64_t Rows(int a, int b) { return (a == 0 || b == 0) ? 0 : (a + 2 * b) % 3; }
+// Rows rank a sends rank b. Two ranks: rank 0 sends nothing, receives 2 rows. More: rank 0 sends
+// and receives nothing, and some other pairs are empty too.
+int64_t Rows(int a, int b, int world) {
+  if (world == 2) return a == 1 ? 2 + b : 0;
+  return (a == 0 || b == 0) ? 0 : (a + 2 * b) % 3;
+}
 float A2aVal(int a, int b, int64_t row, int col) {
   return static_cast<float>((a * 37 + b * 11 + row * 5 + col) % 200 - 100);
 }
@@ -207,8 +211,8 @@ TEST_P(WorldTest, AllToAllVRoutesRowsIncludingZeroRowRanks) {
       std::vector<int64_t> in_splits(world), out_splits(world);
       std::vector<float> in_vals, want;
       for (int p = 0; p < world; ++p) {
-        in_splits[p] = Rows(rank, p);
-        out_splits[p] = Rows(p, rank);
+        in_splits[p] = Rows(rank, p, world);
+        out_splits[p] = Rows(p, rank, world);
         for (int64_t j = 0; j < in_splits[p]; ++j) {
           for (int c = 0; c < cols; ++c) in_vals.push_back(A2aVal(rank, p, j, c));
         }
