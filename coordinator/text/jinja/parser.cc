@@ -822,7 +822,6 @@ class Parser {
   }
 
   absl::StatusOr<ExprPtr> ParseCompare() {
-    const Token& at = Peek();
     ASSIGN_OR_RETURN(ExprPtr left, ParseMath1());
     while (true) {
       BinOp op;
@@ -846,11 +845,11 @@ class Parser {
       } else {
         return left;
       }
-      ++i_;
+      const Token& op_tok = Next();
       ASSIGN_OR_RETURN(ExprPtr right, ParseMath1());
-      // Chained comparisons (a < b < c) are rare in templates; evaluate pairwise like Python's
-      // "a < b and b < c" only for the two-operand case.
-      auto e = NewExpr(Expr::Kind::kBinary, at);
+      // Chained comparisons (a < b < c) evaluate left to right as ((a < b) < c); Jinja would
+      // evaluate them like Python (a < b and b < c). No chat template chains comparisons.
+      auto e = NewExpr(Expr::Kind::kBinary, op_tok);
       e->op = op;
       e->a = std::move(left);
       e->b = std::move(right);
