@@ -5,6 +5,7 @@
 #include "coordinator/cluster/plan_command.h"
 #include "coordinator/text/chat_template_command.h"
 #include "coordinator/text/parse_output_command.h"
+#include "coordinator/text/tokenize_command.h"
 #include "worker/generate_command.h"
 #include "worker/make_model.h"
 #include "worker/worker_process.h"
@@ -28,6 +29,7 @@ const std::vector<Command>& Commands() {
       {"make-model", "write a deterministic random-weight checkpoint (HF layout)", RunMakeModel},
       {"parse-output", "split model output into content, reasoning and tool calls", RunParseOutput},
       {"plan", "sharding plan and per-device memory of a model from its config.json", RunPlan},
+      {"tokenize", "encode text to token ids and pieces (or decode ids)", RunTokenize},
   };
   return commands;
 }

@@ -2,16 +2,17 @@
 # Creates (once) the Python environment the tests compare against: a venv that sees Debian's
 # python3-numpy / python3-jinja2 / python3-sentencepiece / python3-grpcio and adds the PyPI
 # packages Debian does not ship: `tokenizers` (Hugging Face reference tokenizer) and `openai`
-# (the official client used against the HTTP API). Prints the venv's python path on stdout.
+# (the official client used against the HTTP API) and `tiktoken` (reference for tiktoken.model
+# tokenizers such as Kimi K2's). Prints the venv's python path on stdout.
 set -euo pipefail
 VENV="${TESSERA_VENV:-$HOME/.cache/tessera/venv}"
-REQS=("tokenizers==0.22.1" "openai==2.8.1")
+REQS=("tokenizers==0.22.1" "openai==2.8.1" "tiktoken==0.14.0")
 if [ ! -x "$VENV/bin/python3" ]; then
   # Debian's interpreter: the python3-* packages above live in its dist-packages.
   PY=/usr/bin/python3; [ -x "$PY" ] || PY=python3
   "$PY" -m venv --system-site-packages "$VENV" >&2
 fi
-if ! "$VENV/bin/python3" -c "import tokenizers, openai" 2>/dev/null; then
+if ! "$VENV/bin/python3" -c "import tokenizers, openai, tiktoken" 2>/dev/null; then
   echo "tessera: installing ${REQS[*]} into $VENV" >&2
   "$VENV/bin/python3" -m pip install -q --disable-pip-version-check "${REQS[@]}" >&2
 fi
