@@ -203,16 +203,23 @@ TEST(EngineScheduling, AbortFreesBlocksAndReleasesTheSequence) {
   GenerateRequest r;
   r.request_id = "long";
   r.prompt_ids = {1, 2, 3};
-  r.sampling.max_tokens = 3000;
+  r.sampling.max_tokens = 1000;
   r.sampling.seed = 1;
-  ASSERT_TRUE(h.engine->Submit(r, h.collector.For("long")).ok());
-  ASSERT_TRUE(testing::PollUntil([&] { return h.collector.Get("long").tokens.size() >= 5; }));
-  h.engine->Abort("long");
+  OutputCallback collect = h.collector.For("long");
+  int seen = 0;
+  // Abort from inside the callback (allowed): takes effect before the next step.
+  OutputCallback abort_at_5 = [&](GenerateOutput out) {
+    seen += static_cast<int>(out.token_ids.size());
+    collect(std::move(out));
+    if (seen == 5) h.engine->Abort("long");
+  };
+  ASSERT_TRUE(h.engine->Submit(r, abort_at_5).ok());
   ASSERT_TRUE(h.collector.WaitFinished("long"));
   Stream s = h.collector.Get("long");
   EXPECT_EQ(s.finish_reason, FinishReason::kAbort);
   EXPECT_TRUE(s.status.ok());
-  EXPECT_LT(s.tokens.size(), 3000u);
+  EXPECT_EQ(s.tokens.size(), 5u);
+  EXPECT_EQ(s.usage.completion_tokens, 5);
   ASSERT_TRUE(h.engine->WaitIdle(10));
   EXPECT_EQ(h.engine->stats().num_free_blocks, 256);
   EXPECT_TRUE(testing::PollUntil([&] { return h.executor.num_live_seqs() == 0; }));
@@ -390,7 +397,7 @@ TEST(EngineLifecycle, DestructionEndsLiveRequests) {
   Collector c;
   {
     Harness h(EngineSetup{});
-    GenerateRequest r = ToRequest(Job{"live", {1, 2, 3}, 1, 4000});
+    GenerateRequest r = ToRequest(Job{"live", {1, 2, 3}, 1, 1000});
     ASSERT_TRUE(h.engine->Submit(r, c.For("live")).ok());
   }
   Stream s = c.Get("live");
