@@ -400,12 +400,21 @@ void ToolCallParser::EmitCall(absl::string_view body, absl::string_view raw,
 
 void ToolCallParser::Process(bool final, std::string* content,
                              std::vector<ParsedToolCall>* calls) {
+  // Consumed text is dropped once per call (not per block: many calls in one Push stay linear).
+  consumed_ = 0;
+  ProcessBuffer(final, content, calls);
+  buffer_.erase(0, consumed_);
+  consumed_ = 0;
+}
+
+void ToolCallParser::ProcessBuffer(bool final, std::string* content,
+                             std::vector<ParsedToolCall>* calls) {
   const absl::string_view section_begin = syntax_.section_begin;
   const absl::string_view section_end = syntax_.section_end;
   const absl::string_view call_begin = syntax_.call_begin;
   const absl::string_view call_end = syntax_.call_end;
   while (true) {
-    absl::string_view buf = buffer_;
+    absl::string_view buf = absl::string_view(buffer_).substr(consumed_);
     switch (state_) {
       case State::kContent: {
         const text_internal::MarkerHit hit = FindFirstMarker(buf, {section_begin, call_begin});
@@ -414,26 +423,26 @@ void ToolCallParser::Process(bool final, std::string* content,
           dropped_newlines_ = content_trim_.Break();
           in_section_ = hit.index == 0;
           if (in_section_) dropped_newlines_.append(section_begin.data(), section_begin.size());
-          buffer_.erase(0, hit.pos + (in_section_ ? hit.length : 0));
+          consumed_ += hit.pos + (in_section_ ? hit.length : 0);
           state_ = in_section_ ? State::kSection : State::kCall;
           continue;
         }
         const size_t hold = final ? 0 : PartialMarkerSuffix(buf, {section_begin, call_begin});
         content_trim_.Append(buf.substr(0, buf.size() - hold), content);
-        buffer_.erase(0, buf.size() - hold);
+        consumed_ += buf.size() - hold;
         return;
       }
       case State::kSection: {
         size_t ws = 0;
         while (ws < buf.size() && (buf[ws] == ' ' || buf[ws] == '\n')) ++ws;
-        buffer_.erase(0, ws);
-        buf = buffer_;
+        consumed_ += ws;
+        buf = absl::string_view(buffer_).substr(consumed_);
         if (absl::StartsWith(buf, call_begin)) {
           state_ = State::kCall;
           continue;
         }
         if (absl::StartsWith(buf, section_end)) {
-          buffer_.erase(0, section_end.size());
+          consumed_ += section_end.size();
           in_section_ = false;
           dropped_newlines_.clear();
           state_ = State::kContent;
@@ -451,7 +460,7 @@ void ToolCallParser::Process(bool final, std::string* content,
         content_trim_.AppendVerbatim(dropped_newlines_, content);
         dropped_newlines_.clear();
         content_trim_.Append(buf.substr(0, n), content);
-        buffer_.erase(0, n);
+        consumed_ += n;
         if (!hit.found()) return;
         continue;
       }
@@ -481,7 +490,7 @@ void ToolCallParser::Process(bool final, std::string* content,
         std::string raw = std::string(buf.substr(0, raw_len));
         EmitCall(rest.substr(0, *body_len), raw, content, calls);
         call_scanned_ = 0;
-        buffer_.erase(0, raw_len);
+        consumed_ += raw_len;
         if (in_section_) {
           state_ = State::kSection;
         } else {

@@ -91,6 +91,7 @@ class ToolCallParser {
  private:
   enum class State { kContent, kSection, kCall };
   void Process(bool final, std::string* content, std::vector<ParsedToolCall>* calls);
+  void ProcessBuffer(bool final, std::string* content, std::vector<ParsedToolCall>* calls);
   // Parses one block; on failure the raw text goes to content.
   void EmitCall(absl::string_view body, absl::string_view raw, std::string* content,
                 std::vector<ParsedToolCall>* calls);
@@ -102,7 +103,8 @@ class ToolCallParser {
   // Text dropped at the start of a block (separating newlines, the section opener): re-emitted as
   // content when the block turns out invalid.
   std::string dropped_newlines_;
-  size_t call_scanned_ = 0;  // bytes of the current call body already searched for call_end
+  size_t call_scanned_ = 0;
+  size_t consumed_ = 0;  // bytes of buffer_ consumed during the current Process  // bytes of the current call body already searched for call_end
   text_internal::NewlineTrimmer content_trim_;
 };
 
