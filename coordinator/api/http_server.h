@@ -1,0 +1,68 @@
+// HttpServer: the OpenAI-compatible HTTP/1.1 API (openai_serving.h) on Boost.Beast / Asio.
+//
+// A small fixed pool of io threads runs every connection asynchronously (no thread per
+// connection); each connection is a strand, so its handlers never run concurrently. Keep-alive
+// and pipelining (answered in order), chunked Server-Sent Events for streaming, optional TLS
+// (one certificate chain + key, PEM), optional API keys (`Authorization: Bearer KEY` on /v1/*;
+// /health and /metrics stay open, as in vLLM), limits on header and body size and an idle
+// timeout. A client that disconnects mid-request aborts its engine requests.
+//
+// Shutdown(): stops accepting, answers new requests 503, lets running requests finish for up to
+// `drain_timeout`, then aborts what is left, waits for the engine's final outputs and joins the
+// io threads. The destructor calls Shutdown(0) when it was not called.
+//
+// Thread safety: Start() and Shutdown() from one controlling thread; port() and the accessors
+// from any thread. The Engine and Tokenizer must outlive the server.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/time/time.h"
+#include "coordinator/api/openai_serving.h"
+#include "coordinator/engine/engine.h"
+#include "coordinator/text/tokenizer.h"
+
+namespace tessera::api {
+
+struct HttpServerOptions {
+  std::string host = "0.0.0.0";
+  int port = 8000;                   // 0: pick a free port (see HttpServer::port())
+  int num_io_threads = 2;
+  std::vector<std::string> api_keys; // empty: no authentication
+  std::string tls_cert_file;         // PEM certificate chain; with tls_key_file enables TLS
+  std::string tls_key_file;          // PEM private key
+  int64_t max_body_bytes = 32 << 20; // larger bodies answer 413
+  int64_t max_header_bytes = 64 << 10;  // larger headers answer 431
+  absl::Duration idle_timeout = absl::Seconds(120);  // idle keep-alive / slow request header
+  int backlog = 1024;
+  // Served model names, chat template and output parsing (openai_serving.h).
+  OpenAiServiceOptions service;
+};
+
+class HttpServer {
+ public:
+  HttpServer(Engine& engine, const Tokenizer& tokenizer, HttpServerOptions options);
+  ~HttpServer();
+  HttpServer(const HttpServer&) = delete;
+  HttpServer& operator=(const HttpServer&) = delete;
+
+  // Binds, loads the TLS files and starts the io threads. Errors name the address or file.
+  absl::Status Start();
+  // The bound port (after Start()).
+  int port() const;
+  bool tls() const;
+  // Graceful shutdown (see the file comment). Idempotent.
+  void Shutdown(absl::Duration drain_timeout = absl::Seconds(30));
+
+  OpenAiService& service();
+
+ private:
+  class Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace tessera::api

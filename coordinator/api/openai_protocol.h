@@ -1,0 +1,86 @@
+// OpenAI-compatible request parsing and error bodies (POST /v1/chat/completions and
+// /v1/completions), following the OpenAPI description and vLLM's extensions (docs/http-api.md).
+//
+// Contract: Parse*Request() reads a decoded JSON body into a typed request with every field
+// type- and range-checked; an error is an ApiError whose message names the parameter at fault
+// (`param` carries it too) and whose status is the HTTP status to answer with. Unknown fields
+// are ignored (as vLLM does). Context-length checks need the tokenized prompt and happen later
+// (openai_serving.h). Pure functions, thread safe.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/strings/string_view.h"
+#include "coordinator/engine/sampling_proto.h"
+#include "nlohmann/json.hpp"
+
+namespace tessera::api {
+
+// Limits of the protocol layer (docs/http-api.md says why).
+inline constexpr int kMaxStopSequences = 16;
+inline constexpr int kMaxTopLogprobs = 20;
+inline constexpr int kMaxN = 128;
+inline constexpr int kMaxPrompts = 1024;  // prompts in one /v1/completions request
+
+// An error answer: HTTP status + OpenAI's {"error": {message, type, param, code}}.
+struct ApiError {
+  int status = 400;
+  std::string message;
+  std::string type = "invalid_request_error";
+  std::string param;  // empty -> null
+  std::string code;   // empty -> null
+};
+
+ApiError BadRequest(std::string message, std::string param = "");
+// The JSON body of `error` (one line, no trailing newline).
+std::string ErrorBody(const ApiError& error);
+// Whether `text` is well-formed UTF-8 (no overlongs, no surrogates, <= U+10FFFF).
+bool IsValidUtf8(absl::string_view text);
+// `bytes` with every ill-formed UTF-8 sequence replaced by U+FFFD.
+std::string SanitizeUtf8(absl::string_view bytes);
+
+// Fields common to both endpoints.
+struct CommonRequest {
+  std::string model;                // empty: the served model
+  int n = 1;
+  bool stream = false;
+  bool include_usage = false;       // stream_options.include_usage
+  bool continuous_usage = false;    // stream_options.continuous_usage_stats (vLLM)
+  std::optional<int> max_tokens;    // unset: default_max_tokens
+  int default_max_tokens = 0;       // 0: the rest of the context; completions: 16 (OpenAI)
+  RequestSampling sampling;         // everything but max_tokens and logprobs
+  int logprobs = -1;                // -1: no logprobs; k >= 0: sampled token + top k
+  bool skip_special_tokens = true;
+  bool echo = false;
+};
+
+struct ChatRequest : CommonRequest {
+  // Messages with string content (text content parts joined); tool_calls / tool_call_id / name
+  // kept as sent.
+  nlohmann::json messages;
+  nlohmann::json tools;             // array of {"type":"function","function":{...}} or null
+  std::string tool_choice = "auto"; // auto | none | required | function (named_tool set)
+  std::string named_tool;
+  bool add_generation_prompt = true;
+  bool continue_final_message = false;
+  nlohmann::json chat_template_kwargs = nlohmann::json::object();
+};
+
+struct PromptInput {
+  bool is_ids = false;
+  std::string text;
+  std::vector<int32_t> ids;
+};
+
+struct CompletionRequest : CommonRequest {
+  std::vector<PromptInput> prompts;
+};
+
+// Parse the body of POST /v1/chat/completions / POST /v1/completions.
+std::optional<ApiError> ParseChatRequest(const nlohmann::json& body, ChatRequest* out);
+std::optional<ApiError> ParseCompletionRequest(const nlohmann::json& body, CompletionRequest* out);
+
+}  // namespace tessera::api
