@@ -9,7 +9,7 @@
 namespace tessera::api {
 namespace {
 
-using json = nlohmann::json;
+using json = nlohmann::ordered_json;
 
 const char* TypeName(const json& v) {
   switch (v.type()) {

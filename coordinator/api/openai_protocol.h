@@ -60,13 +60,13 @@ struct CommonRequest {
 struct ChatRequest : CommonRequest {
   // Messages with string content (text content parts joined); tool_calls / tool_call_id / name
   // kept as sent.
-  nlohmann::json messages;
-  nlohmann::json tools;             // array of {"type":"function","function":{...}} or null
+  nlohmann::ordered_json messages;
+  nlohmann::ordered_json tools;     // array of {"type":"function","function":{...}} or null
   std::string tool_choice = "auto"; // auto | none | required | function (named_tool set)
   std::string named_tool;
   bool add_generation_prompt = true;
   bool continue_final_message = false;
-  nlohmann::json chat_template_kwargs = nlohmann::json::object();
+  nlohmann::ordered_json chat_template_kwargs = nlohmann::ordered_json::object();
 };
 
 struct PromptInput {
@@ -79,8 +79,11 @@ struct CompletionRequest : CommonRequest {
   std::vector<PromptInput> prompts;
 };
 
-// Parse the body of POST /v1/chat/completions / POST /v1/completions.
-std::optional<ApiError> ParseChatRequest(const nlohmann::json& body, ChatRequest* out);
-std::optional<ApiError> ParseCompletionRequest(const nlohmann::json& body, CompletionRequest* out);
+// Parse the body of POST /v1/chat/completions / POST /v1/completions. Bodies are parsed as
+// ordered_json so that messages and tools reach the chat template with their keys in the
+// client's order (templates print them with tojson, as Python dicts keep insertion order).
+std::optional<ApiError> ParseChatRequest(const nlohmann::ordered_json& body, ChatRequest* out);
+std::optional<ApiError> ParseCompletionRequest(const nlohmann::ordered_json& body,
+                                               CompletionRequest* out);
 
 }  // namespace tessera::api

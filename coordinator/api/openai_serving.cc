@@ -121,7 +121,7 @@ class OpenAiService::Job : public std::enable_shared_from_this<OpenAiService::Jo
     int64_t cached_tokens = 0;
     size_t text_offset = 0;  // completions: bytes of text so far (echo included)
     std::string echo;        // completions: prompt text to prepend
-    std::unique_ptr<ChatOutputParser> parser;
+    std::unique_ptr<OutputParser> parser;
   };
 
   Job(bool chat, Engine& engine, const Tokenizer& tokenizer, std::shared_ptr<Shared> shared,
@@ -244,7 +244,7 @@ class OpenAiService::Job : public std::enable_shared_from_this<OpenAiService::Jo
       ParsedDelta delta;
       if (c.parser) {
         delta = c.parser->Push(out.text);
-        if (out.finished) Merge(&delta, c.parser->Finish());
+        if (out.finished) delta.Append(c.parser->Finish());
       } else {
         delta.content = std::move(out.text);
       }
@@ -270,12 +270,6 @@ class OpenAiService::Job : public std::enable_shared_from_this<OpenAiService::Jo
       if (!other.finished) return;
     }
     Complete();
-  }
-
-  static void Merge(ParsedDelta* into, ParsedDelta more) {
-    into->content += more.content;
-    into->reasoning_content += more.reasoning_content;
-    for (ToolCallDelta& t : more.tool_calls) into->tool_calls.push_back(std::move(t));
   }
 
   void AccumulateChat(Choice& c, const ParsedDelta& delta) {
@@ -321,8 +315,11 @@ class OpenAiService::Job : public std::enable_shared_from_this<OpenAiService::Jo
 
   // Token text for logprobs: the token's own bytes (may be part of a UTF-8 character).
   std::string TokenBytes(int32_t id) const {
-    auto text = tokenizer_.Decode(absl::Span<const int32_t>(&id, 1), false);
-    return text.ok() ? *text : std::string();
+    Tokenizer::DecodeState state;
+    state.at_start = false;
+    std::string bytes;
+    tokenizer_.AppendTokenBytes(id, false, &state, &bytes);
+    return bytes;
   }
 
   // The logprobs of this output's tokens in the endpoint's format (null when not asked), and
@@ -556,11 +553,11 @@ std::optional<ApiError> OpenAiService::CheckModel(const std::string& requested,
 namespace {
 
 // Parses the body into JSON, with errors for invalid UTF-8 and malformed JSON.
-std::optional<ApiError> ParseBody(absl::string_view body, json* out) {
+std::optional<ApiError> ParseBody(absl::string_view body, ojson* out) {
   if (!IsValidUtf8(body)) return BadRequest("the request body is not valid UTF-8");
   try {
-    *out = json::parse(body.begin(), body.end());
-  } catch (const json::exception& e) {
+    *out = ojson::parse(body.begin(), body.end());
+  } catch (const ojson::exception& e) {
     return BadRequest(absl::StrCat("the request body is not valid JSON: ", e.what()));
   }
   return std::nullopt;
@@ -717,7 +714,7 @@ void OpenAiService::HandleMetrics(std::shared_ptr<ResponseSink> sink) {
 }
 
 void OpenAiService::HandleChat(absl::string_view body, std::shared_ptr<ResponseSink> sink) {
-  json parsed;
+  ojson parsed;
   if (auto err = ParseBody(body, &parsed)) return RespondError(*sink, *err);
   ChatRequest req;
   if (auto err = ParseChatRequest(parsed, &req)) return RespondError(*sink, *err);
@@ -728,7 +725,7 @@ void OpenAiService::HandleChat(absl::string_view body, std::shared_ptr<ResponseS
                                           "or start the server with a chat template"));
   }
   const bool parse_tools = !req.tools.is_null() && req.tool_choice != "none";
-  const json template_tools = parse_tools ? req.tools : json();
+  const ojson template_tools = parse_tools ? req.tools : ojson();
   absl::StatusOr<std::string> prompt =
       options_.render_chat(req.messages, template_tools, req.add_generation_prompt,
                            req.continue_final_message, req.chat_template_kwargs);
@@ -746,18 +743,27 @@ void OpenAiService::HandleChat(absl::string_view body, std::shared_ptr<ResponseS
       options_.served_model_names.empty() ? info.name : options_.served_model_names[0];
   auto job = std::make_shared<Job>(true, engine_, tokenizer_, shared_, sink, model, req);
   job->prompt_tokens().push_back(static_cast<int64_t>(ids.size()));
+  const bool use_parser = options_.output_format != OutputFormat::kPlain;
   for (int i = 0; i < req.n; ++i) {
     Job::Choice c;
     c.index = i;
     c.request = MakeRequest(req, ids, max_tokens, i);
-    if (options_.make_output_parser) c.parser = options_.make_output_parser(req.tools, parse_tools);
+    if (use_parser) {
+      OutputParser::Options popts;
+      popts.parse_reasoning = options_.parse_reasoning;
+      popts.parse_tools = parse_tools;
+      popts.starts_in_reasoning = PromptEndsInReasoning(options_.output_format, *prompt);
+      popts.tools = json::parse(req.tools.dump());
+      c.parser = OutputParser::Create(options_.output_format, std::move(popts));
+      c.request.skip_special_tokens = false;
+    }
     job->choices().push_back(std::move(c));
   }
   job->Start();
 }
 
 void OpenAiService::HandleCompletion(absl::string_view body, std::shared_ptr<ResponseSink> sink) {
-  json parsed;
+  ojson parsed;
   if (auto err = ParseBody(body, &parsed)) return RespondError(*sink, *err);
   CompletionRequest req;
   if (auto err = ParseCompletionRequest(parsed, &req)) return RespondError(*sink, *err);

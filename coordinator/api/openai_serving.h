@@ -24,6 +24,7 @@
 #include "absl/strings/string_view.h"
 #include "coordinator/api/openai_protocol.h"
 #include "coordinator/engine/engine.h"
+#include "coordinator/text/output_parser.h"
 #include "coordinator/text/tokenizer.h"
 #include "nlohmann/json.hpp"
 
@@ -47,43 +48,22 @@ class ResponseSink {
 };
 
 // Renders a chat into prompt text (the chat template): messages with string content, tools
-// (array or null), add_generation_prompt, chat_template_kwargs. An error becomes a 400 with its
-// message (a template's raise_exception).
+// (array or null), add_generation_prompt, continue_final_message, chat_template_kwargs. An error
+// becomes a 400 with its message (a template's raise_exception).
 using ChatRenderer = std::function<absl::StatusOr<std::string>(
-    const nlohmann::json& messages, const nlohmann::json& tools, bool add_generation_prompt,
-    bool continue_final_message, const nlohmann::json& chat_template_kwargs)>;
-
-// Splits generated text into content, reasoning and tool calls (the model's output format).
-struct ToolCallDelta {
-  int index = 0;          // the call's position in the message's tool_calls
-  std::string id;         // set on the call's first delta
-  std::string name;       // set on the call's first delta
-  std::string arguments;  // JSON text appended to the call's arguments
-};
-struct ParsedDelta {
-  std::string content;
-  std::string reasoning_content;
-  std::vector<ToolCallDelta> tool_calls;
-  bool empty() const {
-    return content.empty() && reasoning_content.empty() && tool_calls.empty();
-  }
-};
-class ChatOutputParser {
- public:
-  virtual ~ChatOutputParser() = default;
-  virtual ParsedDelta Push(absl::string_view text) = 0;
-  virtual ParsedDelta Finish() = 0;
-};
-// Makes a parser for one choice; `parse_tools` is false when tool_choice is "none" or no tools
-// were sent. Null factory or null result: text is content.
-using OutputParserFactory =
-    std::function<std::unique_ptr<ChatOutputParser>(const nlohmann::json& tools, bool parse_tools)>;
+    const nlohmann::ordered_json& messages, const nlohmann::ordered_json& tools,
+    bool add_generation_prompt, bool continue_final_message,
+    const nlohmann::ordered_json& chat_template_kwargs)>;
 
 struct OpenAiServiceOptions {
   // Names the model answers to; the first is reported by /v1/models and in responses.
   std::vector<std::string> served_model_names;
-  ChatRenderer render_chat;               // null: /v1/chat/completions answers 400
-  OutputParserFactory make_output_parser; // null: generated text is content
+  ChatRenderer render_chat;  // null: /v1/chat/completions answers 400
+  // How chat output splits into content / reasoning_content / tool_calls (output_parser.h).
+  // Other than kPlain, chat requests decode with skip_special_tokens=false, as the parsers
+  // need the markers (vLLM does the same for tool and harmony parsers).
+  OutputFormat output_format = OutputFormat::kPlain;
+  bool parse_reasoning = true;  // false: reasoning stays in the content
   // Extra Prometheus text for /metrics (the engine's registry); appended after the HTTP metrics.
   std::function<std::string()> metrics_text;
 };

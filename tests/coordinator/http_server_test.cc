@@ -358,11 +358,13 @@ const Tokenizer& Qwen3() {
 }
 
 // A stand-in chat template: ChatML, the shape of Qwen's template.
-absl::StatusOr<std::string> RenderChatMl(const json& messages, const json& tools,
-                                         bool add_generation_prompt, bool, const json&) {
+absl::StatusOr<std::string> RenderChatMl(const nlohmann::ordered_json& messages,
+                                         const nlohmann::ordered_json& tools,
+                                         bool add_generation_prompt, bool,
+                                         const nlohmann::ordered_json&) {
   std::string out;
   if (!tools.is_null()) out += "<|im_start|>system\ntools: " + tools.dump() + "<|im_end|>\n";
-  for (const json& m : messages) {
+  for (const auto& m : messages) {
     if (m["role"] == "bad") return absl::InvalidArgumentError("roles must alternate");
     out += absl::StrCat("<|im_start|>", m["role"].get<std::string>(), "\n",
                         m["content"].is_string() ? m["content"].get<std::string>() : "",
@@ -727,6 +729,74 @@ TEST_F(HttpServerTest, ContentPartsAreJoinedAndImagesRejected) {
                             R"( "image_url": {"url": "x"}}]}]})");
   EXPECT_EQ(image.status, 400);
   EXPECT_EQ(ErrorOf(image)["param"], "messages[0].content[0]");
+}
+
+constexpr char kToolChat[] =
+    R"({"messages": [{"role": "user", "content": "Weather in Paris?"}], "tools": [{"type":)"
+    R"( "function", "function": {"name": "get_weather", "parameters": {"type": "object",)"
+    R"( "properties": {"city": {"type": "string"}}}}}])";
+
+TEST_F(HttpServerTest, ToolCallsAreParsedWithFinishReasonToolCalls) {
+  engine_.set_pieces({"<think>need", " weather</think>", "Let me check.<tool_call>\n{\"name\":",
+                      " \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n</tool_call>"});
+  HttpServerOptions options;
+  options.service.output_format = OutputFormat::kQwen3;
+  StartServer(options);
+  Response r = PostOnce("/v1/chat/completions", absl::StrCat(kToolChat, "}"));
+  ASSERT_EQ(r.status, 200) << r.body;
+  json choice = json::parse(r.body)["choices"][0];
+  EXPECT_EQ(choice["finish_reason"], "tool_calls");
+  EXPECT_EQ(choice["message"]["reasoning_content"], "need weather");
+  EXPECT_EQ(choice["message"]["content"], "Let me check.");
+  ASSERT_EQ(choice["message"]["tool_calls"].size(), 1u);
+  json call = choice["message"]["tool_calls"][0];
+  EXPECT_TRUE(absl::StartsWith(call["id"].get<std::string>(), "call_"));
+  EXPECT_EQ(call["type"], "function");
+  EXPECT_EQ(call["function"]["name"], "get_weather");
+  EXPECT_EQ(json::parse(call["function"]["arguments"].get<std::string>()),
+            json::parse(R"({"city": "Paris"})"));
+  EXPECT_FALSE(engine_.submitted()[0].skip_special_tokens);
+  // The template saw the tools (keys in the client's order).
+  EXPECT_EQ(engine_.submitted()[0].prompt_ids,
+            Qwen3().Encode(absl::StrCat(
+                "<|im_start|>system\ntools: ",
+                R"([{"type":"function","function":{"name":"get_weather","parameters":{"type":)",
+                R"("object","properties":{"city":{"type":"string"}}}}}])",
+                "<|im_end|>\n<|im_start|>user\nWeather in Paris?<|im_end|>\n"
+                "<|im_start|>assistant\n")));
+}
+
+TEST_F(HttpServerTest, StreamedToolCallDeltaCarriesIdNameAndArguments) {
+  engine_.set_pieces({"<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {}}\n</tool_call>"});
+  HttpServerOptions options;
+  options.service.output_format = OutputFormat::kQwen3;
+  StartServer(options);
+  Response r = PostOnce("/v1/chat/completions", absl::StrCat(kToolChat, R"(, "stream": true})"));
+  std::vector<std::string> events = SseEvents(r.body);
+  ASSERT_EQ(events.size(), 3u) << r.body;
+  json choice = json::parse(events[1])["choices"][0];
+  EXPECT_EQ(choice["finish_reason"], "tool_calls");
+  json call = choice["delta"]["tool_calls"][0];
+  EXPECT_EQ(call["index"], 0);
+  EXPECT_EQ(call["type"], "function");
+  EXPECT_EQ(call["function"]["name"], "get_weather");
+  EXPECT_EQ(call["function"]["arguments"], "{}");
+}
+
+TEST_F(HttpServerTest, ToolChoiceNoneLeavesToolsOut) {
+  engine_.set_pieces({"<tool_call>x</tool_call>"});
+  HttpServerOptions options;
+  options.service.output_format = OutputFormat::kQwen3;
+  StartServer(options);
+  Response r =
+      PostOnce("/v1/chat/completions", absl::StrCat(kToolChat, R"(, "tool_choice": "none"})"));
+  ASSERT_EQ(r.status, 200) << r.body;
+  json choice = json::parse(r.body)["choices"][0];
+  EXPECT_EQ(choice["finish_reason"], "stop");
+  EXPECT_EQ(choice["message"]["content"], "<tool_call>x</tool_call>");
+  EXPECT_EQ(engine_.submitted()[0].prompt_ids,
+            Qwen3().Encode("<|im_start|>user\nWeather in Paris?<|im_end|>\n"
+                           "<|im_start|>assistant\n"));
 }
 
 TEST_F(HttpServerTest, MetricsAndModels) {
