@@ -1,8 +1,14 @@
 #include "worker/generate_command.h"
 
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
+#include <filesystem>
+#include <thread>
 #include <cstdio>
 #include <utility>
 
@@ -14,6 +20,8 @@
 #include "kernels/base/status.h"
 #include "kernels/base/thread_pool.h"
 #include "nlohmann/json.hpp"
+#include "parallel/gloo_communicator.h"
+#include "parallel/kv_store.h"
 #include "worker/checkpoint/model_config.h"
 #include "worker/model_runner.h"
 #include "worker/models/model.h"
@@ -53,6 +61,12 @@ absl::StatusOr<GenerateResult> Generate(const GenerateOptions& options) {
   result.prompt_ids = options.prompt_ids;
   const auto t0 = Clock::now();
   ModelLoadOptions load;
+  const int world = std::max(options.tp, options.ep);
+  load.tp_size = options.tp;
+  load.ep_size = options.ep;
+  load.tp_rank = options.tp > 1 ? options.rank : 0;
+  load.ep_rank = options.ep > 1 ? options.rank : 0;
+  load.comm = world > 1 ? options.comm : nullptr;
   if (options.progress) {
     load.progress = [](int done, int total) {
       std::fprintf(stderr, "\rloading layers %d/%d", done, total);
@@ -122,13 +136,85 @@ absl::StatusOr<GenerateResult> Generate(const GenerateOptions& options) {
   }
   result.prefill_tokens_per_s = prefill_s > 0 ? prefill_tokens / prefill_s : 0;
   result.decode_tokens_per_s = decode_s > 0 ? decode_tokens / decode_s : 0;
-  if (!options.dump_logits.empty()) {
+  if (!options.dump_logits.empty() && options.rank == 0) {
     const int64_t steps = static_cast<int64_t>(result.output_ids.size());
     Tensor t = Tensor::FromVector(absl::MakeConstSpan(dumped), {steps, vocab});
     RETURN_IF_ERROR(WriteNpy(options.dump_logits, t));
   }
   return result;
 }
+
+namespace {
+
+extern "C" char** environ;
+
+// The other ranks of a sharded run: this binary again, with the same flags plus --rank and
+// --rendezvous. Their stdout is discarded (rank 0 prints the result), stderr is kept.
+class RankProcesses {
+ public:
+  ~RankProcesses() {
+    for (pid_t pid : pids_) {
+      if (pid > 0) {
+        kill(pid, SIGKILL);
+        waitpid(pid, nullptr, 0);
+      }
+    }
+  }
+
+  absl::Status Spawn(int argc, char** argv, int world, const std::string& dir) {
+    for (int r = 1; r < world; ++r) {
+      std::vector<std::string> args = {"/proc/self/exe"};
+      for (int i = 0; i < argc; ++i) args.emplace_back(argv[i]);
+      args.push_back(absl::StrCat("--rank=", r));
+      args.push_back(absl::StrCat("--rendezvous=", dir));
+      std::vector<char*> cargs;
+      for (std::string& a : args) cargs.push_back(a.data());
+      cargs.push_back(nullptr);
+      posix_spawn_file_actions_t fa;
+      posix_spawn_file_actions_init(&fa);
+      posix_spawn_file_actions_addopen(&fa, STDOUT_FILENO, "/dev/null", O_WRONLY, 0);
+      pid_t pid = 0;
+      const int rc = posix_spawn(&pid, "/proc/self/exe", &fa, nullptr, cargs.data(), environ);
+      posix_spawn_file_actions_destroy(&fa);
+      if (rc != 0) {
+        return absl::InternalError(absl::StrCat("cannot start rank ", r, ": ", strerror(rc)));
+      }
+      pids_.push_back(pid);
+    }
+    return absl::OkStatus();
+  }
+
+  // Waits (bounded) for every rank; an error names the first rank that failed.
+  absl::Status Wait(absl::Duration timeout) {
+    const absl::Time deadline = absl::Now() + timeout;
+    absl::Status result;
+    for (size_t i = 0; i < pids_.size(); ++i) {
+      int status = 0;
+      pid_t done = 0;
+      while ((done = waitpid(pids_[i], &status, WNOHANG)) == 0 && absl::Now() < deadline) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      }
+      if (done == 0) {
+        if (result.ok()) {
+          result = absl::DeadlineExceededError(absl::StrCat("rank ", i + 1, " did not finish"));
+        }
+        continue;  // the destructor kills it
+      }
+      pids_[i] = -1;
+      if (result.ok() && !(WIFEXITED(status) && WEXITSTATUS(status) == 0)) {
+        result = absl::InternalError(absl::StrCat(
+            "rank ", i + 1, WIFSIGNALED(status) ? " was killed by signal " : " exited with code ",
+            WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status)));
+      }
+    }
+    return result;
+  }
+
+ private:
+  std::vector<pid_t> pids_;
+};
+
+}  // namespace
 
 int RunGenerate(int argc, char** argv) {
   FlagParser parser("generate", "one-shot local generation on this machine's CPU");
@@ -150,6 +236,14 @@ int RunGenerate(int argc, char** argv) {
   parser.AddInt("block-size", &o.block_size, "KV cache block size in tokens");
   parser.AddInt("kv-cache-tokens", &o.kv_cache_tokens, "KV cache capacity (0 = what is needed)");
   parser.AddInt("max-batch-tokens", &o.max_batch_tokens, "prefill chunk bound per step");
+  int rank = -1;
+  std::string rendezvous;
+  float comm_timeout_s = 30;
+  parser.AddInt("tp", &o.tp, "tensor-parallel ranks (processes started on this machine)");
+  parser.AddInt("ep", &o.ep, "expert-parallel ranks (1 or the world size)");
+  parser.AddFloat("comm-timeout", &comm_timeout_s, "seconds before a collective fails");
+  parser.AddInt("rank", &rank, "(internal) this process's rank in a sharded run");
+  parser.AddString("rendezvous", &rendezvous, "(internal) rendezvous directory of the ranks");
   return RunCommand(parser, argc, argv, [&]() -> absl::Status {
     if (o.model_dir.empty()) return absl::InvalidArgumentError("--model is required");
     if (!prompt.empty() && !prompt_ids.empty()) {
@@ -164,7 +258,54 @@ int RunGenerate(int argc, char** argv) {
     ASSIGN_OR_RETURN(o.prompt_ids, ParseIds(prompt_ids));
     if (threads > 0) ThreadPool::SetDefaultThreads(threads);
     o.progress = isatty(STDERR_FILENO) != 0;
-    ASSIGN_OR_RETURN(GenerateResult r, Generate(o));
+    if (o.tp < 1 || o.ep < 1) return absl::InvalidArgumentError("--tp and --ep must be >= 1");
+    const int world = std::max(o.tp, o.ep);
+    if ((o.tp != 1 && o.tp != world) || (o.ep != 1 && o.ep != world)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--tp ", o.tp, " --ep ", o.ep, ": tp and ep must each be 1 or the number of ranks ",
+          "(data-parallel attention is not implemented yet)"));
+    }
+    RankProcesses ranks;
+    std::unique_ptr<GlooCommunicator> comm;
+    std::string owned_dir;
+    if (world > 1) {
+      const bool launcher = rank < 0;
+      if (launcher) {
+        rank = 0;
+        owned_dir = (std::filesystem::temp_directory_path() /
+                     absl::StrCat("tessera-generate-", getpid()))
+                        .string();
+        std::filesystem::remove_all(owned_dir);
+        rendezvous = owned_dir;
+        RETURN_IF_ERROR(ranks.Spawn(argc, argv, world, owned_dir));
+      } else {
+        o.progress = false;
+        if (rendezvous.empty() || rank >= world) {
+          return absl::InvalidArgumentError("--rank needs --rendezvous and rank < world size");
+        }
+      }
+      ASSIGN_OR_RETURN(std::unique_ptr<FileKvStore> store, FileKvStore::Open(rendezvous));
+      GlooCommOptions co;
+      co.store = std::move(store);
+      co.rank = rank;
+      co.size = world;
+      co.name = "generate";
+      co.timeout = absl::Seconds(comm_timeout_s);
+      ASSIGN_OR_RETURN(comm, GlooCommunicator::Create(co));
+      o.rank = rank;
+      o.comm = comm.get();
+    }
+    absl::StatusOr<GenerateResult> result = Generate(o);
+    if (world > 1 && o.rank == 0) {
+      // Rank 0 failing kills the others (destructor); otherwise wait for them to finish.
+      if (result.ok()) RETURN_IF_ERROR(ranks.Wait(absl::Seconds(comm_timeout_s + 30)));
+      comm.reset();
+      std::error_code ec;
+      std::filesystem::remove_all(owned_dir, ec);
+    }
+    if (!result.ok()) return result.status();
+    if (o.rank != 0) return absl::OkStatus();
+    GenerateResult& r = *result;
     if (json) {
       nlohmann::json j;
       j["prompt_ids"] = r.prompt_ids;

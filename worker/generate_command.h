@@ -3,6 +3,13 @@
 //   tessera generate --model DIR (--prompt TEXT | --prompt-ids 1,2,3) --max-tokens N
 //       [--temperature T] [--top-p P] [--top-k K] [--seed S] [--threads T] [--json]
 //       [--dump-logits FILE.npy] [--block-size B] [--kv-cache-tokens N] [--max-batch-tokens N]
+//       [--tp N] [--ep N]
+//
+// With --tp / --ep (tensor / expert parallelism, worker/models/layers.h Shard) the command starts
+// world - 1 more processes of itself on this machine (hidden flags --rank R --rendezvous DIR),
+// connects them over Gloo on 127.0.0.1 and runs the same generation SPMD; rank 0 prints the
+// result. A rank that fails or dies fails the command (collectives time out after --comm-timeout
+// seconds at most).
 //
 // Loads the checkpoint (progress on stderr when it is a terminal), prefills the prompt, decodes
 // until an EOS id of generation_config.json / config.json or --max-tokens. Output: the generated
@@ -21,6 +28,8 @@
 
 namespace tessera {
 
+class Communicator;
+
 struct GenerateOptions {
   std::string model_dir;
   std::vector<int32_t> prompt_ids;
@@ -34,6 +43,10 @@ struct GenerateOptions {
   int max_batch_tokens = 512;   // prefill chunk bound per step
   std::string dump_logits;      // .npy path or empty
   bool progress = false;        // load progress on stderr
+  // Sharding of this process (ModelLoadOptions): world = max(tp, ep) ranks joined by `comm`
+  // (borrowed; required when world > 1).
+  int tp = 1, ep = 1, rank = 0;
+  Communicator* comm = nullptr;
 };
 
 struct GenerateResult {

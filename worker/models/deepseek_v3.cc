@@ -36,15 +36,14 @@ class DeepseekV3Model : public Model {
   absl::Status ForwardHidden(const Tensor& input_ids, const AttentionBatch& batch, KvCache& cache,
                              Tensor& hidden) override;
   absl::Status ComputeLogits(const Tensor& hidden, Tensor& logits) override {
-    return lm_head_.Forward(hidden, logits);
+    return ends_.Logits(hidden, logits);
   }
 
   ModelConfig config_;
   MlaConfig mla_;
   float eps_ = 1e-6f;
-  Tensor embed_;       // [vocab, hidden] checkpoint dtype
-  Tensor final_norm_;  // [hidden] f32
-  LinearLayer lm_head_;
+  Shard shard_;
+  DecoderEnds ends_;  // embedding, final norm, lm_head (vocab-parallel when sharded)
   std::vector<Layer> layers_;
 };
 
@@ -53,8 +52,8 @@ absl::Status DeepseekV3Model::ForwardHidden(const Tensor& input_ids, const Atten
   const int64_t t = input_ids.numel();
   const int64_t h = config_.hidden_size;
   RETURN_IF_ERROR(ValidateStep(input_ids, batch, cache));
-  ASSIGN_OR_RETURN(Tensor residual, Tensor::Empty({t, h}, DType::kF32));
-  RETURN_IF_ERROR(Embedding(embed_, input_ids, 0, config_.vocab_size, residual));
+  Tensor residual;
+  RETURN_IF_ERROR(ends_.Embed(input_ids, residual));
   ASSIGN_OR_RETURN(Tensor x, Tensor::Empty({t, h}, DType::kF32));
   ASSIGN_OR_RETURN(Tensor attn_out, Tensor::Empty({t, h}, DType::kF32));
   Tensor delta;  // output of the previous MLP / MoE
@@ -67,16 +66,19 @@ absl::Status DeepseekV3Model::ForwardHidden(const Tensor& input_ids, const Atten
     }
     Tensor latent_cache = cache.k_cache(static_cast<int>(i));
     RETURN_IF_ERROR(layer.attention->Forward(x, batch, latent_cache, attn_out));
+    RETURN_IF_ERROR(AllReduceSum(shard_, shard_.tp_size > 1, attn_out));
     RETURN_IF_ERROR(AddRmsNorm(residual, attn_out, layer.post_norm, eps_, x));
     if (layer.moe) {
       RETURN_IF_ERROR(layer.moe->Forward(x, delta));
+      RETURN_IF_ERROR(AllReduceSum(shard_, layer.moe->partial(), delta));
     } else {
       RETURN_IF_ERROR(layer.mlp->Forward(x, delta));
+      RETURN_IF_ERROR(AllReduceSum(shard_, shard_.tp_size > 1, delta));
     }
   }
   RETURN_IF_ERROR(EnsureF32(hidden, {t, h}));
-  if (layers_.empty()) return RmsNorm(residual, final_norm_, eps_, hidden);
-  return AddRmsNorm(residual, delta, final_norm_, eps_, hidden);
+  if (layers_.empty()) return RmsNorm(residual, ends_.final_norm, eps_, hidden);
+  return AddRmsNorm(residual, delta, ends_.final_norm, eps_, hidden);
 }
 
 absl::Status RequirePositive(const ModelConfig& config, int64_t value, const char* field) {
@@ -85,15 +87,25 @@ absl::Status RequirePositive(const ModelConfig& config, int64_t value, const cha
       config.source, ": ", field, " must be > 0 for DeepseekV3ForCausalLM (got ", value, ")"));
 }
 
+// `mla` is the full model's MLA config; with tp > 1 this rank keeps heads `heads_part` of
+// q_proj / q_b_proj / kv_b_proj (rows) and o_proj (columns); the latent projections are replicated.
 absl::StatusOr<MlaWeights> LoadMlaWeights(const Checkpoint& ckpt, const std::string& prefix,
                                           const ModelConfig& config, const MlaConfig& mla,
-                                          const WeightFormat& format) {
+                                          const WeightFormat& format, const Shard& shard) {
   MlaWeights w;
   const int64_t h = config.hidden_size, heads = mla.num_heads, qk = mla.qk_head_dim();
+  const int64_t kvb = mla.qk_nope_head_dim + mla.v_head_dim;
   const bool bias = config.attention_bias;
   const std::string p = prefix + ".";
+  const bool split = shard.tp_size > 1;
+  const Range hp = SplitRange(heads, shard.tp_size, shard.tp_rank);
+  auto rows = [&](int64_t per_head) {
+    return split ? LinearSlice::OutRows({hp.begin * per_head, hp.end * per_head})
+                 : LinearSlice{};
+  };
   if (mla.q_lora_rank == 0) {
-    ASSIGN_OR_RETURN(LinearLayer q, LoadLinear(ckpt, p + "q_proj", heads * qk, h, false, format));
+    ASSIGN_OR_RETURN(LinearLayer q,
+                     LoadLinear(ckpt, p + "q_proj", heads * qk, h, false, format, rows(qk)));
     w.q_proj = q.weight;
   } else {
     ASSIGN_OR_RETURN(LinearLayer qa,
@@ -101,8 +113,8 @@ absl::StatusOr<MlaWeights> LoadMlaWeights(const Checkpoint& ckpt, const std::str
     w.q_a_proj = qa.weight;
     w.q_a_proj_bias = qa.bias;
     ASSIGN_OR_RETURN(w.q_a_layernorm, LoadNormWeight(ckpt, p + "q_a_layernorm", mla.q_lora_rank));
-    ASSIGN_OR_RETURN(LinearLayer qb,
-                     LoadLinear(ckpt, p + "q_b_proj", heads * qk, mla.q_lora_rank, false, format));
+    ASSIGN_OR_RETURN(LinearLayer qb, LoadLinear(ckpt, p + "q_b_proj", heads * qk,
+                                                mla.q_lora_rank, false, format, rows(qk)));
     w.q_b_proj = qb.weight;
   }
   ASSIGN_OR_RETURN(LinearLayer kva,
@@ -110,12 +122,14 @@ absl::StatusOr<MlaWeights> LoadMlaWeights(const Checkpoint& ckpt, const std::str
   w.kv_a_proj_with_mqa = kva.weight;
   w.kv_a_proj_bias = kva.bias;
   ASSIGN_OR_RETURN(w.kv_a_layernorm, LoadNormWeight(ckpt, p + "kv_a_layernorm", mla.kv_lora_rank));
-  ASSIGN_OR_RETURN(LinearLayer kvb, LoadLinear(ckpt, p + "kv_b_proj",
-                                               heads * (mla.qk_nope_head_dim + mla.v_head_dim),
-                                               mla.kv_lora_rank, false, format));
-  w.kv_b_proj = kvb.weight;
-  ASSIGN_OR_RETURN(LinearLayer o,
-                   LoadLinear(ckpt, p + "o_proj", h, heads * mla.v_head_dim, bias, format));
+  ASSIGN_OR_RETURN(LinearLayer kv_b, LoadLinear(ckpt, p + "kv_b_proj", heads * kvb,
+                                                mla.kv_lora_rank, false, format, rows(kvb)));
+  w.kv_b_proj = kv_b.weight;
+  const int64_t vd = mla.v_head_dim;
+  ASSIGN_OR_RETURN(
+      LinearLayer o,
+      LoadLinear(ckpt, p + "o_proj", h, heads * vd, bias && shard.tp_rank == 0, format,
+                 split ? LinearSlice::InCols({hp.begin * vd, hp.end * vd}) : LinearSlice{}));
   w.o_proj = o.weight;
   w.o_proj_bias = o.bias;
   return w;
@@ -183,10 +197,6 @@ absl::StatusOr<std::unique_ptr<Model>> LoadDeepseekV3Model(const Checkpoint& ckp
 absl::StatusOr<std::unique_ptr<Model>> LoadDeepseekV3ModelWithOptions(
     const Checkpoint& ckpt, const ModelConfig& config, const ModelLoadOptions& options,
     const DeepseekV3Options& ds_options) {
-  if (options.tp_size != 1 || options.tp_rank != 0) {
-    return absl::UnimplementedError(
-        "tensor parallelism is not implemented for DeepseekV3ForCausalLM yet");
-  }
   RETURN_IF_ERROR(RequirePositive(config, config.vocab_size, "vocab_size"));
   RETURN_IF_ERROR(RequirePositive(config, config.num_hidden_layers, "num_hidden_layers"));
   ASSIGN_OR_RETURN(MlaConfig mla, MlaConfigFromModelConfig(config));
@@ -197,11 +207,17 @@ absl::StatusOr<std::unique_ptr<Model>> LoadDeepseekV3ModelWithOptions(
   const int64_t h = config.hidden_size;
   const WeightFormat format = WeightFormatFromConfig(config);
 
-  ASSIGN_OR_RETURN(DecoderEnds ends, LoadDecoderEnds(ckpt, config, format));
-  model->embed_ = std::move(ends.embed);
-  model->final_norm_ = std::move(ends.final_norm);
-  model->lm_head_ = std::move(ends.lm_head);
+  ASSIGN_OR_RETURN(model->shard_, Shard::Create(options.tp_rank, options.tp_size,
+                                                options.ep_rank, options.ep_size, options.comm));
+  const Shard& shard = model->shard_;
+  ASSIGN_OR_RETURN(model->ends_, LoadDecoderEnds(ckpt, config, format, shard));
 
+  // This rank's heads (all of them without tensor parallelism).
+  MlaConfig local_mla = mla;
+  if (shard.tp_size > 1) {
+    RETURN_IF_ERROR(CheckDivisible(mla.num_heads, shard.tp_size, "num_attention_heads", "tp"));
+    local_mla.num_heads = mla.num_heads / shard.tp_size;
+  }
   // One RoPE table for all layers (YaRN over qk_rope_head_dim).
   ASSIGN_OR_RETURN(RopeCache rope_cache, RopeCache::Create(MlaAttention::RopeConfigFor(mla)));
   auto rope = std::make_shared<const RopeCache>(std::move(rope_cache));
@@ -214,9 +230,10 @@ absl::StatusOr<std::unique_ptr<Model>> LoadDeepseekV3ModelWithOptions(
     ASSIGN_OR_RETURN(layer.input_norm, LoadNormWeight(ckpt, p + "input_layernorm", h));
     ASSIGN_OR_RETURN(layer.post_norm, LoadNormWeight(ckpt, p + "post_attention_layernorm", h));
     const std::string attn_prefix = p + "self_attn";
-    ASSIGN_OR_RETURN(MlaWeights weights, LoadMlaWeights(ckpt, attn_prefix, config, mla, format));
-    ASSIGN_OR_RETURN(MlaAttention attn, MlaAttention::Create(mla, std::move(weights), attn_prefix,
-                                                             ds_options.mla, rope));
+    ASSIGN_OR_RETURN(MlaWeights weights,
+                     LoadMlaWeights(ckpt, attn_prefix, config, mla, format, shard));
+    ASSIGN_OR_RETURN(MlaAttention attn, MlaAttention::Create(local_mla, std::move(weights),
+                                                             attn_prefix, ds_options.mla, rope));
     layer.attention = std::make_unique<MlaAttention>(std::move(attn));
     if (config.IsMoeLayer(i)) {
       RETURN_IF_ERROR(RequirePositive(config, config.num_experts, "n_routed_experts"));
@@ -225,12 +242,14 @@ absl::StatusOr<std::unique_ptr<Model>> LoadDeepseekV3ModelWithOptions(
       const std::string mlp_prefix = p + "mlp";
       ASSIGN_OR_RETURN(
           MoeBlock moe,
-          MoeBlock::Load(ckpt, mlp_prefix, DeepseekMoeSpec(ckpt, config, mlp_prefix), format));
+          MoeBlock::Load(ckpt, mlp_prefix, DeepseekMoeSpec(ckpt, config, mlp_prefix), format,
+                         shard));
       layer.moe = std::make_unique<MoeBlock>(std::move(moe));
     } else {
       RETURN_IF_ERROR(RequirePositive(config, config.intermediate_size, "intermediate_size"));
       ASSIGN_OR_RETURN(GatedMlp mlp,
-                       GatedMlp::Load(ckpt, p + "mlp", h, config.intermediate_size, format));
+                       GatedMlp::Load(ckpt, p + "mlp", h, config.intermediate_size, format, {},
+                                      shard.tp_size, shard.tp_rank));
       layer.mlp = std::make_unique<GatedMlp>(std::move(mlp));
     }
     if (options.progress) options.progress(i + 1, n);

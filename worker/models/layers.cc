@@ -7,8 +7,10 @@
 #include "absl/strings/str_cat.h"
 #include "kernels/base/logging.h"
 #include "kernels/base/status.h"
+#include "parallel/communicator.h"
 #include "worker/checkpoint/checkpoint.h"
 #include "worker/checkpoint/model_config.h"
+#include "worker/models/mla.h"
 
 namespace tessera {
 namespace {
@@ -79,6 +81,61 @@ absl::Status EnsureF32(Tensor& t, absl::Span<const int64_t> shape) {
   return absl::OkStatus();
 }
 
+// ---- Sharding ----------------------------------------------------------------------------------
+
+absl::StatusOr<Shard> Shard::Create(int tp_rank, int tp_size, int ep_rank, int ep_size,
+                                    Communicator* comm) {
+  Shard s{tp_rank, tp_size, ep_rank, ep_size, comm};
+  if (tp_size < 1 || ep_size < 1 || tp_rank < 0 || tp_rank >= tp_size || ep_rank < 0 ||
+      ep_rank >= ep_size) {
+    return absl::InvalidArgumentError(absl::StrCat("invalid shard: tp rank ", tp_rank, " of ",
+                                                   tp_size, ", ep rank ", ep_rank, " of ",
+                                                   ep_size));
+  }
+  const int world = s.world_size();
+  if ((tp_size != 1 && tp_size != world) || (ep_size != 1 && ep_size != world)) {
+    return absl::UnimplementedError(absl::StrCat(
+        "layout tp=", tp_size, " ep=", ep_size,
+        " is not supported: tp and ep must each be 1 or the instance's world size (data-parallel "
+        "attention is not implemented yet)"));
+  }
+  if (tp_size > 1 && ep_size > 1 && tp_rank != ep_rank) {
+    return absl::InvalidArgumentError(absl::StrCat("tp rank ", tp_rank, " and ep rank ", ep_rank,
+                                                   " must be equal when tp == ep"));
+  }
+  if (world > 1) {
+    if (comm == nullptr) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("a sharded model (tp=", tp_size, ", ep=", ep_size,
+                       ") needs the instance's communicator"));
+    }
+    if (comm->size() != world || comm->rank() != s.world_rank()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "communicator ", comm->name(), " is rank ", comm->rank(), " of ", comm->size(),
+          " but the shard is rank ", s.world_rank(), " of ", world));
+    }
+  }
+  return s;
+}
+
+Range SplitRange(int64_t total, int parts, int index) {
+  const int64_t per = (total + parts - 1) / parts;
+  const int64_t begin = std::min<int64_t>(total, per * index);
+  return Range{begin, std::min<int64_t>(total, begin + per)};
+}
+
+absl::Status CheckDivisible(int64_t total, int parts, absl::string_view what,
+                            absl::string_view name) {
+  if (parts > 0 && total % parts == 0) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrCat(what, " (", total, ") is not divisible by ", name,
+                                                 " ", parts));
+}
+
+absl::Status AllReduceSum(const Shard& shard, bool partial, Tensor& t) {
+  if (!partial || shard.world_size() == 1) return absl::OkStatus();
+  return shard.comm->AllReduce(t, ReduceOp::kSum);
+}
+
 // ---- Weight loading ----------------------------------------------------------------------------
 
 absl::Status LinearLayer::Forward(const Tensor& x, Tensor& out) const {
@@ -88,7 +145,7 @@ absl::Status LinearLayer::Forward(const Tensor& x, Tensor& out) const {
 
 absl::StatusOr<LinearLayer> LoadLinear(const Checkpoint& ckpt, absl::string_view prefix,
                                        int64_t out_features, int64_t in_features, bool bias,
-                                       const WeightFormat& format) {
+                                       const WeightFormat& format, const LinearSlice& slice) {
   LinearLayer layer;
   const std::string wname = absl::StrCat(prefix, ".weight");
   ASSIGN_OR_RETURN(Tensor w, GetTensor(ckpt, wname));
@@ -128,6 +185,35 @@ absl::StatusOr<LinearLayer> LoadLinear(const Checkpoint& ckpt, absl::string_view
   if (bias) {
     ASSIGN_OR_RETURN(layer.bias,
                      LoadF32(ckpt, absl::StrCat(prefix, ".bias"), {w.dim(0)}));
+  }
+  if (slice.kind == LinearSlice::Kind::kFull) return layer;
+
+  const bool rows = slice.kind == LinearSlice::Kind::kOutRows;
+  const int d = rows ? 0 : 1;
+  const Range r = slice.range;
+  if (r.begin < 0 || r.end > w.dim(d) || r.begin >= r.end) {
+    return absl::InvalidArgumentError(absl::StrCat("tensor ", wname, ": slice [", r.begin, ", ",
+                                                   r.end, ") of dimension ", d, " (size ",
+                                                   w.dim(d), ") is empty or out of range"));
+  }
+  LinearWeight& lw = layer.weight;
+  if (lw.scale_inv.defined()) {
+    const int block = rows ? lw.block_n : lw.block_k;
+    if (r.begin % block == 0) {
+      const int64_t s0 = r.begin / block, s1 = (r.end + block - 1) / block;
+      ASSIGN_OR_RETURN(lw.scale_inv, lw.scale_inv.Slice(d, s0, s1).Clone());
+    } else {
+      // The slice cuts through scale blocks: keep exact values in f32 instead.
+      ASSIGN_OR_RETURN(lw.weight, DequantizeLinearWeight(lw, wname));
+      lw.scale_inv = Tensor();
+    }
+  }
+  lw.weight = lw.weight.Slice(d, r.begin, r.end);
+  if (!lw.weight.is_contiguous()) {
+    ASSIGN_OR_RETURN(lw.weight, lw.weight.Clone());
+  }
+  if (rows && layer.bias.defined()) {
+    ASSIGN_OR_RETURN(layer.bias, layer.bias.Slice(0, r.begin, r.end).Clone());
   }
   return layer;
 }
@@ -175,14 +261,24 @@ absl::StatusOr<LinearWeight> ConcatOutFeatures(const LinearWeight& a, const Line
 
 absl::StatusOr<GatedMlp> GatedMlp::Load(const Checkpoint& ckpt, absl::string_view prefix,
                                         int64_t hidden_size, int64_t intermediate_size,
-                                        const WeightFormat& format, const MlpNames& names) {
+                                        const WeightFormat& format, const MlpNames& names,
+                                        int parts, int index) {
   GatedMlp mlp;
+  LinearSlice col, row;
+  if (parts > 1) {
+    RETURN_IF_ERROR(CheckDivisible(intermediate_size, parts,
+                                   absl::StrCat(prefix, " intermediate size"), "shards"));
+    const Range r = SplitRange(intermediate_size, parts, index);
+    col = LinearSlice::OutRows(r);
+    row = LinearSlice::InCols(r);
+  }
   ASSIGN_OR_RETURN(LinearLayer gate, LoadLinear(ckpt, absl::StrCat(prefix, ".", names.gate),
-                                                intermediate_size, hidden_size, false, format));
+                                                intermediate_size, hidden_size, false, format,
+                                                col));
   ASSIGN_OR_RETURN(LinearLayer up, LoadLinear(ckpt, absl::StrCat(prefix, ".", names.up),
-                                              intermediate_size, hidden_size, false, format));
+                                              intermediate_size, hidden_size, false, format, col));
   ASSIGN_OR_RETURN(mlp.down_, LoadLinear(ckpt, absl::StrCat(prefix, ".", names.down),
-                                         hidden_size, intermediate_size, false, format));
+                                         hidden_size, intermediate_size, false, format, row));
   if (format.fuse_gate_up && CanConcat(gate.weight, up.weight)) {
     ASSIGN_OR_RETURN(mlp.gate_up_.weight, ConcatOutFeatures(gate.weight, up.weight));
     mlp.fused_ = true;
@@ -214,7 +310,8 @@ absl::Status GatedMlp::Forward(const Tensor& x, Tensor& out) const {
 // ---- Mixture of Experts ------------------------------------------------------------------------
 
 absl::StatusOr<MoeBlock> MoeBlock::Load(const Checkpoint& ckpt, absl::string_view prefix,
-                                        const MoeSpec& spec, const WeightFormat& format) {
+                                        const MoeSpec& spec, const WeightFormat& format,
+                                        const Shard& shard) {
   MoeBlock moe;
   moe.spec_ = spec;
   const int64_t h = spec.hidden_size, inter = spec.moe_intermediate_size;
@@ -223,6 +320,25 @@ absl::StatusOr<MoeBlock> MoeBlock::Load(const Checkpoint& ckpt, absl::string_vie
     return absl::InvalidArgumentError(absl::StrCat(
         prefix, ": invalid MoE config (num_experts=", ne, ", top_k=", spec.router.top_k, ")"));
   }
+  // Sharding: whole experts over ep, or every expert's FFN split over the group (ep == 1).
+  const int world = shard.world_size();
+  moe.partial_ = world > 1;
+  moe.owned_.assign(ne, true);
+  int parts = 1;  // intra-expert split
+  if (shard.ep_size > 1) {
+    RETURN_IF_ERROR(CheckDivisible(ne, shard.ep_size, absl::StrCat(prefix, " num_experts"), "ep"));
+    const Range mine = SplitRange(ne, shard.ep_size, shard.ep_rank);
+    for (int e = 0; e < ne; ++e) moe.owned_[e] = e >= mine.begin && e < mine.end;
+  } else if (world > 1) {
+    parts = world;
+    RETURN_IF_ERROR(CheckDivisible(inter, parts, absl::StrCat(prefix, " moe_intermediate_size"),
+                                   "tp"));
+  }
+  const Range inter_part = SplitRange(inter, parts, parts > 1 ? shard.world_rank() : 0);
+  const LinearSlice col = parts > 1 ? LinearSlice::OutRows(inter_part) : LinearSlice{};
+  const LinearSlice row = parts > 1 ? LinearSlice::InCols(inter_part) : LinearSlice{};
+  // An expert's down_proj bias is added by one rank: its owner, or group rank 0 when split.
+  const bool down_bias = parts == 1 || shard.world_rank() == 0;
   ASSIGN_OR_RETURN(moe.router_, LoadLinear(ckpt, absl::StrCat(prefix, ".", spec.gate_name), ne,
                                            h, spec.router_bias, format));
   if (spec.correction_bias) {
@@ -243,29 +359,43 @@ absl::StatusOr<MoeBlock> MoeBlock::Load(const Checkpoint& ckpt, absl::string_vie
     if (gu.dtype() == DType::kF8E4M3 || d.dtype() == DType::kF8E4M3) {
       return absl::UnimplementedError(absl::StrCat(gu_name, ": fp8 stacked experts"));
     }
+    // gate_up rows interleave (gate, up) pairs, so an even row range keeps pairs together.
+    const Range gu_rows{2 * inter_part.begin, 2 * inter_part.end};
     for (int e = 0; e < ne; ++e) {
+      if (!moe.owned_[e]) continue;
       Expert& ex = moe.experts_[e];
       ex.fused = true;
-      // Transposed copies keep the checkpoint dtype.
-      auto transpose = [](const Tensor& m) -> absl::StatusOr<Tensor> {  // [a, b] -> [b, a]
+      // Transposed copies keep the checkpoint dtype: [a, b] -> this rank's rows of [b, a].
+      auto transpose = [](const Tensor& m, int64_t r0, int64_t r1) -> absl::StatusOr<Tensor> {
         Tensor t = m.AsStrided({m.dim(1), m.dim(0)}, {m.stride(1), m.stride(0)}, 0);
-        return t.Clone();
+        return t.Slice(0, r0, r1).Clone();
       };
-      ASSIGN_OR_RETURN(ex.gate_up.weight.weight, transpose(gu.Select(0, e)));
-      ASSIGN_OR_RETURN(ex.gate_up.bias, gub.Select(0, e).Clone());
-      ASSIGN_OR_RETURN(ex.down.weight.weight, transpose(d.Select(0, e)));
-      ASSIGN_OR_RETURN(ex.down.bias, db.Select(0, e).Clone());
+      ASSIGN_OR_RETURN(ex.gate_up.weight.weight,
+                       transpose(gu.Select(0, e), gu_rows.begin, gu_rows.end));
+      ASSIGN_OR_RETURN(ex.gate_up.bias, gub.Select(0, e).Slice(0, gu_rows.begin, gu_rows.end)
+                                            .Clone());
+      ASSIGN_OR_RETURN(Tensor down_t, transpose(d.Select(0, e), 0, h));
+      ex.down.weight.weight = down_t;
+      if (parts > 1) {
+        ASSIGN_OR_RETURN(ex.down.weight.weight,
+                         down_t.Slice(1, inter_part.begin, inter_part.end).Clone());
+      }
+      if (down_bias) {
+        ASSIGN_OR_RETURN(ex.down.bias, db.Select(0, e).Clone());
+      }
     }
   } else {
     MlpNames names;
     if (spec.experts == MoeSpec::Experts::kMixtral) names = {"w1", "w3", "w2"};
     for (int e = 0; e < ne; ++e) {
+      if (!moe.owned_[e]) continue;  // never read: another rank owns it
       Expert& ex = moe.experts_[e];
       const std::string p = absl::StrCat(prefix, ".experts.", e, ".");
       ASSIGN_OR_RETURN(LinearLayer gate, LoadLinear(ckpt, p + names.gate, inter, h, false,
-                                                    format));
-      ASSIGN_OR_RETURN(LinearLayer up, LoadLinear(ckpt, p + names.up, inter, h, false, format));
-      ASSIGN_OR_RETURN(ex.down, LoadLinear(ckpt, p + names.down, h, inter, false, format));
+                                                    format, col));
+      ASSIGN_OR_RETURN(LinearLayer up,
+                       LoadLinear(ckpt, p + names.up, inter, h, false, format, col));
+      ASSIGN_OR_RETURN(ex.down, LoadLinear(ckpt, p + names.down, h, inter, false, format, row));
       if (format.fuse_gate_up && CanConcat(gate.weight, up.weight)) {
         ASSIGN_OR_RETURN(ex.gate_up.weight, ConcatOutFeatures(gate.weight, up.weight));
         ex.fused = true;
@@ -278,7 +408,8 @@ absl::StatusOr<MoeBlock> MoeBlock::Load(const Checkpoint& ckpt, absl::string_vie
   if (spec.shared_intermediate_size > 0) {
     ASSIGN_OR_RETURN(GatedMlp shared,
                      GatedMlp::Load(ckpt, absl::StrCat(prefix, ".", spec.shared_name), h,
-                                    spec.shared_intermediate_size, format));
+                                    spec.shared_intermediate_size, format, {}, world,
+                                    shard.world_rank()));
     moe.shared_ = std::make_unique<GatedMlp>(std::move(shared));
     if (spec.shared_gate) {
       ASSIGN_OR_RETURN(moe.shared_gate_, LoadLinear(ckpt, absl::StrCat(prefix,
@@ -292,7 +423,6 @@ absl::StatusOr<MoeBlock> MoeBlock::Load(const Checkpoint& ckpt, absl::string_vie
 absl::Status MoeBlock::Forward(const Tensor& x, Tensor& out) const {
   const int64_t t = x.dim(0), h = spec_.hidden_size;
   const int k = spec_.router.top_k;
-  const int64_t inter = spec_.moe_intermediate_size;
   RETURN_IF_ERROR(EnsureF32(out, {t, h}));
   out.SetZero();
   if (t == 0) return absl::OkStatus();
@@ -326,7 +456,7 @@ absl::Status MoeBlock::Forward(const Tensor& x, Tensor& out) const {
   std::vector<Active> active;
   active.reserve(k * t < spec_.num_experts ? k * t : spec_.num_experts);
   for (int e = 0; e < spec_.num_experts; ++e) {
-    if (rows[e].empty()) continue;
+    if (rows[e].empty() || !owned_[e]) continue;
     Active& a = active.emplace_back();
     a.e = e;
     a.xe = GatherRows(x, rows[e]);
@@ -357,11 +487,13 @@ absl::Status MoeBlock::Forward(const Tensor& x, Tensor& out) const {
   for (Active& a : active) {
     const Expert& ex = experts_[a.e];
     const int64_t n = a.xe.dim(0);
+    // This rank's part of the expert's intermediate dimension (all of it unless split).
+    const int64_t inter_local = two_matrices(ex) ? a.a.dim(1) : a.a.dim(1) / 2;
     if (spec_.experts == MoeSpec::Experts::kGptOss) {
-      RETURN_IF_ERROR(EnsureF32(a.act, {n, inter}));
+      RETURN_IF_ERROR(EnsureF32(a.act, {n, inter_local}));
       RETURN_IF_ERROR(ClampedSwiGlu(a.a, spec_.swiglu_alpha, spec_.swiglu_limit, a.act));
     } else if (!two_matrices(ex)) {
-      RETURN_IF_ERROR(EnsureF32(a.act, {n, inter}));
+      RETURN_IF_ERROR(EnsureF32(a.act, {n, inter_local}));
       RETURN_IF_ERROR(SiluAndMul(a.a, a.act));
     } else {
       SiluMulInPlace(a.a, a.b);
@@ -402,7 +534,7 @@ absl::Status MoeBlock::Forward(const Tensor& x, Tensor& out) const {
 absl::StatusOr<GqaAttention> GqaAttention::Load(const Checkpoint& ckpt, absl::string_view prefix,
                                                 const AttentionSpec& spec,
                                                 std::shared_ptr<const RopeCache> rope,
-                                                const WeightFormat& format) {
+                                                const WeightFormat& format, const Shard& shard) {
   if (spec.num_heads <= 0 || spec.num_kv_heads <= 0 || spec.head_dim <= 0 ||
       spec.num_heads % spec.num_kv_heads != 0) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -411,32 +543,87 @@ absl::StatusOr<GqaAttention> GqaAttention::Load(const Checkpoint& ckpt, absl::st
   }
   GqaAttention a;
   a.spec_ = spec;
+  a.full_spec_ = spec;
+  a.shard_ = shard;
   if (a.spec_.scale == 0.0f) a.spec_.scale = 1.0f / std::sqrt(static_cast<float>(spec.head_dim));
   a.rope_ = std::move(rope);
-  const int64_t h = spec.hidden_size;
-  const int64_t qd = static_cast<int64_t>(spec.num_heads) * spec.head_dim;
-  const int64_t kvd = static_cast<int64_t>(spec.num_kv_heads) * spec.head_dim;
+  const int64_t h = spec.hidden_size, hd = spec.head_dim;
+  const int64_t qd = static_cast<int64_t>(spec.num_heads) * hd;
+  const int64_t kvd = static_cast<int64_t>(spec.num_kv_heads) * hd;
+  // This rank's query heads and KV heads (all of them when not sharded).
+  const int tp = shard.tp_size;
+  Range q_heads{0, spec.num_heads}, kv_heads{0, spec.num_kv_heads};
+  if (tp > 1) {
+    RETURN_IF_ERROR(CheckDivisible(spec.num_heads, tp,
+                                   absl::StrCat(prefix, " num_attention_heads"), "tp"));
+    q_heads = SplitRange(spec.num_heads, tp, shard.tp_rank);
+    if (spec.num_kv_heads >= tp) {
+      RETURN_IF_ERROR(CheckDivisible(spec.num_kv_heads, tp,
+                                     absl::StrCat(prefix, " num_key_value_heads"), "tp"));
+      kv_heads = SplitRange(spec.num_kv_heads, tp, shard.tp_rank);
+    } else {
+      // Fewer KV heads than ranks: each rank keeps the one KV head its query heads attend with.
+      RETURN_IF_ERROR(CheckDivisible(tp, spec.num_kv_heads, "tp",
+                                     absl::StrCat(prefix, " num_key_value_heads")));
+      const int64_t group = spec.num_heads / spec.num_kv_heads;
+      const int64_t kv = q_heads.begin / group;
+      kv_heads = Range{kv, kv + 1};
+    }
+    a.spec_.num_heads = static_cast<int>(q_heads.size());
+    a.spec_.num_kv_heads = static_cast<int>(kv_heads.size());
+  }
+  const auto cols = [&](Range heads) {
+    return tp > 1 ? LinearSlice::OutRows({heads.begin * hd, heads.end * hd}) : LinearSlice{};
+  };
   ASSIGN_OR_RETURN(a.q_, LoadLinear(ckpt, absl::StrCat(prefix, ".q_proj"), qd, h, spec.qkv_bias,
-                                    format));
+                                    format, cols(q_heads)));
   ASSIGN_OR_RETURN(a.k_, LoadLinear(ckpt, absl::StrCat(prefix, ".k_proj"), kvd, h,
-                                    spec.qkv_bias, format));
+                                    spec.qkv_bias, format, cols(kv_heads)));
   ASSIGN_OR_RETURN(a.v_, LoadLinear(ckpt, absl::StrCat(prefix, ".v_proj"), kvd, h,
-                                    spec.qkv_bias, format));
-  ASSIGN_OR_RETURN(a.o_, LoadLinear(ckpt, absl::StrCat(prefix, ".o_proj"), h, qd, spec.o_bias,
-                                    format));
+                                    spec.qkv_bias, format, cols(kv_heads)));
+  const LinearSlice o_cols =
+      tp > 1 ? LinearSlice::InCols({q_heads.begin * hd, q_heads.end * hd}) : LinearSlice{};
+  ASSIGN_OR_RETURN(a.o_, LoadLinear(ckpt, absl::StrCat(prefix, ".o_proj"), h, qd,
+                                    spec.o_bias && shard.tp_rank == 0, format, o_cols));
   if (spec.qk_norm == AttentionSpec::QkNorm::kPerHead) {
     ASSIGN_OR_RETURN(a.q_norm_, LoadNormWeight(ckpt, absl::StrCat(prefix, ".q_norm"),
                                                spec.head_dim));
     ASSIGN_OR_RETURN(a.k_norm_, LoadNormWeight(ckpt, absl::StrCat(prefix, ".k_norm"),
                                                spec.head_dim));
   } else if (spec.qk_norm == AttentionSpec::QkNorm::kFullWidth) {
-    ASSIGN_OR_RETURN(a.q_norm_, LoadNormWeight(ckpt, absl::StrCat(prefix, ".q_norm"), qd));
-    ASSIGN_OR_RETURN(a.k_norm_, LoadNormWeight(ckpt, absl::StrCat(prefix, ".k_norm"), kvd));
+    ASSIGN_OR_RETURN(Tensor qn, LoadNormWeight(ckpt, absl::StrCat(prefix, ".q_norm"), qd));
+    ASSIGN_OR_RETURN(Tensor kn, LoadNormWeight(ckpt, absl::StrCat(prefix, ".k_norm"), kvd));
+    ASSIGN_OR_RETURN(a.q_norm_, qn.Slice(0, q_heads.begin * hd, q_heads.end * hd).Clone());
+    ASSIGN_OR_RETURN(a.k_norm_, kn.Slice(0, kv_heads.begin * hd, kv_heads.end * hd).Clone());
   }
   if (spec.sinks) {
-    ASSIGN_OR_RETURN(a.sinks_, LoadF32(ckpt, absl::StrCat(prefix, ".sinks"), {spec.num_heads}));
+    ASSIGN_OR_RETURN(Tensor sinks,
+                     LoadF32(ckpt, absl::StrCat(prefix, ".sinks"), {spec.num_heads}));
+    ASSIGN_OR_RETURN(a.sinks_, sinks.Slice(0, q_heads.begin, q_heads.end).Clone());
   }
   return a;
+}
+
+absl::Status GqaAttention::ShardedFullWidthNorm(Tensor& x, const Tensor& weight,
+                                                int64_t full_width, int replicas) const {
+  // x: [t, w] contiguous; the mean of squares runs over the full width held across the group.
+  const int64_t t = x.dim(0), w = x.dim(1);
+  ASSIGN_OR_RETURN(Tensor sumsq, Tensor::Empty({t}, DType::kF32));
+  float* xp = x.data<float>();
+  float* ss = sumsq.data<float>();
+  for (int64_t i = 0; i < t; ++i) {
+    double acc = 0.0;
+    for (int64_t j = 0; j < w; ++j) acc += static_cast<double>(xp[i * w + j]) * xp[i * w + j];
+    ss[i] = static_cast<float>(acc / replicas);
+  }
+  RETURN_IF_ERROR(shard_.comm->AllReduce(sumsq, ReduceOp::kSum));
+  const float* g = weight.data<float>();
+  for (int64_t i = 0; i < t; ++i) {
+    const float inv = 1.0f / std::sqrt(ss[i] / static_cast<float>(full_width) +
+                                       spec_.rms_norm_eps);
+    for (int64_t j = 0; j < w; ++j) xp[i * w + j] = xp[i * w + j] * inv * g[j];
+  }
+  return absl::OkStatus();
 }
 
 absl::Status GqaAttention::Forward(const Tensor& x, const AttentionBatch& batch, Tensor& k_cache,
@@ -453,8 +640,19 @@ absl::Status GqaAttention::Forward(const Tensor& x, const AttentionBatch& batch,
     RETURN_IF_ERROR(RmsNorm(q2, q_norm_, eps, q2));
     RETURN_IF_ERROR(RmsNorm(k2, k_norm_, eps, k2));
   } else if (spec_.qk_norm == AttentionSpec::QkNorm::kFullWidth) {
-    RETURN_IF_ERROR(RmsNorm(q, q_norm_, eps, q));
-    RETURN_IF_ERROR(RmsNorm(k, k_norm_, eps, k));
+    if (shard_.tp_size > 1) {
+      const int64_t hd64 = hd;
+      RETURN_IF_ERROR(ShardedFullWidthNorm(q, q_norm_, full_spec_.num_heads * hd64, 1));
+      // Replicated KV heads (fewer than tp) are held by tp / num_kv_heads ranks each.
+      const int k_replicas = full_spec_.num_kv_heads >= shard_.tp_size
+                                 ? 1
+                                 : shard_.tp_size / full_spec_.num_kv_heads;
+      RETURN_IF_ERROR(
+          ShardedFullWidthNorm(k, k_norm_, full_spec_.num_kv_heads * hd64, k_replicas));
+    } else {
+      RETURN_IF_ERROR(RmsNorm(q, q_norm_, eps, q));
+      RETURN_IF_ERROR(RmsNorm(k, k_norm_, eps, k));
+    }
   }
   Tensor q3 = q.View({t, nh, hd});
   Tensor k3 = k.View({t, nkv, hd});
@@ -528,20 +726,61 @@ absl::StatusOr<RopeConfig> MakeRopeConfig(const ModelConfig& config, int head_di
 }
 
 absl::StatusOr<DecoderEnds> LoadDecoderEnds(const Checkpoint& ckpt, const ModelConfig& config,
-                                            const WeightFormat& format) {
+                                            const WeightFormat& format, const Shard& shard) {
   const int64_t h = config.hidden_size, vocab = config.vocab_size;
   DecoderEnds ends;
-  ASSIGN_OR_RETURN(ends.embed, ckpt.GetChecked("model.embed_tokens.weight", {vocab, h}));
+  ends.shard = shard;
+  ends.vocab_size = vocab;
+  const Range rows = SplitRange(vocab, shard.tp_size, shard.tp_rank);
+  ends.vocab_start = rows.begin;
+  ASSIGN_OR_RETURN(Tensor embed, ckpt.GetChecked("model.embed_tokens.weight", {vocab, h}));
+  ends.embed = embed.Slice(0, rows.begin, rows.end);
   if (!ends.embed.is_contiguous()) {
     ASSIGN_OR_RETURN(ends.embed, ends.embed.Clone());
   }
   ASSIGN_OR_RETURN(ends.final_norm, LoadNormWeight(ckpt, "model.norm", h));
   if (ckpt.Has("lm_head.weight") || !config.tie_word_embeddings) {
-    ASSIGN_OR_RETURN(ends.lm_head, LoadLinear(ckpt, "lm_head", vocab, h, false, format));
+    const LinearSlice slice =
+        shard.tp_size > 1 ? LinearSlice::OutRows(rows) : LinearSlice{};
+    ASSIGN_OR_RETURN(ends.lm_head, LoadLinear(ckpt, "lm_head", vocab, h, false, format, slice));
   } else {
     ends.lm_head.weight.weight = ends.embed;
   }
   return ends;
+}
+
+absl::Status DecoderEnds::Embed(const Tensor& input_ids, Tensor& residual) const {
+  RETURN_IF_ERROR(EnsureF32(residual, {input_ids.numel(), final_norm.dim(0)}));
+  RETURN_IF_ERROR(Embedding(embed, input_ids, vocab_start, vocab_size, residual));
+  // Each token's row lives on one rank; the others contributed zeros.
+  return AllReduceSum(shard, shard.tp_size > 1, residual);
+}
+
+absl::Status DecoderEnds::Logits(const Tensor& hidden, Tensor& logits) const {
+  if (shard.tp_size == 1) return lm_head.Forward(hidden, logits);
+  // Every rank computes its vocabulary rows, padded to an equal width for the gather.
+  const int tp = shard.tp_size;
+  const int64_t rows = hidden.dim(0);
+  const int64_t per = SplitRange(vocab_size, tp, 0).size();
+  Tensor local;
+  RETURN_IF_ERROR(lm_head.Forward(hidden, local));
+  ASSIGN_OR_RETURN(Tensor send, Tensor::Zeros({rows * per}, DType::kF32));
+  const int64_t width = local.dim(1);
+  for (int64_t r = 0; r < rows; ++r) {
+    std::memcpy(send.data<float>() + r * per, local.data<float>() + r * width,
+                width * sizeof(float));
+  }
+  ASSIGN_OR_RETURN(Tensor gathered, Tensor::Empty({tp * rows * per}, DType::kF32));
+  RETURN_IF_ERROR(shard.comm->AllGather(send, gathered));
+  RETURN_IF_ERROR(EnsureF32(logits, {rows, vocab_size}));
+  for (int p = 0; p < tp; ++p) {
+    const Range part = SplitRange(vocab_size, tp, p);
+    for (int64_t r = 0; r < rows; ++r) {
+      std::memcpy(logits.data<float>() + r * vocab_size + part.begin,
+                  gathered.data<float>() + (p * rows + r) * per, part.size() * sizeof(float));
+    }
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace tessera

@@ -25,7 +25,56 @@
 namespace tessera {
 
 class Checkpoint;    // worker/checkpoint/checkpoint.h
+class Communicator;  // parallel/communicator.h
 struct ModelConfig;  // worker/checkpoint/model_config.h
+
+// ---- Sharding (tensor / expert parallelism) ----------------------------------------------------
+
+// The part of the model this rank holds. Supported layouts (data-parallel attention and pipeline
+// stages are not implemented yet): the instance's ranks form one group `comm` of size
+// world = max(tp_size, ep_size), with tp_size and ep_size each 1 or world.
+// - Attention heads are split over tp (replicated when tp_size == 1); its o_proj partial sums are
+//   all-reduced over the group when tp_size > 1.
+// - Dense MLP layers are split over tp likewise.
+// - MoE layers are always split over the whole group when world > 1: routed experts are
+//   partitioned whole over ep when ep_size > 1, else every expert's FFN is split over tp; shared
+//   experts are split over the group; the layer output is all-reduced.
+// - The embedding and lm_head are vocab-parallel over tp (the logits are all-gathered).
+struct Shard {
+  int tp_rank = 0, tp_size = 1;
+  int ep_rank = 0, ep_size = 1;
+  Communicator* comm = nullptr;  // the instance's group (null when world == 1)
+
+  int world_size() const { return tp_size > ep_size ? tp_size : ep_size; }
+  int world_rank() const { return tp_size > 1 ? tp_rank : ep_rank; }
+  // Validates the layout against the communicator; errors say what is wrong.
+  static absl::StatusOr<Shard> Create(int tp_rank, int tp_size, int ep_rank, int ep_size,
+                                      Communicator* comm);
+};
+
+// [begin, end) of part `index` when `total` items are split into `parts` equal parts
+// (the last part is shorter when total % parts != 0).
+struct Range {
+  int64_t begin = 0;
+  int64_t end = 0;
+  int64_t size() const { return end - begin; }
+};
+Range SplitRange(int64_t total, int parts, int index);
+// INVALID_ARGUMENT "<what> (<total>) is not divisible by <name> <parts>" unless total % parts == 0.
+absl::Status CheckDivisible(int64_t total, int parts, absl::string_view what,
+                            absl::string_view name);
+
+// Sums `t` over the shard's group (in place) when `partial` is true and the group has > 1 rank.
+absl::Status AllReduceSum(const Shard& shard, bool partial, Tensor& t);
+
+// Which part of a checkpoint weight [out_features, in_features] a rank loads.
+struct LinearSlice {
+  enum class Kind { kFull, kOutRows, kInCols };
+  Kind kind = Kind::kFull;
+  Range range;  // rows (kOutRows: column-parallel) or columns (kInCols: row-parallel)
+  static LinearSlice OutRows(Range r) { return {Kind::kOutRows, r}; }
+  static LinearSlice InCols(Range r) { return {Kind::kInCols, r}; }
+};
 
 // ---- Weight loading ----------------------------------------------------------------------------
 
@@ -56,9 +105,14 @@ struct LinearLayer {
 // together with "<prefix>.weight_scale_inv" [ceil(out/block_n), ceil(in/block_k)] f32), and, when
 // `bias` is true, "<prefix>.bias" [out_features] converted to f32. A negative expected size is
 // not checked. Errors name the tensor and the expected and actual shapes.
+// With a slice, only that part is kept: kOutRows rows [begin, end) (a zero-copy view; bias rows
+// too), kInCols columns [begin, end) (copied; the bias, if asked for, is the whole bias — the
+// caller asks for it on one rank only). An fp8 slice that does not start on a scale block is
+// dequantised to f32 so every element keeps its exact scale.
 absl::StatusOr<LinearLayer> LoadLinear(const Checkpoint& ckpt, absl::string_view prefix,
                                        int64_t out_features, int64_t in_features, bool bias,
-                                       const WeightFormat& format);
+                                       const WeightFormat& format,
+                                       const LinearSlice& slice = {});
 
 // Loads tensor `name`, checks its shape and converts it to a contiguous f32 tensor
 // (norm weights, biases, router correction bias, sinks).
@@ -92,9 +146,12 @@ struct MlpNames {
 
 class GatedMlp {
  public:
+  // With parts > 1 this rank keeps part `index` of the intermediate dimension (gate/up rows,
+  // down_proj columns) and its Forward returns a partial sum.
   static absl::StatusOr<GatedMlp> Load(const Checkpoint& ckpt, absl::string_view prefix,
                                        int64_t hidden_size, int64_t intermediate_size,
-                                       const WeightFormat& format, const MlpNames& names = {});
+                                       const WeightFormat& format, const MlpNames& names = {},
+                                       int parts = 1, int index = 0);
   int64_t hidden_size() const { return down_.out_features(); }
   int64_t intermediate_size() const { return down_.in_features(); }
 
@@ -140,8 +197,13 @@ struct MoeSpec {
 
 class MoeBlock {
  public:
+  // With a sharded `shard`, loads only this rank's experts (or expert slices) and shared-expert
+  // slice (see Shard); Forward then returns this rank's partial sum.
   static absl::StatusOr<MoeBlock> Load(const Checkpoint& ckpt, absl::string_view prefix,
-                                       const MoeSpec& spec, const WeightFormat& format);
+                                       const MoeSpec& spec, const WeightFormat& format,
+                                       const Shard& shard = {});
+  // Whether Forward's output is a partial sum to be all-reduced over the shard's group.
+  bool partial() const { return partial_; }
   const MoeSpec& spec() const { return spec_; }
 
   // Routes every token to top_k experts, runs each expert on the rows routed to it and adds the
@@ -159,6 +221,8 @@ class MoeBlock {
     bool fused = false;
   };
   MoeSpec spec_;
+  bool partial_ = false;
+  std::vector<bool> owned_;                 // [num_experts]: this rank runs expert e
   LinearLayer router_;
   Tensor correction_bias_;                  // undefined or [num_experts] f32
   std::vector<Expert> experts_;
@@ -190,10 +254,15 @@ struct AttentionSpec {
 class GqaAttention {
  public:
   // Loads "<prefix>.{q,k,v,o}_proj" (+ "q_norm"/"k_norm", "sinks"). `rope` is shared by layers.
+  // With shard.tp_size > 1 this rank keeps num_heads / tp query heads (and their sinks), its KV
+  // heads (num_kv_heads / tp, or the one KV head its query heads use when num_kv_heads < tp), and
+  // the matching o_proj columns; Forward then returns a partial sum (o_proj's bias on tp rank 0).
+  // A full-width q/k norm (MiniMax-M2) sums its squares over the group.
   static absl::StatusOr<GqaAttention> Load(const Checkpoint& ckpt, absl::string_view prefix,
                                            const AttentionSpec& spec,
                                            std::shared_ptr<const RopeCache> rope,
-                                           const WeightFormat& format);
+                                           const WeightFormat& format, const Shard& shard = {});
+  bool partial() const { return shard_.tp_size > 1; }
   const AttentionSpec& spec() const { return spec_; }
   LayerKvSpec kv_spec() const {
     return {spec_.num_kv_heads, spec_.head_dim, spec_.head_dim, false};
@@ -206,7 +275,14 @@ class GqaAttention {
                        Tensor& v_cache, Tensor& out) const;
 
  private:
-  AttentionSpec spec_;
+  // Full-width RMSNorm of x [t, width_local] whose mean runs over the whole (sharded) width;
+  // `replicas` = how many ranks hold each column (1, or tp / num_kv_heads for replicated k).
+  absl::Status ShardedFullWidthNorm(Tensor& x, const Tensor& weight, int64_t full_width,
+                                    int replicas) const;
+
+  AttentionSpec spec_;  // local head counts when sharded
+  AttentionSpec full_spec_;
+  Shard shard_;
   std::shared_ptr<const RopeCache> rope_;
   LinearLayer qkv_;  // fused [q | k | v] rows when dtypes allow; else q_, k_, v_
   LinearLayer q_, k_, v_;
@@ -223,12 +299,22 @@ absl::Status EnsureF32(Tensor& t, absl::Span<const int64_t> shape);
 
 // The ends every decoder shares: token embedding, final norm and lm_head (tied to the embedding
 // when the config says so and the checkpoint has no lm_head.weight).
+// With shard.tp_size > 1 both are vocab-parallel: this rank keeps vocabulary rows
+// SplitRange(vocab, tp, tp_rank) of each.
 struct DecoderEnds {
-  Tensor embed;       // [vocab, hidden] checkpoint dtype, contiguous
+  Tensor embed;       // [vocab rows, hidden] checkpoint dtype, contiguous
+  int64_t vocab_start = 0;
   Tensor final_norm;  // [hidden] f32
   LinearLayer lm_head;
+  Shard shard;
+  int64_t vocab_size = 0;
+
+  // residual (allocated): [num_tokens, hidden] f32 embeddings (summed over the group).
+  absl::Status Embed(const Tensor& input_ids, Tensor& residual) const;
+  // hidden: [rows, hidden]; logits (allocated): [rows, vocab_size] f32 on every rank.
+  absl::Status Logits(const Tensor& hidden, Tensor& logits) const;
 };
 absl::StatusOr<DecoderEnds> LoadDecoderEnds(const Checkpoint& ckpt, const ModelConfig& config,
-                                            const WeightFormat& format);
+                                            const WeightFormat& format, const Shard& shard = {});
 
 }  // namespace tessera

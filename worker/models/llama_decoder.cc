@@ -32,14 +32,13 @@ class DecoderModel : public Model {
   absl::Status ForwardHidden(const Tensor& input_ids, const AttentionBatch& batch,
                              KvCache& cache, Tensor& hidden) override;
   absl::Status ComputeLogits(const Tensor& hidden, Tensor& logits) override {
-    return lm_head_.Forward(hidden, logits);
+    return ends_.Logits(hidden, logits);
   }
 
   ModelConfig config_;
   float eps_ = 1e-6f;
-  Tensor embed_;       // [vocab, hidden] checkpoint dtype
-  Tensor final_norm_;  // [hidden] f32
-  LinearLayer lm_head_;
+  Shard shard_;
+  DecoderEnds ends_;  // embedding, final norm, lm_head (vocab-parallel when sharded)
   std::vector<Layer> layers_;
 };
 
@@ -48,8 +47,8 @@ absl::Status DecoderModel::ForwardHidden(const Tensor& input_ids, const Attentio
   const int64_t t = input_ids.numel();
   const int64_t h = config_.hidden_size;
   RETURN_IF_ERROR(ValidateStep(input_ids, batch, cache));
-  ASSIGN_OR_RETURN(Tensor residual, Tensor::Empty({t, h}, DType::kF32));
-  RETURN_IF_ERROR(Embedding(embed_, input_ids, 0, config_.vocab_size, residual));
+  Tensor residual;
+  RETURN_IF_ERROR(ends_.Embed(input_ids, residual));
   ASSIGN_OR_RETURN(Tensor x, Tensor::Empty({t, h}, DType::kF32));
   Tensor delta;  // output of the previous sub-block
   for (size_t i = 0; i < layers_.size(); ++i) {
@@ -62,16 +61,19 @@ absl::Status DecoderModel::ForwardHidden(const Tensor& input_ids, const Attentio
     Tensor k_cache = cache.k_cache(static_cast<int>(i));
     Tensor v_cache = cache.v_cache(static_cast<int>(i));
     RETURN_IF_ERROR(layer.attention->Forward(x, batch, k_cache, v_cache, delta));
+    RETURN_IF_ERROR(AllReduceSum(shard_, layer.attention->partial(), delta));
     RETURN_IF_ERROR(AddRmsNorm(residual, delta, layer.post_norm, eps_, x));
     if (layer.moe) {
       RETURN_IF_ERROR(layer.moe->Forward(x, delta));
+      RETURN_IF_ERROR(AllReduceSum(shard_, layer.moe->partial(), delta));
     } else {
       RETURN_IF_ERROR(layer.mlp->Forward(x, delta));
+      RETURN_IF_ERROR(AllReduceSum(shard_, shard_.tp_size > 1, delta));
     }
   }
   RETURN_IF_ERROR(EnsureF32(hidden, {t, h}));
-  if (layers_.empty()) return RmsNorm(residual, final_norm_, eps_, hidden);
-  return AddRmsNorm(residual, delta, final_norm_, eps_, hidden);
+  if (layers_.empty()) return RmsNorm(residual, ends_.final_norm, eps_, hidden);
+  return AddRmsNorm(residual, delta, ends_.final_norm, eps_, hidden);
 }
 
 }  // namespace
@@ -98,9 +100,6 @@ absl::StatusOr<std::unique_ptr<Model>> LoadDecoderModel(const Checkpoint& ckpt,
                                                         const ModelConfig& config,
                                                         const DecoderSpec& spec,
                                                         const ModelLoadOptions& options) {
-  if (options.tp_size != 1 || options.tp_rank != 0) {
-    return absl::UnimplementedError("tensor parallelism is not implemented for this model yet");
-  }
   if (config.vocab_size <= 0 || config.hidden_size <= 0) {
     return absl::InvalidArgumentError(absl::StrCat(config.source,
                                                    ": vocab_size and hidden_size must be > 0"));
@@ -114,10 +113,10 @@ absl::StatusOr<std::unique_ptr<Model>> LoadDecoderModel(const Checkpoint& ckpt,
   const int64_t h = config.hidden_size;
   const WeightFormat format = WeightFormatFromConfig(config);
 
-  ASSIGN_OR_RETURN(DecoderEnds ends, LoadDecoderEnds(ckpt, config, format));
-  model->embed_ = std::move(ends.embed);
-  model->final_norm_ = std::move(ends.final_norm);
-  model->lm_head_ = std::move(ends.lm_head);
+  ASSIGN_OR_RETURN(model->shard_, Shard::Create(options.tp_rank, options.tp_size,
+                                                options.ep_rank, options.ep_size, options.comm));
+  const Shard& shard = model->shard_;
+  ASSIGN_OR_RETURN(model->ends_, LoadDecoderEnds(ckpt, config, format, shard));
 
   ASSIGN_OR_RETURN(RopeCache rope_cache, RopeCache::Create(spec.rope));
   auto rope = std::make_shared<const RopeCache>(std::move(rope_cache));
@@ -131,10 +130,12 @@ absl::StatusOr<std::unique_ptr<Model>> LoadDecoderModel(const Checkpoint& ckpt,
     ASSIGN_OR_RETURN(layer.input_norm, LoadNormWeight(ckpt, p + "input_layernorm", h));
     ASSIGN_OR_RETURN(layer.post_norm, LoadNormWeight(ckpt, p + "post_attention_layernorm", h));
     ASSIGN_OR_RETURN(GqaAttention attn,
-                     GqaAttention::Load(ckpt, p + "self_attn", ls.attention, rope, format));
+                     GqaAttention::Load(ckpt, p + "self_attn", ls.attention, rope, format,
+                                        shard));
     layer.attention = std::make_unique<GqaAttention>(std::move(attn));
     if (ls.moe) {
-      ASSIGN_OR_RETURN(MoeBlock moe, MoeBlock::Load(ckpt, p + ls.mlp_prefix, ls.moe_spec, format));
+      ASSIGN_OR_RETURN(MoeBlock moe,
+                       MoeBlock::Load(ckpt, p + ls.mlp_prefix, ls.moe_spec, format, shard));
       layer.moe = std::make_unique<MoeBlock>(std::move(moe));
     } else {
       if (ls.dense_intermediate_size <= 0) {
@@ -142,7 +143,8 @@ absl::StatusOr<std::unique_ptr<Model>> LoadDecoderModel(const Checkpoint& ckpt,
                                                        ": intermediate_size must be > 0"));
       }
       ASSIGN_OR_RETURN(GatedMlp mlp, GatedMlp::Load(ckpt, p + ls.mlp_prefix, h,
-                                                    ls.dense_intermediate_size, format));
+                                                    ls.dense_intermediate_size, format, {},
+                                                    shard.tp_size, shard.tp_rank));
       layer.mlp = std::make_unique<GatedMlp>(std::move(mlp));
     }
     if (options.progress) options.progress(i + 1, n);

@@ -33,15 +33,25 @@
 namespace tessera {
 
 class Checkpoint;    // worker/checkpoint/checkpoint.h
+class Communicator;  // parallel/communicator.h
 struct ModelConfig;  // worker/checkpoint/model_config.h
 
 struct ModelLoadOptions {
   // Called after each decoder layer is loaded with (layers_done, num_layers); may be empty.
   std::function<void(int, int)> progress;
-  // Tensor parallelism / expert parallelism coordinates of this worker. Single-rank for now:
-  // values other than (0, 1) are UNIMPLEMENTED.
+  // This rank's slice of the model (DESIGN.md section 4). Tensor parallelism splits attention
+  // heads, dense MLPs, shared experts, the embedding and lm_head (vocab-parallel) over tp_size
+  // ranks; expert parallelism gives each of ep_size ranks num_experts / ep_size whole routed
+  // experts (only those are read from the checkpoint); with ep_size == 1 and tp_size > 1 every
+  // expert's FFN is split like a dense MLP instead. ep_size is 1 or tp_size (attention data
+  // parallelism is not implemented yet): the expert group is the tensor-parallel group, and
+  // `comm` (that group's communicator; required when tp_size > 1, borrowed: it must outlive the
+  // model) carries the all-reduces of the partial sums and the gather of the logits.
   int tp_rank = 0;
   int tp_size = 1;
+  int ep_rank = 0;
+  int ep_size = 1;
+  Communicator* comm = nullptr;
 };
 
 class Model {

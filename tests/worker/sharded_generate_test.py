@@ -1,0 +1,111 @@
+"""Tensor / expert parallel generation across real processes over Gloo equals the single rank.
+
+For every family's tiny preset (f32), `tessera generate --tp T --ep E` starts max(T, E) ranks on
+127.0.0.1 (worker/generate_command.cc) and must give the same greedy tokens as one rank, with
+logits within 1e-4 (relative L2) at every generated position. Layouts the model cannot take
+(heads or experts not divisible) must be refused before any weight is loaded, naming the reason.
+A rank killed mid-run makes the command fail well within the collective timeout.
+"""
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+
+import numpy as np
+
+BIN = os.environ["TESSERA_BIN"]
+ARCHS = ["qwen3_moe", "qwen2_moe", "mixtral", "deepseek_v3", "glm4_moe", "minimax_m2", "gpt_oss",
+         "llama", "qwen3"]
+LAYOUTS = [(2, 1), (2, 2), (1, 2), (4, 1), (4, 4), (1, 4)]
+PROMPT = "3,1,4,1,5,9,2,6,5,3,5"
+
+
+def run(args, timeout=120):
+    return subprocess.run([BIN] + args, capture_output=True, text=True, timeout=timeout)
+
+
+class ShardedGenerateTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.TemporaryDirectory(prefix="sharded_generate_")
+        cls.models = {}
+        for arch in ARCHS:
+            out = os.path.join(cls.tmp.name, arch)
+            r = run(["make-model", "--arch", arch, "--preset", "tiny", "--dtype", "f32",
+                     "--seed", "5", "--out", out])
+            assert r.returncode == 0, r.stderr
+            cls.models[arch] = out
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.tmp.cleanup()
+
+    def generate(self, arch, tp, ep, tag):
+        logits = os.path.join(self.tmp.name, f"{arch}_{tag}.npy")
+        r = run(["generate", "--model", self.models[arch], "--prompt-ids", PROMPT,
+                 "--max-tokens", "6", "--temperature", "0", "--threads", "1",
+                 "--tp", str(tp), "--ep", str(ep), "--comm-timeout", "20",
+                 "--dump-logits", logits, "--max-batch-tokens", "4"])
+        return r, logits
+
+    def test_every_admitted_layout_matches_one_rank(self):
+        for arch in ARCHS:
+            ref, ref_logits = self.generate(arch, 1, 1, "ref")
+            self.assertEqual(ref.returncode, 0, ref.stderr)
+            want_ids = ref.stdout.split()
+            want = np.load(ref_logits)
+            for tp, ep in LAYOUTS:
+                with self.subTest(arch=arch, tp=tp, ep=ep):
+                    r, path = self.generate(arch, tp, ep, f"tp{tp}_ep{ep}")
+                    if r.returncode != 0:
+                        # Only a layout the model cannot take may fail, and it must say why.
+                        self.assertRegex(r.stderr, r"not divisible", r.stderr)
+                        continue
+                    self.assertEqual(r.stdout.split(), want_ids)
+                    got = np.load(path)
+                    self.assertEqual(got.shape, want.shape)
+                    err = np.linalg.norm(got - want) / np.linalg.norm(want)
+                    self.assertLess(err, 1e-4)
+
+    def test_invalid_layouts_are_refused_with_the_reason(self):
+        # The tiny qwen3_moe has 8 experts and 4 query heads: tp 3 divides neither.
+        r, _ = self.generate("qwen3_moe", 3, 1, "tp3")
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn("not divisible by tp 3", r.stderr)
+        r, _ = self.generate("qwen3_moe", 2, 4, "tp2ep4")
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn("tp and ep must each be 1 or the number of ranks", r.stderr)
+
+    def test_a_killed_rank_fails_the_run_within_the_timeout(self):
+        # A long generation; rank 1 is killed once it runs, and rank 0 must fail fast.
+        proc = subprocess.Popen(
+            [BIN, "generate", "--model", self.models["qwen3_moe"], "--prompt-ids", PROMPT,
+             "--max-tokens", "20000", "--kv-cache-tokens", "20100", "--temperature", "0",
+             "--threads", "1", "--tp", "2", "--comm-timeout", "10"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        child = None
+        deadline = time.time() + 30
+        while child is None and time.time() < deadline:
+            out = subprocess.run(["pgrep", "-f", "--", f"--rank=1 .*tessera-generate-{proc.pid}"],
+                                 capture_output=True, text=True).stdout.split()
+            child = int(out[0]) if out else None
+            time.sleep(0.1)
+        self.assertIsNotNone(child, "rank 1 never started")
+        time.sleep(1.0)  # let it get into the decode loop
+        os.kill(child, signal.SIGKILL)
+        killed = time.time()
+        try:
+            _, err = proc.communicate(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            self.fail("rank 0 did not notice its dead peer within 15 s")
+        self.assertNotEqual(proc.returncode, 0)
+        self.assertLess(time.time() - killed, 12)
+        self.assertRegex(err, r"(?i)unavailable|deadline|closed|connection|peer", err)
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
