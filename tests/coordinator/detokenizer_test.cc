@@ -51,7 +51,7 @@ const std::map<std::string, std::unique_ptr<Tokenizer>>& Tokenizers() {
   static const auto* toks = [] {
     auto* m = new std::map<std::string, std::unique_ptr<Tokenizer>>();
     const std::string td = testing::TestDataDir() + "/tokenizers/";
-    for (const char* name : {"qwen3", "deepseek_v3", "gpt_oss"}) {
+    for (const char* name : {"qwen3", "deepseek_v3", "gpt_oss", "mistral_v1"}) {
       auto t = LoadTokenizer(td + name);
       CHECK(t.ok()) << t.status();
       (*m)[name] = *std::move(t);
@@ -151,7 +151,7 @@ TEST_P(DetokenizerFormatTest, StreamEqualsDecodeForInvalidByteSequences) {
 }
 
 INSTANTIATE_TEST_SUITE_P(AllFormats, DetokenizerFormatTest,
-                         ::testing::Values("qwen3", "deepseek_v3", "gpt_oss",
+                         ::testing::Values("qwen3", "deepseek_v3", "gpt_oss", "mistral_v1",
                                            "tiktoken"));
 
 TEST(DetokenizerTest, EmojiSplitOverFourByteTokensIsHeldBack) {
@@ -181,7 +181,7 @@ TEST(DetokenizerTest, IncompleteTailBecomesReplacementCharacterAtFinish) {
   EXPECT_EQ(detok.Finish(), "\uFFFD");
 }
 
-TEST(DetokenizerTest, DISABLED_SentencePieceDropsOnlyTheFirstLeadingSpace) {
+TEST(DetokenizerTest, SentencePieceDropsOnlyTheFirstLeadingSpace) {
   const Tokenizer& tok = *Tokenizers().at("mistral_v1");
   const std::vector<int32_t> ids = tok.Encode("Hello world", false);
   ASSERT_GE(ids.size(), 2u);
@@ -194,7 +194,7 @@ TEST(DetokenizerTest, DISABLED_SentencePieceDropsOnlyTheFirstLeadingSpace) {
   EXPECT_EQ(text + detok.Finish(), "Hello world");
 }
 
-TEST(DetokenizerTest, DISABLED_SentencePieceByteRunCutByControlTokenIsReplaced) {
+TEST(DetokenizerTest, SentencePieceByteRunCutByControlTokenIsReplaced) {
   // SentencePiece decodes each run of byte pieces separately: E2 | </s> | 82 AC is three
   // invalid bytes, not "€".
   const Tokenizer& tok = *Tokenizers().at("mistral_v1");

@@ -215,7 +215,6 @@ class TokenizerReferenceTest(unittest.TestCase):
     def test_gpt_oss(self):
         self.check_hf("gpt_oss")
 
-    @unittest.skip("TEMPORARY: the native SentencePiece encoder lands next")
     def test_mistral_v1_sentencepiece(self):
         model = os.path.join(TOKDIR, "mistral_v1", "tokenizer.model")
         sp = sentencepiece.SentencePieceProcessor(model_file=model)
@@ -244,7 +243,6 @@ class TokenizerReferenceTest(unittest.TestCase):
         # ids only.
         self.check("mistral_v1", model, encode, None, special=True)
 
-    @unittest.skip("TEMPORARY: the native SentencePiece encoder lands next")
     def test_mistral_v1_samples(self):
         """mistral-common v1 renderings (only no_tools has one; the v2/v3 renderings use the
         32768-piece tokenizer, not in testdata): BOS, the text between control tokens encoded on
