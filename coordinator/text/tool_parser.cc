@@ -433,10 +433,14 @@ void ToolCallParser::ProcessBuffer(bool final, std::string* content,
         return;
       }
       case State::kSection: {
+        // Between blocks of a section: whitespace is held (dropped if a call or the section end
+        // follows); any other text means the model left the section: it is content from here,
+        // with the held text.
         size_t ws = 0;
         while (ws < buf.size() && (buf[ws] == ' ' || buf[ws] == '\n')) ++ws;
+        dropped_newlines_.append(buf.data(), ws);
         consumed_ += ws;
-        buf = absl::string_view(buffer_).substr(consumed_);
+        buf.remove_prefix(ws);
         if (absl::StartsWith(buf, call_begin)) {
           state_ = State::kCall;
           continue;
@@ -452,16 +456,10 @@ void ToolCallParser::ProcessBuffer(bool final, std::string* content,
         if (!final && (absl::StartsWith(call_begin, buf) || absl::StartsWith(section_end, buf))) {
           return;
         }
-        // Stray text inside the section: content, up to the next marker.
-        const text_internal::MarkerHit hit = FindFirstMarker(buf, {call_begin, section_end});
-        size_t n = hit.found() ? hit.pos
-                               : buf.size() - (final ? 0 : PartialMarkerSuffix(
-                                                               buf, {call_begin, section_end}));
         content_trim_.AppendVerbatim(dropped_newlines_, content);
         dropped_newlines_.clear();
-        content_trim_.Append(buf.substr(0, n), content);
-        consumed_ += n;
-        if (!hit.found()) return;
+        in_section_ = false;
+        state_ = State::kContent;
         continue;
       }
       case State::kCall: {

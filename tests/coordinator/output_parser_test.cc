@@ -5,6 +5,7 @@
 #include "coordinator/text/output_parser.h"
 
 #include <fstream>
+#include <random>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -315,6 +316,66 @@ OutputParser::Options ToolOptions() {
   o.parse_tools = true;
   return o;
 }
+
+// Random texts built from the format's markers, fragments of them and ordinary text, streamed
+// in random deltas: the result must equal the one-shot parse (the state machines may only
+// change state on complete markers).
+struct FuzzFormat {
+  std::string name;
+  OutputFormat format;
+  std::vector<std::string> pieces;
+};
+
+class OutputParserFuzzTest : public ::testing::TestWithParam<FuzzFormat> {};
+
+TEST_P(OutputParserFuzzTest, RandomDeltasEqualOneShot) {
+  const FuzzFormat& f = GetParam();
+  std::vector<std::string> pieces = f.pieces;
+  for (const char* common : {"a", "b c", "\n", "\n\n", " ", "{", "}", "\"", "é", "東", "<",
+                             "<|", "[", "<think>", "</think>", "{\"name\": \"f\"}",
+                             "{\"x\": [1, \"]}\"]}"}) {
+    pieces.push_back(common);
+  }
+  std::mt19937 rng(1234);
+  for (int iter = 0; iter < 2000; ++iter) {
+    Case c{"fuzz", f.format, "", "", "", {}};
+    c.starts_in_reasoning = rng() % 4 == 0;
+    const int n = 1 + static_cast<int>(rng() % 24);
+    for (int i = 0; i < n; ++i) c.text += pieces[rng() % pieces.size()];
+    std::vector<size_t> cuts;
+    for (size_t pos = 0; pos < c.text.size();) {
+      pos += 1 + rng() % 7;
+      if (pos < c.text.size()) cuts.push_back(pos);
+    }
+    ASSERT_EQ(Describe(Streamed(c, cuts)),
+              Describe(OutputParser::Parse(c.format, OptionsOf(c), c.text)))
+        << "text: " << c.text;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Formats, OutputParserFuzzTest,
+    ::testing::Values(
+        FuzzFormat{"qwen3", OutputFormat::kQwen3, {"<tool_call>", "</tool_call>", "<tool_"}},
+        FuzzFormat{"deepseek_v3", OutputFormat::kDeepSeekV3,
+                   {"<｜tool▁calls▁begin｜>", "<｜tool▁call▁begin｜>", "<｜tool▁sep｜>",
+                    "<｜tool▁call▁end｜>", "<｜tool▁calls▁end｜>", "function", "\n```json\n",
+                    "\n```", "<｜tool▁"}},
+        FuzzFormat{"kimi_k2", OutputFormat::kKimiK2,
+                   {"<|tool_calls_section_begin|>", "<|tool_call_begin|>", "functions.f:0",
+                    "<|tool_call_argument_begin|>", "<|tool_call_end|>",
+                    "<|tool_calls_section_end|>", "<|tool_"}},
+        FuzzFormat{"glm45", OutputFormat::kGlm45,
+                   {"<tool_call>", "</tool_call>", "<arg_key>", "</arg_key>", "<arg_value>",
+                    "</arg_value>", "f\n"}},
+        FuzzFormat{"gpt_oss", OutputFormat::kGptOss,
+                   {"<|channel|>", "analysis", "final", "commentary", " to=functions.f",
+                    " to=browser.search", "<|constrain|>json", "<|message|>", "<|end|>",
+                    "<|call|>", "<|return|>", "<|start|>assistant", "<|start|>"}},
+        FuzzFormat{"mistral", OutputFormat::kMistral,
+                   {"[TOOL_CALLS]", "[ARGS]", "[CALL_ID]", "abc123XYZ", "[{\"name\": \"g\"}]",
+                    "[TOOL_"}}),
+    [](const ::testing::TestParamInfo<FuzzFormat>& info) { return info.param.name; });
 
 TEST(OutputParserStreamingTest, ContentIsNotHeldBackWithoutAPossibleMarker) {
   auto p = OutputParser::Create(OutputFormat::kQwen3, ToolOptions());
