@@ -40,16 +40,24 @@ std::string LayoutFlags(const MeshShape& s) {
 // tensor kind (all experts of a layer have the same shapes), so that per-rank sums cost
 // O(layers) instead of O(layers * experts).
 struct Inventory {
-  std::vector<CheckpointTensor> all;
   std::vector<CheckpointTensor> folded;
   std::vector<int64_t> counts;  // tensors each folded entry stands for
+  int64_t params = 0, mtp_params = 0;  // parameters outside / inside the MTP layers
+  int64_t bytes = 0, mtp_bytes = 0;    // stored bytes outside / inside the MTP layers
 };
 
 Inventory BuildInventory(const ModelConfig& config) {
   Inventory inv;
-  inv.all = CheckpointTensors(config);
   std::map<std::pair<int, std::string>, size_t> expert_index;
-  for (const CheckpointTensor& t : inv.all) {
+  for (const CheckpointTensor& t : CheckpointTensors(config)) {
+    const int64_t params = t.num_elements() * t.params_per_element;
+    if (t.placement == TensorPlacement::kMtp) {
+      inv.mtp_params += params;
+      inv.mtp_bytes += t.nbytes();
+    } else {
+      inv.params += params;
+      inv.bytes += t.nbytes();
+    }
     if (t.split != TensorSplit::kExpert) {
       inv.folded.push_back(t);
       inv.counts.push_back(1);
@@ -161,17 +169,10 @@ Evaluation Evaluate(const ModelConfig& c, const Inventory& inv, const PlanOption
   } else {
     plan.weight_format = std::string(DTypeName(c.torch_dtype));
   }
-  for (const CheckpointTensor& t : inv.all) {
-    plan.checkpoint_bytes += t.nbytes();
-    const int64_t params = t.num_elements() * t.params_per_element;
-    if (t.placement == TensorPlacement::kMtp) {
-      plan.mtp_parameters += params;
-      if (o.load_mtp) plan.model_weight_bytes += t.nbytes();
-    } else {
-      plan.num_parameters += params;
-      plan.model_weight_bytes += t.nbytes();
-    }
-  }
+  plan.num_parameters = inv.params;
+  plan.mtp_parameters = inv.mtp_params;
+  plan.checkpoint_bytes = inv.bytes + inv.mtp_bytes;
+  plan.model_weight_bytes = inv.bytes + (o.load_mtp ? inv.mtp_bytes : 0);
 
   ev.violations = CheckLayout(c, shape, o.devices, inv.folded);
   if (!ev.violations.empty()) return ev;
@@ -252,9 +253,9 @@ Evaluation Evaluate(const ModelConfig& c, const Inventory& inv, const PlanOption
     if (context < o.max_model_len) {
       ev.violations.push_back(absl::StrCat(
           "--max-model-len ", o.max_model_len, " does not fit in the KV cache: one sequence needs ",
-          FormatBytes(SequenceKvBytes(c, plan.ranks[0], o.max_model_len, o.block_size)),
-          " per rank but the tightest rank has ", FormatBytes(worst->kv_bytes),
-          " free; lower --max-model-len to ", context,
+          FormatBytes(SequenceKvBytes(c, *worst, o.max_model_len, o.block_size)),
+          " on rank ", worst->coord.rank, ", which has ", FormatBytes(worst->kv_bytes),
+          " free; lower --max-model-len to ", plan.max_context,
           " or less, use --kv-dtype fp8, or use more devices"));
     }
   } else {

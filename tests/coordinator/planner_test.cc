@@ -400,6 +400,66 @@ TEST(PlannerTest, PipelineStagesSplitLayersAndPlaceEmbeddingAndHead) {
   EXPECT_EQ(plan.ranks[2].kv_bytes_per_token, 11 * 4 * 128 * 2 * 2);
 }
 
+// ---- Dense models (inline configs with the published Qwen3 shapes) ---------------------------
+ModelConfig Qwen3Dense(int64_t hidden, int layers, int heads, int kv_heads, int64_t inter,
+                       bool tied) {
+  const nlohmann::json j = {{"architectures", {"Qwen3ForCausalLM"}},
+                            {"model_type", "qwen3"},
+                            {"vocab_size", 151936},
+                            {"hidden_size", hidden},
+                            {"num_hidden_layers", layers},
+                            {"num_attention_heads", heads},
+                            {"num_key_value_heads", kv_heads},
+                            {"head_dim", 128},
+                            {"intermediate_size", inter},
+                            {"max_position_embeddings", 40960},
+                            {"tie_word_embeddings", tied},
+                            {"torch_dtype", "bfloat16"}};
+  absl::StatusOr<ModelConfig> c = ParseModelConfig(j, "qwen3-dense/config.json");
+  EXPECT_TRUE(c.ok()) << c.status();
+  return c.ok() ? *c : ModelConfig{};
+}
+
+TEST(PlannerTest, DenseQwen3_8B_TensorParallel2) {
+  // Qwen3-8B: hidden 4096, 36 layers, 32 q / 8 KV heads of 128, MLP 12288, untied.
+  const ModelConfig c = Qwen3Dense(4096, 36, 32, 8, 12288, false);
+  const ShardingPlan plan = MustPlan(c, Layout(2, 1, 1, 1));
+  const int64_t layer = 2 * 4096 * 2                 // norms
+                        + 2048LL * 4096 * 2          // q_proj, 16 heads
+                        + 2 * 512LL * 4096 * 2       // k_proj, v_proj, 4 heads each
+                        + 4096LL * 2048 * 2          // o_proj
+                        + 2 * 128 * 2                // q_norm, k_norm
+                        + 3 * 4096LL * 6144 * 2;     // gate/up rows, down columns: 12288 / 2
+  EXPECT_EQ(plan.ranks[1].weight_bytes, 2 * (75968LL * 4096 * 2) + 4096 * 2 + 36 * layer);
+  EXPECT_NEAR(static_cast<double>(plan.num_parameters), 8.19e9, 0.01e9);  // model card: 8.2B
+  EXPECT_EQ(plan.ranks[0].experts_per_layer, 0);
+}
+
+TEST(PlannerValidationTest, EpOnADenseModelIsRefused) {
+  EXPECT_THAT(PlanError(Qwen3Dense(4096, 36, 32, 8, 12288, false), Layout(2, 1, 1, 2)),
+              HasSubstr("--ep 2 given but Qwen3ForCausalLM has no routed experts"));
+}
+
+TEST(PlannerValidationTest, MlpRowsMustSplitEvenly) {
+  // An MLP of 12290 rows does not split over 4 ranks (heads do).
+  const std::string error =
+      PlanError(Qwen3Dense(4096, 4, 32, 8, 12290, false), Layout(4, 1, 1, 1));
+  EXPECT_THAT(error, HasSubstr("tensor model.layers.*.mlp.gate_proj.weight (layers 0..3): dim 0 "
+                               "holds 12290 rows, which do not split evenly over --tp 4"));
+}
+
+TEST(PlannerTest, TiedEmbeddingIsHeldByFirstAndLastStage) {
+  // Qwen3-0.6B: hidden 1024, 28 layers, 16 q / 8 KV heads, MLP 3072, tied embeddings.
+  const ModelConfig c = Qwen3Dense(1024, 28, 16, 8, 3072, true);
+  const ShardingPlan plan = MustPlan(c, Layout(1, 1, 2, 1));
+  const int64_t embed = 151936LL * 1024 * 2;
+  const int64_t layer = 2 * 1024 * 2 + 2048LL * 1024 * 2 + 2 * 1024LL * 1024 * 2 +
+                        1024LL * 2048 * 2 + 2 * 128 * 2 + 3 * 1024LL * 3072 * 2;
+  EXPECT_EQ(plan.ranks[0].weight_bytes, embed + 14 * layer);
+  EXPECT_EQ(plan.ranks[1].weight_bytes, embed + 14 * layer + 1024 * 2);  // + model.norm
+  EXPECT_NEAR(static_cast<double>(plan.num_parameters), 0.596e9, 0.005e9);  // 0.6B, tied once
+}
+
 // ---- Validation: every violation, each with its own message ----------------------------------
 TEST(PlannerValidationTest, WorldSizeMustMatchDevices) {
   PlanOptions o = Layout(4, 1, 1, 4);

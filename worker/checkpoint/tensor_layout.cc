@@ -430,7 +430,7 @@ bool RankSlice(const ModelConfig& c, const CheckpointTensor& t, const MeshShape&
       *slice = MakeSlice(t, -1, 0, 0);
       return true;
     case TensorSplit::kExpert:
-      if (t.expert / experts_per_rank != coord.ep_rank) return false;
+      if (experts_per_rank == 0 || t.expert / experts_per_rank != coord.ep_rank) return false;
       *slice = MakeSlice(t, -1, 0, 0);
       return true;
     case TensorSplit::kExpertStacked:
