@@ -85,6 +85,40 @@ ojson BytesArray(absl::string_view bytes) {
 
 }  // namespace
 
+ChatRenderer MakeChatRenderer(std::shared_ptr<const LoadedChatTemplate> chat_template) {
+  return [chat_template](const ojson& messages, const ojson& tools, bool add_generation_prompt,
+                         bool continue_final_message,
+                         const ojson& kwargs) -> absl::StatusOr<std::string> {
+    const bool has_tools = !tools.is_null();
+    const ChatTemplate* t = chat_template->Select(has_tools);
+    if (t == nullptr) return absl::FailedPreconditionError("the model has no chat template");
+    ChatTemplateInputs inputs;
+    inputs.messages = messages;
+    if (has_tools) inputs.tools = tools;
+    inputs.add_generation_prompt = add_generation_prompt && !continue_final_message;
+    if (kwargs.is_object()) inputs.extra_kwargs = kwargs;
+    inputs.bos_token = chat_template->bos_token;
+    inputs.eos_token = chat_template->eos_token;
+    inputs.unk_token = chat_template->unk_token;
+    inputs.pad_token = chat_template->pad_token;
+    absl::StatusOr<std::string> text = ApplyChatTemplate(*t, inputs);
+    if (!text.ok() || !continue_final_message) return text;
+    const ojson& last = messages.back();
+    if (!last.contains("content") || !last["content"].is_string()) {
+      return absl::InvalidArgumentError(
+          "continue_final_message needs a final message with string content");
+    }
+    const std::string content = last["content"].get<std::string>();
+    size_t pos = content.empty() ? std::string::npos : text->rfind(content);
+    if (pos == std::string::npos) {
+      return absl::InvalidArgumentError(
+          "continue_final_message: the final message's content does not appear in the "
+          "rendered chat");
+    }
+    return text->substr(0, pos + content.size());
+  };
+}
+
 void RespondError(ResponseSink& sink, const ApiError& error) {
   sink.Respond(error.status, kJson, ErrorBody(error));
 }

@@ -24,6 +24,7 @@
 #include "absl/strings/string_view.h"
 #include "coordinator/api/openai_protocol.h"
 #include "coordinator/engine/engine.h"
+#include "coordinator/text/chat_template.h"
 #include "coordinator/text/output_parser.h"
 #include "coordinator/text/tokenizer.h"
 #include "nlohmann/json.hpp"
@@ -54,6 +55,12 @@ using ChatRenderer = std::function<absl::StatusOr<std::string>(
     const nlohmann::ordered_json& messages, const nlohmann::ordered_json& tools,
     bool add_generation_prompt, bool continue_final_message,
     const nlohmann::ordered_json& chat_template_kwargs)>;
+
+// The ChatRenderer of a model's chat template(s) (LoadChatTemplate): picks "tool_use" when tools
+// are given and the model has one (HF), passes the special tokens, chat_template_kwargs as extra
+// variables, and for continue_final_message renders without a generation prompt and cuts the
+// text after the final message's content (HF's continue_final_message).
+ChatRenderer MakeChatRenderer(std::shared_ptr<const LoadedChatTemplate> chat_template);
 
 struct OpenAiServiceOptions {
   // Names the model answers to; the first is reported by /v1/models and in responses.

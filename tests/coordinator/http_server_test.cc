@@ -17,6 +17,8 @@
 #include <condition_variable>
 #include <cstdio>
 #include <deque>
+#include <fstream>
+#include <sstream>
 #include <map>
 #include <mutex>
 #include <string>
@@ -797,6 +799,32 @@ TEST_F(HttpServerTest, ToolChoiceNoneLeavesToolsOut) {
   EXPECT_EQ(engine_.submitted()[0].prompt_ids,
             Qwen3().Encode("<|im_start|>user\nWeather in Paris?<|im_end|>\n"
                            "<|im_start|>assistant\n"));
+}
+
+TEST(ChatRendererTest, QwenTemplateWithKwargsAndContinueFinalMessage) {
+  std::ifstream in(testing::TestDataDir() + "/chat_templates/Qwen-Qwen3-0.6B.jinja");
+  std::stringstream source;
+  source << in.rdbuf();
+  auto parsed = ChatTemplate::Parse(source.str());
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  auto loaded = std::make_shared<LoadedChatTemplate>();
+  loaded->templates.emplace_back("default", *std::move(parsed));
+  ChatRenderer render = MakeChatRenderer(loaded);
+  nlohmann::ordered_json messages =
+      nlohmann::ordered_json::parse(R"([{"role": "user", "content": "Hi"}])");
+  auto plain = render(messages, nullptr, true, false, nlohmann::ordered_json::object());
+  ASSERT_TRUE(plain.ok()) << plain.status();
+  EXPECT_EQ(*plain, "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n");
+  auto no_think = render(messages, nullptr, true, false,
+                         nlohmann::ordered_json::parse(R"({"enable_thinking": false})"));
+  ASSERT_TRUE(no_think.ok());
+  EXPECT_EQ(*no_think,
+            "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n");
+  messages.push_back({{"role", "assistant"}, {"content", "The answer is"}});
+  auto cont = render(messages, nullptr, false, true, nlohmann::ordered_json::object());
+  ASSERT_TRUE(cont.ok()) << cont.status();
+  EXPECT_TRUE(absl::EndsWith(*cont, "<|im_start|>assistant\n<think>\n\n</think>\n\nThe answer is"))
+      << *cont;
 }
 
 TEST_F(HttpServerTest, MetricsAndModels) {
