@@ -84,6 +84,7 @@ struct Stmt {
   ExprPtr expr;
   ExprPtr loop_filter;
   bool recursive = false;
+  bool uses_loop = true;  // kFor: the body (or its filter) mentions the name "loop"
   std::vector<std::pair<ExprPtr, Body>> branches;
   Body body;
   Body else_body;

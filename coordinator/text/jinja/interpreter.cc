@@ -280,9 +280,13 @@ void Interpreter::Frame::Set(absl::string_view name, Value v) {
 }
 
 Interpreter::Interpreter(const Value& context) {
-  Frame* globals = NewFrame(nullptr);
-  globals->vars = GlobalFunctions();
-  root_ = NewFrame(globals);
+  // The globals frame is shared read-only by every render.
+  static const Frame* const globals = [] {
+    auto* f = new Frame();
+    f->vars = GlobalFunctions();
+    return f;
+  }();
+  root_ = NewFrame(const_cast<Frame*>(globals));
   for (const auto& kv : context.dict()) root_->Set(kv.first, kv.second);
 }
 
@@ -465,9 +469,26 @@ absl::Status Interpreter::ExecFor(const Stmt& s, Frame* frame, const Value& iter
           return Value::String(std::move(buf));
         });
   }
+  // Shared by every iteration: loop.cycle reads the current index; "no previous/next item".
+  auto current = std::make_shared<int64_t>(0);
+  const Value cycle = Value::Callable(
+      "cycle", [current](Interpreter&, CallArgs& args) -> absl::StatusOr<Value> {
+        if (args.positional.empty()) return TypeError("no items for cycling given");
+        return args.positional[static_cast<size_t>(*current) % args.positional.size()];
+      });
+  const Value no_prev = Value::Undefined("there is no previous item");
+  const Value no_next = Value::Undefined("there is no next item");
   for (int64_t i = 0; i < n; ++i) {
+    *current = i;
     Frame* f = NewFrame(frame);
     RETURN_IF_ERROR(Assign(s, f, s.targets, s.target_tuple, items[i]));
+    if (!s.uses_loop && !s.recursive) {
+      RETURN_IF_ERROR(Exec(s.body, f));
+      const bool stop = flow_ == Flow::kBreak;
+      flow_ = Flow::kNormal;
+      if (stop) break;
+      continue;
+    }
     std::vector<std::pair<std::string, Value>> loop;
     loop.reserve(14);
     loop.emplace_back("index", Value::Int(i + 1));
@@ -479,17 +500,9 @@ absl::Status Interpreter::ExecFor(const Stmt& s, Frame* frame, const Value& iter
     loop.emplace_back("length", Value::Int(n));
     loop.emplace_back("depth", Value::Int(depth));
     loop.emplace_back("depth0", Value::Int(depth - 1));
-    loop.emplace_back("previtem", i > 0 ? items[i - 1]
-                                        : Value::Undefined("there is no previous item"));
-    loop.emplace_back("nextitem", i + 1 < n ? items[i + 1]
-                                            : Value::Undefined("there is no next item"));
-    loop.emplace_back("cycle", Value::Callable("cycle", [i](Interpreter&, CallArgs& args)
-                                                            -> absl::StatusOr<Value> {
-                        if (args.positional.empty()) {
-                          return TypeError("no items for cycling given");
-                        }
-                        return args.positional[static_cast<size_t>(i) % args.positional.size()];
-                      }));
+    loop.emplace_back("previtem", i > 0 ? items[i - 1] : no_prev);
+    loop.emplace_back("nextitem", i + 1 < n ? items[i + 1] : no_next);
+    loop.emplace_back("cycle", cycle);
     if (s.recursive) loop.emplace_back("\x01" "call", recurse);
     f->Set("loop", Value::Dict(std::move(loop)));
     RETURN_IF_ERROR(Exec(s.body, f));

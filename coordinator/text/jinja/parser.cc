@@ -630,9 +630,15 @@ class Parser {
     RETURN_IF_ERROR(ExpectBlockEnd());
     std::string end;
     ++loop_depth_;
+    const size_t body_begin = i_;
     absl::Status st = ParseBody({"else", "endfor"}, &s->body, &end);
     --loop_depth_;
     RETURN_IF_ERROR(st);
+    // The loop object is only built when the body can see it (name "loop" anywhere inside).
+    s->uses_loop = false;
+    for (size_t k = body_begin; k < i_; ++k) {
+      if (t_[k].type == Tok::kName && t_[k].text == "loop") s->uses_loop = true;
+    }
     if (end == "else") {
       RETURN_IF_ERROR(ExpectBlockEnd());
       RETURN_IF_ERROR(ParseBody({"endfor"}, &s->else_body, &end));

@@ -59,6 +59,18 @@ bool IsPrintable(char32_t c) {
 void AppendJsonString(absl::string_view s, bool ensure_ascii, std::string* out) {
   out->push_back('"');
   for (size_t i = 0; i < s.size(); ++i) {
+    // Copy runs of characters that need no escaping in one append.
+    size_t run = i;
+    while (run < s.size()) {
+      const unsigned char r = static_cast<unsigned char>(s[run]);
+      if (r < 0x20 || r == '"' || r == '\\' || (ensure_ascii && r >= 0x7f)) break;
+      ++run;
+    }
+    if (run > i) {
+      out->append(s.data() + i, run - i);
+      i = run;
+      if (i >= s.size()) break;
+    }
     unsigned char c = static_cast<unsigned char>(s[i]);
     switch (c) {
       case '"': out->append("\\\""); continue;
@@ -410,9 +422,8 @@ bool Equals(const Value& a, const Value& b) {
       }
       return true;
     }
-    default: return &a.dict() == &b.dict() && a.type() == Value::Type::kNamespace
-                         ? true
-                         : false;
+    case Value::Type::kNamespace: return &a.dict() == &b.dict();  // identity, like Python
+    default: return false;
   }
 }
 
