@@ -855,6 +855,21 @@ TEST(ChatTemplateJinjaTest, BreakOutsideLoopFails) {
               R"__('break' outside of a for loop)__", 1, 4);
 }
 
+TEST(ChatTemplateJinjaTest, MacroExtraPositionalArgumentFails) {
+  ExpectError("{% macro m(a) %}{{ a }}{% endmacro %}{{ m(1, 2) }}", "{}",
+              "macro 'm' takes not more than 1 argument(s)", 1, 42);
+}
+
+TEST(ChatTemplateJinjaTest, MacroUnknownKeywordArgumentFails) {
+  ExpectError("{% macro m(a) %}{{ a }}{% endmacro %}{{ m(1, x=2) }}", "{}",
+              "macro 'm' takes no keyword argument 'x'", 1, 42);
+}
+
+TEST(ChatTemplateJinjaTest, MacroMissingArgumentIsUndefined) {
+  ExpectRender("{% macro m(a) %}[{{ a }}]{{ a is defined }}{% endmacro %}{{ m() }}", "{}",
+               "[]False");
+}
+
 TEST(ChatTemplateJinjaTest, GenerationBlockRendersItsBody) {
   // Hugging Face's AssistantTracker extension: {% generation %} marks assistant text.
   ExpectRender("a{% generation %}gen {{ x }}{% endgeneration %}b", R"({"x": 1})", "agen 1b");

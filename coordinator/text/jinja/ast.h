@@ -85,6 +85,11 @@ struct Stmt {
   ExprPtr loop_filter;
   bool recursive = false;
   bool uses_loop = true;  // kFor: the body (or its filter) mentions the name "loop"
+  // kMacro / kCallBlock: the body mentions varargs / kwargs / caller (Jinja accepts extra
+  // positional / keyword arguments / a caller only then).
+  bool uses_varargs = false;
+  bool uses_kwargs = false;
+  bool uses_caller = false;
   std::vector<std::pair<ExprPtr, Body>> branches;
   Body body;
   Body else_body;

@@ -557,11 +557,18 @@ absl::StatusOr<Value> Interpreter::InvokeMacro(const Stmt& s, Frame* closure, Ca
       }
     }
     if (matched) continue;
-    if (k == "caller" && s.kind == Stmt::Kind::kMacro) {
+    if (k == "caller" && s.kind == Stmt::Kind::kMacro && s.uses_caller) {
       f->Set("caller", v);
       continue;
     }
+    if (!s.uses_kwargs) {
+      return TypeError(absl::StrCat("macro '", name, "' takes no keyword argument '", k, "'"));
+    }
     kwargs.emplace_back(k, v);
+  }
+  if (!varargs.empty() && !s.uses_varargs) {
+    return TypeError(absl::StrCat("macro '", name, "' takes not more than ", s.params.size(),
+                                  " argument(s)"));
   }
   for (size_t i = 0; i < s.params.size(); ++i) {
     if (given[i]) continue;

@@ -694,6 +694,15 @@ class Parser {
     return ExpectOp(")");
   }
 
+  void ScanMacroNames(Stmt* s, size_t begin) {
+    for (size_t k = begin; k < i_; ++k) {
+      if (t_[k].type != Tok::kName) continue;
+      if (t_[k].text == "varargs") s->uses_varargs = true;
+      if (t_[k].text == "kwargs") s->uses_kwargs = true;
+      if (t_[k].text == "caller") s->uses_caller = true;
+    }
+  }
+
   absl::StatusOr<StmtPtr> ParseMacro(const Token& at) {
     auto s = NewStmt(Stmt::Kind::kMacro, at);
     ASSIGN_OR_RETURN(s->name, ExpectName());
@@ -702,9 +711,11 @@ class Parser {
     std::string end;
     const int saved = loop_depth_;
     loop_depth_ = 0;
+    const size_t body_begin = i_;
     absl::Status st = ParseBody({"endmacro"}, &s->body, &end);
     loop_depth_ = saved;
     RETURN_IF_ERROR(st);
+    ScanMacroNames(s.get(), body_begin);
     if (Peek().type == Tok::kName) ++i_;  // {% endmacro name %}
     RETURN_IF_ERROR(ExpectBlockEnd());
     return s;
@@ -721,9 +732,11 @@ class Parser {
     std::string end;
     const int saved = loop_depth_;
     loop_depth_ = 0;
+    const size_t body_begin = i_;
     absl::Status st = ParseBody({"endcall"}, &s->body, &end);
     loop_depth_ = saved;
     RETURN_IF_ERROR(st);
+    ScanMacroNames(s.get(), body_begin);
     RETURN_IF_ERROR(ExpectBlockEnd());
     return s;
   }
