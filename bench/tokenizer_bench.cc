@@ -4,11 +4,13 @@
 //   build/bench/tokenizer_bench [--tokenizer DIR] [--mb 1] [--python PY] [--repeats 3]
 //
 // Text: ~1 MB of English and ~1 MB of Chinese built deterministically from the seed sentences
-// below (an LCG picks sentences, numbers and line breaks). Both sides encode each text as one
-// big string (tokenizers: Tokenizer.encode(text, add_special_tokens=False) with
-// RAYON_NUM_THREADS=1 and TOKENIZERS_PARALLELISM=false); the first pass is reported separately
-// (cold piece caches), then the best of --repeats. The id sequences must be identical (the
-// bench fails otherwise). Prints MB/s for both and the ratio Tessera / tokenizers.
+// below (an LCG picks sentences, numbers and line breaks). Two modes, both sides alike:
+// 'one' encodes each text as one big string (tokenizers: Tokenizer.encode(text,
+// add_special_tokens=False)); 'lines' splits it after every newline (~1 KB lines) and encodes
+// the lines (tokenizers: encode_batch). tokenizers runs with RAYON_NUM_THREADS=1 and
+// TOKENIZERS_PARALLELISM=false. The first pass is reported separately (cold piece caches), then
+// the best of --repeats. The id sequences must be identical (the bench fails otherwise).
+// Prints MB/s for both and the ratio Tessera / tokenizers.
 #include <unistd.h>
 
 #include <algorithm>
@@ -124,63 +126,93 @@ int Main(int argc, char** argv) {
   };
   std::vector<Lang> langs = {{"english", MakeText(kEnglish, bytes, " ")},
                              {"chinese", MakeText(kChinese, bytes, "")}};
-  std::printf("tokenizer %s, one thread, one big string per language, best of %d after a first "
-              "(cold) pass\n", dir.c_str(), repeats);
+  std::printf("tokenizer %s, one thread, best of %d after a first (cold) pass; 'one': the text "
+              "as one string (tokenizers: encode), 'lines': split after each newline "
+              "(tokenizers: encode_batch)\n", dir.c_str(), repeats);
   int failures = 0;
   for (const Lang& lang : langs) {
-    // Tessera.
-    std::vector<int32_t> ids;
-    auto t0 = std::chrono::steady_clock::now();
-    ids = (*tok)->Encode(lang.text, /*allow_special=*/false);
-    const double first = Seconds(t0, std::chrono::steady_clock::now());
-    double best = 1e30;
-    for (int r = 0; r < repeats; ++r) {
-      t0 = std::chrono::steady_clock::now();
-      ids = (*tok)->Encode(lang.text, false);
-      best = std::min(best, Seconds(t0, std::chrono::steady_clock::now()));
+    std::vector<absl::string_view> lines;
+    for (size_t pos = 0; pos < lang.text.size();) {
+      size_t nl = lang.text.find('\n', pos);
+      nl = nl == std::string::npos ? lang.text.size() : nl + 1;
+      lines.push_back(absl::string_view(lang.text).substr(pos, nl - pos));
+      pos = nl;
     }
-    // tokenizers, same text, same measurement, in a child process.
-    const std::string text_path = absl::StrCat("/tmp/tokenizer_bench_", getpid(), ".txt");
-    const std::string ids_path = text_path + ".ids";
-    std::ofstream(text_path, std::ios::binary) << lang.text;
-    const std::string script = absl::StrCat(
-        "import os,time,tokenizers\n"
-        "tok=tokenizers.Tokenizer.from_file('", dir, "/tokenizer.json')\n"
-        "text=open('", text_path, "',encoding='utf-8').read()\n"
-        "t=time.perf_counter();ids=tok.encode(text,add_special_tokens=False).ids\n"
-        "first=time.perf_counter()-t;best=1e30\n"
-        "for _ in range(", repeats, "):\n"
-        "  t=time.perf_counter();ids=tok.encode(text,add_special_tokens=False).ids\n"
-        "  best=min(best,time.perf_counter()-t)\n"
-        "open('", ids_path, "','w').write(' '.join(map(str,ids)))\n"
-        "print(first,best)\n");
-    const std::string script_path = text_path + ".py";
-    std::ofstream(script_path) << script;
-    const std::string cmd = absl::StrCat("RAYON_NUM_THREADS=1 TOKENIZERS_PARALLELISM=false '",
-                                         python, "' ", script_path);
-    FILE* p = popen(cmd.c_str(), "r");
-    double hf_first = 0, hf_best = 0;
-    const bool ran = p != nullptr && std::fscanf(p, "%lf %lf", &hf_first, &hf_best) == 2;
-    if (p != nullptr) pclose(p);
-    std::ifstream ids_in(ids_path);
-    std::stringstream ref;
-    ref << ids_in.rdbuf();
-    std::string mine;
-    for (size_t i = 0; i < ids.size(); ++i) absl::StrAppend(&mine, i ? " " : "", ids[i]);
-    const bool same = ran && ref.str() == mine;
-    std::remove(text_path.c_str());
-    std::remove(ids_path.c_str());
-    std::remove(script_path.c_str());
-    const double size_mb = lang.text.size() / 1e6;
-    std::printf("%-8s %.2f MB %8zu tokens | tessera %7.2f MB/s (first %6.2f) | tokenizers ",
-                lang.name, size_mb, ids.size(), size_mb / best, size_mb / first);
-    if (ran) {
-      std::printf("%6.2f MB/s (first %6.2f) | ratio %.2fx | ids %s\n", size_mb / hf_best,
-                  size_mb / hf_first, hf_best / best, same ? "identical" : "DIFFER");
-    } else {
-      std::printf("did not run (%s)\n", cmd.c_str());
+    for (const char* mode : {"one", "lines"}) {
+      const bool per_line = mode[0] == 'l';
+      // Tessera.
+      std::vector<int32_t> ids;
+      auto encode = [&] {
+        ids.clear();
+        if (!per_line) {
+          ids = (*tok)->Encode(lang.text, /*allow_special=*/false);
+          return;
+        }
+        for (absl::string_view line : lines) {
+          const std::vector<int32_t> part = (*tok)->Encode(line, false);
+          ids.insert(ids.end(), part.begin(), part.end());
+        }
+      };
+      auto t0 = std::chrono::steady_clock::now();
+      encode();
+      const double first = Seconds(t0, std::chrono::steady_clock::now());
+      double best = 1e30;
+      for (int r = 0; r < repeats; ++r) {
+        t0 = std::chrono::steady_clock::now();
+        encode();
+        best = std::min(best, Seconds(t0, std::chrono::steady_clock::now()));
+      }
+      // tokenizers, same text, same measurement, in a child process.
+      const std::string text_path = absl::StrCat("/tmp/tokenizer_bench_", getpid(), ".txt");
+      const std::string ids_path = text_path + ".ids";
+      std::ofstream(text_path, std::ios::binary) << lang.text;
+      const std::string call =
+          per_line ? "[i for e in tok.encode_batch(lines,add_special_tokens=False) for i in e.ids]"
+                   : "tok.encode(text,add_special_tokens=False).ids";
+      const std::string script = absl::StrCat(
+          "import os,time,tokenizers\n"
+          "tok=tokenizers.Tokenizer.from_file('", dir, "/tokenizer.json')\n"
+          "text=open('", text_path, "',encoding='utf-8',newline='').read()\n"
+          "lines=[l+'\\n' for l in text.split('\\n')]\n"
+          "lines[-1]=lines[-1][:-1]\n"
+          "lines=[l for l in lines if l]\n"
+          "t=time.perf_counter();ids=", call, "\n"
+          "first=time.perf_counter()-t;best=1e30\n"
+          "for _ in range(", repeats, "):\n"
+          "  t=time.perf_counter();ids=", call, "\n"
+          "  best=min(best,time.perf_counter()-t)\n"
+          "open('", ids_path, "','w').write(' '.join(map(str,ids)))\n"
+          "print(first,best)\n");
+      const std::string script_path = text_path + ".py";
+      std::ofstream(script_path) << script;
+      const std::string cmd = absl::StrCat("RAYON_NUM_THREADS=1 TOKENIZERS_PARALLELISM=false '",
+                                           python, "' ", script_path);
+      FILE* p = popen(cmd.c_str(), "r");
+      double hf_first = 0, hf_best = 0;
+      const bool ran = p != nullptr && std::fscanf(p, "%lf %lf", &hf_first, &hf_best) == 2;
+      if (p != nullptr) pclose(p);
+      std::ifstream ids_in(ids_path);
+      std::stringstream ref;
+      ref << ids_in.rdbuf();
+      std::string mine;
+      for (size_t i = 0; i < ids.size(); ++i) absl::StrAppend(&mine, i ? " " : "", ids[i]);
+      const bool same = ran && ref.str() == mine;
+      std::remove(text_path.c_str());
+      std::remove(ids_path.c_str());
+      std::remove(script_path.c_str());
+      const double size_mb = lang.text.size() / 1e6;
+      std::printf("%-8s %-5s %.2f MB %7zu tokens | tessera %6.2f MB/s (first %6.2f) | "
+                  "tokenizers ", lang.name, mode, size_mb, ids.size(), size_mb / best,
+                  size_mb / first);
+      if (ran) {
+        std::printf("%6.2f MB/s (first %6.2f) | ratio %.2fx | ids %s\n", size_mb / hf_best,
+                    size_mb / hf_first, hf_best / best, same ? "identical" : "DIFFER");
+      } else {
+        std::printf("did not run (%s)\n", cmd.c_str());
+      }
+      std::fflush(stdout);
+      failures += !same;
     }
-    failures += !same;
   }
   return failures == 0 ? 0 : 1;
 }
