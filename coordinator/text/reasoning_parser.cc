@@ -12,7 +12,7 @@ using text_internal::FindFirstMarker;
 using text_internal::PartialMarkerSuffix;
 
 ReasoningParser::ReasoningParser(bool starts_in_reasoning)
-    : state_(starts_in_reasoning ? State::kReasoning : State::kPrefix) {}
+    : state_(State::kPrefix), starts_in_reasoning_(starts_in_reasoning) {}
 
 void ReasoningParser::Push(absl::string_view text, std::string* reasoning, std::string* content) {
   buffer_.append(text.data(), text.size());
@@ -42,7 +42,7 @@ void ReasoningParser::Process(bool final, std::string* reasoning, std::string* c
           continue;
         }
         if (!final && kThinkStart.substr(0, rest.size()) == rest) return;  // maybe "<think>"
-        state_ = State::kContent;
+        state_ = starts_in_reasoning_ ? State::kReasoning : State::kContent;
         continue;
       }
       case State::kReasoning: {

@@ -6,7 +6,8 @@
 //   still become "<think>" / "</think>" is held back.
 // - Reasoning starts either because the output begins with "<think>" (after optional leading
 //   whitespace) or because the prompt already ended inside <think> (`starts_in_reasoning`,
-//   R1-style output without an opening tag). It ends at the first "</think>"; everything after is
+//   R1-style output without an opening tag; a repeated "<think>" at its start is dropped, as
+//   vLLM's deepseek_r1 parser does). It ends at the first "</think>"; everything after is
 //   content. Output that does not open with "<think>" is all content. An unterminated reasoning
 //   block (max_tokens hit) stays reasoning.
 // - Formatting newlines are dropped: leading and trailing newlines of the reasoning, and the
@@ -38,6 +39,7 @@ class ReasoningParser {
   void Process(bool final, std::string* reasoning, std::string* content);
 
   State state_;
+  bool starts_in_reasoning_;
   std::string buffer_;
   bool strip_content_newlines_ = false;
   text_internal::NewlineTrimmer reasoning_trim_;

@@ -264,6 +264,16 @@ class FormatDetection(unittest.TestCase):
                 self.assertEqual(res.returncode, 0, res.stderr)
                 self.assertEqual(json.loads(res.stdout)["format"], spec["fmt"], name)
 
+    def test_cli_unknown_format_is_an_error_naming_it(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            text_file = os.path.join(tmp, "t.txt")
+            with open(text_file, "w") as f:
+                f.write("hi")
+            res = subprocess.run([BIN, "parse-output", "--format", "llama3_json", "--text-file",
+                                  text_file], capture_output=True, timeout=60)
+            self.assertNotEqual(res.returncode, 0)
+            self.assertIn("llama3_json", res.stderr.decode())
+
 
 if __name__ == "__main__":
     if not BIN:

@@ -140,6 +140,8 @@ std::vector<Case> Cases() {
       {"deepseek_r1_reasoning_content", OutputFormat::kDeepSeekV3,
        "Okay, the user wants 2+2.\n</think>\n\n**4**", "**4**", "Okay, the user wants 2+2.", {},
        /*starts_in_reasoning=*/true},
+      {"deepseek_r1_repeated_think_tag", OutputFormat::kDeepSeekV3,
+       "<think>\nOkay.\n</think>\n\nHi", "Hi", "Okay.", {}, true},
       {"deepseek_r1_reasoning_only", OutputFormat::kDeepSeekV3, "Thinking...", "", "Thinking...",
        {}, true},
       {"deepseek_v3_one_call", OutputFormat::kDeepSeekV3,
