@@ -140,12 +140,15 @@ constexpr int64_t kDsAttnBytes = Fp8(1536, 7168)              // q_a_proj
                                  + Fp8(7168, 128 * 128);      // o_proj
 constexpr int64_t kDsDenseMlp = 2 * Fp8(18432, 7168) + Fp8(7168, 18432);
 constexpr int64_t kDsExpert = 2 * Fp8(2048, 7168) + Fp8(7168, 2048);  // 44,050,944
+// The shared expert split over a MoE group of 16: 128 rows of gate/up, 128 columns of down.
+constexpr int64_t kDsShared16 = 2 * Fp8(128, 7168) + Fp8(7168, 128);  // 2,753,184
 constexpr int64_t kDsRouter = 256 * 7168 * 2 + 256 * 4;      // gate bf16 + correction bias f32
 
 TEST(PlannerTest, DeepSeekV3_SixteenDevicesChoosesDataParallelAttentionWithExpertParallelism) {
   const ShardingPlan plan = MustPlan(Load("deepseek-ai__DeepSeek-V3"), Devices(16));
   // Policy: no PP, smallest TP that fits (1: MLA's non-expert weights are small), DP fills the
-  // 16 devices, EP = tp * dp = 16 -> 16 routed experts per rank per MoE layer.
+  // 16 devices, EP = tp * dp = 16 -> 16 routed experts per rank per MoE layer; the shared expert
+  // is split over the 16-rank MoE group, attention and dense MLPs are whole on every rank.
   EXPECT_EQ(plan.shape.tp, 1);
   EXPECT_EQ(plan.shape.dp, 16);
   EXPECT_EQ(plan.shape.pp, 1);
@@ -155,7 +158,7 @@ TEST(PlannerTest, DeepSeekV3_SixteenDevicesChoosesDataParallelAttentionWithExper
   const int64_t expected = 2 * kDsEmbedBytes + 7168 * 2                  // embed, lm_head, norm
                            + 61 * (kDsNormsBytes + kDsAttnBytes)        // every layer
                            + 3 * kDsDenseMlp                            // layers 0-2
-                           + 58 * (kDsRouter + kDsExpert                // shared expert
+                           + 58 * (kDsRouter + kDsShared16              // shared expert
                                    + 16 * kDsExpert);                   // 256 / 16 routed
   for (const RankPlan& r : plan.ranks) {
     EXPECT_EQ(r.weight_bytes, expected) << "rank " << r.coord.rank;
@@ -173,9 +176,8 @@ TEST(PlannerTest, DeepSeekV3_TensorParallel16SplitsHeadsAndReplicatesLatentProje
   const int64_t attn = Fp8(1536, 7168) + Fp8(8 * 192, 1536) + Fp8(576, 7168) +
                        Fp8(8 * 256, 512) + Fp8(7168, 8 * 128);
   const int64_t dense = 2 * Fp8(1152, 7168) + Fp8(7168, 1152);
-  const int64_t shared = 2 * Fp8(128, 7168) + Fp8(7168, 128);
   const int64_t expected = 2 * (8080LL * 7168 * 2) + 7168 * 2 + 61 * (kDsNormsBytes + attn) +
-                           3 * dense + 58 * (kDsRouter + shared + 16 * kDsExpert);
+                           3 * dense + 58 * (kDsRouter + kDsShared16 + 16 * kDsExpert);
   for (const RankPlan& r : plan.ranks) EXPECT_EQ(r.weight_bytes, expected);
   // The latent cache is not split by TP: every rank caches all 576 values per token and layer.
   EXPECT_EQ(plan.ranks[5].kv_bytes_per_token, 576 * 2 * 61);
@@ -209,9 +211,9 @@ TEST(PlannerTest, LoadMtpAddsTheMtpLayerToTheLastStage) {
   const ShardingPlan with = MustPlan(c, o);
   // MTP layer on a rank of the tp 1 / ep 16 layout: its embedding + head (bf16), eh_proj
   // (bf16 [7168, 14336]), enorm / hnorm / shared_head.norm / 2 layer norms + MLA norms, MLA
-  // attention, router, shared expert and 16 routed experts.
+  // attention, router, 1/16 of the shared expert and 16 routed experts.
   const int64_t mtp = 2 * kDsEmbedBytes + 7168LL * 14336 * 2 + 3 * 7168 * 2 + kDsNormsBytes +
-                      kDsAttnBytes + kDsRouter + kDsExpert + 16 * kDsExpert;
+                      kDsAttnBytes + kDsRouter + kDsShared16 + 16 * kDsExpert;
   EXPECT_EQ(with.ranks[0].weight_bytes - without.ranks[0].weight_bytes, mtp);
   EXPECT_EQ(with.ranks[0].kv_bytes_per_token, 576 * 2 * 62);
 }
@@ -318,6 +320,46 @@ TEST(PlannerTest, GptOss_SlidingLayersHoldOnlyTheWindow) {
   // 131072 tokens = 8192 blocks; sliding layers keep ceil(128 / 16) + 1 = 9 blocks.
   EXPECT_EQ(SequenceKvBytes(c, r, 131072, 16), 18 * 2048 * (8192 + 9) * 16LL);
   EXPECT_EQ(plan.max_context, 131072);
+}
+
+TEST(PlannerTest, Mixtral_WithoutExpertParallelismEveryExpertIsSplitOverTp) {
+  const ModelConfig c = Load("mistralai__Mixtral-8x7B-v0.1");
+  const ShardingPlan split = MustPlan(c, Layout(8, 1, 1, 1));
+  const ShardingPlan ep = MustPlan(c, Layout(8, 1, 1, 8));
+  // ep 1: each of the 8 experts keeps 14336 / 8 = 1792 rows of w1 / w3 and columns of w2 on
+  // every rank: the same bytes as one whole expert per rank.
+  EXPECT_EQ(split.ranks[3].weight_bytes, ep.ranks[3].weight_bytes);
+  EXPECT_EQ(split.ranks[3].experts_per_layer, 8);
+  const std::vector<CheckpointTensor> tensors = CheckpointTensors(c);
+  const Mesh mesh = *Mesh::Create(split.shape);
+  int seen = 0;
+  for (const TensorSlice& s : RankTensors(c, tensors, split.shape, mesh.Coord(3))) {
+    if (s.tensor->name == "model.layers.0.block_sparse_moe.experts.5.w1.weight") {
+      EXPECT_EQ(s.dim, 0);
+      EXPECT_EQ(s.begin, 3 * 1792);
+      EXPECT_EQ(s.end, 4 * 1792);
+      ++seen;
+    } else if (s.tensor->name == "model.layers.0.block_sparse_moe.experts.5.w2.weight") {
+      EXPECT_EQ(s.dim, 1);
+      EXPECT_EQ(s.begin, 3 * 1792);
+      ++seen;
+    }
+  }
+  EXPECT_EQ(seen, 2);
+}
+
+TEST(PlannerTest, GptOss20b_TensorParallel2SplitsMxfp4ExpertsAndKeepsRowBiasesOnRankZero) {
+  const ShardingPlan plan = MustPlan(Load("openai__gpt-oss-20b"), Layout(2, 1, 1, 1));
+  // TP 2: 32 q heads, 4 KV heads of 64 per rank; 32 experts each with 2880 of the 5760
+  // gate_up rows (gate/up pairs) and 45 of the 90 input blocks of down; o_proj and the expert
+  // down biases only on TP rank 0.
+  const int64_t attn = (2048LL * 2880 + 2048) * 2 + 2 * (256LL * 2880 + 256) * 2 +
+                       2880LL * 2048 * 2 + 32 * 2;
+  const int64_t experts = 32 * (2880LL * 90 * 17 + 2880 * 2 + 2880LL * 45 * 17);
+  const int64_t layer = 2 * 2880 * 2 + attn + (32LL * 2880 + 32) * 2 + experts;
+  const int64_t rank1 = 2 * (100544LL * 2880 * 2) + 2880 * 2 + 24 * layer;
+  EXPECT_EQ(plan.ranks[1].weight_bytes, rank1);
+  EXPECT_EQ(plan.ranks[0].weight_bytes, rank1 + 24 * (2880 * 2 + 32 * 2880 * 2));
 }
 
 TEST(PlannerTest, GptOss20b_ParameterCount) {
@@ -499,6 +541,13 @@ TEST(PlannerValidationTest, Fp8ScaleBlocksMustNotBeCut) {
   const std::string error = PlanError(Load("deepseek-ai__DeepSeek-V3"), Layout(32, 1, 1, 32));
   EXPECT_THAT(error, HasSubstr("mlp.gate_proj.weight_scale_inv (layers 0..2)"));
   EXPECT_THAT(error, HasSubstr("cuts its 128-wide scale blocks"));
+}
+
+TEST(PlannerValidationTest, Mxfp4ExpertBlocksMustSplitEvenlyWithoutExpertParallelism) {
+  // down_proj's 2880 inputs are 90 MXFP4 blocks of 32: they do not split over 8 ranks.
+  EXPECT_THAT(PlanError(Load("openai__gpt-oss-120b"), Layout(8, 1, 1, 1)),
+              HasSubstr("tensor model.layers.*.mlp.experts.down_proj_blocks (layers 0..35): dim 2 "
+                        "holds 90 rows, which do not split evenly over --tp 8"));
 }
 
 TEST(PlannerValidationTest, WeightsExceedingMemorySayByHowMuchAndWhatToChange) {

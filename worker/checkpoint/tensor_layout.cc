@@ -55,6 +55,7 @@ struct Split {
   TensorSplit kind = TensorSplit::kReplicated;
   int dim = 0;
   int64_t unit = 1;
+  TensorSplit expert_tp = TensorSplit::kReplicated;
 };
 
 Split Replicated() { return {}; }
@@ -62,8 +63,18 @@ Split Columns(int64_t unit = 1) { return {TensorSplit::kTensorParallel, 0, unit}
 Split Rows(int64_t unit = 1) { return {TensorSplit::kTensorParallel, 1, unit}; }
 Split KvHeads(int64_t head_dim) { return {TensorSplit::kKvHeads, 0, head_dim}; }
 Split Vocab() { return {TensorSplit::kVocab, 0, 1}; }
-Split Expert() { return {TensorSplit::kExpert, 0, 1}; }
-Split Stacked() { return {TensorSplit::kExpertStacked, 0, 1}; }
+Split FirstTpRank() { return {TensorSplit::kFirstTpRank, 0, 1}; }
+Split GroupColumns() { return {TensorSplit::kMoeGroup, 0, 1}; }
+Split GroupRows() { return {TensorSplit::kMoeGroup, 1, 1}; }
+// A routed expert's projection; with ep == 1 split over TP along `dim` (0: gate/up rows,
+// 1: down columns).
+Split Expert(int dim) { return {TensorSplit::kExpert, dim, 1, TensorSplit::kTensorParallel}; }
+// A stacked gpt-oss expert tensor [E, ...]; with ep == 1 split over TP along `dim` in units of
+// `unit` (2 keeps interleaved gate/up pairs together), or held by `expert_tp`.
+Split Stacked(int dim, int64_t unit = 1,
+              TensorSplit expert_tp = TensorSplit::kTensorParallel) {
+  return {TensorSplit::kExpertStacked, dim, unit, expert_tp};
+}
 
 class Builder {
  public:
@@ -84,6 +95,7 @@ class Builder {
     t.layer = layer_;
     t.expert = expert;
     t.split = split.kind;
+    t.expert_tp = split.expert_tp;
     t.split_dim = split.dim;
     t.unit = split.unit;
     t.extent = t.shape.empty() ? 0 : t.shape[split.dim];
@@ -113,8 +125,11 @@ class Builder {
       s.params_per_element = 0;
     }
     if (bias) {
-      Split bias_split = split.dim == 0 ? split : Replicated();
-      if (split.kind == TensorSplit::kExpert) bias_split = split;
+      // Column-parallel biases split with their rows; a row-parallel bias is added once, by TP
+      // rank 0 (replicated weights keep a replicated bias).
+      Split bias_split = split;
+      if (split.dim == 1) bias_split = FirstTpRank();
+      if (split.kind == TensorSplit::kReplicated) bias_split = Replicated();
       Add(prefix + ".bias", {out}, c_.torch_dtype, bias_split, expert);
     }
   }
@@ -122,6 +137,7 @@ class Builder {
   void Mlp(const std::string& prefix, int64_t inter, Split col, Split row,
            const char* gate = "gate_proj", const char* up = "up_proj",
            const char* down = "down_proj", int expert = -1) {
+    // Row-parallel MLPs carry no bias here, so `row` only splits the down weight.
     const int64_t h = c_.hidden_size;
     Linear(absl::StrCat(prefix, ".", gate), inter, h, col, false, true, expert);
     Linear(absl::StrCat(prefix, ".", up), inter, h, col, false, true, expert);
@@ -198,18 +214,23 @@ void AddMoe(const ModelConfig& c, const std::string& p, Builder& b) {
     const std::string x = p + "experts.";
     if (c.quantization.mxfp4) {
       // 32 weights per block: 16 bytes of e2m1 pairs + one e8m0 scale byte (4.25 bits/weight).
-      auto add = [&](const std::string& name, int64_t out, int64_t in) {
-        b.Add(x + name + "_blocks", {e, out, in / 32, 16}, DType::kU8, Stacked());
-        b.Add(x + name + "_scales", {e, out, in / 32}, DType::kU8, Stacked());
-        b.Add(x + name + "_bias", {e, out}, c.torch_dtype, Stacked());
-      };
-      add("gate_up_proj", 2 * inter, h);
-      add("down_proj", h, inter);
+      // With ep == 1: gate_up rows split in (gate, up) pairs, down split along its input
+      // blocks of 32, the down bias on TP rank 0.
+      b.Add(x + "gate_up_proj_blocks", {e, 2 * inter, h / 32, 16}, DType::kU8, Stacked(1, 2));
+      b.Add(x + "gate_up_proj_scales", {e, 2 * inter, h / 32}, DType::kU8, Stacked(1, 2));
+      b.Add(x + "gate_up_proj_bias", {e, 2 * inter}, c.torch_dtype, Stacked(1, 2));
+      b.Add(x + "down_proj_blocks", {e, h, inter / 32, 16}, DType::kU8, Stacked(2));
+      b.Add(x + "down_proj_scales", {e, h, inter / 32}, DType::kU8, Stacked(2));
+      b.Add(x + "down_proj_bias", {e, h}, c.torch_dtype,
+            Stacked(0, 1, TensorSplit::kFirstTpRank));
     } else {
-      b.Add(x + "gate_up_proj", {e, h, 2 * inter}, c.torch_dtype, Stacked());
-      b.Add(x + "gate_up_proj_bias", {e, 2 * inter}, c.torch_dtype, Stacked());
-      b.Add(x + "down_proj", {e, inter, h}, c.torch_dtype, Stacked());
-      b.Add(x + "down_proj_bias", {e, h}, c.torch_dtype, Stacked());
+      // x @ W layout: gate_up [E, hidden, 2 * inter] (interleaved gate / up columns),
+      // down [E, inter, hidden].
+      b.Add(x + "gate_up_proj", {e, h, 2 * inter}, c.torch_dtype, Stacked(2, 2));
+      b.Add(x + "gate_up_proj_bias", {e, 2 * inter}, c.torch_dtype, Stacked(1, 2));
+      b.Add(x + "down_proj", {e, inter, h}, c.torch_dtype, Stacked(1));
+      b.Add(x + "down_proj_bias", {e, h}, c.torch_dtype,
+            Stacked(0, 1, TensorSplit::kFirstTpRank));
     }
     return;
   }
@@ -223,17 +244,17 @@ void AddMoe(const ModelConfig& c, const std::string& p, Builder& b) {
   for (int x = 0; x < e; ++x) {
     const std::string ep = absl::StrCat(p, "experts.", x);
     if (mixtral_names) {
-      b.Mlp(ep, inter, Expert(), Expert(), "w1", "w3", "w2", x);
+      b.Mlp(ep, inter, Expert(0), Expert(1), "w1", "w3", "w2", x);
     } else {
-      b.Mlp(ep, inter, Expert(), Expert(), "gate_proj", "up_proj", "down_proj", x);
+      b.Mlp(ep, inter, Expert(0), Expert(1), "gate_proj", "up_proj", "down_proj", x);
     }
   }
   if ((c.family == ModelFamily::kDeepseekV3 || c.family == ModelFamily::kGlm4Moe) &&
       c.n_shared_experts > 0) {
-    b.Mlp(p + "shared_experts", c.n_shared_experts * inter, Columns(), Rows());
+    b.Mlp(p + "shared_experts", c.n_shared_experts * inter, GroupColumns(), GroupRows());
   }
   if (c.family == ModelFamily::kQwen2Moe && c.shared_expert_intermediate_size > 0) {
-    b.Mlp(p + "shared_expert", c.shared_expert_intermediate_size, Columns(), Rows());
+    b.Mlp(p + "shared_expert", c.shared_expert_intermediate_size, GroupColumns(), GroupRows());
     b.Linear(p + "shared_expert_gate", 1, h, Replicated(), false, false);
   }
 }
@@ -338,28 +359,59 @@ LayerRange PipelineStageLayers(int num_layers, int pp, int pp_rank) {
 
 namespace {
 
-// The weight range [begin, end) along split_dim that TP rank `r` of `tp` holds.
-std::pair<int64_t, int64_t> WeightRange(const CheckpointTensor& t, int tp, int r) {
-  switch (t.split) {
+// The weight range [begin, end) along split_dim that part `r` of `parts` holds under `kind`
+// (kTensorParallel, kKvHeads or kVocab).
+std::pair<int64_t, int64_t> WeightRange(const CheckpointTensor& t, TensorSplit kind, int parts,
+                                        int r) {
+  switch (kind) {
     case TensorSplit::kVocab: {
-      const int64_t per = CeilDiv(t.extent, tp);
+      const int64_t per = CeilDiv(t.extent, parts);
       const int64_t begin = std::min(t.extent, r * per);
       return {begin, std::min(t.extent, begin + per)};
     }
     case TensorSplit::kKvHeads: {
       const int64_t heads = t.extent / t.unit;
-      if (heads < tp) {
-        const int64_t head = static_cast<int64_t>(r) * heads / tp;
+      if (heads < parts) {
+        const int64_t head = static_cast<int64_t>(r) * heads / parts;
         return {head * t.unit, (head + 1) * t.unit};
       }
-      const int64_t per = heads / tp * t.unit;
+      const int64_t per = heads / parts * t.unit;
       return {r * per, (r + 1) * per};
     }
     default: {
-      const int64_t per = t.extent / t.unit / tp * t.unit;
+      const int64_t per = t.extent / t.unit / parts * t.unit;
       return {r * per, (r + 1) * per};
     }
   }
+}
+
+// How a tensor splits over the mesh: the split kind applied along split_dim and the group it
+// splits over (size, this rank's index). kReplicated / kFirstTpRank: not split.
+struct EffectiveSplit {
+  TensorSplit kind = TensorSplit::kReplicated;
+  int parts = 1;
+  int index = 0;
+};
+
+EffectiveSplit Effective(const CheckpointTensor& t, const MeshShape& shape,
+                         const MeshCoord& coord) {
+  switch (t.split) {
+    case TensorSplit::kTensorParallel:
+    case TensorSplit::kKvHeads:
+    case TensorSplit::kVocab:
+    case TensorSplit::kFirstTpRank:
+      return {t.split, shape.tp, coord.tp_rank};
+    case TensorSplit::kMoeGroup:
+      return shape.ep > 1 ? EffectiveSplit{TensorSplit::kTensorParallel, shape.ep, coord.ep_rank}
+                          : EffectiveSplit{TensorSplit::kTensorParallel, shape.tp, coord.tp_rank};
+    case TensorSplit::kExpert:
+    case TensorSplit::kExpertStacked:
+      if (shape.ep == 1) return {t.expert_tp, shape.tp, coord.tp_rank};
+      return {};
+    case TensorSplit::kReplicated:
+      return {};
+  }
+  return {};
 }
 
 TensorSlice MakeSlice(const CheckpointTensor& t, int dim, int64_t begin, int64_t end) {
@@ -425,20 +477,27 @@ bool RankSlice(const ModelConfig& c, const CheckpointTensor& t, const MeshShape&
   }
   if (!held) return false;
   const int64_t experts_per_rank = c.num_experts > 0 ? c.num_experts / shape.ep : 0;
-  switch (t.split) {
+  if (shape.ep > 1 && t.split == TensorSplit::kExpert) {
+    if (experts_per_rank == 0 || t.expert / experts_per_rank != coord.ep_rank) return false;
+    *slice = MakeSlice(t, -1, 0, 0);
+    return true;
+  }
+  if (shape.ep > 1 && t.split == TensorSplit::kExpertStacked) {
+    *slice = MakeSlice(t, 0, coord.ep_rank * experts_per_rank,
+                       (coord.ep_rank + 1) * experts_per_rank);
+    return true;
+  }
+  const EffectiveSplit e = Effective(t, shape, coord);
+  switch (e.kind) {
     case TensorSplit::kReplicated:
       *slice = MakeSlice(t, -1, 0, 0);
       return true;
-    case TensorSplit::kExpert:
-      if (experts_per_rank == 0 || t.expert / experts_per_rank != coord.ep_rank) return false;
+    case TensorSplit::kFirstTpRank:
+      if (coord.tp_rank != 0) return false;
       *slice = MakeSlice(t, -1, 0, 0);
       return true;
-    case TensorSplit::kExpertStacked:
-      *slice = MakeSlice(t, 0, coord.ep_rank * experts_per_rank,
-                         (coord.ep_rank + 1) * experts_per_rank);
-      return true;
     default: {
-      auto [begin, end] = WeightRange(t, shape.tp, coord.tp_rank);
+      auto [begin, end] = WeightRange(t, e.kind, e.parts, e.index);
       if (t.block > 1) {
         begin = begin / t.block;
         end = CeilDiv(end, t.block);
@@ -492,34 +551,37 @@ std::vector<std::string> ValidateTensorSplits(const ModelConfig& c,
     if (inserted) order.push_back(key);
     if (t.layer >= 0) it->second.second.push_back(t.layer);
   };
-  const int tp = shape.tp;
   for (const CheckpointTensor& t : tensors) {
-    if (t.split == TensorSplit::kTensorParallel) {
+    const EffectiveSplit e = Effective(t, shape, MeshCoord{});
+    if (e.kind != TensorSplit::kTensorParallel && e.kind != TensorSplit::kKvHeads) continue;
+    const int parts = e.parts;
+    const std::string over = t.split == TensorSplit::kMoeGroup && shape.ep > 1
+                                 ? absl::StrCat("the MoE group (--ep ", parts, ")")
+                                 : absl::StrCat("--tp ", parts);
+    if (e.kind == TensorSplit::kTensorParallel) {
       const int64_t units = t.extent / t.unit;
-      if (units % tp != 0) {
+      if (units % parts != 0) {
         report(t, absl::StrCat("dim ", t.split_dim, " holds ", units,
-                               t.unit > 1 ? absl::StrCat(" heads of ", t.unit) : " rows",
-                               ", which do not split evenly over --tp ", tp));
+                               t.unit > 1 ? absl::StrCat(" groups of ", t.unit) : " rows",
+                               ", which do not split evenly over ", over));
         continue;
       }
-    } else if (t.split == TensorSplit::kKvHeads) {
+    } else {
       const int64_t heads = t.extent / t.unit;
-      if ((heads >= tp && heads % tp != 0) || (heads < tp && tp % heads != 0)) {
-        report(t, absl::StrCat(heads, " KV heads and --tp ", tp,
+      if ((heads >= parts && heads % parts != 0) || (heads < parts && parts % heads != 0)) {
+        report(t, absl::StrCat(heads, " KV heads and ", over,
                                " do not divide one another (KV heads are split, or replicated "
                                "when fewer than tp)"));
         continue;
       }
-    } else {
-      continue;
     }
-    if (t.block > 1 && tp > 1) {
-      for (int r = 0; r < tp; ++r) {
-        const auto [begin, end] = WeightRange(t, tp, r);
+    if (t.block > 1 && parts > 1) {
+      for (int r = 0; r < parts; ++r) {
+        const auto [begin, end] = WeightRange(t, e.kind, parts, r);
         if (begin % t.block != 0 || (end % t.block != 0 && end != t.extent)) {
           report(t, absl::StrCat("the fp8 weight's per-rank range [", begin, ", ", end,
                                  ") along dim ", t.split_dim, " cuts its ", t.block,
-                                 "-wide scale blocks; choose a --tp that gives each rank a "
+                                 "-wide scale blocks; choose a layout that gives each rank a "
                                  "multiple of ",
                                  t.block));
           break;

@@ -18,14 +18,16 @@
 //     kMtp after the decoder layers; they are not run for plain decoding and RankTensors() skips
 //     them unless asked.
 //
-// Parallel layout (DESIGN.md section 4): TP splits attention heads (q, o, sinks; KV heads split,
-// or one KV head per rank replicated when num_kv_heads < tp), MLA's q_b_proj / kv_b_proj by heads
-// with the latent down-projections replicated, dense and shared-expert MLPs column / row parallel,
-// embedding and lm_head vocab-parallel (ceil(vocab / tp) rows per rank); norms, routers and
-// o_proj / down biases replicated; routed experts partitioned over EP in contiguous ranges
-// (EP rank r owns experts [r * E / ep, (r + 1) * E / ep)); pipeline stages own contiguous layer
-// ranges (PipelineStageLayers), the embedding on the first stage, final norm and lm_head (and the
-// tied embedding) on the last.
+// Parallel layout (DESIGN.md section 4, docs/sharding.md for what the model loader does): TP splits
+// attention heads (q, o, sinks; KV heads split, or one KV head per rank replicated when
+// num_kv_heads < tp), MLA's q_b_proj / kv_b_proj by heads with the latent down-projections
+// replicated, dense MLPs column / row parallel, embedding and lm_head vocab-parallel
+// (ceil(vocab / tp) rows per rank); norms and routers replicated; row-parallel biases (o_proj,
+// expert down biases when split) on TP rank 0 only; shared experts split over the MoE group;
+// routed experts partitioned over EP in contiguous ranges (EP rank r owns experts
+// [r * E / ep, (r + 1) * E / ep)), or with ep == 1 each expert's FFN split over TP like a dense
+// MLP; pipeline stages own contiguous layer ranges (PipelineStageLayers), the embedding on the
+// first stage, final norm and lm_head (and the tied embedding) on the last.
 //
 // Thread safety: plain values and pure functions.
 #pragma once
@@ -57,8 +59,13 @@ enum class TensorSplit {
   kKvHeads,        // like kTensorParallel over num_kv_heads heads of `unit`; when
                    // num_kv_heads < tp, TP rank r holds head r * num_kv_heads / tp whole
   kVocab,          // dim 0 split into ceil(extent / tp) rows per TP rank (last rank may hold fewer)
-  kExpert,         // one routed expert's tensor, held whole by the EP rank owning `expert`
-  kExpertStacked,  // dim 0 indexes the routed experts; each EP rank reads its contiguous range
+  kFirstTpRank,    // held whole by TP rank 0 only (row-parallel biases, added once)
+  kMoeGroup,       // shared experts: like kTensorParallel, but over the whole MoE group (the
+                   // ep ranks when ep > 1, else the tp ranks)
+  kExpert,         // one routed expert's tensor: with ep > 1 held whole by the EP rank owning
+                   // `expert`; with ep == 1 split over TP as `expert_tp` says
+  kExpertStacked,  // dim 0 indexes the routed experts: with ep > 1 each EP rank reads its
+                   // contiguous range; with ep == 1 split over TP as `expert_tp` says
 };
 
 struct CheckpointTensor {
@@ -69,6 +76,10 @@ struct CheckpointTensor {
   int layer = -1;   // checkpoint layer index for kLayer / kMtp (MTP layers follow the decoder)
   int expert = -1;  // kExpert
   TensorSplit split = TensorSplit::kReplicated;
+  // Routed experts with ep == 1 (every rank holds every expert): kTensorParallel along
+  // split_dim (gate/up rows, down columns, as a dense MLP), kFirstTpRank (down biases) or
+  // kReplicated.
+  TensorSplit expert_tp = TensorSplit::kReplicated;
   int split_dim = 0;
   // The split weight's extent along split_dim and its unit (head size); for an fp8 scale tensor
   // these describe the weight it scales, and `block` is the weight elements one scale covers
