@@ -471,6 +471,7 @@ void ClusterService::Shutdown(const std::string& reason) {
     shutdown_ = true;
     live = workers_;
   }
+  cv_.notify_all();  // a step waiting for results gives up
   v1::CoordinatorMessage msg;
   msg.mutable_shutdown()->set_reason(reason);
   for (auto& w : live) Send(w, msg);
