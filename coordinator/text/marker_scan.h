@@ -15,7 +15,8 @@ namespace tessera::text_internal {
 
 // Length of the longest proper suffix of `text` that is a prefix of one of `markers`: the bytes a
 // streaming parser must hold back because the next delta could complete a marker.
-size_t PartialMarkerSuffix(absl::string_view text, std::initializer_list<absl::string_view> markers);
+size_t PartialMarkerSuffix(absl::string_view text,
+                           std::initializer_list<absl::string_view> markers);
 
 struct MarkerHit {
   size_t pos = absl::string_view::npos;  // npos: no marker in the text

@@ -42,8 +42,7 @@ constexpr FormatName kFormatNames[] = {
 
 bool UsesThinkTags(OutputFormat f) {
   return f == OutputFormat::kQwen3 || f == OutputFormat::kDeepSeekV3 ||
-         f == OutputFormat::kDeepSeekV31 || f == OutputFormat::kKimiK2 ||
-         f == OutputFormat::kGlm45;
+         f == OutputFormat::kDeepSeekV31 || f == OutputFormat::kKimiK2 || f == OutputFormat::kGlm45;
 }
 
 }  // namespace
@@ -62,8 +61,8 @@ absl::StatusOr<OutputFormat> ParseOutputFormat(absl::string_view name) {
     if (n.name == lower) return n.format;
     names.push_back(n.name);
   }
-  return absl::InvalidArgumentError(absl::StrCat("unknown output format '", name,
-                                                 "'; use one of: ", absl::StrJoin(names, ", ")));
+  return absl::InvalidArgumentError(
+      absl::StrCat("unknown output format '", name, "'; use one of: ", absl::StrJoin(names, ", ")));
 }
 
 absl::StatusOr<OutputFormat> OutputFormatFor(absl::string_view model_type,
@@ -88,10 +87,10 @@ absl::StatusOr<OutputFormat> OutputFormatFor(absl::string_view model_type,
   if (mt == "glm4_moe" || mt == "glm4") return OutputFormat::kGlm45;
   if (mt == "gpt_oss") return OutputFormat::kGptOss;
   if (mt == "mistral" || mt == "mixtral" || mt == "mistral3") return OutputFormat::kMistral;
-  return absl::NotFoundError(absl::StrCat(
-      "no output format known for model_type '", model_type,
-      "' and its chat template shows no known tool-call syntax; name one explicitly (",
-      "e.g. --tool-call-parser) or use 'plain'"));
+  return absl::NotFoundError(
+      absl::StrCat("no output format known for model_type '", model_type,
+                   "' and its chat template shows no known tool-call syntax; name one explicitly (",
+                   "e.g. --tool-call-parser) or use 'plain'"));
 }
 
 bool PromptEndsInReasoning(OutputFormat format, absl::string_view prompt) {
@@ -160,8 +159,7 @@ ParsedDelta OutputParser::Parse(OutputFormat format, Options options, absl::stri
 }
 
 std::string OutputParser::NewId() {
-  static constexpr char kAlnum[] =
-      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+  static constexpr char kAlnum[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
   const bool mistral = format_ == OutputFormat::kMistral;
   std::string id = mistral ? "" : "call_";
   std::uniform_int_distribution<int> pick(0, 61);

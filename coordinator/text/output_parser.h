@@ -2,8 +2,10 @@
 // skip_special_tokens=false, in arbitrary deltas) into `content`, `reasoning_content` and
 // `tool_calls`, in the model family's own format (docs/text.md, "Output parsing").
 //
-//   auto parser = OutputParser::Create(format, {.parse_reasoning = true, .parse_tools = has_tools,
-//                                               .starts_in_reasoning = PromptEndsInReasoning(...)});
+//   OutputParser::Options options;
+//   options.parse_tools = request_has_tools;
+//   options.starts_in_reasoning = PromptEndsInReasoning(format, prompt);
+//   auto parser = OutputParser::Create(format, std::move(options));
 //   for (delta : decoded_text_deltas) Send(parser->Push(delta));
 //   Send(parser->Finish());
 //

@@ -29,7 +29,8 @@ int RunParseOutput(int argc, char** argv) {
   std::string format_name, model_type, template_file, text_file, tools_file;
   bool no_reasoning = false, no_tools = false, starts_in_reasoning = false, json = false;
   int64_t chunk = 0, seed = 0;
-  parser.AddString("format", &format_name, "output format (qwen3, deepseek_v3, deepseek_v31, "
+  parser.AddString("format", &format_name,
+                   "output format (qwen3, deepseek_v3, deepseek_v31, "
                    "kimi_k2, glm45, gpt_oss, mistral, plain)");
   parser.AddString("model-type", &model_type, "config.json model_type (instead of --format)");
   parser.AddString("template-file", &template_file, "chat template (instead of --format)");
@@ -89,8 +90,7 @@ int RunParseOutput(int argc, char** argv) {
                                    {"type", "function"},
                                    {"function", {{"name", c.name}, {"arguments", c.arguments}}}});
       }
-      std::printf("%s\n",
-                  j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
+      std::printf("%s\n", j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
     } else {
       std::printf("[reasoning]\n%s\n[content]\n%s\n", result.reasoning_content.c_str(),
                   result.content.c_str());

@@ -30,9 +30,8 @@ void ReasoningParser::Process(bool final, std::string* reasoning, std::string* c
     switch (state_) {
       case State::kPrefix: {
         size_t first = 0;
-        while (first < buffer_.size() &&
-               (buffer_[first] == ' ' || buffer_[first] == '\n' || buffer_[first] == '\r' ||
-                buffer_[first] == '\t')) {
+        while (first < buffer_.size() && (buffer_[first] == ' ' || buffer_[first] == '\n' ||
+                                          buffer_[first] == '\r' || buffer_[first] == '\t')) {
           ++first;
         }
         absl::string_view rest = absl::string_view(buffer_).substr(first);

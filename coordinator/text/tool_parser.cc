@@ -296,8 +296,8 @@ absl::StatusOr<std::string> NormalizeToolArguments(absl::string_view text) {
 
 std::optional<size_t> ScanJsonValueEnd(absl::string_view text) {
   size_t i = 0;
-  while (i < text.size() && (text[i] == ' ' || text[i] == '\n' || text[i] == '\t' ||
-                             text[i] == '\r')) {
+  while (i < text.size() &&
+         (text[i] == ' ' || text[i] == '\n' || text[i] == '\t' || text[i] == '\r')) {
     ++i;
   }
   if (i == text.size()) return std::nullopt;
@@ -384,8 +384,8 @@ void ToolCallParser::Finish(std::string* content, std::vector<ParsedToolCall>* c
   content_trim_.Flush(content);
 }
 
-void ToolCallParser::EmitCall(absl::string_view body, absl::string_view raw,
-                              std::string* content, std::vector<ParsedToolCall>* calls) {
+void ToolCallParser::EmitCall(absl::string_view body, absl::string_view raw, std::string* content,
+                              std::vector<ParsedToolCall>* calls) {
   absl::StatusOr<std::vector<ParsedToolCall>> parsed = syntax_.parse(body);
   if (parsed.ok()) {
     for (ParsedToolCall& c : *parsed) calls->push_back(std::move(c));
@@ -398,8 +398,7 @@ void ToolCallParser::EmitCall(absl::string_view body, absl::string_view raw,
   content_trim_.Append(raw, content);
 }
 
-void ToolCallParser::Process(bool final, std::string* content,
-                             std::vector<ParsedToolCall>* calls) {
+void ToolCallParser::Process(bool final, std::string* content, std::vector<ParsedToolCall>* calls) {
   // Consumed text is dropped once per call (not per block: many calls in one Push stay linear).
   consumed_ = 0;
   ProcessBuffer(final, content, calls);
@@ -408,7 +407,7 @@ void ToolCallParser::Process(bool final, std::string* content,
 }
 
 void ToolCallParser::ProcessBuffer(bool final, std::string* content,
-                             std::vector<ParsedToolCall>* calls) {
+                                   std::vector<ParsedToolCall>* calls) {
   const absl::string_view section_begin = syntax_.section_begin;
   const absl::string_view section_end = syntax_.section_end;
   const absl::string_view call_begin = syntax_.call_begin;

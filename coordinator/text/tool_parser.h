@@ -4,9 +4,10 @@
 // runs it over the content stream (after reasoning was split off, see reasoning_parser.h):
 //
 //   hermes (Qwen2.5/QwQ/Qwen3): <tool_call>\n{"name": N, "arguments": {..}}\n</tool_call>
-//   DeepSeek-V3/R1:  <｜tool▁calls▁begin｜><｜tool▁call▁begin｜>function<｜tool▁sep｜>N\n```json\n{..}\n```
-//                    <｜tool▁call▁end｜>...<｜tool▁calls▁end｜>
-//   DeepSeek-V3.1:   same section markers, <｜tool▁call▁begin｜>N<｜tool▁sep｜>{..}<｜tool▁call▁end｜>
+//   DeepSeek-V3/R1:  <｜tool▁calls▁begin｜><｜tool▁call▁begin｜>function<｜tool▁sep｜>N
+//                    \n```json\n{..}\n```<｜tool▁call▁end｜>...<｜tool▁calls▁end｜>
+//   DeepSeek-V3.1:   same section markers,
+//                    <｜tool▁call▁begin｜>N<｜tool▁sep｜>{..}<｜tool▁call▁end｜>
 //                    (both DeepSeek forms are accepted by both syntaxes)
 //   Kimi K2:         <|tool_calls_section_begin|><|tool_call_begin|>functions.N:I
 //                    <|tool_call_argument_begin|>{..}<|tool_call_end|>...<|tool_calls_section_end|>
@@ -103,8 +104,8 @@ class ToolCallParser {
   // Text dropped at the start of a block (separating newlines, the section opener): re-emitted as
   // content when the block turns out invalid.
   std::string dropped_newlines_;
-  size_t call_scanned_ = 0;
-  size_t consumed_ = 0;  // bytes of buffer_ consumed during the current Process  // bytes of the current call body already searched for call_end
+  size_t call_scanned_ = 0;  // bytes of the current call body already searched for call_end
+  size_t consumed_ = 0;      // bytes of buffer_ consumed during the current Process
   text_internal::NewlineTrimmer content_trim_;
 };
 
