@@ -4,7 +4,7 @@
 // Per token, in vLLM's order: an EOS id (unless ignore_eos) or a stop_token_id ends the request
 // with finish reason stop and contributes no text; otherwise the token's text is detokenized
 // incrementally (a multi-byte UTF-8 character split across tokens is held back until complete)
-// and stop strings are searched in the text not yet emitted, across token boundaries. A match
+// (coordinator/text/detokenizer.h) and stop strings are searched in the text not yet emitted, across token boundaries. A match
 // ends the request (finish reason stop, stop_reason = the stop string) and only the text before
 // it is emitted. Text that could still become the start of a stop string is held back until it
 // cannot. Then max_tokens and the context length end it with finish reason length, flushing the
@@ -19,29 +19,10 @@
 #include <vector>
 
 #include "coordinator/engine/engine.h"
+#include "coordinator/text/detokenizer.h"
 #include "coordinator/text/tokenizer.h"
 
 namespace tessera {
-
-// Incremental detokenizer over Tokenizer::Decode: decodes a sliding window of the last tokens
-// and emits the new suffix once it ends in complete UTF-8 (vLLM's prefix/read offsets).
-class WindowDetokenizer {
- public:
-  WindowDetokenizer(const Tokenizer& tokenizer, bool skip_special_tokens);
-  // New complete text after adding `id`.
-  std::string Push(int32_t id);
-  // Whatever is still held back (an incomplete UTF-8 tail), at the end of the request.
-  std::string Finish();
-
- private:
-  std::string DecodeRange(size_t begin, size_t end) const;
-
-  const Tokenizer& tokenizer_;
-  const bool skip_special_tokens_;
-  std::vector<int32_t> ids_;
-  size_t prefix_offset_ = 0;  // start of the decoding window
-  size_t read_offset_ = 0;    // tokens before this have had their text emitted
-};
 
 struct ProcessedToken {
   std::string text;               // text to emit for this token (may be empty)
@@ -74,7 +55,7 @@ class OutputProcessor {
   bool ScanStops(ProcessedToken* out);
 
   Config config_;
-  std::unique_ptr<WindowDetokenizer> detok_;
+  std::unique_ptr<StreamingDetokenizer> detok_;
   std::string pending_;  // decoded text not yet emitted (possible start of a stop string)
   size_t max_stop_len_ = 0;
 };
