@@ -1,6 +1,8 @@
 // LlmEngine + Scheduler + KvBlockManager driven through FakeStepExecutor: outputs must not depend
 // on batching, chunking, preemption or prefix caching, and every plan must keep the protocol.
 #include <memory>
+#include <regex>
+#include <sstream>
 #include <random>
 #include <string>
 #include <vector>
@@ -332,6 +334,54 @@ TEST(EngineScheduling, RequeuedRequestsCompleteAfterReady) {
   EXPECT_TRUE(s.status.ok()) << s.status;
   EXPECT_EQ(s.tokens, ReferenceOutput(HashModel(kVocab), prompt, 3, 5));
   EXPECT_THAT(h.executor.violations(), IsEmpty());
+}
+
+TEST(EngineMetrics, ExposeVllmStyleFamiliesThatParse) {
+  EngineSetup setup;
+  setup.num_blocks = 40;
+  setup.max_model_len = 160;
+  Harness h(setup);
+  std::vector<Job> jobs = MakeJobs(16, 6);
+  RunAndCheck(h, jobs);
+  int64_t generated = 0;
+  int64_t prompt = 0;
+  for (const Job& j : jobs) {
+    generated += j.max_tokens;
+    prompt += static_cast<int64_t>(j.prompt.size());
+  }
+  const std::string text = h.engine->metrics().Render();
+  const std::string label = "{model_name=\"fake\"}";
+  EXPECT_THAT(text, ::testing::HasSubstr("tessera:generation_tokens_total" + label + " " +
+                                         std::to_string(generated) + "\n"));
+  EXPECT_THAT(text, ::testing::HasSubstr("tessera:prompt_tokens_total" + label + " " +
+                                         std::to_string(prompt) + "\n"));
+  EXPECT_THAT(text, ::testing::HasSubstr(
+                        "tessera:request_success_total{model_name=\"fake\",finished_reason="
+                        "\"length\"} 16\n"));
+  EXPECT_THAT(text, ::testing::HasSubstr("tessera:num_requests_running" + label + " 0\n"));
+  EXPECT_THAT(text, ::testing::HasSubstr("tessera:e2e_request_latency_seconds_count" + label +
+                                         " 16\n"));
+  EXPECT_THAT(text, ::testing::HasSubstr("tessera:time_to_first_token_seconds_count" + label +
+                                         " 16\n"));
+  EXPECT_THAT(text, ::testing::HasSubstr("tessera:time_per_output_token_seconds_count" + label +
+                                         " " + std::to_string(generated - 16) + "\n"));
+  EXPECT_THAT(text, ::testing::HasSubstr("# TYPE tessera:num_preemptions_total counter\n"));
+  EXPECT_THAT(text, ::testing::HasSubstr("# TYPE tessera:kv_cache_usage_perc gauge\n"));
+  EXPECT_THAT(text, ::testing::HasSubstr("# TYPE tessera:request_prompt_tokens histogram\n"));
+  EXPECT_THAT(text, ::testing::HasSubstr("# TYPE tessera:request_generation_tokens histogram\n"));
+  const std::regex sample(
+      R"(^[a-zA-Z_:][a-zA-Z0-9_:]*(\{([a-zA-Z_][a-zA-Z0-9_]*="([^"\\\n]|\\["\\n])*",?)*\})? )"
+      R"(([-+]?[0-9.eE+-]+|\+Inf|-Inf|NaN)$)");
+  const std::regex comment(R"(^# (HELP|TYPE) [a-zA-Z_:][a-zA-Z0-9_:]* .*$)");
+  std::istringstream in(text);
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("#", 0) == 0) {
+      EXPECT_TRUE(std::regex_match(line, comment)) << line;
+    } else {
+      EXPECT_TRUE(std::regex_match(line, sample)) << line;
+    }
+  }
 }
 
 TEST(EngineValidation, RejectsBadRequestsNamingTheField) {
