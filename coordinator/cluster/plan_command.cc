@@ -152,13 +152,13 @@ int RunPlan(int argc, char** argv) {
   parser.AddString("model", &model, "model directory or config.json");
   parser.AddInt("devices", &o.devices, "number of devices (GPUs)");
   parser.AddString("device-memory", &memory, "memory per device: 80GiB, 80GB, 80e9, ...");
-  parser.AddInt("tp", &tp, "tensor-parallel size (default: chosen)");
-  parser.AddInt("dp", &dp, "attention data-parallel size (default: chosen)");
-  parser.AddInt("pp", &pp, "pipeline-parallel size (default: chosen)");
-  parser.AddInt("ep", &ep, "expert-parallel size, 1 or tp * dp (default: tp * dp for MoE)");
+  parser.AddInt("tp", &tp, "tensor-parallel size (0: chosen by the layout policy)");
+  parser.AddInt("dp", &dp, "attention data-parallel size (0: chosen)");
+  parser.AddInt("pp", &pp, "pipeline-parallel size (0: chosen)");
+  parser.AddInt("ep", &ep, "expert-parallel size, 1 or tp * dp (0: tp * dp for MoE)");
   parser.AddString("kv-dtype", &kv_dtype, "KV cache dtype: bf16, f16, fp8, f32 (default: weights')");
   parser.AddInt("max-model-len", &o.max_model_len,
-                "context length to plan for (default: max_position_embeddings, lowered to fit)");
+                "context length to plan for (0: max_position_embeddings, lowered to fit)");
   parser.AddDouble("overhead-fraction", &o.overhead_fraction,
                    "fraction of device memory reserved for activations and workspaces");
   parser.AddInt("block-size", &o.block_size, "KV cache block size in tokens");
@@ -170,10 +170,11 @@ int RunPlan(int argc, char** argv) {
       return absl::InvalidArgumentError("--device-memory is required (e.g. --device-memory 80GiB)");
     }
     ASSIGN_OR_RETURN(o.device_memory_bytes, ParseByteSize(memory));
-    if (parser.WasSet("tp")) o.tp = tp;
-    if (parser.WasSet("dp")) o.dp = dp;
-    if (parser.WasSet("pp")) o.pp = pp;
-    if (parser.WasSet("ep")) o.ep = ep;
+    // 0 (the default) leaves a size to the layout policy.
+    if (parser.WasSet("tp") && tp != 0) o.tp = tp;
+    if (parser.WasSet("dp") && dp != 0) o.dp = dp;
+    if (parser.WasSet("pp") && pp != 0) o.pp = pp;
+    if (parser.WasSet("ep") && ep != 0) o.ep = ep;
     if (!kv_dtype.empty()) {
       absl::StatusOr<DType> d = ParseDType(kv_dtype == "fp8" ? "f8_e4m3" : kv_dtype);
       if (!d.ok()) {

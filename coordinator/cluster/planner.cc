@@ -357,12 +357,12 @@ std::string MemoryAdvice(const ModelConfig& c, const Inventory& inv, const PlanO
 
 absl::Status ViolationsStatus(const ModelConfig& c, const MeshShape& shape, int devices,
                               bool searched, const std::vector<std::string>& violations) {
+  const std::string n = devices == 1 ? "1 device" : absl::StrCat(devices, " devices");
   const std::string what =
-      searched ? absl::StrCat("no layout of ", devices, " devices works; the closest is ",
-                              LayoutFlags(shape))
+      searched ? absl::StrCat("no layout of ", n, " works; the closest is ", LayoutFlags(shape))
                : LayoutFlags(shape);
-  return absl::InvalidArgumentError(absl::StrCat("cannot plan ", c.source, " on ", devices,
-                                                 " devices", searched ? ": " : " with ", what, ":\n  - ",
+  return absl::InvalidArgumentError(absl::StrCat("cannot plan ", c.source, " on ", n,
+                                                 searched ? ": " : " with ", what, ":\n  - ",
                                                  absl::StrJoin(violations, "\n  - ")));
 }
 
