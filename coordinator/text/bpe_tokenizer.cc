@@ -171,6 +171,9 @@ class BpeTokenizer final : public Tokenizer {
     std::string content;
     int32_t id;
     bool special;
+    bool lstrip = false;       // Absorbs the whitespace before it.
+    bool rstrip = false;       // Absorbs the whitespace after it.
+    bool single_word = false;  // Only matches between non-word characters.
   };
 
   BpeTokenizer() = default;
@@ -194,6 +197,8 @@ class BpeTokenizer final : public Tokenizer {
   std::vector<AddedToken> added_;  // Sorted by content length, longest first.
   std::vector<int> added_by_first_byte_[256];  // Indices into added_, longest first.
   std::vector<std::unique_ptr<Regex>> splits_;
+  // Unicode \w and \s (added-token single_word / lstrip / rstrip), compiled on demand.
+  std::unique_ptr<Regex> word_re_, space_re_;
   bool nfc_ = false;
   // A piece that is itself in the vocabulary is one token (tokenizers' ignore_merges; what
   // tiktoken always does).
@@ -301,13 +306,15 @@ absl::StatusOr<std::unique_ptr<BpeTokenizer>> BpeTokenizer::FromHfJson(const std
           return err("added_tokens", "entry without id/content");
         }
         AddedToken t{a["content"].get<std::string>(), a["id"].get<int32_t>(),
-                     a.value("special", false)};
+                     a.value("special", false), a.value("lstrip", false),
+                     a.value("rstrip", false), a.value("single_word", false)};
         if (t.id < 0 || t.content.empty()) return err("added_tokens", "bad entry");
-        for (const char* flag : {"lstrip", "rstrip", "single_word"}) {
-          if (a.value(flag, false)) {
-            return err(absl::StrCat("added_tokens[", t.content, "].", flag),
-                       "true is not supported");
-          }
+        if (t.lstrip || t.rstrip || t.single_word) {
+          auto word = CompileRegex(R"(\w)", "added-token word class");
+          auto space = CompileRegex(R"(\s)", "added-token space class");
+          if (!word.ok() || !space.ok()) return err("added_tokens", "regex setup failed");
+          tok->word_re_ = *std::move(word);
+          tok->space_re_ = *std::move(space);
         }
         added.push_back(std::move(t));
       }
@@ -593,12 +600,33 @@ std::vector<int32_t> BpeTokenizer::EncodeImpl(absl::string_view text, bool allow
     PreTokenize(t, &pieces);
     for (absl::string_view p : pieces) EncodePiece(p, &out);
   };
+  // Added tokens, as `tokenizers`' AddedVocabulary: at each position the longest token matches
+  // (non-overlapping, left to right); a special one when specials are not allowed, or a
+  // single_word one touching a word character, is dropped as a match and stays text; lstrip /
+  // rstrip widen the match over adjacent whitespace (not into the previous match).
+  std::unique_ptr<pcre2_match_data, void (*)(pcre2_match_data*)> md(nullptr,
+                                                                     pcre2_match_data_free);
+  int valid = -1;  // Whether `text` is valid UTF-8 (checked once, when a flag needs it).
+  auto valid_utf8 = [&] {
+    if (valid < 0) valid = ToValidUtf8(text) == text;
+    return valid == 1;
+  };
+  auto one_char_matches = [&](const Regex& re, size_t pos) {
+    if (md == nullptr) md.reset(pcre2_match_data_create(1, nullptr));
+    const int rc = pcre2_match(re.code, reinterpret_cast<PCRE2_SPTR>(text.data()), text.size(),
+                               pos, PCRE2_ANCHORED | PCRE2_NO_UTF_CHECK, md.get(), nullptr);
+    return rc >= 0;
+  };
+  auto prev_char = [&](size_t pos) {  // Start of the code point before `pos`.
+    size_t p = pos - 1;
+    while (p > 0 && (static_cast<unsigned char>(text[p]) & 0xC0) == 0x80) --p;
+    return p;
+  };
   size_t start = 0;
   for (size_t i = 0; i < text.size();) {
     const AddedToken* hit = nullptr;
     for (const int k : added_by_first_byte_[static_cast<unsigned char>(text[i])]) {
       const AddedToken& a = added_[k];  // Longest first.
-      if (a.special && !allow_special) continue;
       if (i + a.content.size() <= text.size() &&
           text.compare(i, a.content.size(), a.content) == 0) {
         hit = &a;
@@ -609,9 +637,36 @@ std::vector<int32_t> BpeTokenizer::EncodeImpl(absl::string_view text, bool allow
       ++i;
       continue;
     }
-    encode_text(text.substr(start, i - start));
+    size_t begin = i, stop = i + hit->content.size();
+    if (hit->special && !allow_special) {
+      i = stop;
+      continue;
+    }
+    if (hit->single_word && valid_utf8()) {
+      const bool word_before = begin > 0 && one_char_matches(*word_re_, prev_char(begin));
+      const bool word_after = stop < text.size() && one_char_matches(*word_re_, stop);
+      if (word_before || word_after) {
+        i = stop;
+        continue;
+      }
+    }
+    if (hit->lstrip && valid_utf8()) {
+      while (begin > start && one_char_matches(*space_re_, prev_char(begin))) {
+        begin = prev_char(begin);
+      }
+    }
+    if (hit->rstrip && valid_utf8()) {
+      while (stop < text.size() && one_char_matches(*space_re_, stop)) {
+        size_t next = stop + 1;
+        while (next < text.size() && (static_cast<unsigned char>(text[next]) & 0xC0) == 0x80) {
+          ++next;
+        }
+        stop = next;
+      }
+    }
+    encode_text(text.substr(start, begin - start));
     out.push_back(hit->id);
-    i += hit->content.size();
+    i = stop;
     start = i;
   }
   encode_text(text.substr(start));

@@ -8,6 +8,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "kernels/base/logging.h"
 #include "nlohmann/json.hpp"
 
 namespace tessera {
@@ -51,10 +52,12 @@ absl::StatusOr<std::string> Tokenizer::Decode(absl::Span<const int32_t> ids,
 absl::StatusOr<std::unique_ptr<Tokenizer>> LoadTokenizer(const std::string& model_dir) {
   std::error_code ec;
   fs::path dir = model_dir, file;
+  bool from_dir = false;
   if (fs::is_regular_file(model_dir, ec)) {
     file = model_dir;
     dir = file.parent_path();
   } else if (fs::is_directory(model_dir, ec)) {
+    from_dir = true;
     for (const char* name : {"tokenizer.json", "tiktoken.model", "tokenizer.model"}) {
       if (fs::is_regular_file(dir / name, ec)) {
         file = dir / name;
@@ -86,8 +89,22 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> LoadTokenizer(const std::string& mode
   std::unique_ptr<Tokenizer> tok;
   if (absl::EndsWith(name, ".json")) {
     auto t = Tokenizer::FromFile(file.string());
-    if (!t.ok()) return t.status();
-    tok = *std::move(t);
+    if (!t.ok()) {
+      // Llama/Mistral-style tokenizer.json (byte_fallback, Metaspace) is not implemented; such
+      // models also ship the SentencePiece tokenizer.model, which is.
+      if (t.status().code() != absl::StatusCode::kInvalidArgument ||
+          !from_dir || !fs::is_regular_file(dir / "tokenizer.model", ec)) {
+        return t.status();
+      }
+      LOG(WARNING) << t.status().message() << "; using " << (dir / "tokenizer.model").string()
+                   << " instead";
+      file = dir / "tokenizer.model";
+      auto sp = LoadSentencePiece(file.string());
+      if (!sp.ok()) return t.status();
+      tok = *std::move(sp);
+    } else {
+      tok = *std::move(t);
+    }
   } else if (absl::StrContains(name, "tiktoken")) {
     std::vector<std::pair<std::string, int32_t>> specials;
     if (config.contains("added_tokens_decoder") && config["added_tokens_decoder"].is_object()) {

@@ -215,6 +215,39 @@ class TokenizerReferenceTest(unittest.TestCase):
     def test_gpt_oss(self):
         self.check_hf("gpt_oss")
 
+    def test_added_token_flags(self):
+        """lstrip / rstrip / single_word added tokens (none of the real files use them): qwen3's
+        tokenizer.json plus flagged tokens, against `tokenizers` on the same file."""
+        with open(os.path.join(TOKDIR, "qwen3", "tokenizer.json"), encoding="utf-8") as f:
+            j = json.load(f)
+        base = max(a["id"] for a in j["added_tokens"]) + 1
+        flagged = [("<L>", dict(lstrip=True)), ("<R>", dict(rstrip=True)),
+                   ("<W>", dict(single_word=True)), ("<LR>", dict(lstrip=True, rstrip=True)),
+                   ("wordy", dict(single_word=True)), ("<SP>", dict(special=True, lstrip=True)),
+                   ("<SPR>", dict(special=True, rstrip=True))]
+        for k, (content, flags) in enumerate(flagged):
+            entry = dict(id=base + k, content=content, single_word=False, lstrip=False,
+                         rstrip=False, normalized=False, special=False)
+            entry.update(flags)
+            j["added_tokens"].append(entry)
+        texts = ["a <L> b", "a   <L>b", "a<R>   b", "x <W> y", "x<W> y", "x_<W>", "é<W>", "1<W>",
+                 "a  <LR>  b", "wordy", "a wordy b", "awordy", "wordy_", "wordy.", "<L><L>",
+                 "  <L>", "<R>\n\n", "\t<L>", "a\u00a0<L>", "<SP>  x", " <SP>", "<R> <L>",
+                 "<R>  <LR>  <L>", "中<W>", "<W>中", "x <SPR>  y", "<|im_start|> <L>"]
+        texts += [f"{t} <L> {u}<R> <W> wordy" for t, u in zip(CORPUS[:10], CORPUS[10:20])]
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "tokenizer.json")
+            with open(path, "w", encoding="utf-8") as f:
+                json.dump(j, f, ensure_ascii=False)
+            tok = tokenizers.Tokenizer.from_file(path)
+            for special in (True, False):
+                got = run_tessera(path, texts, special)
+                tok.encode_special_tokens = not special
+                for text, g in zip(texts, got):
+                    want = tok.encode(text, add_special_tokens=False).ids
+                    self.assertEqual(g["ids"], want, f"{text!r} special={special}")
+                    self.assertEqual(g["text"], tok.decode(want, skip_special_tokens=False))
+
     def test_mistral_v1_sentencepiece(self):
         model = os.path.join(TOKDIR, "mistral_v1", "tokenizer.model")
         sp = sentencepiece.SentencePieceProcessor(model_file=model)

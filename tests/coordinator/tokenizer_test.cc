@@ -2,7 +2,9 @@
 // Qwen3 tokenizer.json, round trips, special tokens and load errors.
 #include "coordinator/text/tokenizer.h"
 
+#include <filesystem>
 #include <fstream>
+#include <optional>
 #include <map>
 #include <memory>
 #include <sstream>
@@ -383,6 +385,75 @@ TEST(TokenizerTest, LongWhitespaceAndRepeatRunsRoundTrip) {
     auto back = tok.Decode(ids);
     ASSERT_TRUE(back.ok());
     EXPECT_EQ(*back, s);
+  }
+}
+
+}  // namespace
+}  // namespace tessera
+
+namespace tessera {
+namespace {
+
+std::string TokDir(const char* name) { return testing::TestDataDir() + "/tokenizers/" + name; }
+
+TEST(LoadTokenizerTest, PicksTheFormatAndReadsBosEos) {
+  struct Want {
+    const char* name;
+    const char* format;
+    std::optional<int32_t> bos, eos;
+  };
+  for (const Want& w : {Want{"qwen3", "tokenizer.json", std::nullopt, 151645},
+                        Want{"deepseek_v3", "tokenizer.json", 0, 1},
+                        Want{"gpt_oss", "tokenizer.json", 199998, 200002},
+                        Want{"mistral_v1", "sentencepiece", 1, 2}}) {
+    auto tok = LoadTokenizer(TokDir(w.name));
+    ASSERT_TRUE(tok.ok()) << tok.status();
+    EXPECT_EQ((*tok)->format(), w.format) << w.name;
+    EXPECT_EQ((*tok)->bos_id(), w.bos) << w.name;
+    EXPECT_EQ((*tok)->eos_id(), w.eos) << w.name;
+  }
+}
+
+TEST(LoadTokenizerTest, AcceptsAFilePath) {
+  auto tok = LoadTokenizer(TokDir("mistral_v1") + "/tokenizer.model");
+  ASSERT_TRUE(tok.ok()) << tok.status();
+  EXPECT_EQ((*tok)->vocab_size(), 32000);
+  EXPECT_EQ((*tok)->IdToToken(1), "<s>");
+  EXPECT_TRUE((*tok)->IsSpecial(1));
+  EXPECT_FALSE((*tok)->IsSpecial(100));
+}
+
+TEST(LoadTokenizerTest, FallsBackToSentencePieceForUnsupportedTokenizerJson) {
+  const std::string dir = testing::MakeTempDir("tok_fallback");
+  std::ofstream(dir + "/tokenizer.json")
+      << R"({"model": {"type": "BPE", "vocab": {}, "merges": [], "byte_fallback": true}})";
+  std::filesystem::copy_file(TokDir("mistral_v1") + "/tokenizer.model",
+                             dir + "/tokenizer.model");
+  auto tok = LoadTokenizer(dir);
+  ASSERT_TRUE(tok.ok()) << tok.status();
+  EXPECT_EQ((*tok)->format(), "sentencepiece");
+  // Named explicitly, the tokenizer.json error is reported.
+  auto json_only = LoadTokenizer(dir + "/tokenizer.json");
+  ASSERT_FALSE(json_only.ok());
+  EXPECT_THAT(std::string(json_only.status().message()), ::testing::HasSubstr("byte_fallback"));
+}
+
+TEST(LoadTokenizerTest, MissingDirectoryErrorNamesIt) {
+  auto tok = LoadTokenizer("/nonexistent/model");
+  ASSERT_FALSE(tok.ok());
+  EXPECT_THAT(std::string(tok.status().message()), ::testing::HasSubstr("/nonexistent/model"));
+}
+
+TEST(LoadTokenizerTest, TokenToIdAndIdToTokenAreInverse) {
+  for (const char* name : {"qwen3", "deepseek_v3", "gpt_oss", "mistral_v1"}) {
+    auto tok = LoadTokenizer(TokDir(name));
+    ASSERT_TRUE(tok.ok()) << tok.status();
+    for (int32_t id : {0, 1, 100, 1000, (*tok)->vocab_size() - 1}) {
+      auto text = (*tok)->IdToToken(id);
+      ASSERT_TRUE(text.has_value()) << name << " " << id;
+      EXPECT_EQ((*tok)->TokenToId(*text), id) << name;
+    }
+    EXPECT_FALSE((*tok)->IdToToken((*tok)->vocab_size()).has_value());
   }
 }
 
