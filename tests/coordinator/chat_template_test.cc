@@ -855,6 +855,48 @@ TEST(ChatTemplateJinjaTest, BreakOutsideLoopFails) {
               R"__('break' outside of a for loop)__", 1, 4);
 }
 
+TEST(ChatTemplateJinjaTest, PercentFormatting) {
+  ExpectRender(R"__({{ '%s and %r' % ('a', 'b') }} {{ '%d%%' % 42 }} {{ '%05.2f|%-4s|%4s|%x' % (3.14159, 'ab', 'cd', 255) }} {{ '%(a)s=%(b)d' % {'a': 'k', 'b': 7} }} {{ '%s' % none }} {{ '%.2s' % 'héllo' }})__",
+               R"__({})__",
+               R"__(a and 'b' 42% 03.14|ab  |  cd|ff k=7 None hé)__");
+}
+
+TEST(ChatTemplateJinjaTest, FilterFormat) {
+  ExpectRender(R"__({{ '%s, %s!' | format('Hello', 'you') }} {{ '%(x)s' | format(x=1) }})__",
+               R"__({})__",
+               R"__(Hello, you! 1)__");
+}
+
+TEST(ChatTemplateJinjaTest, LoopObjectInNestedLoopIsInner) {
+  ExpectRender(R"__({% for a in [1, 2] %}{% for b in 'xy' %}{{ loop.index }}{% endfor %}{{ loop.index }};{% endfor %})__",
+               R"__({})__",
+               R"__(121;122;)__");
+}
+
+TEST(ChatTemplateJinjaTest, NamespaceFromDict) {
+  ExpectRender(R"__({% set ns = namespace({'a': 1}, b=2) %}{{ ns.a }}{{ ns.b }})__",
+               R"__({})__",
+               R"__(12)__");
+}
+
+TEST(ChatTemplateJinjaTest, IsNotAndChains) {
+  ExpectRender(R"__({{ x is not string and x is not mapping and x is iterable }})__",
+               R"__({"x": [1]})__",
+               R"__(True)__");
+}
+
+TEST(ChatTemplateJinjaTest, NegativeStepSliceOfString) {
+  ExpectRender(R"__({{ 'abcdef'[-2::-2] }} {{ 'abc'[5:] }}|{{ [1, 2, 3][-10:2] }})__",
+               R"__({})__",
+               R"__(eca |[1, 2])__");
+}
+
+TEST(ChatTemplateJinjaTest, UnicodeJsonEnsureAscii) {
+  ExpectRender(R"__({{ s | tojson(ensure_ascii=true) }} {{ s | tojson }})__",
+               R"__({"s": "é😀\u0001"})__",
+               R"__("\u00e9\ud83d\ude00\u0001\u007f" "é😀\u0001")__");
+}
+
 TEST(ChatTemplateJinjaTest, MacroExtraPositionalArgumentFails) {
   ExpectError("{% macro m(a) %}{{ a }}{% endmacro %}{{ m(1, 2) }}", "{}",
               "macro 'm' takes not more than 1 argument(s)", 1, 42);

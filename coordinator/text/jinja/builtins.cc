@@ -1044,6 +1044,15 @@ absl::StatusOr<Value> FAttr(Interpreter&, const Value& v, CallArgs& args) {
   return Value::Undefined(absl::StrCat("'", v.TypeRepr(), "' has no attribute '", name, "'"));
 }
 
+
+absl::StatusOr<Value> FFormat(Interpreter&, const Value& v, CallArgs& args) {
+  if (!args.positional.empty() && !args.keyword.empty()) {
+    return TypeError("can't handle positional and keyword arguments at the same time");
+  }
+  if (!args.keyword.empty()) return PercentFormat(v.Str(), Value::Dict(args.keyword));
+  return PercentFormat(v.Str(), Value::List(args.positional, /*tuple=*/true));
+}
+
 struct NamedFilter {
   const char* name;
   FilterFn fn;
@@ -1053,7 +1062,8 @@ const NamedFilter kFilters[] = {
     {"capitalize", FCapitalize}, {"count", FLength},  {"d", FDefault},
     {"default", FDefault}, {"dictsort", FDictsort},   {"e", FEscape},
     {"escape", FEscape},   {"first", FFirst},         {"float", FFloat},
-    {"forceescape", FEscape}, {"indent", FIndent},    {"int", FInt},
+    {"forceescape", FEscape}, {"format", FFormat},    {"indent", FIndent},
+    {"int", FInt},
     {"items", FItems},     {"join", FJoin},           {"last", FLast},
     {"length", FLength},   {"list", FList},           {"lower", FLower},
     {"map", FMap},         {"max", FMax},             {"min", FMin},
@@ -1328,6 +1338,128 @@ absl::StatusOr<Value> BoundMethod(const Value& obj, absl::string_view name) {
     }
   }
   return absl::NotFoundError("");
+}
+
+absl::StatusOr<Value> PercentFormat(const std::string& fmt, const Value& args) {
+  std::vector<Value> positional;
+  const bool mapping = args.is_dict();
+  if (args.is_tuple()) {
+    positional = args.list();
+  } else if (!mapping) {
+    positional.push_back(args);
+  }
+  size_t next = 0;
+  std::string out;
+  for (size_t i = 0; i < fmt.size(); ++i) {
+    if (fmt[i] != '%') {
+      out.push_back(fmt[i]);
+      continue;
+    }
+    if (++i >= fmt.size()) return TypeError("incomplete format");
+    const Value* arg = nullptr;
+    if (fmt[i] == '(') {
+      const size_t close = fmt.find(')', i);
+      if (close == std::string::npos) return TypeError("incomplete format key");
+      if (!mapping) return TypeError("format requires a mapping");
+      const std::string key = fmt.substr(i + 1, close - i - 1);
+      arg = args.Find(key);
+      if (arg == nullptr) return TypeError(absl::StrCat("KeyError: '", key, "'"));
+      i = close + 1;
+    }
+    std::string flags;
+    while (i < fmt.size() && std::strchr("-+ #0", fmt[i]) != nullptr) flags.push_back(fmt[i++]);
+    std::string width, precision;
+    while (i < fmt.size() && std::isdigit(static_cast<unsigned char>(fmt[i]))) width.push_back(fmt[i++]);
+    if (i < fmt.size() && fmt[i] == '.') {
+      ++i;
+      precision = "0";
+      while (i < fmt.size() && std::isdigit(static_cast<unsigned char>(fmt[i]))) {
+        if (precision == "0") precision.clear();
+        precision.push_back(fmt[i++]);
+      }
+    }
+    if (i >= fmt.size()) return TypeError("incomplete format");
+    const char conv = fmt[i];
+    if (conv == '%') {
+      out.push_back('%');
+      continue;
+    }
+    if (arg == nullptr) {
+      if (mapping) return TypeError("format requires a mapping");
+      if (next >= positional.size()) return TypeError("not enough arguments for format string");
+      arg = &positional[next++];
+    }
+    std::string piece;
+    const std::string spec = "%" + flags + width + (precision.empty() ? "" : "." + precision);
+    char buf[512];
+    switch (conv) {
+      case 's':
+      case 'r':
+      case 'a': {
+        if (conv == 's') {
+          piece = arg->Str();
+        } else {
+          arg->AppendRepr(&piece);
+        }
+        if (!precision.empty()) {
+          std::vector<char32_t> cps = DecodeUtf8(piece);
+          const size_t p = static_cast<size_t>(std::stoul(precision));
+          if (cps.size() > p) piece = Encode(cps, 0, p);
+        }
+        const size_t w = width.empty() ? 0 : static_cast<size_t>(std::stoul(width));
+        const size_t len = CodePointCount(piece);
+        if (len < w) {
+          const std::string pad(w - len, ' ');
+          piece = flags.find('-') != std::string::npos ? piece + pad : pad + piece;
+        }
+        break;
+      }
+      case 'd':
+      case 'i':
+      case 'u':
+      case 'x':
+      case 'X':
+      case 'o':
+      case 'c': {
+        if (!arg->is_number()) {
+          return TypeError(absl::StrCat("%", std::string(1, conv), " format: a real number is "
+                                        "required, not ", arg->TypeName()));
+        }
+        const long long n = arg->is_float() ? static_cast<long long>(arg->float_value())
+                                            : static_cast<long long>(arg->int_value());
+        if (conv == 'c') {
+          AppendUtf8(static_cast<char32_t>(n), &piece);
+          break;
+        }
+        const char c = conv == 'i' || conv == 'u' ? 'd' : conv;
+        std::snprintf(buf, sizeof(buf), (spec + "ll" + std::string(1, c)).c_str(), n);
+        piece = buf;
+        break;
+      }
+      case 'f':
+      case 'F':
+      case 'e':
+      case 'E':
+      case 'g':
+      case 'G': {
+        if (!arg->is_number()) {
+          return TypeError(absl::StrCat("must be real number, not ", arg->TypeName()));
+        }
+        std::snprintf(buf, sizeof(buf), (spec + std::string(1, conv)).c_str(),
+                      arg->float_value());
+        piece = buf;
+        break;
+      }
+      default:
+        return TypeError(absl::StrCat("unsupported format character '", std::string(1, conv),
+                                      "'"));
+    }
+    out += piece;
+  }
+  if (!mapping && next < positional.size()) {
+    return TypeError("not all arguments converted during string formatting");
+  }
+  return Value::String(std::move(out));
 }
 
 FilterFn FindFilter(absl::string_view name) {

@@ -21,6 +21,10 @@ const std::vector<std::pair<std::string, Value>>& GlobalFunctions();
 // NotFound when `obj` has no such method.
 absl::StatusOr<Value> BoundMethod(const Value& obj, absl::string_view name);
 
+// Python's printf-style `fmt % args` (args: a tuple, a dict for %(name)s fields, or one value).
+// Conversions s r a d i u f F e E g G x X o c and %%, with flags, width and precision.
+absl::StatusOr<Value> PercentFormat(const std::string& fmt, const Value& args);
+
 // The message raise_exception() failures carry is prefixed with this marker so callers can
 // tell a template's own rejection from other errors.
 inline constexpr char kRaiseExceptionPrefix[] = "raise_exception: ";

@@ -106,9 +106,7 @@ absl::StatusOr<Value> Arith(BinOp op, const Value& a, const Value& b) {
                                     n->TypeName(), "'"));
     }
   }
-  if (op == BinOp::kMod && a.is_string()) {
-    return absl::UnimplementedError("printf-style '%' string formatting is not supported");
-  }
+  if (op == BinOp::kMod && a.is_string()) return PercentFormat(a.str(), b);
   return TypeError(absl::StrCat("unsupported operand type(s) for ", sym, ": '", a.TypeName(),
                                 "' and '", b.TypeName(), "'"));
 }
