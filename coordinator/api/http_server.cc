@@ -3,6 +3,8 @@
 #include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
+#include <fstream>
 #include <mutex>
 #include <optional>
 #include <sstream>
@@ -20,6 +22,9 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "kernels/base/status.h"
+#include "coordinator/text/chat_template.h"
 #include "kernels/base/logging.h"
 
 namespace tessera::api {
@@ -587,5 +592,86 @@ int HttpServer::port() const { return impl_->port(); }
 bool HttpServer::tls() const { return impl_->tls(); }
 void HttpServer::Shutdown(absl::Duration drain_timeout) { impl_->Shutdown(drain_timeout); }
 OpenAiService& HttpServer::service() { return impl_->service(); }
+
+void AddHttpApiFlags(FlagParser* parser, HttpApiFlags* flags) {
+  parser->AddString("api-key", &flags->api_keys,
+                    "API keys required on /v1/* as 'Authorization: Bearer KEY' (comma-separated; "
+                    "default $TESSERA_API_KEY; empty: no authentication)");
+  parser->AddString("tls-cert", &flags->tls_cert, "PEM certificate chain: serve HTTPS");
+  parser->AddString("tls-key", &flags->tls_key, "PEM private key of --tls-cert");
+  parser->AddInt("http-threads", &flags->io_threads, "io threads of the HTTP API");
+  parser->AddString("output-format", &flags->output_format,
+                    "reasoning/tool-call format of chat output: auto, qwen3 (hermes), "
+                    "deepseek_v3, deepseek_v31, kimi_k2, glm45, gpt_oss, mistral, plain");
+  parser->AddString("chat-template", &flags->chat_template,
+                    "Jinja chat template file overriding the model's");
+  parser->AddInt("max-request-bytes", &flags->max_body_bytes, "largest HTTP request body");
+}
+
+absl::StatusOr<std::unique_ptr<HttpServer>> StartHttpApi(const HttpApiFlags& flags,
+                                                         const HttpApiContext& context) {
+  if (context.engine == nullptr) return absl::InvalidArgumentError("StartHttpApi: no engine");
+  if (context.tokenizer == nullptr) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "the HTTP API needs the model's tokenizer, and none was found in ", context.model_dir,
+        ": add tokenizer.json (or tokenizer.model / tiktoken.model), or pass --http-port 0"));
+  }
+  HttpServerOptions o;
+  o.host = context.host;
+  o.port = context.port;
+  o.num_io_threads = flags.io_threads;
+  o.tls_cert_file = flags.tls_cert;
+  o.tls_key_file = flags.tls_key;
+  o.max_body_bytes = flags.max_body_bytes;
+  std::string keys = flags.api_keys;
+  if (keys.empty()) {
+    if (const char* env = std::getenv("TESSERA_API_KEY")) keys = env;
+  }
+  for (absl::string_view k : absl::StrSplit(keys, ',', absl::SkipWhitespace())) {
+    o.api_keys.emplace_back(absl::StripAsciiWhitespace(k));
+  }
+  o.service.served_model_names = {context.served_model_name};
+  o.service.metrics_text = context.metrics_text;
+
+  // Chat template: --chat-template, else the model's (special tokens from the model either way).
+  auto loaded = std::make_shared<LoadedChatTemplate>();
+  absl::StatusOr<LoadedChatTemplate> from_model = LoadChatTemplate(context.model_dir);
+  if (from_model.ok()) *loaded = *std::move(from_model);
+  if (!flags.chat_template.empty()) {
+    std::ifstream in(flags.chat_template);
+    if (!in) {
+      return absl::NotFoundError(
+          absl::StrCat("--chat-template ", flags.chat_template, ": cannot read the file"));
+    }
+    std::stringstream source;
+    source << in.rdbuf();
+    absl::StatusOr<ChatTemplate> parsed = ChatTemplate::Parse(source.str());
+    if (!parsed.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--chat-template ", flags.chat_template, ": ", parsed.status().message()));
+    }
+    loaded->templates.clear();
+    loaded->templates.emplace_back("default", *std::move(parsed));
+  }
+  std::string template_source;
+  if (const ChatTemplate* t = loaded->Select(false)) {
+    template_source = t->source();
+    o.service.render_chat = MakeChatRenderer(loaded);
+  } else {
+    LOG(WARNING) << "http: " << context.model_dir << " has no chat template"
+                 << (from_model.ok() ? "" : absl::StrCat(" (", from_model.status().message(), ")"))
+                 << "; /v1/chat/completions answers 400 (pass --chat-template FILE)";
+  }
+  if (flags.output_format == "auto") {
+    absl::StatusOr<OutputFormat> format = OutputFormatFor(context.model_type, template_source);
+    o.service.output_format = format.ok() ? *format : OutputFormat::kPlain;
+  } else {
+    ASSIGN_OR_RETURN(o.service.output_format, ParseOutputFormat(flags.output_format));
+  }
+  LOG(INFO) << "http: chat output format " << OutputFormatName(o.service.output_format);
+  auto server = std::make_unique<HttpServer>(*context.engine, *context.tokenizer, std::move(o));
+  RETURN_IF_ERROR(server->Start());
+  return server;
+}
 
 }  // namespace tessera::api

@@ -16,6 +16,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -25,6 +26,7 @@
 #include "coordinator/api/openai_serving.h"
 #include "coordinator/engine/engine.h"
 #include "coordinator/text/tokenizer.h"
+#include "kernels/base/flags.h"
 
 namespace tessera::api {
 
@@ -64,5 +66,35 @@ class HttpServer {
   class Impl;
   std::unique_ptr<Impl> impl_;
 };
+
+// --- Starting the API from `tessera serve` flags. ---
+
+struct HttpApiFlags {
+  std::string api_keys;       // --api-key: comma-separated; empty: $TESSERA_API_KEY, else none
+  std::string tls_cert;       // --tls-cert
+  std::string tls_key;        // --tls-key
+  int io_threads = 2;         // --http-threads
+  std::string output_format = "auto";  // --output-format: auto (from the chat template and
+                                       // model_type) or a name output_parser.h accepts
+  std::string chat_template;  // --chat-template: a .jinja file overriding the model's
+  int64_t max_body_bytes = 32 << 20;
+};
+// Registers the flags above on `parser` (they must outlive parsing).
+void AddHttpApiFlags(FlagParser* parser, HttpApiFlags* flags);
+
+struct HttpApiContext {
+  std::string host;
+  int port = 0;
+  std::string model_dir;          // chat template (tokenizer_config.json, chat_template.jinja)
+  std::string model_type;         // config.json model_type (output format detection)
+  std::string served_model_name;
+  Engine* engine = nullptr;       // must outlive the server
+  const Tokenizer* tokenizer = nullptr;  // must outlive the server; required
+  std::function<std::string()> metrics_text;  // the engine's registry, appended to /metrics
+};
+// Loads the chat template, picks the output format and starts the server. A model without a
+// chat template still serves /v1/completions (chat answers 400, logged at start).
+absl::StatusOr<std::unique_ptr<HttpServer>> StartHttpApi(const HttpApiFlags& flags,
+                                                         const HttpApiContext& context);
 
 }  // namespace tessera::api

@@ -827,6 +827,40 @@ TEST(ChatRendererTest, QwenTemplateWithKwargsAndContinueFinalMessage) {
       << *cont;
 }
 
+TEST_F(HttpServerTest, StartHttpApiUsesTheModelTemplateAndDetectsTheOutputFormat) {
+  engine_.set_pieces({"<think>r</think>", "answer"});
+  HttpApiFlags flags;
+  flags.api_keys = "k1, k2";
+  HttpApiContext context;
+  context.host = "127.0.0.1";
+  context.model_dir = testing::TestDataDir() + "/tokenizers/qwen3";
+  context.model_type = "qwen3";
+  context.served_model_name = "qwen-tiny";
+  context.engine = &engine_;
+  context.tokenizer = &Qwen3();
+  context.metrics_text = [] { return std::string("engine_metric 1\n"); };
+  auto server = StartHttpApi(flags, context);
+  ASSERT_TRUE(server.ok()) << server.status();
+  Client c((*server)->port());
+  c.Post("/v1/chat/completions", kChat, "Authorization: Bearer k2\r\n");
+  Response r = c.Read();
+  EXPECT_EQ(r.status, 404);  // model "tiny" is not served here
+  c.Post("/v1/chat/completions",
+         R"({"model": "qwen-tiny", "messages": [{"role": "user", "content": "Hi"}]})",
+         "Authorization: Bearer k2\r\n");
+  r = c.Read();
+  ASSERT_EQ(r.status, 200) << r.body;
+  json message = json::parse(r.body)["choices"][0]["message"];
+  EXPECT_EQ(message["reasoning_content"], "r");
+  EXPECT_EQ(message["content"], "answer");
+  // The real Qwen3 template rendered the prompt.
+  EXPECT_EQ(engine_.submitted()[0].prompt_ids,
+            Qwen3().Encode("<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"));
+  c.Get("/metrics");
+  EXPECT_THAT(c.Read().body, HasSubstr("\nengine_metric 1\n"));
+  (*server)->Shutdown(absl::Seconds(1));
+}
+
 TEST_F(HttpServerTest, MetricsAndModels) {
   StartServer();
   PostOnce("/v1/completions", R"({"prompt": "x"})");
