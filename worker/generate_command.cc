@@ -61,11 +61,13 @@ absl::StatusOr<GenerateResult> Generate(const GenerateOptions& options) {
   result.prompt_ids = options.prompt_ids;
   const auto t0 = Clock::now();
   ModelLoadOptions load;
-  const int world = std::max(options.tp, options.ep);
+  const int world = std::max({options.tp, options.ep, options.dp});
   load.tp_size = options.tp;
   load.ep_size = options.ep;
+  load.dp_size = options.dp;
   load.tp_rank = options.tp > 1 ? options.rank : 0;
   load.ep_rank = options.ep > 1 ? options.rank : 0;
+  load.dp_rank = options.dp > 1 ? options.rank : 0;
   load.comm = world > 1 ? options.comm : nullptr;
   if (options.progress) {
     load.progress = [](int done, int total) {
@@ -100,6 +102,24 @@ absl::StatusOr<GenerateResult> Generate(const GenerateOptions& options) {
   sp.top_p = options.top_p;
   sp.top_k = options.top_k;
   if (options.seed >= 0) sp.seed = static_cast<uint64_t>(options.seed);
+  // Data parallel: the request is rank 0's. Every step rank 0 announces (broadcast 1) that a
+  // forward pass follows, and the others join its MoE dispatch / combine with zero tokens;
+  // 0 ends the run.
+  const bool data_parallel = options.dp > 1;
+  auto announce = [&](int32_t flag) -> absl::StatusOr<int32_t> {
+    const int32_t value[] = {flag};
+    Tensor t = Tensor::FromVector(absl::MakeConstSpan(value), {1});
+    RETURN_IF_ERROR(options.comm->Broadcast(t, 0));
+    return t.data<int32_t>()[0];
+  };
+  if (data_parallel && options.rank != 0) {
+    for (int64_t steps = 0;; ++steps) {
+      ASSIGN_OR_RETURN(int32_t more, announce(0));
+      if (more == 0) break;
+      RETURN_IF_ERROR(runner->model().ForwardIdle());
+    }
+    return result;
+  }
   RETURN_IF_ERROR(runner->AddSequence(0, options.prompt_ids, sp));
 
   std::vector<float> dumped;
@@ -110,6 +130,7 @@ absl::StatusOr<GenerateResult> Generate(const GenerateOptions& options) {
   bool done = false;
   while (!done) {
     const auto s0 = Clock::now();
+    if (data_parallel) RETURN_IF_ERROR(announce(1).status());
     ASSIGN_OR_RETURN(std::vector<StepOutput> outs, runner->Step());
     const double dt = Seconds(s0, Clock::now());
     if (runner->last_prefill_tokens() > 0) {
@@ -134,6 +155,7 @@ absl::StatusOr<GenerateResult> Generate(const GenerateOptions& options) {
       return absl::InternalError("generate: the runner made no progress");
     }
   }
+  if (data_parallel) RETURN_IF_ERROR(announce(0).status());
   result.prefill_tokens_per_s = prefill_s > 0 ? prefill_tokens / prefill_s : 0;
   result.decode_tokens_per_s = decode_s > 0 ? decode_tokens / decode_s : 0;
   if (!options.dump_logits.empty() && options.rank == 0) {
@@ -241,6 +263,7 @@ int RunGenerate(int argc, char** argv) {
   float comm_timeout_s = 30;
   parser.AddInt("tp", &o.tp, "tensor-parallel ranks (processes started on this machine)");
   parser.AddInt("ep", &o.ep, "expert-parallel ranks (1 or the world size)");
+  parser.AddInt("dp", &o.dp, "data-parallel attention ranks (needs --tp 1 and --ep equal)");
   parser.AddFloat("comm-timeout", &comm_timeout_s, "seconds before a collective fails");
   parser.AddInt("rank", &rank, "(internal) this process's rank in a sharded run");
   parser.AddString("rendezvous", &rendezvous, "(internal) rendezvous directory of the ranks");
@@ -258,12 +281,19 @@ int RunGenerate(int argc, char** argv) {
     ASSIGN_OR_RETURN(o.prompt_ids, ParseIds(prompt_ids));
     if (threads > 0) ThreadPool::SetDefaultThreads(threads);
     o.progress = isatty(STDERR_FILENO) != 0;
-    if (o.tp < 1 || o.ep < 1) return absl::InvalidArgumentError("--tp and --ep must be >= 1");
-    const int world = std::max(o.tp, o.ep);
+    if (o.tp < 1 || o.ep < 1 || o.dp < 1) {
+      return absl::InvalidArgumentError("--tp, --ep and --dp must be >= 1");
+    }
+    const int world = std::max({o.tp, o.ep, o.dp});
     if ((o.tp != 1 && o.tp != world) || (o.ep != 1 && o.ep != world)) {
       return absl::InvalidArgumentError(absl::StrCat(
-          "--tp ", o.tp, " --ep ", o.ep, ": tp and ep must each be 1 or the number of ranks ",
-          "(data-parallel attention is not implemented yet)"));
+          "--tp ", o.tp, " --ep ", o.ep, " --dp ", o.dp,
+          ": tp and ep must each be 1 or the number of ranks"));
+    }
+    if (o.dp > 1 && (o.tp != 1 || o.ep != o.dp)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--dp ", o.dp, " needs --tp 1 and --ep ", o.dp,
+          " (tensor parallelism inside a data-parallel group is not implemented yet)"));
     }
     RankProcesses ranks;
     std::unique_ptr<GlooCommunicator> comm;

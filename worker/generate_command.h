@@ -3,12 +3,13 @@
 //   tessera generate --model DIR (--prompt TEXT | --prompt-ids 1,2,3) --max-tokens N
 //       [--temperature T] [--top-p P] [--top-k K] [--seed S] [--threads T] [--json]
 //       [--dump-logits FILE.npy] [--block-size B] [--kv-cache-tokens N] [--max-batch-tokens N]
-//       [--tp N] [--ep N]
+//       [--tp N] [--ep N] [--dp N]
 //
-// With --tp / --ep (tensor / expert parallelism, worker/models/layers.h Shard) the command starts
-// world - 1 more processes of itself on this machine (hidden flags --rank R --rendezvous DIR),
-// connects them over Gloo on 127.0.0.1 and runs the same generation SPMD; rank 0 prints the
-// result. A rank that fails or dies fails the command (collectives time out after --comm-timeout
+// With --tp / --ep / --dp (tensor / expert / data parallelism, worker/models/layers.h Shard) the
+// command starts world - 1 more processes of itself on this machine (hidden flags --rank R
+// --rendezvous DIR), connects them over Gloo on 127.0.0.1 and runs the generation SPMD; rank 0
+// prints the result. With --dp the prompt is rank 0's request and the other data-parallel ranks
+// have none: each step they join the MoE layers' dispatch / combine with zero tokens. A rank that fails or dies fails the command (collectives time out after --comm-timeout
 // seconds at most).
 //
 // Loads the checkpoint (progress on stderr when it is a terminal), prefills the prompt, decodes
@@ -45,7 +46,7 @@ struct GenerateOptions {
   bool progress = false;        // load progress on stderr
   // Sharding of this process (ModelLoadOptions): world = max(tp, ep) ranks joined by `comm`
   // (borrowed; required when world > 1).
-  int tp = 1, ep = 1, rank = 0;
+  int tp = 1, ep = 1, dp = 1, rank = 0;
   Communicator* comm = nullptr;
 };
 

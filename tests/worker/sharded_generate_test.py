@@ -19,7 +19,9 @@ import numpy as np
 BIN = os.environ["TESSERA_BIN"]
 ARCHS = ["qwen3_moe", "qwen2_moe", "mixtral", "deepseek_v3", "glm4_moe", "minimax_m2", "gpt_oss",
          "llama", "qwen3"]
-LAYOUTS = [(2, 1), (2, 2), (1, 2), (4, 1), (4, 4), (1, 4)]
+# (tp, ep, dp): dp > 1 is data-parallel attention with all-to-all expert dispatch; the prompt is
+# rank 0's and the other ranks join every MoE layer with zero tokens.
+LAYOUTS = [(2, 1, 1), (2, 2, 1), (1, 2, 1), (4, 1, 1), (4, 4, 1), (1, 4, 1), (1, 2, 2), (1, 4, 4)]
 PROMPT = "3,1,4,1,5,9,2,6,5,3,5"
 
 
@@ -43,11 +45,11 @@ class ShardedGenerateTest(unittest.TestCase):
     def tearDownClass(cls):
         cls.tmp.cleanup()
 
-    def generate(self, arch, tp, ep, tag):
+    def generate(self, arch, tp, ep, tag, dp=1):
         logits = os.path.join(self.tmp.name, f"{arch}_{tag}.npy")
         r = run(["generate", "--model", self.models[arch], "--prompt-ids", PROMPT,
                  "--max-tokens", "6", "--temperature", "0", "--threads", "1",
-                 "--tp", str(tp), "--ep", str(ep), "--comm-timeout", "20",
+                 "--tp", str(tp), "--ep", str(ep), "--dp", str(dp), "--comm-timeout", "20",
                  "--dump-logits", logits, "--max-batch-tokens", "4"])
         return r, logits
 
@@ -57,9 +59,9 @@ class ShardedGenerateTest(unittest.TestCase):
             self.assertEqual(ref.returncode, 0, ref.stderr)
             want_ids = ref.stdout.split()
             want = np.load(ref_logits)
-            for tp, ep in LAYOUTS:
-                with self.subTest(arch=arch, tp=tp, ep=ep):
-                    r, path = self.generate(arch, tp, ep, f"tp{tp}_ep{ep}")
+            for tp, ep, dp in LAYOUTS:
+                with self.subTest(arch=arch, tp=tp, ep=ep, dp=dp):
+                    r, path = self.generate(arch, tp, ep, f"tp{tp}_ep{ep}_dp{dp}", dp)
                     if r.returncode != 0:
                         # Only a layout the model cannot take may fail, and it must say why.
                         self.assertRegex(r.stderr, r"not divisible", r.stderr)
@@ -78,6 +80,9 @@ class ShardedGenerateTest(unittest.TestCase):
         r, _ = self.generate("qwen3_moe", 2, 4, "tp2ep4")
         self.assertNotEqual(r.returncode, 0)
         self.assertIn("tp and ep must each be 1 or the number of ranks", r.stderr)
+        r, _ = self.generate("qwen3_moe", 2, 2, "tp2dp2", dp=2)
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn("--dp 2 needs --tp 1 and --ep 2", r.stderr)
 
     def test_a_killed_rank_fails_the_run_within_the_timeout(self):
         # A long generation; rank 1 is killed once it runs, and rank 0 must fail fast.

@@ -38,6 +38,15 @@ class DeepseekV3Model : public Model {
   absl::Status ComputeLogits(const Tensor& hidden, Tensor& logits) override {
     return ends_.Logits(hidden, logits);
   }
+  absl::Status ForwardIdle() override {
+    // A data-parallel rank without tokens joins every MoE layer's dispatch / combine.
+    ASSIGN_OR_RETURN(Tensor none, Tensor::Empty({0, config_.hidden_size}, DType::kF32));
+    Tensor out;
+    for (const Layer& layer : layers_) {
+      if (layer.moe && layer.moe->dispatches()) RETURN_IF_ERROR(layer.moe->Forward(none, out));
+    }
+    return absl::OkStatus();
+  }
 
   ModelConfig config_;
   MlaConfig mla_;
@@ -207,8 +216,9 @@ absl::StatusOr<std::unique_ptr<Model>> LoadDeepseekV3ModelWithOptions(
   const int64_t h = config.hidden_size;
   const WeightFormat format = WeightFormatFromConfig(config);
 
-  ASSIGN_OR_RETURN(model->shard_, Shard::Create(options.tp_rank, options.tp_size,
-                                                options.ep_rank, options.ep_size, options.comm));
+  ASSIGN_OR_RETURN(model->shard_,
+                   Shard::Create(options.tp_rank, options.tp_size, options.ep_rank,
+                                 options.ep_size, options.dp_rank, options.dp_size, options.comm));
   const Shard& shard = model->shard_;
   ASSIGN_OR_RETURN(model->ends_, LoadDecoderEnds(ckpt, config, format, shard));
 

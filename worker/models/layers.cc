@@ -84,29 +84,39 @@ absl::Status EnsureF32(Tensor& t, absl::Span<const int64_t> shape) {
 // ---- Sharding ----------------------------------------------------------------------------------
 
 absl::StatusOr<Shard> Shard::Create(int tp_rank, int tp_size, int ep_rank, int ep_size,
-                                    Communicator* comm) {
-  Shard s{tp_rank, tp_size, ep_rank, ep_size, comm};
-  if (tp_size < 1 || ep_size < 1 || tp_rank < 0 || tp_rank >= tp_size || ep_rank < 0 ||
-      ep_rank >= ep_size) {
-    return absl::InvalidArgumentError(absl::StrCat("invalid shard: tp rank ", tp_rank, " of ",
-                                                   tp_size, ", ep rank ", ep_rank, " of ",
-                                                   ep_size));
+                                    int dp_rank, int dp_size, Communicator* comm) {
+  Shard s{tp_rank, tp_size, ep_rank, ep_size, dp_rank, dp_size, comm};
+  if (tp_size < 1 || ep_size < 1 || dp_size < 1 || tp_rank < 0 || tp_rank >= tp_size ||
+      ep_rank < 0 || ep_rank >= ep_size || dp_rank < 0 || dp_rank >= dp_size) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "invalid shard: tp rank ", tp_rank, " of ", tp_size, ", ep rank ", ep_rank, " of ",
+        ep_size, ", dp rank ", dp_rank, " of ", dp_size));
   }
   const int world = s.world_size();
+  if (dp_size > 1 && (tp_size != 1 || ep_size != dp_size)) {
+    return absl::UnimplementedError(absl::StrCat(
+        "layout tp=", tp_size, " dp=", dp_size, " ep=", ep_size,
+        " is not supported: data-parallel attention needs tp 1 and ep == dp (tensor parallelism "
+        "inside a data-parallel group is not implemented yet)"));
+  }
   if ((tp_size != 1 && tp_size != world) || (ep_size != 1 && ep_size != world)) {
     return absl::UnimplementedError(absl::StrCat(
         "layout tp=", tp_size, " ep=", ep_size,
-        " is not supported: tp and ep must each be 1 or the instance's world size (data-parallel "
-        "attention is not implemented yet)"));
+        " is not supported: tp and ep must each be 1 or the instance's world size"));
   }
-  if (tp_size > 1 && ep_size > 1 && tp_rank != ep_rank) {
-    return absl::InvalidArgumentError(absl::StrCat("tp rank ", tp_rank, " and ep rank ", ep_rank,
-                                                   " must be equal when tp == ep"));
+  const int ranks[] = {tp_size > 1 ? tp_rank : -1, ep_size > 1 ? ep_rank : -1,
+                       dp_size > 1 ? dp_rank : -1};
+  for (int r : ranks) {
+    if (r >= 0 && r != s.world_rank()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "tp rank ", tp_rank, ", ep rank ", ep_rank, " and dp rank ", dp_rank,
+          " must be equal where their groups are the whole instance"));
+    }
   }
   if (world > 1) {
     if (comm == nullptr) {
       return absl::InvalidArgumentError(
-          absl::StrCat("a sharded model (tp=", tp_size, ", ep=", ep_size,
+          absl::StrCat("a sharded model (tp=", tp_size, ", ep=", ep_size, ", dp=", dp_size,
                        ") needs the instance's communicator"));
     }
     if (comm->size() != world || comm->rank() != s.world_rank()) {
@@ -322,7 +332,9 @@ absl::StatusOr<MoeBlock> MoeBlock::Load(const Checkpoint& ckpt, absl::string_vie
   }
   // Sharding: whole experts over ep, or every expert's FFN split over the group (ep == 1).
   const int world = shard.world_size();
-  moe.partial_ = world > 1;
+  moe.shard_ = shard;
+  moe.dispatch_ = shard.dp_size > 1;
+  moe.partial_ = world > 1 && !moe.dispatch_;
   moe.owned_.assign(ne, true);
   int parts = 1;  // intra-expert split
   if (shard.ep_size > 1) {
@@ -408,8 +420,9 @@ absl::StatusOr<MoeBlock> MoeBlock::Load(const Checkpoint& ckpt, absl::string_vie
   if (spec.shared_intermediate_size > 0) {
     ASSIGN_OR_RETURN(GatedMlp shared,
                      GatedMlp::Load(ckpt, absl::StrCat(prefix, ".", spec.shared_name), h,
-                                    spec.shared_intermediate_size, format, {}, world,
-                                    shard.world_rank()));
+                                    spec.shared_intermediate_size, format, {},
+                                    moe.dispatch_ ? 1 : world,
+                                    moe.dispatch_ ? 0 : shard.world_rank()));
     moe.shared_ = std::make_unique<GatedMlp>(std::move(shared));
     if (spec.shared_gate) {
       ASSIGN_OR_RETURN(moe.shared_gate_, LoadLinear(ckpt, absl::StrCat(prefix,
@@ -425,28 +438,137 @@ absl::Status MoeBlock::Forward(const Tensor& x, Tensor& out) const {
   const int k = spec_.router.top_k;
   RETURN_IF_ERROR(EnsureF32(out, {t, h}));
   out.SetZero();
-  if (t == 0) return absl::OkStatus();
-  Tensor logits;
-  RETURN_IF_ERROR(router_.Forward(x, logits));
+  if (t == 0 && !dispatch_) return absl::OkStatus();
   ASSIGN_OR_RETURN(Tensor weights, Tensor::Empty({t, k}, DType::kF32));
   ASSIGN_OR_RETURN(Tensor ids, Tensor::Empty({t, k}, DType::kI32));
-  RETURN_IF_ERROR(MoeRoute(logits, correction_bias_, spec_.router, weights, ids));
-
-  // Group (token, weight) pairs by expert.
-  std::vector<std::vector<int32_t>> rows(spec_.num_experts);
-  std::vector<std::vector<float>> wts(spec_.num_experts);
+  if (t > 0) {
+    Tensor logits;
+    RETURN_IF_ERROR(router_.Forward(x, logits));
+    RETURN_IF_ERROR(MoeRoute(logits, correction_bias_, spec_.router, weights, ids));
+  }
   const int32_t* idp = ids.data<int32_t>();
-  const float* wp = weights.data<float>();
-  for (int64_t i = 0; i < t; ++i) {
-    for (int j = 0; j < k; ++j) {
-      const int32_t e = idp[i * k + j];
-      if (e < 0 || e >= spec_.num_experts) {
-        return absl::InternalError(absl::StrCat("MoeRoute returned expert id ", e));
-      }
-      rows[e].push_back(static_cast<int32_t>(i));
-      wts[e].push_back(wp[i * k + j]);
+  for (int64_t i = 0; i < t * k; ++i) {
+    if (idp[i] < 0 || idp[i] >= spec_.num_experts) {
+      return absl::InternalError(absl::StrCat("MoeRoute returned expert id ", idp[i]));
     }
   }
+  if (dispatch_) {
+    RETURN_IF_ERROR(DispatchForward(x, weights, ids, out));
+  } else {
+    // Group (token, weight) pairs by expert.
+    std::vector<std::vector<int32_t>> rows(spec_.num_experts);
+    std::vector<std::vector<float>> wts(spec_.num_experts);
+    const float* wp = weights.data<float>();
+    for (int64_t i = 0; i < t; ++i) {
+      for (int j = 0; j < k; ++j) {
+        rows[idp[i * k + j]].push_back(static_cast<int32_t>(i));
+        wts[idp[i * k + j]].push_back(wp[i * k + j]);
+      }
+    }
+    // With replicated tokens, experts owned by other ranks are their part of the sum.
+    for (int e = 0; e < spec_.num_experts; ++e) {
+      if (!owned_[e]) {
+        rows[e].clear();
+        wts[e].clear();
+      }
+    }
+    RETURN_IF_ERROR(RunExperts(x, rows, wts, out));
+  }
+  if (shared_ && t > 0) {
+    float* op = out.data<float>();
+    Tensor s;
+    RETURN_IF_ERROR(shared_->Forward(x, s));
+    const float* sp = s.data<float>();
+    Tensor g;
+    if (spec_.shared_gate) RETURN_IF_ERROR(shared_gate_.Forward(x, g));
+    for (int64_t i = 0; i < t; ++i) {
+      const float scale = spec_.shared_gate ? Sigmoid(g.data<float>()[i]) : 1.0f;
+      for (int64_t c = 0; c < h; ++c) op[i * h + c] += scale * sp[i * h + c];
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status MoeBlock::DispatchForward(const Tensor& x, const Tensor& weights, const Tensor& ids,
+                                       Tensor& out) const {
+  // Every (token, expert) pair travels to the rank owning the expert, ordered by destination;
+  // the owner runs its experts on what it received and sends the unweighted outputs back in the
+  // same order; the token's rank adds them with their routing weights.
+  const int64_t t = x.dim(0), h = spec_.hidden_size;
+  const int k = spec_.router.top_k;
+  const int world = shard_.world_size();
+  const int64_t per_rank = spec_.num_experts / world;
+  Communicator& comm = *shard_.comm;
+  const int32_t* idp = ids.data<int32_t>();
+  const float* wp = weights.data<float>();
+  std::vector<int64_t> send_splits(world, 0);
+  for (int64_t i = 0; i < t * k; ++i) ++send_splits[idp[i] / per_rank];
+  std::vector<int64_t> offset(world, 0);
+  for (int r = 1; r < world; ++r) offset[r] = offset[r - 1] + send_splits[r - 1];
+  const int64_t n_send = t * k;
+  ASSIGN_OR_RETURN(Tensor send_x, Tensor::Empty({n_send, h}, DType::kF32));
+  ASSIGN_OR_RETURN(Tensor send_e, Tensor::Empty({n_send}, DType::kI32));
+  std::vector<int64_t> slot(n_send);  // pair i*k+j -> its row in the send order
+  {
+    std::vector<int64_t> next = offset;
+    for (int64_t i = 0; i < t; ++i) {
+      for (int j = 0; j < k; ++j) {
+        const int32_t e = idp[i * k + j];
+        const int64_t row = next[e / per_rank]++;
+        slot[i * k + j] = row;
+        std::memcpy(send_x.data<float>() + row * h, x.data<float>() + i * x.stride(0),
+                    h * sizeof(float));
+        send_e.data<int32_t>()[row] = e;
+      }
+    }
+  }
+  // How many rows each rank sends to each rank: row r of the gathered matrix is rank r's splits.
+  ASSIGN_OR_RETURN(Tensor my_splits, Tensor::Empty({world}, DType::kI64));
+  std::copy(send_splits.begin(), send_splits.end(), my_splits.data<int64_t>());
+  ASSIGN_OR_RETURN(Tensor all_splits, Tensor::Empty({world * world}, DType::kI64));
+  RETURN_IF_ERROR(comm.AllGather(my_splits, all_splits));
+  const int me = comm.rank();
+  std::vector<int64_t> recv_splits(world);
+  int64_t n_recv = 0;
+  for (int r = 0; r < world; ++r) {
+    recv_splits[r] = all_splits.data<int64_t>()[r * world + me];
+    n_recv += recv_splits[r];
+  }
+  ASSIGN_OR_RETURN(Tensor recv_x, Tensor::Empty({n_recv, h}, DType::kF32));
+  ASSIGN_OR_RETURN(Tensor recv_e, Tensor::Empty({n_recv}, DType::kI32));
+  RETURN_IF_ERROR(comm.AllToAllV(send_x, send_splits, recv_x, recv_splits));
+  RETURN_IF_ERROR(comm.AllToAllV(send_e, send_splits, recv_e, recv_splits));
+  // Run the owned experts over the received rows (weight 1: the token's rank applies weights).
+  std::vector<std::vector<int32_t>> rows(spec_.num_experts);
+  std::vector<std::vector<float>> ones(spec_.num_experts);
+  for (int64_t r = 0; r < n_recv; ++r) {
+    const int32_t e = recv_e.data<int32_t>()[r];
+    if (e < 0 || e >= spec_.num_experts || !owned_[e]) {
+      return absl::InternalError(absl::StrCat("MoE dispatch: rank ", me, " received a token for ",
+                                              "expert ", e, " it does not own"));
+    }
+    rows[e].push_back(static_cast<int32_t>(r));
+    ones[e].push_back(1.0f);
+  }
+  ASSIGN_OR_RETURN(Tensor y, Tensor::Zeros({n_recv, h}, DType::kF32));
+  RETURN_IF_ERROR(RunExperts(recv_x, rows, ones, y));
+  // Combine: the outputs come back in the order they were sent.
+  ASSIGN_OR_RETURN(Tensor back, Tensor::Empty({n_send, h}, DType::kF32));
+  RETURN_IF_ERROR(comm.AllToAllV(y, recv_splits, back, send_splits));
+  float* op = out.data<float>();
+  for (int64_t i = 0; i < t; ++i) {
+    for (int j = 0; j < k; ++j) {
+      const float w = wp[i * k + j];
+      const float* src = back.data<float>() + slot[i * k + j] * h;
+      for (int64_t c = 0; c < h; ++c) op[i * h + c] += w * src[c];
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status MoeBlock::RunExperts(const Tensor& x, const std::vector<std::vector<int32_t>>& rows,
+                                  const std::vector<std::vector<float>>& wts, Tensor& out) const {
+  const int64_t h = spec_.hidden_size;
   // Every active expert's projections run as one parallel job per stage (LinearGroup): at decode
   // that is two fork/joins per layer instead of three per expert.
   struct Active {
@@ -454,9 +576,12 @@ absl::Status MoeBlock::Forward(const Tensor& x, Tensor& out) const {
     Tensor xe, a, b, act, y;  // gathered rows, gate(|up) out, up out, activation, down out
   };
   std::vector<Active> active;
-  active.reserve(k * t < spec_.num_experts ? k * t : spec_.num_experts);
+  active.reserve(spec_.num_experts);
   for (int e = 0; e < spec_.num_experts; ++e) {
-    if (rows[e].empty() || !owned_[e]) continue;
+    if (rows[e].empty()) continue;
+    if (!owned_[e]) {
+      return absl::InternalError(absl::StrCat("MoE: expert ", e, " is not on this rank"));
+    }
     Active& a = active.emplace_back();
     a.e = e;
     a.xe = GatherRows(x, rows[e]);
@@ -513,17 +638,6 @@ absl::Status MoeBlock::Forward(const Tensor& x, Tensor& out) const {
       const float* src = yp + static_cast<int64_t>(r) * h;
       const float w = r_w[r];
       for (int64_t c = 0; c < h; ++c) dst[c] += w * src[c];
-    }
-  }
-  if (shared_) {
-    Tensor s;
-    RETURN_IF_ERROR(shared_->Forward(x, s));
-    const float* sp = s.data<float>();
-    Tensor g;
-    if (spec_.shared_gate) RETURN_IF_ERROR(shared_gate_.Forward(x, g));
-    for (int64_t i = 0; i < t; ++i) {
-      const float scale = spec_.shared_gate ? Sigmoid(g.data<float>()[i]) : 1.0f;
-      for (int64_t c = 0; c < h; ++c) op[i * h + c] += scale * sp[i * h + c];
     }
   }
   return absl::OkStatus();

@@ -9,6 +9,7 @@
 // time per layer object (they allocate their own temporaries; kernels parallelise internally).
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -40,16 +41,22 @@ struct ModelConfig;  // worker/checkpoint/model_config.h
 //   partitioned whole over ep when ep_size > 1, else every expert's FFN is split over tp; shared
 //   experts are split over the group; the layer output is all-reduced.
 // - The embedding and lm_head are vocab-parallel over tp (the logits are all-gathered).
+//
+// Data-parallel attention (dp_size == world, tp_size 1, ep_size == world): attention, dense layers,
+// embedding and lm_head are replicated and each rank runs its own tokens; MoE layers dispatch each
+// (token, expert) pair to the expert's owner with an all-to-all and combine the results with a
+// second one (no all-reduce), shared experts run whole on the token's rank.
 struct Shard {
   int tp_rank = 0, tp_size = 1;
   int ep_rank = 0, ep_size = 1;
+  int dp_rank = 0, dp_size = 1;
   Communicator* comm = nullptr;  // the instance's group (null when world == 1)
 
-  int world_size() const { return tp_size > ep_size ? tp_size : ep_size; }
-  int world_rank() const { return tp_size > 1 ? tp_rank : ep_rank; }
+  int world_size() const { return std::max({tp_size, ep_size, dp_size}); }
+  int world_rank() const { return tp_size > 1 ? tp_rank : ep_size > 1 ? ep_rank : dp_rank; }
   // Validates the layout against the communicator; errors say what is wrong.
   static absl::StatusOr<Shard> Create(int tp_rank, int tp_size, int ep_rank, int ep_size,
-                                      Communicator* comm);
+                                      int dp_rank, int dp_size, Communicator* comm);
 };
 
 // [begin, end) of part `index` when `total` items are split into `parts` equal parts
@@ -204,6 +211,9 @@ class MoeBlock {
                                        const Shard& shard = {});
   // Whether Forward's output is a partial sum to be all-reduced over the shard's group.
   bool partial() const { return partial_; }
+  // Data-parallel mode: Forward exchanges tokens with the other ranks (every rank must call it,
+  // with zero rows when it has no tokens).
+  bool dispatches() const { return dispatch_; }
   const MoeSpec& spec() const { return spec_; }
 
   // Routes every token to top_k experts, runs each expert on the rows routed to it and adds the
@@ -220,8 +230,18 @@ class MoeBlock {
     LinearLayer down;     // [hidden, inter]
     bool fused = false;
   };
+  // Runs the owned experts over rows of x: for each expert e, rows[e] lists row indices of x and
+  // wts[e] their weights; out[row] += weight * expert(x[row]) (out: [x rows, hidden] f32).
+  absl::Status RunExperts(const Tensor& x, const std::vector<std::vector<int32_t>>& rows,
+                          const std::vector<std::vector<float>>& wts, Tensor& out) const;
+  // Data-parallel forward: dispatch (token, expert) pairs to the owners, combine the results.
+  absl::Status DispatchForward(const Tensor& x, const Tensor& weights, const Tensor& ids,
+                               Tensor& out) const;
+
   MoeSpec spec_;
+  Shard shard_;
   bool partial_ = false;
+  bool dispatch_ = false;
   std::vector<bool> owned_;                 // [num_experts]: this rank runs expert e
   LinearLayer router_;
   Tensor correction_bias_;                  // undefined or [num_experts] f32

@@ -51,6 +51,11 @@ struct ModelLoadOptions {
   int tp_size = 1;
   int ep_rank = 0;
   int ep_size = 1;
+  // Data-parallel attention (tp_size 1, ep_size == dp_size): every rank runs attention and the
+  // dense layers on its own sequences with its own KV cache, and MoE layers send each token to
+  // the rank owning its expert and back (all-to-all dispatch / combine).
+  int dp_rank = 0;
+  int dp_size = 1;
   Communicator* comm = nullptr;
 };
 
@@ -74,6 +79,11 @@ class Model {
   // lm_head. hidden: [rows, hidden_size] f32 (rows may be strided);
   // logits (output, allocated by the call): [rows, vocab_size] f32.
   virtual absl::Status ComputeLogits(const Tensor& hidden, Tensor& logits) = 0;
+
+  // Takes part in a step without tokens of its own: a data-parallel rank whose batch is empty
+  // must still join the collectives of the others' forward pass (the MoE layers' dispatch and
+  // combine, with zero rows). A no-op for models that are not data parallel.
+  virtual absl::Status ForwardIdle() { return absl::OkStatus(); }
 
   // One step: ForwardHidden, then the logits of the rows batch.last_token_rows.
   // logits (output, allocated by the call): [num_seqs, vocab_size] f32.
