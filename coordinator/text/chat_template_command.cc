@@ -58,7 +58,7 @@ std::string RaisedMessage(const absl::Status& status) {
 int RunChatTemplate(int argc, char** argv) {
   FlagParser parser("chat-template", "render a conversation with a model's chat template");
   std::string model_dir, template_path, template_name, bos, eos, messages_path, tools_path,
-      kwargs_text;
+      documents_path, kwargs_text;
   bool add_generation_prompt = false, json = false, batch = false;
   parser.AddString("model", &model_dir, "model directory (tokenizer_config.json, "
                                         "chat_template.jinja, tokenizer.json)");
@@ -69,6 +69,7 @@ int RunChatTemplate(int argc, char** argv) {
   parser.AddString("eos-token", &eos, "eos_token variable (overrides the model's)");
   parser.AddString("messages", &messages_path, "JSON file: the list of messages");
   parser.AddString("tools", &tools_path, "JSON file: the list of tool schemas");
+  parser.AddString("documents", &documents_path, "JSON file: retrieval documents (RAG templates)");
   parser.AddBool("add-generation-prompt", &add_generation_prompt,
                  "end with the assistant turn header");
   parser.AddString("kwargs", &kwargs_text,
@@ -126,6 +127,10 @@ int RunChatTemplate(int argc, char** argv) {
       ASSIGN_OR_RETURN(Json tools, ReadJson(tools_path, "--tools"));
       base.tools = std::move(tools);
     }
+    if (!documents_path.empty()) {
+      ASSIGN_OR_RETURN(Json documents, ReadJson(documents_path, "--documents"));
+      base.documents = std::move(documents);
+    }
     ASSIGN_OR_RETURN(Json messages, ReadJson(messages_path, "--messages"));
     if (batch) {
       if (!messages.is_array()) {
@@ -139,6 +144,7 @@ int RunChatTemplate(int argc, char** argv) {
         }
         in.messages = c["messages"];
         if (c.contains("tools") && !c["tools"].is_null()) in.tools = c["tools"];
+        if (c.contains("documents") && !c["documents"].is_null()) in.documents = c["documents"];
         if (c.contains("add_generation_prompt")) {
           in.add_generation_prompt = c["add_generation_prompt"].get<bool>();
         }

@@ -363,6 +363,25 @@ def test_model_without_template_fails_clearly():
         assert "no chat template" in proc.stderr.decode()
 
 
+def test_documents_reach_the_template():
+    source = ("{%- for d in documents %}[{{ loop.index }}] {{ d.title }}: {{ d.text }}\n{% endfor -%}"
+              "{{ messages[-1].content }}")
+    docs = [{"title": "Paris", "text": "Capital of France ✓"}, {"title": "Tokyo", "text": "東京"}]
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = {}
+        for name, data in (("t.jinja", source), ("m.json", [U1]), ("d.json", docs)):
+            paths[name] = os.path.join(tmp, name)
+            with open(paths[name], "w", encoding="utf-8") as f:
+                f.write(data if isinstance(data, str) else json.dumps(data, ensure_ascii=False))
+        proc = subprocess.run([BIN, "chat-template", "--template", paths["t.jinja"], "--messages",
+                               paths["m.json"], "--documents", paths["d.json"]],
+                              capture_output=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr.decode()
+    want = ENV.from_string(source).render(messages=[U1], tools=None, documents=docs,
+                                          add_generation_prompt=False)
+    assert proc.stdout.decode("utf-8") == want
+
+
 def _harmony_text(name):
     with open(os.path.join(DATA, "harmony", name), encoding="utf-8") as f:
         return f.read()

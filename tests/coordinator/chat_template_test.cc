@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "coordinator/text/tokenizer.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/test_util.h"
@@ -895,6 +896,14 @@ TEST(ChatTemplateJinjaTest, UnicodeJsonEnsureAscii) {
   ExpectRender(R"__({{ s | tojson(ensure_ascii=true) }} {{ s | tojson }})__",
                R"__({"s": "é😀\u0001"})__",
                R"__("\u00e9\ud83d\ude00\u0001\u007f" "é😀\u0001")__");
+}
+
+TEST(ChatTemplateJinjaTest, UnicodeCaseMapping) {
+  // Python maps every script (and ß -> SS, final sigma); needs the ICU build (like NFC).
+  if (!Tokenizer::AppliesNfc()) GTEST_SKIP() << "built without ICU";
+  ExpectRender("{{ x.lower() }}|{{ x.upper() }}|{{ x|lower }}|{{ x|upper }}",
+               R"__({"x": "ÀÉÎ Straße ΣΑΣ"})__",
+               "àéî straße σας|ÀÉÎ STRASSE ΣΑΣ|àéî straße σας|ÀÉÎ STRASSE ΣΑΣ");
 }
 
 TEST(ChatTemplateJinjaTest, MacroExtraPositionalArgumentFails) {

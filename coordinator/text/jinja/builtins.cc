@@ -7,6 +7,10 @@
 #include <initializer_list>
 #include <optional>
 
+#ifdef TESSERA_HAVE_ICU
+#include <unicode/ucasemap.h>
+#endif
+
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
@@ -61,13 +65,57 @@ absl::StatusOr<std::string> StrArg(absl::string_view fn, const Value& v) {
   return v.str();
 }
 
+#ifdef TESSERA_HAVE_ICU
+// Full Unicode case mapping (root locale, like Python's str.lower/upper) for non-ASCII text.
+std::optional<std::string> IcuCase(const std::string& s, bool upper) {
+  UErrorCode err = U_ZERO_ERROR;
+  UCaseMap* map = ucasemap_open("", 0, &err);
+  if (U_FAILURE(err)) return std::nullopt;
+  std::string out(s.size() * 3 + 16, '\0');
+  auto run = [&]() {
+    err = U_ZERO_ERROR;
+    return upper ? ucasemap_utf8ToUpper(map, out.data(), static_cast<int32_t>(out.size()),
+                                        s.data(), static_cast<int32_t>(s.size()), &err)
+                 : ucasemap_utf8ToLower(map, out.data(), static_cast<int32_t>(out.size()),
+                                        s.data(), static_cast<int32_t>(s.size()), &err);
+  };
+  int32_t n = run();
+  if (err == U_BUFFER_OVERFLOW_ERROR) {
+    out.resize(static_cast<size_t>(n));
+    n = run();
+  }
+  ucasemap_close(map);
+  if (U_FAILURE(err)) return std::nullopt;
+  out.resize(static_cast<size_t>(n));
+  return out;
+}
+#endif
+
+bool HasNonAscii(const std::string& s) {
+  for (char c : s) {
+    if (static_cast<unsigned char>(c) >= 0x80) return true;
+  }
+  return false;
+}
+
+// Python str.lower() / str.upper(): ASCII fast path, ICU for other scripts when built with it.
 std::string AsciiLower(std::string s) {
+#ifdef TESSERA_HAVE_ICU
+  if (HasNonAscii(s)) {
+    if (std::optional<std::string> r = IcuCase(s, false)) return *r;
+  }
+#endif
   for (char& c : s) {
     if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
   }
   return s;
 }
 std::string AsciiUpper(std::string s) {
+#ifdef TESSERA_HAVE_ICU
+  if (HasNonAscii(s)) {
+    if (std::optional<std::string> r = IcuCase(s, true)) return *r;
+  }
+#endif
   for (char& c : s) {
     if (c >= 'a' && c <= 'z') c = static_cast<char>(c - 'a' + 'A');
   }
