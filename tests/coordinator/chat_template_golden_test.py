@@ -227,6 +227,74 @@ def corpus():
     return cases
 
 
+def random_corpus(seed, count):
+    """Seeded random conversations: role orders templates do not expect, content that is a
+    string (with markup the templates split on), None, a list of parts, or missing; tool calls
+    with random argument values; random kwargs."""
+    import random
+    rng = random.Random(seed)
+    pieces = ["hi", "ça va?", "日本語", "🙂", "\n", "\t", "  ", "\"", "'", "\\", "<think>",
+              "</think>", "<tool_response>", "</tool_response>", "{{ x }}", "%s", "[INST]",
+              "<|im_end|>", "0", "None", "1.5", "a" * 30]
+
+    def text():
+        return "".join(rng.choice(pieces) for _ in range(rng.randint(0, 6)))
+
+    def value(depth=0):
+        kind = rng.randint(0, 7 if depth < 2 else 4)
+        makers = [text, lambda: rng.randint(-5, 10**6),
+                  lambda: rng.choice([0.5, 1e-9, 2.0, -3.25, 1e20]),
+                  lambda: rng.choice([True, False]), lambda: None,
+                  lambda: [value(depth + 1) for _ in range(rng.randint(0, 3))],
+                  lambda: {text() or "k": value(depth + 1) for _ in range(rng.randint(0, 3))},
+                  lambda: {"nested": {"deep": [value(depth + 2)]}}]
+        return makers[kind]()
+
+    def content():
+        r = rng.random()
+        if r < 0.6:
+            return text()
+        if r < 0.75:
+            return None
+        return [{"type": "text", "text": text()} for _ in range(rng.randint(1, 2))]
+
+    cases = []
+    for i in range(count):
+        msgs = []
+        if rng.random() < 0.5:
+            msgs.append({"role": "system", "content": text() or "sys"})
+        for _ in range(rng.randint(1, 6)):
+            role = rng.choice(["user", "user", "assistant", "assistant", "tool", "system"])
+            m = {"role": role}
+            if rng.random() < 0.9:
+                m["content"] = content()
+            if role == "assistant" and rng.random() < 0.4:
+                m["tool_calls"] = [call(rng.choice(["get_weather", "search_docs"]),
+                                        {text() or "k": value() for _ in range(rng.randint(0, 3))},
+                                        "c%08d" % rng.randint(0, 10**8), as_string=rng.random() < 0.3)
+                                   for _ in range(rng.randint(1, 3))]
+            if role == "assistant" and rng.random() < 0.3:
+                m["reasoning_content"] = text()
+            if role == "tool":
+                m["tool_call_id"] = "c%08d" % rng.randint(0, 10**8)
+            msgs.append(m)
+        case = {"name": f"random_{seed}_{i}", "messages": msgs,
+                "add_generation_prompt": rng.random() < 0.7}
+        if rng.random() < 0.4:
+            case["tools"] = rng.sample(TOOLS, rng.randint(1, 3))
+        kwargs = {}
+        if rng.random() < 0.3:
+            kwargs["enable_thinking"] = rng.choice([True, False])
+        if rng.random() < 0.2:
+            kwargs["reasoning_effort"] = rng.choice(["low", "high"])
+        if rng.random() < 0.2:
+            kwargs["thinking"] = rng.choice([True, False])
+        if kwargs:
+            case["kwargs"] = kwargs
+        cases.append(case)
+    return cases
+
+
 # ---- running both -------------------------------------------------------------------------
 
 def run_tessera(args, cases):
@@ -304,7 +372,7 @@ def special_tokens_of(model_dir):
 
 
 def test_all_templates_match_python_jinja2():
-    cases = corpus()
+    cases = corpus() + random_corpus(seed=4, count=60)
     assert len(cases) >= 15
     failures, stats = [], {"rendered": 0, "raised": 0, "failed": 0}
     files = template_files()
@@ -324,7 +392,7 @@ def test_all_templates_match_python_jinja2():
     print(f"compared {stats}")
     assert not failures, "\n".join(failures[:20]) + f"\n({len(failures)} mismatches)"
     # The corpus must exercise all three outcomes.
-    assert stats["rendered"] > 200 and stats["raised"] > 0 and stats["failed"] > 0, stats
+    assert stats["rendered"] > 400 and stats["raised"] > 0 and stats["failed"] > 0, stats
 
 
 def test_single_render_json_with_prompt_ids():
