@@ -465,7 +465,13 @@ void LlmEngine::Loop() {
         config.block_size = cap.block_size;
         config.enable_prefix_caching = options_.enable_prefix_caching;
         scheduler_ = std::make_unique<Scheduler>(config);
-      } else if (scheduler_->num_running() == 0) {
+      } else {
+        // The instance is back with empty per-sequence state: requests still marked running
+        // (SetReady(false) without a failed step) resume by recompute, keeping their outputs.
+        std::vector<std::unique_ptr<EngineRequest>> running = scheduler_->DropWorkerState();
+        for (auto it = running.rbegin(); it != running.rend(); ++it) {
+          scheduler_->Add(std::move(*it), /*front=*/true);
+        }
         scheduler_->Reconfigure(cap.num_blocks, cap.block_size);
       }
       std::lock_guard<std::mutex> guard(mu_);
@@ -548,6 +554,15 @@ void LlmEngine::Loop() {
         FinishRequest(r, std::move(out), &deliveries);
       }
     }
+  }
+  for (auto& r : parked) {  // never scheduled: the instance was never ready
+    GenerateOutput out;
+    out.request_id = r->id;
+    out.finished = true;
+    out.finish_reason = FinishReason::kAbort;
+    out.status = absl::CancelledError(absl::StrCat("request ", r->id, ": the engine shut down"));
+    out.usage = r->usage;
+    deliveries.emplace_back(std::move(r->callback), std::move(out));
   }
   for (auto& [callback, out] : deliveries) callback(std::move(out));
 }

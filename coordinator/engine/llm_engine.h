@@ -66,8 +66,9 @@ class LlmEngine : public Engine {
   void Abort(absl::string_view request_id) override;
   ModelInfo model_info() const override;
 
-  // Cluster hook: the instance is (again) able to run steps with empty per-sequence state (true),
-  // or is gone (false: nothing is scheduled, Submit() is refused, queued requests wait).
+  // Cluster hook: the instance is (again) able to run steps with EMPTY per-sequence state (true:
+  // capacity() is read again; requests that were running resume by recompute with their outputs
+  // kept), or is gone (false: nothing is scheduled, Submit() is refused, requests wait).
   void SetReady(bool ready);
 
   MetricsRegistry& metrics() { return *metrics_; }

@@ -384,6 +384,30 @@ TEST(EngineMetrics, ExposeVllmStyleFamiliesThatParse) {
   }
 }
 
+TEST(EngineScheduling, NotReadyPausesAndReadyResumesByRecompute) {
+  Harness h(EngineSetup{});
+  Job j{"paused", {4, 5, 6, 7, 8}, 12, 12};
+  OutputCallback collect = h.collector.For(j.id);
+  int seen = 0;
+  OutputCallback pause_at_3 = [&](GenerateOutput out) {
+    seen += static_cast<int>(out.token_ids.size());
+    collect(std::move(out));
+    if (seen == 3) h.engine->SetReady(false);
+  };
+  ASSERT_TRUE(h.engine->Submit(ToRequest(j), pause_at_3).ok());
+  ASSERT_TRUE(testing::PollUntil([&] { return !h.engine->model_info().ready; }));
+  const int64_t steps = h.executor.num_steps();
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  EXPECT_EQ(h.executor.num_steps(), steps);  // nothing runs while not ready
+  EXPECT_EQ(h.collector.Get(j.id).tokens.size(), 3u);
+  h.executor.Restart();
+  h.engine->SetReady(true);
+  ASSERT_TRUE(h.collector.WaitFinished(j.id));
+  EXPECT_EQ(h.collector.Get(j.id).tokens,
+            ReferenceOutput(HashModel(kVocab), j.prompt, j.seed, j.max_tokens));
+  EXPECT_THAT(h.executor.violations(), IsEmpty());
+}
+
 TEST(EngineValidation, RejectsBadRequestsNamingTheField) {
   EngineSetup setup;
   setup.max_model_len = 100;

@@ -14,6 +14,7 @@
 #pragma once
 
 #include <cstdint>
+#include <algorithm>
 #include <functional>
 #include <limits>
 #include <map>
@@ -79,7 +80,8 @@ class FakeStepExecutor : public StepExecutor {
     std::lock_guard<std::mutex> lock(mu_);
     ++num_steps_;
     if (fail_at_step_ == num_steps_) {
-      seqs_.clear();  // the instance died: every sequence is gone
+      seqs_.clear();  // the instance died: every sequence and the cache are gone
+      std::fill(kv_.begin(), kv_.end(), std::pair<int32_t, int32_t>{-1, -1});
       return absl::UnavailableError("fake worker died");
     }
     const int bs = capacity_.block_size;
@@ -195,6 +197,13 @@ class FakeStepExecutor : public StepExecutor {
   void FailAtStep(int64_t step) {
     std::lock_guard<std::mutex> lock(mu_);
     fail_at_step_ = step;
+  }
+  // The instance restarted: every sequence is gone (the KV contents stay, as on a real restart
+  // they would be garbage; the engine must not hit them: it resets its prefix cache).
+  void Restart() {
+    std::lock_guard<std::mutex> lock(mu_);
+    seqs_.clear();
+    std::fill(kv_.begin(), kv_.end(), std::pair<int32_t, int32_t>{-1, -1});
   }
   std::vector<std::string> violations() const {
     std::lock_guard<std::mutex> lock(mu_);
