@@ -3,6 +3,7 @@
 #include <cstdio>
 
 #include "coordinator/cluster/plan_command.h"
+#include "coordinator/serve_command.h"
 #include "coordinator/text/chat_template_command.h"
 #include "coordinator/text/parse_output_command.h"
 #include "coordinator/text/tokenize_command.h"
@@ -24,6 +25,7 @@ const std::vector<Command>& Commands() {
   static const std::vector<Command> commands = {
       {"version", "print the version", RunVersion},
       {"generate", "one-shot local generation on this machine's CPU", RunGenerate},
+      {"serve", "serve a model: gRPC API, cluster, local workers", RunServeCommand},
       {"worker", "join a coordinator (tessera serve) and execute its steps", RunWorkerCommand},
       {"chat-template", "render a conversation with a model's chat template", RunChatTemplate},
       {"make-model", "write a deterministic random-weight checkpoint (HF layout)", RunMakeModel},
