@@ -89,7 +89,7 @@ struct ShardingPlan {
 
   // One DP replica (tp x pp ranks): the KV tokens it holds (its tightest rank), the longest
   // single sequence and the concurrent sequences of max_model_len tokens; totals over dp.
-  int64_t max_kv_tokens = 0;  // full-attention tokens of the tightest rank
+  int64_t max_kv_tokens = 0;  // tightest rank: kv_bytes / kv_bytes_per_token (no window cap)
   int64_t max_context = 0;    // min(max_position_embeddings, one sequence in one replica)
   int64_t max_sequences_per_replica = 0;
   int64_t max_sequences = 0;  // * dp
