@@ -33,6 +33,19 @@ std::optional<std::string> TokenString(const nlohmann::ordered_json& config, con
   return std::nullopt;
 }
 
+// Whether `j` nests deeper than `limit` (stops descending at the limit, so it is safe on any
+// input); conversion and rendering recurse over the nesting.
+bool NestsDeeperThan(const nlohmann::ordered_json& j, int limit) {
+  if (!j.is_structured()) return false;
+  if (limit <= 0) return true;
+  for (const auto& e : j) {
+    if (NestsDeeperThan(e, limit - 1)) return true;
+  }
+  return false;
+}
+
+constexpr int kMaxContextDepth = 128;
+
 }  // namespace
 
 absl::StatusOr<ChatTemplate> ChatTemplate::Parse(std::string source) {
@@ -47,6 +60,11 @@ absl::StatusOr<ChatTemplate> ChatTemplate::Parse(std::string source) {
 absl::StatusOr<std::string> ChatTemplate::Render(const nlohmann::ordered_json& context) const {
   if (!context.is_object()) {
     return absl::InvalidArgumentError("chat template context must be a JSON object");
+  }
+  if (NestsDeeperThan(context, kMaxContextDepth)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "chat template input nests deeper than ", kMaxContextDepth,
+        " levels (messages / tools / kwargs); flatten it"));
   }
   jinja::Interpreter interpreter(jinja::Value::FromJson(context));
   return interpreter.Render(*body_);

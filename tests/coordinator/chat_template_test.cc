@@ -956,6 +956,21 @@ TEST(ChatTemplateTest, ApplyPassesHfVariables) {
   EXPECT_EQ(*out, "<s>|True|True|True|hi|False|False");
 }
 
+TEST(ChatTemplateTest, DeeplyNestedInputIsRefused) {
+  absl::StatusOr<ChatTemplate> t = ChatTemplate::Parse("{{ messages | length }}");
+  ASSERT_TRUE(t.ok());
+  Json deep = "leaf";
+  for (int i = 0; i < 1000; ++i) deep = Json::array({deep});
+  absl::StatusOr<std::string> out = t->Render({{"messages", deep}});
+  ASSERT_FALSE(out.ok());
+  EXPECT_THAT(std::string(out.status().message()), HasSubstr("nests deeper than"));
+}
+
+TEST(ChatTemplateTest, UnboundedMacroRecursionFails) {
+  ExpectError("{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}", "{}",
+              "recursed deeper than", 1, 21);
+}
+
 TEST(ChatTemplateTest, RenderIsThreadSafe) {
   absl::StatusOr<ChatTemplate> t = ChatTemplate::Parse(
       "{% set ns = namespace(n=0) %}{% for m in messages %}{% set ns.n = ns.n + 1 %}"

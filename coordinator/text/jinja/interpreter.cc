@@ -458,10 +458,16 @@ absl::Status Interpreter::ExecFor(const Stmt& s, Frame* frame, const Value& iter
           if (args.positional.size() != 1) {
             return TypeError("loop() takes exactly one argument (the iterable to recurse into)");
           }
+          if (call_depth_ >= kMaxCallDepth) {
+            return absl::ResourceExhaustedError(
+                absl::StrCat("recursive loop deeper than ", kMaxCallDepth, " levels"));
+          }
           std::string buf;
           std::string* saved = out_;
           out_ = &buf;
+          ++call_depth_;
           absl::Status st = ExecFor(s, frame, args.positional[0], depth + 1);
+          --call_depth_;
           out_ = saved;
           RETURN_IF_ERROR(st);
           return Value::String(std::move(buf));
