@@ -288,6 +288,7 @@ class Client {
       std::string name = absl::AsciiStrToLower(lines[i].substr(0, colon));
       r.headers[name] = std::string(absl::StripAsciiWhitespace(lines[i].substr(colon + 1)));
     }
+    if (r.status / 100 == 1) return r;  // interim response: no body
     if (r.headers["transfer-encoding"] == "chunked") {
       r.chunked = true;
       while (true) {
@@ -512,6 +513,30 @@ TEST_F(HttpServerTest, PipelinedRequestsAreAnsweredInOrder) {
   EXPECT_THAT(first.body, HasSubstr("[DONE]"));
   EXPECT_EQ(second.status, 200);
   EXPECT_THAT(second.body, HasSubstr(R"("object":"list")"));
+}
+
+TEST_F(HttpServerTest, IdleConnectionIsClosedAfterTheTimeout) {
+  HttpServerOptions options;
+  options.idle_timeout = absl::Milliseconds(200);
+  StartServer(options);
+  Client c(server_->port());
+  c.Get("/health");
+  EXPECT_EQ(c.Read().status, 200);
+  auto start = std::chrono::steady_clock::now();
+  EXPECT_TRUE(c.SeesEof());
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(5));
+}
+
+TEST_F(HttpServerTest, Expect100ContinueGetsAnInterimResponse) {
+  StartServer();
+  Client c(server_->port());
+  std::string body = R"({"prompt": "x"})";
+  c.Send(absl::StrCat("POST /v1/completions HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\n"
+                      "Content-Length: ", body.size(), "\r\n\r\n"));
+  EXPECT_EQ(c.Read().status, 100);
+  c.Send(body);
+  Response r = c.Read();
+  EXPECT_EQ(r.status, 200) << r.body;
 }
 
 TEST_F(HttpServerTest, MalformedJsonIs400) {
