@@ -174,11 +174,22 @@ absl::Status RunServe(const ServeOptions& o) {
     health->SetServingStatus(model_name, all);
   });
 
-  // TODO(http): the OpenAI HTTP API (coordinator/api/http_server.h) starts here on --http-port
-  // when it is built in; 0 disables it.
-  if (o.http_port != 0) {
-    LOG(WARNING) << "serve: the OpenAI HTTP API is not built into this binary yet; --http-port "
-                 << o.http_port << " ignored (use the gRPC API)";
+  // The OpenAI-compatible HTTP API (coordinator/api/http_server.h); --http-port 0 disables it.
+  std::unique_ptr<api::HttpServer> http;
+  if (o.http_port != 0 && tokenizer == nullptr) {
+    LOG(WARNING) << "serve: no tokenizer, so no OpenAI HTTP API on port " << o.http_port
+                 << " (it needs text); the gRPC API takes token ids";
+  } else if (o.http_port != 0) {
+    api::HttpApiContext hc;
+    hc.host = o.host;
+    hc.port = o.http_port;
+    hc.model_dir = o.model_dir;
+    hc.model_type = config.model_type;
+    hc.served_model_name = model_name;
+    hc.engine = &router;
+    hc.tokenizer = tokenizer.get();
+    hc.metrics_text = [&metrics] { return metrics.Render(); };
+    ASSIGN_OR_RETURN(http, api::StartHttpApi(o.http, hc));
   }
 
   std::unique_ptr<LocalWorkerSupervisor> supervisor;
@@ -202,6 +213,10 @@ absl::Status RunServe(const ServeOptions& o) {
               "worker(s)\n",
               model_name.c_str(), dp, o.tensor_parallel_size, o.host.c_str(), grpc_port,
               o.local_workers);
+  if (http != nullptr) {
+    std::printf("tessera serve: OpenAI API on %s://%s:%d/v1\n", http->tls() ? "https" : "http",
+                o.host.c_str(), http->port());
+  }
   std::fflush(stdout);
 
   int sig = 0;
@@ -209,6 +224,7 @@ absl::Status RunServe(const ServeOptions& o) {
   LOG(INFO) << "serve: " << (sig == SIGINT ? "SIGINT" : "SIGTERM") << ", shutting down";
   health->SetServingStatus(model_name, false);
   health->SetServingStatus("", false);
+  if (http != nullptr) http->Shutdown(absl::Seconds(5));
   cluster->Shutdown("the coordinator is stopping");
   if (supervisor != nullptr) supervisor->Stop(std::chrono::milliseconds(3000));
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
@@ -244,6 +260,7 @@ int RunServeCommand(int argc, char** argv) {
   parser.AddDouble("step-timeout", &o.step_timeout_s,
                    "seconds a step may take before its missing workers are marked down");
   parser.AddInt("worker-threads", &o.worker_threads, "kernel threads of each local worker");
+  api::AddHttpApiFlags(&parser, &o.http);
   return RunCommand(parser, argc, argv, [&]() -> absl::Status {
     if (!kv_memory.empty()) {
       ASSIGN_OR_RETURN(o.kv_cache_memory, ParseBytes("kv-cache-memory", kv_memory));

@@ -20,6 +20,7 @@
 #include <string>
 
 #include "absl/status/status.h"
+#include "coordinator/api/http_server.h"
 
 namespace tessera {
 
@@ -43,6 +44,7 @@ struct ServeOptions {
   double step_timeout_s = 120;
   int worker_threads = 0;         // --threads of local workers (0: their default)
   std::string worker_program = "/proc/self/exe";
+  api::HttpApiFlags http;  // --api-key, --tls-cert/--tls-key, --output-format, ...
 };
 
 absl::Status RunServe(const ServeOptions& options);
