@@ -144,7 +144,8 @@ class BpeTokenizer final : public Tokenizer {
   static absl::StatusOr<std::unique_ptr<BpeTokenizer>> FromHfJson(const std::string& path);
   static absl::StatusOr<std::unique_ptr<BpeTokenizer>> FromTiktoken(
       const std::string& path, const std::string& pattern,
-      const std::vector<std::pair<std::string, int32_t>>& specials, int num_reserved);
+      const std::vector<std::pair<std::string, int32_t>>& specials, int num_reserved,
+      bool kimi_chunking);
 
   int32_t vocab_size() const override { return static_cast<int32_t>(id_to_token_.size()); }
   std::optional<int32_t> TokenToId(absl::string_view token) const override {
@@ -184,6 +185,8 @@ class BpeTokenizer final : public Tokenizer {
   void PreTokenize(absl::string_view text, std::vector<absl::string_view>* pieces) const;
   // BPE of one pre-tokenized piece (raw bytes), appended to `out`.
   void EncodePiece(absl::string_view piece, std::vector<int32_t>* out) const;
+  // Encode without Kimi's chunking.
+  std::vector<int32_t> EncodeChunk(absl::string_view text, bool allow_special) const;
 
   std::string format_;
   absl::flat_hash_map<std::string, int32_t> vocab_;  // token string -> id (model + added).
@@ -203,6 +206,9 @@ class BpeTokenizer final : public Tokenizer {
   // A piece that is itself in the vocabulary is one token (tokenizers' ignore_merges; what
   // tiktoken always does).
   bool ignore_merges_ = false;
+  // Kimi's tokenization_kimi.py encodes 400k-character chunks, each split so that no run of
+  // whitespace / non-whitespace exceeds 25k characters, separately.
+  bool kimi_chunking_ = false;
 
   mutable std::mutex cache_mu_;
   mutable absl::flat_hash_map<std::string, std::vector<int32_t>> cache_;
@@ -409,12 +415,14 @@ absl::StatusOr<std::unique_ptr<BpeTokenizer>> BpeTokenizer::FromHfJson(const std
 
 absl::StatusOr<std::unique_ptr<BpeTokenizer>> BpeTokenizer::FromTiktoken(
     const std::string& path, const std::string& pattern,
-    const std::vector<std::pair<std::string, int32_t>>& specials, int num_reserved) {
+    const std::vector<std::pair<std::string, int32_t>>& specials, int num_reserved,
+    bool kimi_chunking) {
   std::ifstream in(path, std::ios::binary);
   if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot open file"));
   auto tok = std::unique_ptr<BpeTokenizer>(new BpeTokenizer());
   tok->format_ = "tiktoken";
   tok->ignore_merges_ = true;
+  tok->kimi_chunking_ = kimi_chunking;
   uint32_t cps[256];
   ByteToCodePoint(cps);
   std::vector<std::string> by_rank;  // rank -> raw bytes.
@@ -588,7 +596,59 @@ void BpeTokenizer::EncodePiece(absl::string_view piece, std::vector<int32_t>* ou
   cache_.emplace(std::string(piece), std::move(ids));
 }
 
+// Python's str.isspace() for one code point.
+bool IsPythonSpace(int32_t cp) {
+  return (cp >= 0x09 && cp <= 0x0D) || (cp >= 0x1C && cp <= 0x20) || cp == 0x85 || cp == 0xA0 ||
+         cp == 0x1680 || (cp >= 0x2000 && cp <= 0x200A) || cp == 0x2028 || cp == 0x2029 ||
+         cp == 0x202F || cp == 0x205F || cp == 0x3000;
+}
+
+// Kimi's chunking (tokenization_kimi.py): 400000-character chunks, each cut so that no run of
+// whitespace or of non-whitespace characters is longer than 25000 characters.
+std::vector<absl::string_view> KimiSplit(absl::string_view text) {
+  constexpr int kMaxChunkChars = 400000, kMaxRun = 25000;
+  std::vector<absl::string_view> out;
+  size_t chunk_start = 0, slice_start = 0;
+  int chunk_chars = 0, run = 0;
+  bool run_is_space = false;
+  for (size_t i = 0; i < text.size();) {
+    if (chunk_chars == kMaxChunkChars) {  // A new chunk starts a new slice.
+      out.push_back(text.substr(slice_start, i - slice_start));
+      chunk_start = slice_start = i;
+      chunk_chars = 0;
+    }
+    size_t next = i;
+    const int32_t cp = NextCodePoint(text, &next);
+    const bool is_space = IsPythonSpace(cp);
+    if (i == chunk_start) {
+      run_is_space = is_space;
+      run = 1;
+    } else if (is_space != run_is_space) {
+      run_is_space = is_space;
+      run = 1;
+    } else if (++run > kMaxRun) {
+      out.push_back(text.substr(slice_start, i - slice_start));
+      slice_start = i;
+      run = 1;
+    }
+    ++chunk_chars;
+    i = next;
+  }
+  out.push_back(text.substr(slice_start));
+  return out;
+}
+
 std::vector<int32_t> BpeTokenizer::EncodeImpl(absl::string_view text, bool allow_special) const {
+  if (!kimi_chunking_ || text.size() <= 25000) return EncodeChunk(text, allow_special);
+  std::vector<int32_t> out;
+  for (absl::string_view part : KimiSplit(text)) {
+    const std::vector<int32_t> ids = EncodeChunk(part, allow_special);
+    out.insert(out.end(), ids.begin(), ids.end());
+  }
+  return out;
+}
+
+std::vector<int32_t> BpeTokenizer::EncodeChunk(absl::string_view text, bool allow_special) const {
   std::vector<int32_t> out;
   std::vector<absl::string_view> pieces;
   auto encode_text = [&](absl::string_view t) {
@@ -701,8 +761,9 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromFile(const std::string
 
 absl::StatusOr<std::unique_ptr<Tokenizer>> LoadTiktoken(
     const std::string& path, const std::string& pattern,
-    const std::vector<std::pair<std::string, int32_t>>& specials, int num_reserved) {
-  auto tok = BpeTokenizer::FromTiktoken(path, pattern, specials, num_reserved);
+    const std::vector<std::pair<std::string, int32_t>>& specials, int num_reserved,
+    bool kimi_chunking) {
+  auto tok = BpeTokenizer::FromTiktoken(path, pattern, specials, num_reserved, kimi_chunking);
   if (!tok.ok()) return tok.status();
   return std::unique_ptr<Tokenizer>(std::move(*tok));
 }

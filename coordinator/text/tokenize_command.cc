@@ -62,7 +62,8 @@ std::string Dump(const json& j) {
 }  // namespace
 
 int RunTokenize(int argc, char** argv) {
-  FlagParser parser("tokenize", "encode text to token ids (or decode ids) with a model's tokenizer");
+  FlagParser parser("tokenize",
+                    "encode text to token ids (or decode ids) with a model's tokenizer");
   std::string model, text, file, batch, decode;
   bool as_json = false, no_special = false, skip_special = false;
   parser.AddString("model", &model,

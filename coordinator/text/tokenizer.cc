@@ -120,7 +120,8 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> LoadTokenizer(const std::string& mode
         specials.emplace_back(*text, id);
       }
     }
-    auto t = LoadTiktoken(file.string(), kKimiPattern, specials, /*num_reserved=*/256);
+    auto t = LoadTiktoken(file.string(), kKimiPattern, specials, /*num_reserved=*/256,
+                          /*kimi_chunking=*/true);
     if (!t.ok()) return t.status();
     tok = *std::move(t);
   } else {

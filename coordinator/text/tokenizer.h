@@ -109,9 +109,12 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> LoadTokenizer(const std::string& mode
 // Tiktoken BPE file ("base64(token) rank" per line) with `pattern` (PCRE2 syntax) as the
 // pre-tokenizer and `specials` (content, id); ids in [number of ranks, + `num_reserved`) that
 // `specials` leaves out become "<|reserved_token_ID|>" (as Kimi's tokenizer does).
+// `kimi_chunking`: encode as Kimi's tokenization_kimi.py does, in 400000-character chunks each
+// cut where a run of whitespace or non-whitespace characters exceeds 25000 characters.
 absl::StatusOr<std::unique_ptr<Tokenizer>> LoadTiktoken(
     const std::string& path, const std::string& pattern,
-    const std::vector<std::pair<std::string, int32_t>>& specials, int num_reserved = 0);
+    const std::vector<std::pair<std::string, int32_t>>& specials, int num_reserved = 0,
+    bool kimi_chunking = false);
 // The pre-tokenizer pattern of Kimi K2's tokenization_kimi.py (tiktoken.model without a
 // pattern of its own gets this one).
 extern const char kKimiPattern[];

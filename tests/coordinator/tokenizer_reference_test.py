@@ -321,6 +321,38 @@ class TokenizerReferenceTest(unittest.TestCase):
             for special in (True, False):
                 self.check("kimi_tiktoken", tmp, encode, enc.decode, special)
 
+            # Kimi's encode chunking: 400k-character chunks, runs of (non-)whitespace cut at 25k
+            # characters, each part encoded on its own.
+            def kimi_split(s, max_run=25000):
+                run, run_is_space, start = 0, s[0].isspace() if s else False, 0
+                for i, ch in enumerate(s):
+                    if run_is_space ^ ch.isspace():
+                        run, run_is_space = 1, ch.isspace()
+                    else:
+                        run += 1
+                        if run > max_run:
+                            yield s[start:i]
+                            start, run = i, 1
+                yield s[start:]
+
+            def kimi_encode(s):
+                return [i for k in range(0, len(s), 400000)
+                        for part in kimi_split(s[k:k + 400000])
+                        for i in enc.encode(part, allowed_special="all")]
+
+            rng = random.Random(7)
+            words = ["lorem", "ipsum", "中文", "😀", "12345", "x" * 7, "[EOS]"]
+            long_texts = [
+                "a" * 60000,
+                " " * 30000 + "tail",
+                "ab" * 20000 + " " * 26000 + "\u3000" * 10 + "c" * 25001,
+                " ".join(rng.choice(words) for _ in range(90000)),  # Over 400k characters.
+            ]
+            self.assertGreater(len(long_texts[-1]), 400000)
+            got = run_tessera(tmp, long_texts, special=True)
+            for text, g in zip(long_texts, got):
+                self.assertEqual(g["ids"], kimi_encode(text), text[:40])
+
     def test_plain_output_lists_ids_and_tokens(self):
         out = subprocess.run([TESSERA_BIN, "tokenize", "--model", os.path.join(TOKDIR, "qwen3"),
                               "--text", "Hello world"], check=True, capture_output=True,
