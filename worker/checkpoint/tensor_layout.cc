@@ -109,7 +109,8 @@ class Builder {
 
   // A projection "<prefix>.weight" [out, in]; fp8 block-quantised (with "<prefix>.weight_scale_inv")
   // when the checkpoint is fp8, `quantizable` and the module is not in modules_to_not_convert.
-  // "<prefix>.bias" [out] when `bias`: split with the output dim, replicated for row-parallel.
+  // "<prefix>.bias" [out] when `bias`: split with the output rows; on TP rank 0 only for a
+  // row-parallel weight.
   void Linear(const std::string& prefix, int64_t out, int64_t in, Split split, bool bias = false,
               bool quantizable = true, int expert = -1) {
     const QuantizationConfig& q = c_.quantization;
@@ -539,7 +540,7 @@ std::string NamePattern(const std::string& name) {
 
 }  // namespace
 
-std::vector<std::string> ValidateTensorSplits(const ModelConfig& c,
+std::vector<std::string> ValidateTensorSplits([[maybe_unused]] const ModelConfig& c,
                                               const std::vector<CheckpointTensor>& tensors,
                                               const MeshShape& shape) {
   // Problems keyed by tensor pattern; the layers they occur in are listed once.
@@ -602,7 +603,6 @@ std::vector<std::string> ValidateTensorSplits(const ModelConfig& c,
     const std::string pattern = key.substr(0, key.find('|'));
     out.push_back(absl::StrCat("tensor ", pattern, where, ": ", why));
   }
-  (void)c;
   return out;
 }
 
