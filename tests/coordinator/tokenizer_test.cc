@@ -2,15 +2,18 @@
 // Qwen3 tokenizer.json, round trips, special tokens and load errors.
 #include "coordinator/text/tokenizer.h"
 
+#include <atomic>
 #include <filesystem>
 #include <fstream>
-#include <optional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "kernels/base/logging.h"
 #include "gmock/gmock.h"
@@ -455,6 +458,38 @@ TEST(LoadTokenizerTest, TokenToIdAndIdToTokenAreInverse) {
     }
     EXPECT_FALSE((*tok)->IdToToken((*tok)->vocab_size()).has_value());
   }
+}
+
+}  // namespace
+}  // namespace tessera
+
+namespace tessera {
+namespace {
+
+TEST(TokenizerConcurrencyTest, ConcurrentEncodeMatchesSingleThreaded) {
+  // The API encodes from many threads at once; the piece cache is shared.
+  auto tok = LoadTokenizer(testing::TestDataDir() + "/tokenizers/qwen3");
+  ASSERT_TRUE(tok.ok()) << tok.status();
+  std::vector<std::string> texts;
+  for (int i = 0; i < 200; ++i) {
+    texts.push_back(absl::StrCat("request ", i, ": héllo wörld 你好 ", std::string(i % 7, ' '),
+                                 "<|im_end|> x", i * 7919));
+  }
+  std::vector<std::vector<int32_t>> want;
+  for (const std::string& t : texts) want.push_back((*tok)->Encode(t));
+  std::atomic<int> mismatches{0};
+  std::vector<std::thread> threads;
+  for (int th = 0; th < 4; ++th) {
+    threads.emplace_back([&, th] {
+      for (int round = 0; round < 5; ++round) {
+        for (size_t i = th; i < texts.size(); i += 1 + th) {
+          if ((*tok)->Encode(texts[i]) != want[i]) ++mismatches;
+        }
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(mismatches.load(), 0);
 }
 
 }  // namespace
