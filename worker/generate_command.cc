@@ -61,13 +61,15 @@ absl::StatusOr<GenerateResult> Generate(const GenerateOptions& options) {
   result.prompt_ids = options.prompt_ids;
   const auto t0 = Clock::now();
   ModelLoadOptions load;
-  const int world = std::max({options.tp, options.ep, options.dp});
+  const int world = std::max({options.tp, options.ep, options.dp, options.pp});
   load.tp_size = options.tp;
   load.ep_size = options.ep;
   load.dp_size = options.dp;
   load.tp_rank = options.tp > 1 ? options.rank : 0;
   load.ep_rank = options.ep > 1 ? options.rank : 0;
   load.dp_rank = options.dp > 1 ? options.rank : 0;
+  load.pp_size = options.pp;
+  load.pp_rank = options.pp > 1 ? options.rank : 0;
   load.comm = world > 1 ? options.comm : nullptr;
   if (options.progress) {
     load.progress = [](int done, int total) {
@@ -264,6 +266,7 @@ int RunGenerate(int argc, char** argv) {
   parser.AddInt("tp", &o.tp, "tensor-parallel ranks (processes started on this machine)");
   parser.AddInt("ep", &o.ep, "expert-parallel ranks (1 or the world size)");
   parser.AddInt("dp", &o.dp, "data-parallel attention ranks (needs --tp 1 and --ep equal)");
+  parser.AddInt("pp", &o.pp, "pipeline stages (layers split over ranks; other sizes 1)");
   parser.AddFloat("comm-timeout", &comm_timeout_s, "seconds before a collective fails");
   parser.AddInt("rank", &rank, "(internal) this process's rank in a sharded run");
   parser.AddString("rendezvous", &rendezvous, "(internal) rendezvous directory of the ranks");
@@ -281,10 +284,14 @@ int RunGenerate(int argc, char** argv) {
     ASSIGN_OR_RETURN(o.prompt_ids, ParseIds(prompt_ids));
     if (threads > 0) ThreadPool::SetDefaultThreads(threads);
     o.progress = isatty(STDERR_FILENO) != 0;
-    if (o.tp < 1 || o.ep < 1 || o.dp < 1) {
-      return absl::InvalidArgumentError("--tp, --ep and --dp must be >= 1");
+    if (o.tp < 1 || o.ep < 1 || o.dp < 1 || o.pp < 1) {
+      return absl::InvalidArgumentError("--tp, --ep, --dp and --pp must be >= 1");
     }
-    const int world = std::max({o.tp, o.ep, o.dp});
+    const int world = std::max({o.tp, o.ep, o.dp, o.pp});
+    if (o.pp > 1 && (o.tp != 1 || o.ep != 1 || o.dp != 1)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--pp ", o.pp, " cannot be combined with --tp/--ep/--dp yet: pass --pp alone"));
+    }
     if ((o.tp != 1 && o.tp != world) || (o.ep != 1 && o.ep != world)) {
       return absl::InvalidArgumentError(absl::StrCat(
           "--tp ", o.tp, " --ep ", o.ep, " --dp ", o.dp,

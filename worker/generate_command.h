@@ -3,7 +3,7 @@
 //   tessera generate --model DIR (--prompt TEXT | --prompt-ids 1,2,3) --max-tokens N
 //       [--temperature T] [--top-p P] [--top-k K] [--seed S] [--threads T] [--json]
 //       [--dump-logits FILE.npy] [--block-size B] [--kv-cache-tokens N] [--max-batch-tokens N]
-//       [--tp N] [--ep N] [--dp N]
+//       [--tp N] [--ep N] [--dp N] [--pp N]
 //
 // With --tp / --ep / --dp (tensor / expert / data parallelism, worker/models/layers.h Shard) the
 // command starts world - 1 more processes of itself on this machine (hidden flags --rank R
@@ -46,7 +46,7 @@ struct GenerateOptions {
   bool progress = false;        // load progress on stderr
   // Sharding of this process (ModelLoadOptions): world = max(tp, ep) ranks joined by `comm`
   // (borrowed; required when world > 1).
-  int tp = 1, ep = 1, dp = 1, rank = 0;
+  int tp = 1, ep = 1, dp = 1, pp = 1, rank = 0;
   Communicator* comm = nullptr;
 };
 

@@ -19,9 +19,10 @@ import numpy as np
 BIN = os.environ["TESSERA_BIN"]
 ARCHS = ["qwen3_moe", "qwen2_moe", "mixtral", "deepseek_v3", "glm4_moe", "minimax_m2", "gpt_oss",
          "llama", "qwen3"]
-# (tp, ep, dp): dp > 1 is data-parallel attention with all-to-all expert dispatch; the prompt is
-# rank 0's and the other ranks join every MoE layer with zero tokens.
-LAYOUTS = [(2, 1, 1), (2, 2, 1), (1, 2, 1), (4, 1, 1), (4, 4, 1), (1, 4, 1), (1, 2, 2), (1, 4, 4)]
+# (tp, ep, dp, pp): dp > 1 is data-parallel attention with all-to-all expert dispatch (the prompt
+# is rank 0's; the other ranks join every MoE layer with zero tokens); pp > 1 pipeline stages.
+LAYOUTS = [(2, 1, 1, 1), (2, 2, 1, 1), (1, 2, 1, 1), (4, 1, 1, 1), (4, 4, 1, 1), (1, 4, 1, 1),
+           (1, 2, 2, 1), (1, 4, 4, 1), (1, 1, 1, 2), (1, 1, 1, 4)]
 PROMPT = "3,1,4,1,5,9,2,6,5,3,5"
 
 
@@ -45,11 +46,12 @@ class ShardedGenerateTest(unittest.TestCase):
     def tearDownClass(cls):
         cls.tmp.cleanup()
 
-    def generate(self, arch, tp, ep, tag, dp=1):
+    def generate(self, arch, tp, ep, tag, dp=1, pp=1):
         logits = os.path.join(self.tmp.name, f"{arch}_{tag}.npy")
         r = run(["generate", "--model", self.models[arch], "--prompt-ids", PROMPT,
                  "--max-tokens", "6", "--temperature", "0", "--threads", "1",
-                 "--tp", str(tp), "--ep", str(ep), "--dp", str(dp), "--comm-timeout", "20",
+                 "--tp", str(tp), "--ep", str(ep), "--dp", str(dp), "--pp", str(pp),
+                 "--comm-timeout", "20",
                  "--dump-logits", logits, "--max-batch-tokens", "4"])
         return r, logits
 
@@ -59,9 +61,9 @@ class ShardedGenerateTest(unittest.TestCase):
             self.assertEqual(ref.returncode, 0, ref.stderr)
             want_ids = ref.stdout.split()
             want = np.load(ref_logits)
-            for tp, ep, dp in LAYOUTS:
-                with self.subTest(arch=arch, tp=tp, ep=ep, dp=dp):
-                    r, path = self.generate(arch, tp, ep, f"tp{tp}_ep{ep}_dp{dp}", dp)
+            for tp, ep, dp, pp in LAYOUTS:
+                with self.subTest(arch=arch, tp=tp, ep=ep, dp=dp, pp=pp):
+                    r, path = self.generate(arch, tp, ep, f"tp{tp}_ep{ep}_dp{dp}_pp{pp}", dp, pp)
                     if r.returncode != 0:
                         # Only a layout the model cannot take may fail, and it must say why.
                         self.assertRegex(r.stderr, r"not divisible", r.stderr)
@@ -83,6 +85,9 @@ class ShardedGenerateTest(unittest.TestCase):
         r, _ = self.generate("qwen3_moe", 2, 2, "tp2dp2", dp=2)
         self.assertNotEqual(r.returncode, 0)
         self.assertIn("--dp 2 needs --tp 1 and --ep 2", r.stderr)
+        r, _ = self.generate("qwen3_moe", 1, 1, "pp8", pp=8)
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn("num_hidden_layers (4) is smaller than pp 8", r.stderr)
 
     def test_a_killed_rank_fails_the_run_within_the_timeout(self):
         # A long generation; rank 1 is killed once it runs, and rank 0 must fail fast.

@@ -61,14 +61,13 @@ absl::Status DeepseekV3Model::ForwardHidden(const Tensor& input_ids, const Atten
   const int64_t t = input_ids.numel();
   const int64_t h = config_.hidden_size;
   RETURN_IF_ERROR(ValidateStep(input_ids, batch, cache));
-  Tensor residual;
-  RETURN_IF_ERROR(ends_.Embed(input_ids, residual));
+  Tensor residual, delta;  // delta: output of the previous sub-block
+  RETURN_IF_ERROR(ends_.BeginStage(input_ids, residual, delta));
   ASSIGN_OR_RETURN(Tensor x, Tensor::Empty({t, h}, DType::kF32));
   ASSIGN_OR_RETURN(Tensor attn_out, Tensor::Empty({t, h}, DType::kF32));
-  Tensor delta;  // output of the previous MLP / MoE
   for (size_t i = 0; i < layers_.size(); ++i) {
     const Layer& layer = layers_[i];
-    if (i == 0) {
+    if (!delta.defined()) {  // the model's first layer
       RETURN_IF_ERROR(RmsNorm(residual, layer.input_norm, eps_, x));
     } else {
       RETURN_IF_ERROR(AddRmsNorm(residual, delta, layer.input_norm, eps_, x));
@@ -85,9 +84,7 @@ absl::Status DeepseekV3Model::ForwardHidden(const Tensor& input_ids, const Atten
       RETURN_IF_ERROR(AllReduceSum(shard_, shard_.tp_size > 1, delta));
     }
   }
-  RETURN_IF_ERROR(EnsureF32(hidden, {t, h}));
-  if (layers_.empty()) return RmsNorm(residual, ends_.final_norm, eps_, hidden);
-  return AddRmsNorm(residual, delta, ends_.final_norm, eps_, hidden);
+  return ends_.EndStage(residual, delta, eps_, hidden);
 }
 
 absl::Status RequirePositive(const ModelConfig& config, int64_t value, const char* field) {
@@ -218,7 +215,8 @@ absl::StatusOr<std::unique_ptr<Model>> LoadDeepseekV3ModelWithOptions(
 
   ASSIGN_OR_RETURN(model->shard_,
                    Shard::Create(options.tp_rank, options.tp_size, options.ep_rank,
-                                 options.ep_size, options.dp_rank, options.dp_size, options.comm));
+                                 options.ep_size, options.dp_rank, options.dp_size,
+                                 options.pp_rank, options.pp_size, options.comm));
   const Shard& shard = model->shard_;
   ASSIGN_OR_RETURN(model->ends_, LoadDecoderEnds(ckpt, config, format, shard));
 
@@ -233,9 +231,15 @@ absl::StatusOr<std::unique_ptr<Model>> LoadDeepseekV3ModelWithOptions(
   auto rope = std::make_shared<const RopeCache>(std::move(rope_cache));
 
   const int n = config.num_hidden_layers;
-  model->layers_.resize(n);
-  for (int i = 0; i < n; ++i) {
-    DeepseekV3Model::Layer& layer = model->layers_[i];
+  if (shard.pp_size > n) {
+    return absl::InvalidArgumentError(absl::StrCat(config.source, ": num_hidden_layers (", n,
+                                                   ") is smaller than pp ", shard.pp_size));
+  }
+  // This pipeline stage's layers (all of them without pp); layers_[i - stage.begin].
+  const Range stage = shard.StageLayers(n);
+  model->layers_.resize(stage.size());
+  for (int i = static_cast<int>(stage.begin); i < stage.end; ++i) {
+    DeepseekV3Model::Layer& layer = model->layers_[i - stage.begin];
     const std::string p = absl::StrCat("model.layers.", i, ".");
     ASSIGN_OR_RETURN(layer.input_norm, LoadNormWeight(ckpt, p + "input_layernorm", h));
     ASSIGN_OR_RETURN(layer.post_norm, LoadNormWeight(ckpt, p + "post_attention_layernorm", h));
@@ -262,7 +266,9 @@ absl::StatusOr<std::unique_ptr<Model>> LoadDeepseekV3ModelWithOptions(
                                       shard.tp_size, shard.tp_rank));
       layer.mlp = std::make_unique<GatedMlp>(std::move(mlp));
     }
-    if (options.progress) options.progress(i + 1, n);
+    if (options.progress) {
+      options.progress(static_cast<int>(i + 1 - stage.begin), static_cast<int>(stage.size()));
+    }
   }
   return std::unique_ptr<Model>(std::move(model));
 }

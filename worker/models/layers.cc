@@ -83,14 +83,25 @@ absl::Status EnsureF32(Tensor& t, absl::Span<const int64_t> shape) {
 
 // ---- Sharding ----------------------------------------------------------------------------------
 
+Range Shard::StageLayers(int num_layers) const {
+  return SplitRange(num_layers, pp_size, pp_rank);
+}
+
 absl::StatusOr<Shard> Shard::Create(int tp_rank, int tp_size, int ep_rank, int ep_size,
-                                    int dp_rank, int dp_size, Communicator* comm) {
-  Shard s{tp_rank, tp_size, ep_rank, ep_size, dp_rank, dp_size, comm};
-  if (tp_size < 1 || ep_size < 1 || dp_size < 1 || tp_rank < 0 || tp_rank >= tp_size ||
-      ep_rank < 0 || ep_rank >= ep_size || dp_rank < 0 || dp_rank >= dp_size) {
+                                    int dp_rank, int dp_size, int pp_rank, int pp_size,
+                                    Communicator* comm) {
+  Shard s{tp_rank, tp_size, ep_rank, ep_size, dp_rank, dp_size, pp_rank, pp_size, comm};
+  if (tp_size < 1 || ep_size < 1 || dp_size < 1 || pp_size < 1 || tp_rank < 0 ||
+      tp_rank >= tp_size || ep_rank < 0 || ep_rank >= ep_size || dp_rank < 0 ||
+      dp_rank >= dp_size || pp_rank < 0 || pp_rank >= pp_size) {
     return absl::InvalidArgumentError(absl::StrCat(
         "invalid shard: tp rank ", tp_rank, " of ", tp_size, ", ep rank ", ep_rank, " of ",
-        ep_size, ", dp rank ", dp_rank, " of ", dp_size));
+        ep_size, ", dp rank ", dp_rank, " of ", dp_size, ", pp rank ", pp_rank, " of ", pp_size));
+  }
+  if (pp_size > 1 && (tp_size != 1 || ep_size != 1 || dp_size != 1)) {
+    return absl::UnimplementedError(absl::StrCat(
+        "layout pp=", pp_size, " with tp=", tp_size, " ep=", ep_size, " dp=", dp_size,
+        " is not supported: pipeline stages cannot be combined with other parallelism yet"));
   }
   const int world = s.world_size();
   if (dp_size > 1 && (tp_size != 1 || ep_size != dp_size)) {
@@ -105,7 +116,7 @@ absl::StatusOr<Shard> Shard::Create(int tp_rank, int tp_size, int ep_rank, int e
         " is not supported: tp and ep must each be 1 or the instance's world size"));
   }
   const int ranks[] = {tp_size > 1 ? tp_rank : -1, ep_size > 1 ? ep_rank : -1,
-                       dp_size > 1 ? dp_rank : -1};
+                       dp_size > 1 ? dp_rank : -1, pp_size > 1 ? pp_rank : -1};
   for (int r : ranks) {
     if (r >= 0 && r != s.world_rank()) {
       return absl::InvalidArgumentError(absl::StrCat(
@@ -331,7 +342,8 @@ absl::StatusOr<MoeBlock> MoeBlock::Load(const Checkpoint& ckpt, absl::string_vie
         prefix, ": invalid MoE config (num_experts=", ne, ", top_k=", spec.router.top_k, ")"));
   }
   // Sharding: whole experts over ep, or every expert's FFN split over the group (ep == 1).
-  const int world = shard.world_size();
+  // The group a MoE layer is split over: the whole instance, except across pipeline stages.
+  const int world = shard.pp_size > 1 ? 1 : shard.world_size();
   moe.shard_ = shard;
   moe.dispatch_ = shard.dp_size > 1;
   moe.partial_ = world > 1 && !moe.dispatch_;
@@ -847,13 +859,19 @@ absl::StatusOr<DecoderEnds> LoadDecoderEnds(const Checkpoint& ckpt, const ModelC
   ends.vocab_size = vocab;
   const Range rows = SplitRange(vocab, shard.tp_size, shard.tp_rank);
   ends.vocab_start = rows.begin;
-  ASSIGN_OR_RETURN(Tensor embed, ckpt.GetChecked("model.embed_tokens.weight", {vocab, h}));
-  ends.embed = embed.Slice(0, rows.begin, rows.end);
-  if (!ends.embed.is_contiguous()) {
-    ASSIGN_OR_RETURN(ends.embed, ends.embed.Clone());
+  const bool tied = !ckpt.Has("lm_head.weight") && config.tie_word_embeddings;
+  // Pipeline stages: the embedding lives on the first stage (and the last when tied), the final
+  // norm and lm_head on the last.
+  if (shard.first_stage() || (tied && shard.last_stage())) {
+    ASSIGN_OR_RETURN(Tensor embed, ckpt.GetChecked("model.embed_tokens.weight", {vocab, h}));
+    ends.embed = embed.Slice(0, rows.begin, rows.end);
+    if (!ends.embed.is_contiguous()) {
+      ASSIGN_OR_RETURN(ends.embed, ends.embed.Clone());
+    }
   }
   ASSIGN_OR_RETURN(ends.final_norm, LoadNormWeight(ckpt, "model.norm", h));
-  if (ckpt.Has("lm_head.weight") || !config.tie_word_embeddings) {
+  if (!shard.last_stage()) return ends;
+  if (!tied) {
     const LinearSlice slice =
         shard.tp_size > 1 ? LinearSlice::OutRows(rows) : LinearSlice{};
     ASSIGN_OR_RETURN(ends.lm_head, LoadLinear(ckpt, "lm_head", vocab, h, false, format, slice));
@@ -870,7 +888,43 @@ absl::Status DecoderEnds::Embed(const Tensor& input_ids, Tensor& residual) const
   return AllReduceSum(shard, shard.tp_size > 1, residual);
 }
 
+absl::Status DecoderEnds::BeginStage(const Tensor& input_ids, Tensor& residual,
+                                     Tensor& delta) const {
+  delta = Tensor();
+  if (shard.first_stage()) return Embed(input_ids, residual);
+  const int64_t t = input_ids.numel(), h = final_norm.dim(0);
+  ASSIGN_OR_RETURN(residual, Tensor::Empty({t, h}, DType::kF32));
+  ASSIGN_OR_RETURN(delta, Tensor::Empty({t, h}, DType::kF32));
+  RETURN_IF_ERROR(shard.comm->Recv(residual, shard.pp_rank - 1, /*tag=*/1));
+  return shard.comm->Recv(delta, shard.pp_rank - 1, /*tag=*/2);
+}
+
+absl::Status DecoderEnds::EndStage(const Tensor& residual, const Tensor& delta, float eps,
+                                   Tensor& hidden) const {
+  const int64_t t = residual.dim(0), h = final_norm.dim(0);
+  RETURN_IF_ERROR(EnsureF32(hidden, {t, h}));
+  if (!shard.last_stage()) {
+    if (!delta.defined()) return absl::InternalError("pipeline stage without layers");
+    RETURN_IF_ERROR(shard.comm->Send(residual, shard.pp_rank + 1, /*tag=*/1));
+    RETURN_IF_ERROR(shard.comm->Send(delta, shard.pp_rank + 1, /*tag=*/2));
+    hidden.SetZero();
+    return absl::OkStatus();
+  }
+  if (!delta.defined()) return RmsNorm(residual, final_norm, eps, hidden);
+  Tensor r = residual;  // AddRmsNorm updates the residual in place
+  return AddRmsNorm(r, delta, final_norm, eps, hidden);
+}
+
 absl::Status DecoderEnds::Logits(const Tensor& hidden, Tensor& logits) const {
+  if (shard.pp_size > 1) {
+    // The last stage computes them; every stage samples from the same broadcast copy.
+    if (shard.last_stage()) {
+      RETURN_IF_ERROR(lm_head.Forward(hidden, logits));
+    } else {
+      RETURN_IF_ERROR(EnsureF32(logits, {hidden.dim(0), vocab_size}));
+    }
+    return shard.comm->Broadcast(logits, shard.pp_size - 1);
+  }
   if (shard.tp_size == 1) return lm_head.Forward(hidden, logits);
   // Every rank computes its vocabulary rows, padded to an equal width for the gather.
   const int tp = shard.tp_size;

@@ -46,17 +46,29 @@ struct ModelConfig;  // worker/checkpoint/model_config.h
 // embedding and lm_head are replicated and each rank runs its own tokens; MoE layers dispatch each
 // (token, expert) pair to the expert's owner with an all-to-all and combine the results with a
 // second one (no all-reduce), shared experts run whole on the token's rank.
+//
+// Pipeline parallelism (pp_size == world, everything else 1): stage pp_rank holds the decoder
+// layers StageLayers(num_layers); activations travel between stages by send / recv.
+struct Range;
 struct Shard {
   int tp_rank = 0, tp_size = 1;
   int ep_rank = 0, ep_size = 1;
   int dp_rank = 0, dp_size = 1;
+  int pp_rank = 0, pp_size = 1;
   Communicator* comm = nullptr;  // the instance's group (null when world == 1)
 
-  int world_size() const { return std::max({tp_size, ep_size, dp_size}); }
-  int world_rank() const { return tp_size > 1 ? tp_rank : ep_size > 1 ? ep_rank : dp_rank; }
+  int world_size() const { return std::max({tp_size, ep_size, dp_size, pp_size}); }
+  int world_rank() const {
+    return tp_size > 1 ? tp_rank : ep_size > 1 ? ep_rank : dp_size > 1 ? dp_rank : pp_rank;
+  }
+  bool first_stage() const { return pp_rank == 0; }
+  bool last_stage() const { return pp_rank == pp_size - 1; }
+  // The global decoder layers of this pipeline stage (all of them without pp).
+  Range StageLayers(int num_layers) const;
   // Validates the layout against the communicator; errors say what is wrong.
   static absl::StatusOr<Shard> Create(int tp_rank, int tp_size, int ep_rank, int ep_size,
-                                      int dp_rank, int dp_size, Communicator* comm);
+                                      int dp_rank, int dp_size, int pp_rank, int pp_size,
+                                      Communicator* comm);
 };
 
 // [begin, end) of part `index` when `total` items are split into `parts` equal parts
@@ -333,6 +345,15 @@ struct DecoderEnds {
   absl::Status Embed(const Tensor& input_ids, Tensor& residual) const;
   // hidden: [rows, hidden]; logits (allocated): [rows, vocab_size] f32 on every rank.
   absl::Status Logits(const Tensor& hidden, Tensor& logits) const;
+
+  // The ends of one pipeline stage's forward pass. BeginStage: the first stage embeds (delta
+  // stays undefined: the first layer norms the residual alone), the others receive the previous
+  // stage's residual and delta ([num_tokens, hidden] f32). EndStage: the last stage applies the
+  // final norm (hidden = norm(residual + delta)); the others send residual and delta on and
+  // return zeros (their logits come from the last stage, see Logits).
+  absl::Status BeginStage(const Tensor& input_ids, Tensor& residual, Tensor& delta) const;
+  absl::Status EndStage(const Tensor& residual, const Tensor& delta, float eps,
+                        Tensor& hidden) const;
 };
 absl::StatusOr<DecoderEnds> LoadDecoderEnds(const Checkpoint& ckpt, const ModelConfig& config,
                                             const WeightFormat& format, const Shard& shard = {});

@@ -56,6 +56,12 @@ struct ModelLoadOptions {
   // the rank owning its expert and back (all-to-all dispatch / combine).
   int dp_rank = 0;
   int dp_size = 1;
+  // Pipeline parallelism (tp, ep and dp 1): stage pp_rank holds decoder layers
+  // SplitRange(num_layers, pp_size, pp_rank) and only their KV cache; the first stage embeds,
+  // activations go to the next stage with send / recv, the last computes the logits and
+  // broadcasts them so every stage samples the same token.
+  int pp_rank = 0;
+  int pp_size = 1;
   Communicator* comm = nullptr;
 };
 
