@@ -660,7 +660,9 @@ TEST(TensorLayoutTest, TensorParallelSlicesCoverEachTensorExactlyOnce) {
   }
   ASSERT_FALSE(covered.empty());
   for (const CheckpointTensor& t : tensors) {
-    if (covered.count(t.name)) EXPECT_EQ(covered[t.name], t.nbytes()) << t.name;
+    if (covered.count(t.name)) {
+      EXPECT_EQ(covered[t.name], t.nbytes()) << t.name;
+    }
   }
 }
 

@@ -115,9 +115,9 @@ class Builder {
               bool quantizable = true, int expert = -1) {
     const QuantizationConfig& q = c_.quantization;
     const bool fp8 = q.fp8 && quantizable && !NotConverted(q, prefix);
-    Add(prefix + ".weight", {out, in}, fp8 ? DType::kF8E4M3 : c_.torch_dtype, split, expert);
+    Add(absl::StrCat(prefix, ".weight"), {out, in}, fp8 ? DType::kF8E4M3 : c_.torch_dtype, split, expert);
     if (fp8) {
-      Add(prefix + ".weight_scale_inv", {CeilDiv(out, q.block_n), CeilDiv(in, q.block_k)},
+      Add(absl::StrCat(prefix, ".weight_scale_inv"), {CeilDiv(out, q.block_n), CeilDiv(in, q.block_k)},
           DType::kF32, split, expert);
       CheckpointTensor& s = out_->back();
       s.extent = split.dim == 0 ? out : in;
@@ -131,7 +131,7 @@ class Builder {
       Split bias_split = split;
       if (split.dim == 1) bias_split = FirstTpRank();
       if (split.kind == TensorSplit::kReplicated) bias_split = Replicated();
-      Add(prefix + ".bias", {out}, c_.torch_dtype, bias_split, expert);
+      Add(absl::StrCat(prefix, ".bias"), {out}, c_.torch_dtype, bias_split, expert);
     }
   }
 
