@@ -5,6 +5,7 @@
 #include <utility>
 
 #include <grpcpp/grpcpp.h>
+#include <unistd.h>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -127,6 +128,47 @@ absl::StatusOr<bool> RendezvousKvStore::Check(absl::Span<const std::string> keys
   absl::Status s = FromGrpc(stub_->stub->Check(&ctx, req, &resp), "Check", address_, scope_);
   if (!s.ok()) return s;
   return resp.ready();
+}
+
+absl::StatusOr<std::unique_ptr<GlooCommunicator>> ConnectInstanceGroup(
+    const v1::Assignment& a, std::shared_ptr<grpc::Channel> coordinator_channel,
+    const std::string& hostname, absl::Duration timeout) {
+  const std::string what = absl::StrCat("instance '", a.instance_id(), "' generation ",
+                                        a.generation(), " rank ", a.rank());
+  if (a.rendezvous_namespace().empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(what, ": the Assignment has no rendezvous_namespace"));
+  }
+  GlooCommOptions options;
+  if (a.rendezvous_address().empty()) {
+    if (coordinator_channel == nullptr) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          what, ": no rendezvous_address in the Assignment and no coordinator channel"));
+    }
+    options.store = std::make_shared<RendezvousKvStore>(
+        std::move(coordinator_channel), "the coordinator", a.rendezvous_namespace());
+  } else {
+    options.store = RendezvousKvStore::Connect(a.rendezvous_address(), a.rendezvous_namespace());
+  }
+  options.rank = a.rank();
+  options.size = a.world_size();
+  options.name = "world";  // the scope already names instance and generation
+  options.timeout = timeout;
+  options.hostname = hostname;
+  if (options.hostname.empty()) {
+    char host[256] = {0};
+    if (gethostname(host, sizeof(host) - 1) != 0) {
+      return absl::UnavailableError(absl::StrCat(what, ": gethostname failed; pass a hostname"));
+    }
+    options.hostname = host;
+  }
+  absl::StatusOr<std::unique_ptr<GlooCommunicator>> comm = GlooCommunicator::Create(options);
+  if (!comm.ok()) {
+    return absl::Status(comm.status().code(),
+                        absl::StrCat(what, " (listening on ", options.hostname,
+                                     "): ", comm.status().message()));
+  }
+  return comm;
 }
 
 }  // namespace tessera

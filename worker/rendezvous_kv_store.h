@@ -14,7 +14,9 @@
 #include <memory>
 #include <string>
 
+#include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "parallel/gloo_communicator.h"
 #include "parallel/kv_store.h"
 
 namespace grpc {
@@ -22,6 +24,10 @@ class Channel;
 }  // namespace grpc
 
 namespace tessera {
+
+namespace v1 {
+class Assignment;
+}  // namespace v1
 
 class RendezvousKvStore : public KvStore {
  public:
@@ -49,5 +55,15 @@ class RendezvousKvStore : public KvStore {
   std::string scope_;
   absl::Duration rpc_timeout_;
 };
+
+// The Gloo world group of a model instance, bootstrapped from a worker's Assignment: the store is
+// the Rendezvous service at a.rendezvous_address() (or `coordinator_channel` when that is empty)
+// scoped to a.rendezvous_namespace(); rank and size come from the Assignment. `hostname` is the
+// address this worker listens on for its peers: "" = this machine's host name (gethostname),
+// which resolves to the pod / host IP in Kubernetes and most clusters; use "127.0.0.1" when every
+// rank runs on one machine. Blocks until every rank of the instance joined (at most `timeout`).
+absl::StatusOr<std::unique_ptr<GlooCommunicator>> ConnectInstanceGroup(
+    const v1::Assignment& a, std::shared_ptr<grpc::Channel> coordinator_channel,
+    const std::string& hostname = "", absl::Duration timeout = kDefaultCommTimeout);
 
 }  // namespace tessera

@@ -13,6 +13,7 @@
 #include "coordinator/cluster/rendezvous_service.h"
 #include "gtest/gtest.h"
 #include "parallel/gloo_communicator.h"
+#include "tessera/v1/cluster.pb.h"
 
 namespace tessera {
 namespace {
@@ -95,6 +96,40 @@ TEST_F(RendezvousKvStoreTest, GlooGroupBootstrapsThroughTheService) {
     EXPECT_TRUE(results[r].ok()) << "rank " << r << ": " << results[r];
     EXPECT_EQ(sums[r], 6.0f) << "rank " << r;
   }
+}
+
+TEST_F(RendezvousKvStoreTest, InstanceGroupConnectsFromAssignments) {
+  constexpr int kWorld = 2;
+  auto channel = grpc::CreateChannel(Address(), grpc::InsecureChannelCredentials());
+  std::vector<absl::Status> results(kWorld);
+  std::vector<std::thread> ranks;
+  for (int r = 0; r < kWorld; ++r) {
+    ranks.emplace_back([&, r] {
+      v1::Assignment a;
+      a.set_instance_id("inst");
+      a.set_generation(3);
+      a.set_rank(r);
+      a.set_world_size(kWorld);
+      a.set_rendezvous_namespace("inst/3");
+      // Rank 0 dials the service itself, rank 1 reuses the coordinator channel.
+      if (r == 0) a.set_rendezvous_address(Address());
+      auto comm = ConnectInstanceGroup(a, channel, "127.0.0.1", absl::Seconds(10));
+      if (!comm.ok()) {
+        results[r] = comm.status();
+        return;
+      }
+      results[r] = (*comm)->Barrier();
+    });
+  }
+  for (std::thread& t : ranks) t.join();
+  for (int r = 0; r < kWorld; ++r) EXPECT_TRUE(results[r].ok()) << "rank " << r << results[r];
+}
+
+TEST_F(RendezvousKvStoreTest, InstanceGroupNeedsARendezvousNamespace) {
+  v1::Assignment a;
+  a.set_world_size(2);
+  auto comm = ConnectInstanceGroup(a, nullptr, "127.0.0.1");
+  EXPECT_TRUE(absl::IsInvalidArgument(comm.status())) << comm.status();
 }
 
 }  // namespace
