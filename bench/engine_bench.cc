@@ -87,7 +87,9 @@ int Main(int argc, char** argv) {
     GenerateRequest req;
     req.request_id = "r" + std::to_string(r);
     // Half the prompt is a shared system prompt (prefix-cache hits), half is per request.
-    for (int i = 0; i < prompt; ++i) req.prompt_ids.push_back(i < prompt / 2 ? i % 32000 : (r * 131 + i) % 32000);
+    for (int i = 0; i < prompt; ++i) {
+      req.prompt_ids.push_back(i < prompt / 2 ? i % 32000 : (r * 131 + i) % 32000);
+    }
     req.sampling.max_tokens = tokens;
     req.sampling.ignore_eos = true;
     auto status = (*engine)->Submit(req, [](GenerateOutput) {});

@@ -88,9 +88,14 @@ LlmEngine::LlmEngine(StepExecutor* executor, LlmEngineOptions options)
     metrics_ = options_.metrics;
   }
   seed_rng_.seed(options_.seed != 0 ? options_.seed : std::random_device{}());
-  const std::vector<std::string> model = {options_.model_name};
-  const std::vector<std::string> label = {"model_name"};
   MetricsRegistry& m = *metrics_;
+  // Labels as vLLM v1: model_name and engine (the replica's index).
+  const std::vector<std::string> label = {"model_name", "engine"};
+  GaugeFamily* running_family = m.AddGauge(
+      "tessera:num_requests_running", "Number of requests in model execution batches.", label);
+  engine_label_ = std::to_string(options_.engine_index >= 0 ? options_.engine_index
+                                                            : running_family->num_children());
+  const std::vector<std::string> model = {options_.model_name, engine_label_};
   num_running_ = m.AddGauge("tessera:num_requests_running",
                             "Number of requests in model execution batches.", label)
                      ->Labels(model);
@@ -118,9 +123,9 @@ LlmEngine::LlmEngine(StepExecutor* executor, LlmEngineOptions options)
                      ->Labels(model);
   success_ = m.AddCounter("tessera:request_success_total",
                           "Count of finished requests, by finished reason.",
-                          {"model_name", "finished_reason"});
+                          {"model_name", "engine", "finished_reason"});
   for (const char* reason : {"stop", "length", "abort", "error"}) {
-    success_->Labels({options_.model_name, reason});
+    success_->Labels({options_.model_name, engine_label_, reason});
   }
   ttft_ = m.AddHistogram("tessera:time_to_first_token_seconds",
                          "Histogram of time to first token in seconds.",
@@ -214,7 +219,9 @@ absl::Status LlmEngine::Submit(GenerateRequest request, OutputCallback on_output
   }
   if (s.top_k < 0) return InvalidSampling("top_k", s.top_k, "must be >= 0 (0 disables)");
   if (!(s.top_p > 0 && s.top_p <= 1)) return InvalidSampling("top_p", s.top_p, "must be in (0, 1]");
-  if (!(s.min_p >= 0 && s.min_p <= 1)) return InvalidSampling("min_p", s.min_p, "must be in [0, 1]");
+  if (!(s.min_p >= 0 && s.min_p <= 1)) {
+    return InvalidSampling("min_p", s.min_p, "must be in [0, 1]");
+  }
   if (!(s.repetition_penalty > 0 && std::isfinite(s.repetition_penalty))) {
     return InvalidSampling("repetition_penalty", s.repetition_penalty, "must be > 0");
   }
@@ -327,7 +334,7 @@ void LlmEngine::FinishRequest(EngineRequest* r, GenerateOutput out, Deliveries* 
   e2e_->Observe(e2e);
   request_prompt_tokens_->Observe(static_cast<double>(owned->prompt.size()));
   request_generation_tokens_->Observe(static_cast<double>(owned->output.size()));
-  success_->Labels({options_.model_name, ReasonLabel(out.finish_reason, out.status)})
+  success_->Labels({options_.model_name, engine_label_, ReasonLabel(out.finish_reason, out.status)})
       ->Increment();
   out.request_id = owned->id;
   out.usage = owned->usage;
@@ -497,7 +504,7 @@ void LlmEngine::Loop() {
           out.request_id = id;
           out.finished = true;
           out.usage = (*it)->usage;
-          success_->Labels({options_.model_name, "abort"})->Increment();
+          success_->Labels({options_.model_name, engine_label_, "abort"})->Increment();
           deliveries.emplace_back(std::move((*it)->callback), std::move(out));
           parked.erase(it);
           break;

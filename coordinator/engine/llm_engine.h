@@ -52,6 +52,8 @@ struct LlmEngineOptions {
   bool start_ready = true;                // false: wait for SetReady(true) (cluster start-up)
   uint64_t seed = 0;                      // draws seeds of unseeded requests; 0: random
   MetricsRegistry* metrics = nullptr;     // shared registry; null: the engine owns one
+  int engine_index = -1;                  // label `engine` of its metrics (data-parallel
+                                          // replicas); -1: the next free index in `metrics`
 };
 
 class LlmEngine : public Engine {
@@ -123,7 +125,8 @@ class LlmEngine : public Engine {
   std::mt19937_64 seed_rng_;
   Stats stats_;
 
-  // Metrics (children with this engine's model_name).
+  // Metrics (children with this engine's model_name and engine labels).
+  std::string engine_label_;
   Gauge* num_running_;
   Gauge* num_waiting_;
   Gauge* kv_usage_;

@@ -154,6 +154,12 @@ T* MetricFamily<T>::Labels(const std::vector<std::string>& label_values) {
 }
 
 template <typename T>
+int MetricFamily<T>::num_children() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return static_cast<int>(children_.size());
+}
+
+template <typename T>
 void MetricFamily<T>::Render(std::string* out) const {
   absl::StrAppend(out, "# HELP ", name_, " ", EscapeHelp(help_), "\n");
   absl::StrAppend(out, "# TYPE ", name_, " ", TypeName(type_), "\n");

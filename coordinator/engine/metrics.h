@@ -73,6 +73,8 @@ class MetricFamily {
  public:
   // The child for `label_values` (same count as the family's label names), created on first use.
   T* Labels(const std::vector<std::string>& label_values);
+  // Number of children created so far.
+  int num_children() const;
 
  private:
   friend class MetricsRegistry;

@@ -7,7 +7,8 @@
 namespace tessera {
 OutputProcessor::OutputProcessor(Config config) : config_(std::move(config)) {
   if (config_.tokenizer != nullptr) {
-    detok_ = std::make_unique<StreamingDetokenizer>(*config_.tokenizer, config_.skip_special_tokens);
+    detok_ = std::make_unique<StreamingDetokenizer>(*config_.tokenizer,
+                                                    config_.skip_special_tokens);
   }
   for (const std::string& s : config_.stop) max_stop_len_ = std::max(max_stop_len_, s.size());
 }

@@ -3,11 +3,11 @@
 //
 // Per token, in vLLM's order: an EOS id (unless ignore_eos) or a stop_token_id ends the request
 // with finish reason stop and contributes no text; otherwise the token's text is detokenized
-// incrementally (a multi-byte UTF-8 character split across tokens is held back until complete)
-// (coordinator/text/detokenizer.h) and stop strings are searched in the text not yet emitted, across token boundaries. A match
-// ends the request (finish reason stop, stop_reason = the stop string) and only the text before
-// it is emitted. Text that could still become the start of a stop string is held back until it
-// cannot. Then max_tokens and the context length end it with finish reason length, flushing the
+// incrementally by coordinator/text's StreamingDetokenizer (a multi-byte UTF-8 character split
+// across tokens is held back until complete) and stop strings are searched in the text not yet
+// emitted, across token boundaries. A match ends the request (finish reason stop, stop_reason =
+// the stop string) and only the text before it is emitted. Text that could still become the
+// start of a stop string is held back until it cannot. Then max_tokens and the context length end it with finish reason length, flushing the
 // held text. Without a tokenizer there is no text (and stop strings cannot match).
 //
 // Thread safety: not thread safe; one per request, used on the engine thread.

@@ -176,9 +176,9 @@ TEST(EngineScheduling, PrefixCacheHitsAreCountedAndReused) {
   EXPECT_EQ(s.usage.cached_prompt_tokens, 40);  // 10 full blocks of 4
   EXPECT_EQ(h.collector.Get("first").usage.cached_prompt_tokens, 0);
   std::string text = h.engine->metrics().Render();
-  EXPECT_THAT(text, ::testing::HasSubstr("tessera:prefix_cache_hits_total{model_name=\"fake\"} 40"));
-  EXPECT_THAT(text,
-              ::testing::HasSubstr("tessera:prefix_cache_queries_total{model_name=\"fake\"} 82"));
+  const std::string labels = "{model_name=\"fake\",engine=\"0\"}";
+  EXPECT_THAT(text, ::testing::HasSubstr("tessera:prefix_cache_hits_total" + labels + " 40"));
+  EXPECT_THAT(text, ::testing::HasSubstr("tessera:prefix_cache_queries_total" + labels + " 82"));
 }
 
 TEST(EngineScheduling, PrefixHitNeverCoversTheLastPromptToken) {
@@ -350,14 +350,14 @@ TEST(EngineMetrics, ExposeVllmStyleFamiliesThatParse) {
     prompt += static_cast<int64_t>(j.prompt.size());
   }
   const std::string text = h.engine->metrics().Render();
-  const std::string label = "{model_name=\"fake\"}";
+  const std::string label = "{model_name=\"fake\",engine=\"0\"}";
   EXPECT_THAT(text, ::testing::HasSubstr("tessera:generation_tokens_total" + label + " " +
                                          std::to_string(generated) + "\n"));
   EXPECT_THAT(text, ::testing::HasSubstr("tessera:prompt_tokens_total" + label + " " +
                                          std::to_string(prompt) + "\n"));
   EXPECT_THAT(text, ::testing::HasSubstr(
-                        "tessera:request_success_total{model_name=\"fake\",finished_reason="
-                        "\"length\"} 16\n"));
+                        "tessera:request_success_total{model_name=\"fake\",engine=\"0\","
+                        "finished_reason=\"length\"} 16\n"));
   EXPECT_THAT(text, ::testing::HasSubstr("tessera:num_requests_running" + label + " 0\n"));
   EXPECT_THAT(text, ::testing::HasSubstr("tessera:e2e_request_latency_seconds_count" + label +
                                          " 16\n"));
@@ -406,6 +406,27 @@ TEST(EngineScheduling, NotReadyPausesAndReadyResumesByRecompute) {
   EXPECT_EQ(h.collector.Get(j.id).tokens,
             ReferenceOutput(HashModel(kVocab), j.prompt, j.seed, j.max_tokens));
   EXPECT_THAT(h.executor.violations(), IsEmpty());
+}
+
+TEST(EngineMetrics, ReplicasSharingARegistryGetTheirOwnEngineLabel) {
+  MetricsRegistry registry;
+  FakeStepExecutor a(16, 4, HashModel(kVocab));
+  FakeStepExecutor b(16, 4, HashModel(kVocab));
+  LlmEngineOptions options;
+  options.model_name = "m";
+  options.vocab_size = kVocab;
+  options.max_model_len = 64;
+  options.metrics = &registry;
+  auto first = *LlmEngine::Create(&a, options);
+  auto second = *LlmEngine::Create(&b, options);
+  Collector c;
+  ASSERT_TRUE(second->Submit(ToRequest(Job{"x", {1, 2}, 1, 3}), c.For("x")).ok());
+  ASSERT_TRUE(second->WaitIdle(10));
+  const std::string text = registry.Render();
+  EXPECT_THAT(text, ::testing::HasSubstr(
+                        "tessera:generation_tokens_total{model_name=\"m\",engine=\"0\"} 0\n"));
+  EXPECT_THAT(text, ::testing::HasSubstr(
+                        "tessera:generation_tokens_total{model_name=\"m\",engine=\"1\"} 3\n"));
 }
 
 TEST(EngineValidation, RejectsBadRequestsNamingTheField) {
