@@ -288,6 +288,24 @@ TEST_F(ServeTest, ConcurrentGreedyStreamsMatchGenerateAlone) {
   }
 }
 
+TEST_F(ServeTest, CancelledStreamEndsCancelledAndServingContinues) {
+  auto stub = v1::Generation::NewStub(*channel_);
+  grpc::ClientContext ctx;
+  auto reader = stub->Generate(&ctx, Greedy({9, 8, 7}, 4000));
+  v1::GenerateResponse r;
+  ASSERT_TRUE(reader->Read(&r)) << reader->Finish().error_message();
+  const auto t0 = std::chrono::steady_clock::now();
+  ctx.TryCancel();
+  while (reader->Read(&r)) {
+  }
+  EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::CANCELLED);
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, milliseconds(2000));
+  // The aborted request no longer occupies the engine: a new one finishes at full length.
+  Stream s = Generate(Greedy({4, 5, 6}, 8));
+  EXPECT_TRUE(s.status.ok()) << s.status.error_message();
+  EXPECT_EQ(s.tokens.size(), 8u);
+}
+
 TEST_F(ServeTest, KilledWorkerEndsItsStreamsUnavailableAndIsRestarted) {
   const std::vector<pid_t> before = ChildrenOf(server_->pid());
   ASSERT_EQ(before.size(), 2u);
