@@ -1,5 +1,6 @@
 #include "coordinator/serve_command.h"
 
+#include <algorithm>
 #include <signal.h>
 
 #include <chrono>
@@ -69,8 +70,21 @@ std::string BaseName(std::string dir) {
 absl::Status RunServe(const ServeOptions& o) {
   if (o.model_dir.empty()) return absl::InvalidArgumentError("--model DIR is required");
   if (o.local_workers < 0) return absl::InvalidArgumentError("--local-workers must be >= 0");
-  if (o.tensor_parallel_size < 1) {
-    return absl::InvalidArgumentError("--tensor-parallel-size must be >= 1");
+  if (o.tensor_parallel_size < 1 || o.expert_parallel_size < 0 || o.pipeline_parallel_size < 1) {
+    return absl::InvalidArgumentError("--tp and --pp must be >= 1, --ep >= 0");
+  }
+  // Ranks per instance and their layout (worker/models/layers.h Shard): tp and ep each 1 or the
+  // world size; pp only alone.
+  const int ep_size =
+      o.expert_parallel_size > 0 ? o.expert_parallel_size : o.tensor_parallel_size;
+  const int world = std::max({o.tensor_parallel_size, ep_size, o.pipeline_parallel_size});
+  if ((o.tensor_parallel_size != 1 && o.tensor_parallel_size != world) ||
+      (ep_size != 1 && ep_size != world) ||
+      (o.pipeline_parallel_size > 1 && (o.tensor_parallel_size != 1 || ep_size != 1))) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "layout --tp ", o.tensor_parallel_size, " --ep ", ep_size, " --pp ",
+        o.pipeline_parallel_size,
+        " is not supported: tp and ep must each be 1 or the ranks per instance, and pp alone"));
   }
   // SIGINT/SIGTERM are taken by sigwait() below; block them before any thread starts so that
   // every thread inherits the mask.
@@ -118,18 +132,18 @@ absl::Status RunServe(const ServeOptions& o) {
 
   const int dp = o.data_parallel_size > 0
                      ? o.data_parallel_size
-                     : std::max(1, o.local_workers / o.tensor_parallel_size);
+                     : std::max(1, o.local_workers / world);
   std::vector<ClusterExecutor*> executors;
   std::vector<std::unique_ptr<LlmEngine>> engines;
   for (int i = 0; i < dp; ++i) {
     InstanceSpec spec;
     spec.instance_id = absl::StrCat(model_name, "-", i);
     spec.model_dir = o.model_dir;
-    spec.world_size = o.tensor_parallel_size;
+    spec.world_size = world;
     spec.mesh.set_tp(o.tensor_parallel_size);
-    spec.mesh.set_ep(o.tensor_parallel_size);
+    spec.mesh.set_ep(ep_size);
     spec.mesh.set_dp(1);
-    spec.mesh.set_pp(1);
+    spec.mesh.set_pp(o.pipeline_parallel_size);
     spec.kv_cache_bytes = o.kv_cache_memory;
     spec.kv_cache_fraction = static_cast<float>(o.kv_cache_fraction / std::max(1, o.local_workers));
     spec.block_size = o.block_size;
@@ -211,7 +225,7 @@ absl::Status RunServe(const ServeOptions& o) {
   }
   std::printf("tessera serve: model '%s' (%d instance(s) x %d rank(s)), gRPC on %s:%d, %d local "
               "worker(s)\n",
-              model_name.c_str(), dp, o.tensor_parallel_size, o.host.c_str(), grpc_port,
+              model_name.c_str(), dp, world, o.host.c_str(), grpc_port,
               o.local_workers);
   if (http != nullptr) {
     std::printf("tessera serve: OpenAI API on %s://%s:%d/v1\n", http->tls() ? "https" : "http",
@@ -252,7 +266,10 @@ int RunServeCommand(int argc, char** argv) {
                    "model name in the API (default: the model directory's name)");
   parser.AddInt("block-size", &o.block_size, "KV cache block size in tokens");
   parser.AddInt("max-model-len", &o.max_model_len, "context length (0: from config.json)");
-  parser.AddInt("tensor-parallel-size", &o.tensor_parallel_size, "ranks per model instance");
+  parser.AddInt("tensor-parallel-size", &o.tensor_parallel_size, "tensor-parallel ranks");
+  parser.AddInt("tp", &o.tensor_parallel_size, "tensor-parallel ranks (= --tensor-parallel-size)");
+  parser.AddInt("ep", &o.expert_parallel_size, "expert-parallel ranks (0: = --tp)");
+  parser.AddInt("pp", &o.pipeline_parallel_size, "pipeline stages (without --tp/--ep)");
   parser.AddInt("data-parallel-size", &o.data_parallel_size,
                 "model instances (0: local workers / tensor parallel size)");
   parser.AddDouble("heartbeat-timeout", &o.heartbeat_timeout_s,

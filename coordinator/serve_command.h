@@ -38,7 +38,9 @@ struct ServeOptions {
   std::string served_model_name;  // default: the model directory's name
   int block_size = 16;
   int64_t max_model_len = 0;      // 0: the config's max_position_embeddings
-  int tensor_parallel_size = 1;
+  int tensor_parallel_size = 1;   // --tp: attention heads / dense layers split over ranks
+  int expert_parallel_size = 0;   // --ep: 0 = the tensor-parallel size (experts whole per rank)
+  int pipeline_parallel_size = 1; // --pp: layers split into stages (alone)
   int data_parallel_size = 0;     // 0: local_workers / tensor_parallel_size (>= 1)
   double heartbeat_timeout_s = 3;
   double step_timeout_s = 120;

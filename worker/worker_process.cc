@@ -27,6 +27,7 @@
 #include "kernels/cpu/cpu_features.h"
 #include "tessera/v1/cluster.grpc.pb.h"
 #include "worker/models/model.h"
+#include "worker/rendezvous_kv_store.h"
 #include "worker/step_runner.h"
 #include "worker/version.h"
 
@@ -96,7 +97,7 @@ v1::Registration MakeRegistration(const WorkerOptions& options, const std::strin
 class Session {
  public:
   Session(const WorkerOptions& options, std::shared_ptr<grpc::Channel> channel)
-      : options_(options), stub_(v1::Cluster::NewStub(channel)) {}
+      : options_(options), channel_(channel), stub_(v1::Cluster::NewStub(channel)) {}
 
   struct Outcome {
     absl::Status status;      // why the stream ended
@@ -247,14 +248,33 @@ class Session {
 
   void HandleAssignment(const v1::Assignment& a) {
     runner_.reset();
+    comm_.reset();
     rank_ = a.rank();
     LOG(INFO) << "worker: assigned rank " << a.rank() << "/" << a.world_size() << " of instance '"
               << a.instance_id() << "' (generation " << a.generation() << "), model "
               << a.model_dir();
     const auto t0 = Clock::now();
     ModelLoadOptions load;
-    load.tp_rank = a.mesh().tp() > 1 ? a.rank() % a.mesh().tp() : 0;
-    load.tp_size = std::max(1, a.mesh().tp());
+    if (a.world_size() > 1) {
+      // The instance's Gloo group (bootstrapped through the coordinator's Rendezvous service);
+      // the model's layout comes from the assignment's mesh (worker/models/layers.h Shard).
+      const bool local = absl::StartsWith(options_.coordinator, "127.") ||
+                         absl::StartsWith(options_.coordinator, "localhost");
+      absl::StatusOr<std::unique_ptr<GlooCommunicator>> comm =
+          ConnectInstanceGroup(a, channel_, local ? "127.0.0.1" : "");
+      if (!comm.ok()) return SendLoadError(a, comm.status());
+      comm_ = std::move(*comm);
+      const v1::MeshShape& m = a.mesh();
+      load.tp_size = std::max(1, m.tp());
+      load.ep_size = std::max(1, m.ep());
+      load.dp_size = std::max(1, m.dp());
+      load.pp_size = std::max(1, m.pp());
+      load.tp_rank = load.tp_size > 1 ? a.rank() : 0;
+      load.ep_rank = load.ep_size > 1 ? a.rank() : 0;
+      load.dp_rank = load.dp_size > 1 ? a.rank() : 0;
+      load.pp_rank = load.pp_size > 1 ? a.rank() : 0;
+      load.comm = comm_.get();
+    }
     load.progress = [&](int done, int total) {
       if (options_.progress) {
         std::fprintf(stderr, "\rworker: loading layers %d/%d", done, total);
@@ -355,6 +375,8 @@ class Session {
   std::chrono::milliseconds interval_{1000};
   std::chrono::milliseconds timeout_{3000};
 
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<GlooCommunicator> comm_;  // declared before runner_: the model borrows it
   std::unique_ptr<StepRunner> runner_;
   int rank_ = 0;
 };
