@@ -5,6 +5,10 @@
 // [query_start_loc[s], query_start_loc[s + 1]) of the activations. Read-only during the pass.
 #pragma once
 
+#include <cstdint>
+
+#include "absl/status/status.h"
+#include "absl/types/span.h"
 #include "kernels/base/tensor.h"
 
 namespace tessera {
@@ -21,5 +25,20 @@ struct AttentionBatch {
   // Rows of the last token of each sequence ([num_seqs] i32): the rows whose logits are needed.
   Tensor last_token_rows;
 };
+
+// One sequence's part of a step: context positions [start, start + count). The context is
+// `head` followed by `tail` (a runner may keep prompt and outputs apart); `blocks` is its block
+// table and must cover start + count tokens.
+struct BatchSeq {
+  absl::Span<const int32_t> head;
+  absl::Span<const int32_t> tail;
+  absl::Span<const int32_t> blocks;
+  int64_t start = 0;
+  int64_t count = 0;
+};
+
+// Builds the input ids ([num_tokens] i32) and the AttentionBatch of `seqs`, in order.
+absl::Status BuildAttentionBatch(absl::Span<const BatchSeq> seqs, int block_size,
+                                 Tensor& input_ids, AttentionBatch& batch);
 
 }  // namespace tessera

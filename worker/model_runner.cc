@@ -112,50 +112,20 @@ absl::StatusOr<std::vector<StepOutput>> ModelRunner::Step() {
   }
   ASSIGN_OR_RETURN(std::vector<int32_t> fresh, allocator_.Allocate(needed));
   size_t next_fresh = 0;
-  size_t max_blocks = 1;
   for (Scheduled& sc : sched) {
     const size_t blocks = static_cast<size_t>((sc.start + sc.count + bs - 1) / bs);
     while (sc.seq->blocks.size() < blocks) sc.seq->blocks.push_back(fresh[next_fresh++]);
-    max_blocks = std::max(max_blocks, sc.seq->blocks.size());
   }
 
   // AttentionBatch.
   const int num_seqs = static_cast<int>(sched.size());
-  int num_tokens = 0;
-  for (const Scheduled& sc : sched) num_tokens += static_cast<int>(sc.count);
-  AttentionBatch batch;
-  batch.num_seqs = num_seqs;
-  batch.num_tokens = num_tokens;
-  batch.block_size = bs;
-  ASSIGN_OR_RETURN(Tensor ids, Tensor::Empty({num_tokens}, DType::kI32));
-  ASSIGN_OR_RETURN(batch.positions, Tensor::Empty({num_tokens}, DType::kI32));
-  ASSIGN_OR_RETURN(batch.slot_mapping, Tensor::Empty({num_tokens}, DType::kI64));
-  ASSIGN_OR_RETURN(batch.block_tables,
-                   Tensor::Zeros({num_seqs, static_cast<int64_t>(max_blocks)}, DType::kI32));
-  ASSIGN_OR_RETURN(batch.seq_lens, Tensor::Empty({num_seqs}, DType::kI32));
-  ASSIGN_OR_RETURN(batch.query_start_loc, Tensor::Empty({num_seqs + 1}, DType::kI32));
-  ASSIGN_OR_RETURN(batch.last_token_rows, Tensor::Empty({num_seqs}, DType::kI32));
-  int32_t* idp = ids.data<int32_t>();
-  int32_t* pos = batch.positions.data<int32_t>();
-  int64_t* slots = batch.slot_mapping.data<int64_t>();
-  int32_t* tables = batch.block_tables.data<int32_t>();
-  int32_t* lens = batch.seq_lens.data<int32_t>();
-  int32_t* qsl = batch.query_start_loc.data<int32_t>();
-  int32_t* last = batch.last_token_rows.data<int32_t>();
-  int row = 0;
-  qsl[0] = 0;
-  for (int s = 0; s < num_seqs; ++s) {
-    const Scheduled& sc = sched[s];
-    for (size_t b = 0; b < sc.seq->blocks.size(); ++b) tables[s * max_blocks + b] = sc.seq->blocks[b];
-    for (int64_t p = sc.start; p < sc.start + sc.count; ++p, ++row) {
-      idp[row] = sc.seq->token_at(p);
-      pos[row] = static_cast<int32_t>(p);
-      slots[row] = static_cast<int64_t>(sc.seq->blocks[p / bs]) * bs + p % bs;
-    }
-    lens[s] = static_cast<int32_t>(sc.start + sc.count);
-    qsl[s + 1] = row;
-    last[s] = row - 1;
+  std::vector<BatchSeq> parts;
+  for (const Scheduled& sc : sched) {
+    parts.push_back({sc.seq->prompt, sc.seq->output, sc.seq->blocks, sc.start, sc.count});
   }
+  Tensor ids;
+  AttentionBatch batch;
+  RETURN_IF_ERROR(BuildAttentionBatch(parts, bs, ids, batch));
 
   Tensor logits;
   RETURN_IF_ERROR(model_->Forward(ids, batch, cache_, logits));

@@ -240,51 +240,19 @@ absl::StatusOr<v1::StepResult> StepRunner::Execute(const v1::StepPlan& plan) {
   if (sched.empty()) return result;
   const auto t0 = std::chrono::steady_clock::now();
 
-  const int bs = options_.block_size;
   const int num_seqs = static_cast<int>(sched.size());
-  int num_tokens = 0;
-  size_t max_blocks = 1;
-  for (const Scheduled& sc : sched) {
-    num_tokens += static_cast<int>(sc.count);
-    max_blocks = std::max(max_blocks, sc.seq->blocks.size());
-  }
-  AttentionBatch batch;
-  batch.num_seqs = num_seqs;
-  batch.num_tokens = num_tokens;
-  batch.block_size = bs;
-  ASSIGN_OR_RETURN(Tensor ids, Tensor::Empty({num_tokens}, DType::kI32));
-  ASSIGN_OR_RETURN(batch.positions, Tensor::Empty({num_tokens}, DType::kI32));
-  ASSIGN_OR_RETURN(batch.slot_mapping, Tensor::Empty({num_tokens}, DType::kI64));
-  ASSIGN_OR_RETURN(batch.block_tables,
-                   Tensor::Zeros({num_seqs, static_cast<int64_t>(max_blocks)}, DType::kI32));
-  ASSIGN_OR_RETURN(batch.seq_lens, Tensor::Empty({num_seqs}, DType::kI32));
-  ASSIGN_OR_RETURN(batch.query_start_loc, Tensor::Empty({num_seqs + 1}, DType::kI32));
-  ASSIGN_OR_RETURN(batch.last_token_rows, Tensor::Empty({num_seqs}, DType::kI32));
-  int32_t* idp = ids.data<int32_t>();
-  int32_t* pos = batch.positions.data<int32_t>();
-  int64_t* slots = batch.slot_mapping.data<int64_t>();
-  int32_t* tables = batch.block_tables.data<int32_t>();
-  int32_t* lens = batch.seq_lens.data<int32_t>();
-  int32_t* qsl = batch.query_start_loc.data<int32_t>();
-  int32_t* last = batch.last_token_rows.data<int32_t>();
-  int row = 0;
-  qsl[0] = 0;
+  std::vector<BatchSeq> parts;
   int prefill_tokens = 0, decode_tokens = 0;
-  for (int s = 0; s < num_seqs; ++s) {
-    const Scheduled& sc = sched[s];
-    const std::vector<int32_t>& blocks = sc.seq->blocks;
-    std::copy(blocks.begin(), blocks.end(), tables + s * max_blocks);
+  for (const Scheduled& sc : sched) {
+    parts.push_back({sc.seq->tokens, {}, sc.seq->blocks, sc.start, sc.count});
     const int64_t prompt_len = static_cast<int64_t>(sc.seq->tokens.size()) - sc.seq->num_outputs;
-    for (int64_t p = sc.start; p < sc.start + sc.count; ++p, ++row) {
-      idp[row] = sc.seq->tokens[p];
-      pos[row] = static_cast<int32_t>(p);
-      slots[row] = static_cast<int64_t>(blocks[p / bs]) * bs + p % bs;
-      (p < prompt_len ? prefill_tokens : decode_tokens) += 1;
-    }
-    lens[s] = static_cast<int32_t>(sc.start + sc.count);
-    qsl[s + 1] = row;
-    last[s] = row - 1;
+    const int64_t prefill = std::clamp<int64_t>(prompt_len - sc.start, 0, sc.count);
+    prefill_tokens += static_cast<int>(prefill);
+    decode_tokens += static_cast<int>(sc.count - prefill);
   }
+  Tensor ids;
+  AttentionBatch batch;
+  RETURN_IF_ERROR(BuildAttentionBatch(parts, options_.block_size, ids, batch));
 
   Tensor logits;
   RETURN_IF_ERROR(loaded_.model->Forward(ids, batch, cache_, logits));
