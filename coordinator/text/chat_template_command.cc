@@ -86,9 +86,15 @@ int RunChatTemplate(int argc, char** argv) {
     std::unique_ptr<Tokenizer> tokenizer;
     if (!model_dir.empty()) {
       ASSIGN_OR_RETURN(loaded, LoadChatTemplate(model_dir));
-      const std::string tok_path = model_dir + "/tokenizer.json";
-      if (json && std::ifstream(tok_path).good()) {
-        ASSIGN_OR_RETURN(tokenizer, Tokenizer::FromFile(tok_path));
+      if (json) {
+        // Any tokenizer format the model ships (tokenizer.json, tiktoken.model, tokenizer.model);
+        // a model without one simply gets no prompt_ids.
+        absl::StatusOr<std::unique_ptr<Tokenizer>> t = LoadTokenizer(model_dir);
+        if (t.ok()) {
+          tokenizer = std::move(*t);
+        } else if (!absl::IsNotFound(t.status())) {
+          return t.status();
+        }
       }
     } else {
       ASSIGN_OR_RETURN(std::string source, ReadText(template_path));
