@@ -8,7 +8,11 @@
 #include <random>
 #include <unistd.h>
 
+#include <map>
+#include <mutex>
+
 #include "kernels/base/logging.h"
+#include "worker/make_model.h"
 
 namespace tessera::testing {
 
@@ -56,6 +60,26 @@ double RelativeError(const Tensor& a, const Tensor& b) {
   }
   if (den == 0) return num == 0 ? 0.0 : std::numeric_limits<double>::infinity();
   return std::sqrt(num / den);
+}
+
+const std::string& TinyModelDir(const std::string& arch) {
+  static auto* dirs = new std::map<std::string, std::string>();
+  static auto* mu = new std::mutex();
+  std::lock_guard<std::mutex> lock(*mu);
+  auto it = dirs->find(arch);
+  if (it != dirs->end()) return it->second;
+  std::string name = "tiny-" + arch;
+  std::replace(name.begin(), name.end(), '_', '-');
+  MakeModelOptions o;
+  o.arch = arch;
+  o.out_dir = MakeTempDir("model_" + arch) + "/" + name;
+  o.preset = "tiny";
+  o.dtype = "f32";
+  o.seed = 5;
+  o.force = true;
+  auto r = MakeModel(o);
+  CHECK(r.ok()) << r.status();
+  return (*dirs)[arch] = o.out_dir;
 }
 
 AttentionBatch MakeAttentionBatch(const std::vector<SeqStep>& seqs, int block_size) {

@@ -17,6 +17,9 @@ std::string TestDataDir();
 std::string MakeTempDir(const std::string& name);
 // The built tessera binary (TESSERA_BIN).
 std::string TesseraBinary();
+// A tiny f32 `make-model` checkpoint of `arch` (preset tiny, seed 5), written once per process
+// into a directory named "tiny-<arch>" with '-' for '_' (what serve reports as the model name).
+const std::string& TinyModelDir(const std::string& arch = "qwen3_moe");
 
 // Host f32 tensor with values uniform in [lo, hi), deterministic for `seed`.
 Tensor RandomTensor(absl::Span<const int64_t> shape, uint64_t seed, float lo = -1.0f,

@@ -115,7 +115,7 @@ absl::StatusOr<GenerateResult> Generate(const GenerateOptions& options) {
     return t.data<int32_t>()[0];
   };
   if (data_parallel && options.rank != 0) {
-    for (int64_t steps = 0;; ++steps) {
+    for (;;) {
       ASSIGN_OR_RETURN(int32_t more, announce(0));
       if (more == 0) break;
       RETURN_IF_ERROR(runner->model().ForwardIdle());

@@ -56,15 +56,12 @@ absl::Status CheckBlocks(uint64_t seq_id, const char* field,
   return absl::OkStatus();
 }
 
-// Fills `out` with the sampled token's raw logprob and the top-n alternatives.
-void FillLogprobs(const std::vector<float>& raw, int32_t token, int top_n,
-                  v1::SampledToken* out) {
+// Adds the top-n alternatives under the raw distribution (log-softmax of `raw`) to `out`.
+void AddTopLogprobs(const std::vector<float>& raw, int top_n, v1::SampledToken* out) {
   const float mx = *std::max_element(raw.begin(), raw.end());
   double sum = 0.0;
   for (float v : raw) sum += std::exp(static_cast<double>(v) - mx);
   const float log_z = mx + static_cast<float>(std::log(sum));
-  out->set_logprob(raw[token] - log_z);
-  if (top_n <= 0) return;
   const int n = std::min<int>(top_n, static_cast<int>(raw.size()));
   std::vector<int32_t> idx(raw.size());
   std::iota(idx.begin(), idx.end(), 0);
@@ -263,8 +260,9 @@ absl::StatusOr<v1::StepResult> StepRunner::Execute(const v1::StepPlan& plan) {
     seq.num_computed = sched[s].start + sched[s].count;
     if (seq.num_computed < static_cast<int64_t>(seq.tokens.size())) continue;  // chunk pending
     Tensor row_logits = logits.Select(0, s);
-    const float* p = row_logits.data<float>();
-    raw.assign(p, p + vocab);
+    // Sample() rewrites the row (penalties, temperature): keep the raw logits only when needed.
+    const bool need_raw = seq.num_top_logprobs > 0 || options_.keep_logits;
+    if (need_raw) raw.assign(row_logits.data<float>(), row_logits.data<float>() + vocab);
     const int64_t prompt_len = static_cast<int64_t>(seq.tokens.size()) - seq.num_outputs;
     absl::Span<const int32_t> all(seq.tokens);
     // Seeds are always set by the coordinator, so the fallback draw is never used.
@@ -274,7 +272,8 @@ absl::StatusOr<v1::StepResult> StepRunner::Execute(const v1::StepPlan& plan) {
     v1::SampledToken* out = result.add_sampled();
     out->set_seq_id(sched[s].id);
     out->set_token_id(r.token);
-    FillLogprobs(raw, r.token, seq.num_top_logprobs, out);
+    out->set_logprob(r.logprob);  // Sample's logprob is under the raw model distribution
+    if (seq.num_top_logprobs > 0) AddTopLogprobs(raw, seq.num_top_logprobs, out);
     if (options_.keep_logits) last_logits_[sched[s].id] = raw;
   }
   result.set_num_prefill_tokens(prefill_tokens);

@@ -118,7 +118,7 @@ absl::Status LinearGroupCpu(absl::Span<const LinearProblem> problems) {
   // Decode-sized problems are cut into 16-column units and dealt out as chunks of one parallel
   // job (the same column split LinearCpu uses, across problems); the rest run one by one.
   std::vector<LinearArgs> gemvs;
-  int64_t total_bytes = 0;
+  int64_t total_bytes = 0, total_work = 0;
   for (const LinearProblem& p : problems) {
     LinearArgs a = MakeLinearArgs(*p.x, *p.w, p.bias, *p.out);
     if (a.m == 0 || a.n == 0) continue;
@@ -127,6 +127,7 @@ absl::Status LinearGroupCpu(absl::Span<const LinearProblem> problems) {
       continue;
     }
     total_bytes += a.n * a.k * static_cast<int64_t>(DTypeSize(a.w_dtype));
+    total_work += a.m * a.n * a.k;
     gemvs.push_back(a);
   }
   if (gemvs.empty()) return absl::OkStatus();
@@ -151,7 +152,7 @@ absl::Status LinearGroupCpu(absl::Span<const LinearProblem> problems) {
       if (j0 < j1) chunks.push_back({static_cast<int32_t>(i), j0, j1});
     }
   }
-  if (threads <= 1 || chunks.size() <= 1 || total_bytes < kMinParallelWork) {
+  if (threads <= 1 || chunks.size() <= 1 || total_work < kMinParallelWork) {
     for (const Chunk& c : chunks) gemv(gemvs[c.problem], c.j0, c.j1);
     return absl::OkStatus();
   }

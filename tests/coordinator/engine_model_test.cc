@@ -25,21 +25,7 @@ using testing::Collector;
 
 constexpr int kBlock = 4;
 
-const std::string& TinyModelDir() {
-  static const std::string* dir = [] {
-    MakeModelOptions o;
-    o.arch = "qwen3_moe";
-    o.out_dir = testing::MakeTempDir("engine_model_qwen3_moe");
-    o.preset = "tiny";
-    o.dtype = "f32";
-    o.seed = 5;
-    o.force = true;
-    auto r = MakeModel(o);
-    CHECK(r.ok()) << r.status();
-    return new std::string(o.out_dir);
-  }();
-  return *dir;
-}
+const std::string& TinyModelDir() { return testing::TinyModelDir("qwen3_moe"); }
 
 struct Prompt {
   std::vector<int32_t> ids;

@@ -26,21 +26,7 @@ using std::chrono::milliseconds;
 using ::testing::HasSubstr;
 using testing::ChildProcess;
 
-const std::string& TinyModel() {
-  static const std::string* dir = [] {
-    MakeModelOptions o;
-    o.arch = "qwen3_moe";
-    o.out_dir = testing::MakeTempDir("cluster_test_model");
-    o.preset = "tiny";
-    o.dtype = "f32";
-    o.seed = 5;
-    o.force = true;
-    auto r = MakeModel(o);
-    CHECK(r.ok()) << r.status();
-    return new std::string(o.out_dir);
-  }();
-  return *dir;
-}
+const std::string& TinyModel() { return testing::TinyModelDir("qwen3_moe"); }
 
 // Greedy generation of `max_tokens` tokens per prompt, all prompts batched, through `executor`.
 std::vector<std::vector<int32_t>> Drive(StepExecutor& executor,

@@ -26,21 +26,7 @@ namespace {
 using std::chrono::milliseconds;
 using testing::ChildProcess;
 
-std::string ModelDir() {
-  static const std::string* dir = [] {
-    MakeModelOptions o;
-    o.arch = "qwen3_moe";
-    o.out_dir = testing::MakeTempDir("serve_sharded_model") + "/tiny-qwen3-moe";
-    o.preset = "tiny";
-    o.dtype = "f32";
-    o.seed = 9;
-    o.force = true;
-    auto r = MakeModel(o);
-    CHECK(r.ok()) << r.status();
-    return new std::string(o.out_dir);
-  }();
-  return *dir;
-}
+std::string ModelDir() { return testing::TinyModelDir("qwen3_moe"); }
 
 std::vector<int32_t> Reference(const std::vector<int32_t>& prompt, int max_tokens) {
   const std::string out = testing::MakeTempDir("serve_sharded_ref") + "/out.json";

@@ -33,21 +33,7 @@ using std::chrono::milliseconds;
 using ::testing::HasSubstr;
 using testing::ChildProcess;
 
-std::string ModelDir() {
-  static const std::string* dir = [] {
-    MakeModelOptions o;
-    o.arch = "qwen3_moe";
-    o.out_dir = testing::MakeTempDir("serve_test_model") + "/tiny-qwen3-moe";
-    o.preset = "tiny";
-    o.dtype = "f32";
-    o.seed = 3;
-    o.force = true;
-    auto r = MakeModel(o);
-    CHECK(r.ok()) << r.status();
-    return new std::string(o.out_dir);
-  }();
-  return *dir;
-}
+std::string ModelDir() { return testing::TinyModelDir("qwen3_moe"); }
 
 std::string Slurp(const grpc::ByteBuffer& bb) {
   std::vector<grpc::Slice> slices;

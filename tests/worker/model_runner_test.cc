@@ -30,22 +30,7 @@
 namespace tessera {
 namespace {
 
-// A tiny f32 checkpoint of `arch`, made once per process.
-const std::string& TinyModel(const std::string& arch) {
-  static auto* dirs = new std::map<std::string, std::string>();
-  auto it = dirs->find(arch);
-  if (it != dirs->end()) return it->second;
-  MakeModelOptions o;
-  o.arch = arch;
-  o.out_dir = testing::MakeTempDir("runner_" + arch);
-  o.preset = "tiny";
-  o.dtype = "f32";
-  o.seed = 7;
-  o.force = true;
-  auto r = MakeModel(o);
-  CHECK(r.ok()) << r.status();
-  return (*dirs)[arch] = o.out_dir;
-}
+const std::string& TinyModel(const std::string& arch) { return testing::TinyModelDir(arch); }
 
 std::vector<int32_t> RandomIds(int n, int64_t vocab, uint64_t seed) {
   std::mt19937_64 rng(seed);

@@ -24,21 +24,7 @@ namespace {
 
 constexpr int kBlock = 4;
 
-const std::string& TinyModel(const std::string& arch) {
-  static auto* dirs = new std::map<std::string, std::string>();
-  auto it = dirs->find(arch);
-  if (it != dirs->end()) return it->second;
-  MakeModelOptions o;
-  o.arch = arch;
-  o.out_dir = testing::MakeTempDir("step_runner_" + arch);
-  o.preset = "tiny";
-  o.dtype = "f32";
-  o.seed = 11;
-  o.force = true;
-  auto r = MakeModel(o);
-  CHECK(r.ok()) << r.status();
-  return (*dirs)[arch] = o.out_dir;
-}
+const std::string& TinyModel(const std::string& arch) { return testing::TinyModelDir(arch); }
 
 std::unique_ptr<StepRunner> MakeRunner(const std::string& arch, int num_blocks = 64) {
   auto loaded = LoadModelFromDirectory(TinyModel(arch));
