@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "kernels/cuda/cuda_device.h"
+#include "kernels/cuda/cuda_check.h"
 
 namespace tessera::cuda {
 namespace {

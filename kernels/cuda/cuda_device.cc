@@ -1,16 +1,43 @@
 #include "kernels/cuda/cuda_device.h"
 
+#include <algorithm>
+#include <cstring>
+#include <map>
+
 #include "absl/strings/str_cat.h"
+#include "kernels/base/status.h"
 
 namespace tessera::cuda {
 
 absl::Status ToStatus(cudaError_t error, const char* expr, const char* file, int line) {
-  const absl::StatusCode code = error == cudaErrorMemoryAllocation
-                                    ? absl::StatusCode::kResourceExhausted
-                                    : absl::StatusCode::kInternal;
+  absl::StatusCode code = absl::StatusCode::kInternal;
+  switch (error) {
+    case cudaErrorMemoryAllocation: code = absl::StatusCode::kResourceExhausted; break;
+    case cudaErrorInvalidValue:
+    case cudaErrorInvalidConfiguration: code = absl::StatusCode::kInvalidArgument; break;
+    case cudaErrorNoDevice:
+    case cudaErrorInsufficientDriver:
+    case cudaErrorInvalidDevice: code = absl::StatusCode::kUnavailable; break;
+    default: break;
+  }
   return absl::Status(code, absl::StrCat("CUDA error ", cudaGetErrorName(error), " (",
                                          cudaGetErrorString(error), ") in ", expr, " at ", file,
                                          ":", line));
+}
+
+absl::Status ToStatus(cublasStatus_t status, const char* expr, const char* file, int line) {
+  absl::StatusCode code = absl::StatusCode::kInternal;
+  switch (status) {
+    case CUBLAS_STATUS_ALLOC_FAILED: code = absl::StatusCode::kResourceExhausted; break;
+    case CUBLAS_STATUS_INVALID_VALUE: code = absl::StatusCode::kInvalidArgument; break;
+    case CUBLAS_STATUS_NOT_SUPPORTED:
+    case CUBLAS_STATUS_ARCH_MISMATCH: code = absl::StatusCode::kUnimplemented; break;
+    case CUBLAS_STATUS_NOT_INITIALIZED: code = absl::StatusCode::kUnavailable; break;
+    default: break;
+  }
+  return absl::Status(code, absl::StrCat("cuBLAS error ", cublasGetStatusName(status), " (",
+                                         cublasGetStatusString(status), ") in ", expr, " at ",
+                                         file, ":", line));
 }
 
 int DeviceCount() {
@@ -21,6 +48,8 @@ int DeviceCount() {
   }
   return count;
 }
+
+// ---- RAII handles ------------------------------------------------------------------------------
 
 absl::StatusOr<Stream> Stream::Create(int device) {
   CUDA_RETURN_IF_ERROR(cudaSetDevice(device));
@@ -68,8 +97,8 @@ Event::~Event() {
   if (event_) cudaEventDestroy(event_);
 }
 
-absl::Status Event::Record(const Stream& stream) {
-  CUDA_RETURN_IF_ERROR(cudaEventRecord(event_, stream.get()));
+absl::Status Event::Record(cudaStream_t stream) {
+  CUDA_RETURN_IF_ERROR(cudaEventRecord(event_, stream));
   return absl::OkStatus();
 }
 
@@ -78,92 +107,159 @@ absl::Status Event::Synchronize() const {
   return absl::OkStatus();
 }
 
+absl::StatusOr<bool> Event::Done() const {
+  const cudaError_t err = cudaEventQuery(event_);
+  if (err == cudaErrorNotReady) {
+    cudaGetLastError();
+    return false;
+  }
+  CUDA_RETURN_IF_ERROR(err);
+  return true;
+}
+
 absl::StatusOr<float> Event::ElapsedMs(const Event& start, const Event& end) {
   float ms = 0;
   CUDA_RETURN_IF_ERROR(cudaEventElapsedTime(&ms, start.event_, end.event_));
   return ms;
 }
 
+absl::StatusOr<CublasLtHandle> CublasLtHandle::Create() {
+  cublasLtHandle_t handle;
+  CUBLAS_RETURN_IF_ERROR(cublasLtCreate(&handle));
+  return CublasLtHandle(handle);
+}
+
+CublasLtHandle& CublasLtHandle::operator=(CublasLtHandle&& other) noexcept {
+  if (this != &other) {
+    if (handle_) cublasLtDestroy(handle_);
+    handle_ = other.handle_;
+    other.handle_ = nullptr;
+  }
+  return *this;
+}
+
+CublasLtHandle::~CublasLtHandle() {
+  if (handle_) cublasLtDestroy(handle_);
+}
+
+absl::StatusOr<PinnedHostBuffer> PinnedHostBuffer::Create(size_t bytes) {
+  void* data = nullptr;
+  CUDA_RETURN_IF_ERROR(cudaMallocHost(&data, std::max<size_t>(bytes, 1)));
+  return PinnedHostBuffer(data, bytes);
+}
+
+PinnedHostBuffer& PinnedHostBuffer::operator=(PinnedHostBuffer&& other) noexcept {
+  if (this != &other) {
+    if (data_) cudaFreeHost(data_);
+    data_ = other.data_;
+    size_ = other.size_;
+    other.data_ = nullptr;
+    other.size_ = 0;
+  }
+  return *this;
+}
+
+PinnedHostBuffer::~PinnedHostBuffer() {
+  if (data_) cudaFreeHost(data_);
+}
+
+// ---- Allocator ---------------------------------------------------------------------------------
+
+namespace {
+
+class CudaRawMemory final : public RawDeviceMemory {
+ public:
+  absl::StatusOr<void*> Malloc(int device, size_t bytes) override {
+    CUDA_RETURN_IF_ERROR(cudaSetDevice(device));
+    void* ptr = nullptr;
+    const cudaError_t err = cudaMalloc(&ptr, bytes);
+    if (err != cudaSuccess) {
+      cudaGetLastError();  // OOM is not sticky; clear it so later launches do not report it
+      return ToStatus(err, "cudaMalloc", __FILE__, __LINE__);
+    }
+    return ptr;
+  }
+  absl::Status Free(int device, void* ptr) override {
+    CUDA_RETURN_IF_ERROR(cudaSetDevice(device));
+    // cudaFree synchronises the device, so no queued kernel still uses the block.
+    CUDA_RETURN_IF_ERROR(cudaFree(ptr));
+    return absl::OkStatus();
+  }
+};
+
+}  // namespace
+
+CachingAllocator::CachingAllocator()
+    : raw_(std::make_unique<CudaRawMemory>()), core_(raw_.get()) {}
+
 CachingAllocator& CachingAllocator::Get() {
   static CachingAllocator* allocator = new CachingAllocator();  // never destroyed: outlives tensors
   return *allocator;
 }
 
-size_t CachingAllocator::RoundSize(size_t bytes) {
-  if (bytes == 0) return 512;
-  if (bytes < (1u << 20)) return (bytes + 511) / 512 * 512;
-  const size_t two_mib = size_t{2} << 20;
-  return (bytes + two_mib - 1) / two_mib * two_mib;
-}
-
 absl::StatusOr<std::shared_ptr<Buffer>> CachingAllocator::Allocate(Device device, size_t bytes) {
-  const size_t rounded = RoundSize(bytes);
-  void* ptr = nullptr;
-  {
-    std::lock_guard<std::mutex> lock(mutex_);
-    AllocatorStats& stats = stats_[device.index];
-    ++stats.num_allocs;
-    auto& free_list = free_blocks_[device.index];
-    auto it = free_list.find(rounded);
-    if (it != free_list.end()) {
-      ptr = it->second;
-      free_list.erase(it);
-      ++stats.num_cache_hits;
-    }
+  if (!device.is_cuda()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("CachingAllocator: ", device.ToString(), " is not a CUDA device"));
   }
-  if (ptr == nullptr) {
-    CUDA_RETURN_IF_ERROR(cudaSetDevice(device.index));
-    cudaError_t err = cudaMalloc(&ptr, rounded);
-    if (err == cudaErrorMemoryAllocation) {
-      cudaGetLastError();
-      if (absl::Status s = EmptyCache(); !s.ok()) return s;
-      err = cudaMalloc(&ptr, rounded);
-    }
-    if (err != cudaSuccess) {
-      return absl::ResourceExhaustedError(absl::StrCat(
-          "cudaMalloc of ", rounded, " bytes on ", device.ToString(), " failed: ",
-          cudaGetErrorString(err)));
-    }
-    std::lock_guard<std::mutex> lock(mutex_);
-    AllocatorStats& stats = stats_[device.index];
-    ++stats.num_cuda_mallocs;
-    stats.reserved_bytes += rounded;
-  }
-  {
-    std::lock_guard<std::mutex> lock(mutex_);
-    AllocatorStats& stats = stats_[device.index];
-    stats.allocated_bytes += rounded;
-    stats.peak_allocated_bytes = std::max(stats.peak_allocated_bytes, stats.allocated_bytes);
-  }
-  const int index = device.index;
-  return std::make_shared<Buffer>(ptr, bytes, device,
-                                  [this, index, rounded](void* p) { Release(index, p, rounded); });
+  return core_.Allocate(device, bytes);
 }
 
-void CachingAllocator::Release(int device, void* ptr, size_t rounded) {
-  std::lock_guard<std::mutex> lock(mutex_);
-  stats_[device].allocated_bytes -= rounded;
-  free_blocks_[device].emplace(rounded, ptr);
-}
+// ---- Context -----------------------------------------------------------------------------------
 
-AllocatorStats CachingAllocator::Stats(int device) const {
-  std::lock_guard<std::mutex> lock(mutex_);
-  auto it = stats_.find(device);
-  return it == stats_.end() ? AllocatorStats{} : it->second;
-}
-
-absl::Status CachingAllocator::EmptyCache() {
-  std::lock_guard<std::mutex> lock(mutex_);
-  for (auto& [device, blocks] : free_blocks_) {
-    CUDA_RETURN_IF_ERROR(cudaSetDevice(device));
-    for (auto& [size, ptr] : blocks) {
-      CUDA_RETURN_IF_ERROR(cudaFree(ptr));
-      stats_[device].reserved_bytes -= size;
-    }
-    blocks.clear();
+absl::StatusOr<DeviceContext*> DeviceContext::Get(int device) {
+  static std::mutex mutex;
+  static std::map<int, DeviceContext*>* contexts = new std::map<int, DeviceContext*>();
+  std::lock_guard<std::mutex> lock(mutex);
+  auto it = contexts->find(device);
+  if (it != contexts->end()) return it->second;
+  const int count = DeviceCount();
+  if (device < 0 || device >= count) {
+    return absl::InvalidArgumentError(absl::StrCat("cuda:", device, " does not exist: this machine has ",
+                                                   count, " CUDA device(s)"));
   }
-  return absl::OkStatus();
+  ASSIGN_OR_RETURN(Stream stream, Stream::Create(device));
+  ASSIGN_OR_RETURN(CublasLtHandle handle, CublasLtHandle::Create());
+  ASSIGN_OR_RETURN(std::shared_ptr<Buffer> workspace,
+                   CachingAllocator::Get().Allocate(Device::Cuda(device), kCublasWorkspaceBytes));
+  auto* context =
+      new DeviceContext(device, std::move(stream), std::move(handle), std::move(workspace));
+  (*contexts)[device] = context;
+  return context;
 }
+
+absl::StatusOr<DeviceContext*> Activate(int device) {
+  CUDA_RETURN_IF_ERROR(cudaSetDevice(device));
+  return DeviceContext::Get(device);
+}
+
+absl::Status DeviceContext::Upload(void* device_dst, const void* host_src, size_t bytes) {
+  std::lock_guard<std::mutex> lock(upload_mutex_);
+  CUDA_RETURN_IF_ERROR(cudaSetDevice(device_));
+  for (int i = 0; i < 2; ++i) {
+    if (!staging_[i]) {
+      ASSIGN_OR_RETURN(PinnedHostBuffer buf, PinnedHostBuffer::Create(kStagingChunkBytes));
+      staging_[i] = std::make_unique<PinnedHostBuffer>(std::move(buf));
+      ASSIGN_OR_RETURN(Event ev, Event::Create());
+      staging_done_[i] = std::make_unique<Event>(std::move(ev));
+      RETURN_IF_ERROR(staging_done_[i]->Record(stream()));
+    }
+  }
+  const char* src = static_cast<const char*>(host_src);
+  char* dst = static_cast<char*>(device_dst);
+  int which = 0;
+  for (size_t offset = 0; offset < bytes; offset += kStagingChunkBytes, which ^= 1) {
+    const size_t n = std::min(kStagingChunkBytes, bytes - offset);
+    RETURN_IF_ERROR(staging_done_[which]->Synchronize());  // its previous DMA has finished
+    std::memcpy(staging_[which]->data(), src + offset, n);
+    CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(dst + offset, staging_[which]->data(), n,
+                                         cudaMemcpyHostToDevice, stream()));
+    RETURN_IF_ERROR(staging_done_[which]->Record(stream()));
+  }
+  return Synchronize();
+}
+
+// ---- Registration ------------------------------------------------------------------------------
 
 namespace {
 
@@ -171,11 +267,21 @@ class CudaCopier final : public DeviceCopier {
  public:
   absl::Status Copy(void* dst, Device dst_device, const void* src, Device src_device,
                     size_t bytes) override {
-    cudaMemcpyKind kind = cudaMemcpyDefault;  // unified addressing resolves the direction
-    if (dst_device.is_cuda()) CUDA_RETURN_IF_ERROR(cudaSetDevice(dst_device.index));
-    else if (src_device.is_cuda()) CUDA_RETURN_IF_ERROR(cudaSetDevice(src_device.index));
-    CUDA_RETURN_IF_ERROR(cudaMemcpy(dst, src, bytes, kind));
-    return absl::OkStatus();
+    if (bytes == 0) return absl::OkStatus();
+    const int device = dst_device.is_cuda() ? dst_device.index : src_device.index;
+    ASSIGN_OR_RETURN(DeviceContext * context, Activate(device));
+    if (dst_device.is_cuda() && src_device.is_cpu() && bytes > (size_t{1} << 20)) {
+      return context->Upload(dst, src, bytes);
+    }
+    if (dst_device.is_cuda() && src_device.is_cuda() && dst_device.index != src_device.index) {
+      // Order the peer copy after both devices' queued work.
+      ASSIGN_OR_RETURN(DeviceContext * src_context, DeviceContext::Get(src_device.index));
+      RETURN_IF_ERROR(src_context->Synchronize());
+    }
+    // Unified addressing resolves the direction; the context stream orders the copy after the
+    // kernels that produced the source.
+    CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDefault, context->stream()));
+    return context->Synchronize();
   }
 };
 

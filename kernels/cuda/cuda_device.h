@@ -1,34 +1,31 @@
-// CUDA device layer: error conversion, RAII streams/events, and a caching device allocator.
+// CUDA device layer: RAII streams, events and cuBLASLt handles, the per-device execution context,
+// the caching device allocator, pinned host staging for uploads, and the backend registration.
 //
-// Compiled only in CUDA builds. Every CUDA runtime error becomes an absl::Status carrying the
-// file and line of the call (CUDA_RETURN_IF_ERROR). The caching allocator keeps freed blocks per
-// device in size-rounded free lists (no managed memory) and reports statistics; it is thread safe.
-// RegisterCudaBackend() plugs it into kernels/base/device.h.
+// Compiled only in CUDA builds. Every CUDA call's error becomes an absl::Status with file and line
+// (kernels/cuda/cuda_check.h). Execution model: every kernel and copy that Tessera issues on a
+// device goes to that device's one DeviceContext stream (non-blocking), so device work is ordered
+// like a program and the caching allocator may hand a freed block to the next request at once
+// (the next user's work is queued behind the previous user's). Host<->device copies through
+// kernels/base/device.h synchronise that stream before returning.
+// Thread safety: every function here may be called from any thread; a DeviceContext's stream is
+// shared, so issuing from several threads interleaves their work (correct, not concurrent).
 #pragma once
 
+#include <cublasLt.h>
 #include <cuda_runtime_api.h>
 
 #include <cstddef>
 #include <cstdint>
-#include <map>
 #include <memory>
 #include <mutex>
-#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "kernels/base/device.h"
+#include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/host/caching_allocator.h"
 
 namespace tessera::cuda {
-
-absl::Status ToStatus(cudaError_t error, const char* expr, const char* file, int line);
-
-#define CUDA_RETURN_IF_ERROR(expr)                                                   \
-  do {                                                                               \
-    cudaError_t tessera_cuda_err_ = (expr);                                          \
-    if (tessera_cuda_err_ != cudaSuccess)                                            \
-      return ::tessera::cuda::ToStatus(tessera_cuda_err_, #expr, __FILE__, __LINE__); \
-  } while (0)
 
 // Number of CUDA devices; 0 when there is no driver or no GPU (never an error).
 int DeviceCount();
@@ -41,6 +38,8 @@ class Stream {
     other.stream_ = nullptr;
   }
   Stream& operator=(Stream&& other) noexcept;
+  Stream(const Stream&) = delete;
+  Stream& operator=(const Stream&) = delete;
   ~Stream();
   cudaStream_t get() const { return stream_; }
   int device() const { return device_; }
@@ -58,9 +57,14 @@ class Event {
   static absl::StatusOr<Event> Create(bool timing = false);
   Event(Event&& other) noexcept : event_(other.event_) { other.event_ = nullptr; }
   Event& operator=(Event&& other) noexcept;
+  Event(const Event&) = delete;
+  Event& operator=(const Event&) = delete;
   ~Event();
-  absl::Status Record(const Stream& stream);
+  absl::Status Record(cudaStream_t stream);
+  absl::Status Record(const Stream& stream) { return Record(stream.get()); }
   absl::Status Synchronize() const;
+  // True when the recorded work has finished (cudaEventQuery).
+  absl::StatusOr<bool> Done() const;
   // Milliseconds between two recorded timing events.
   static absl::StatusOr<float> ElapsedMs(const Event& start, const Event& end);
   cudaEvent_t get() const { return event_; }
@@ -70,32 +74,102 @@ class Event {
   cudaEvent_t event_ = nullptr;
 };
 
-struct AllocatorStats {
-  size_t allocated_bytes = 0;       // handed out to tensors now
-  size_t reserved_bytes = 0;        // obtained from cudaMalloc (allocated + cached)
-  size_t peak_allocated_bytes = 0;
-  uint64_t num_allocs = 0;
-  uint64_t num_cache_hits = 0;
-  uint64_t num_cuda_mallocs = 0;
-};
-
-// Caching allocator: sizes are rounded up (512 B granularity below 1 MiB, 2 MiB above) and freed
-// blocks are kept for reuse; EmptyCache() returns them to the driver. When cudaMalloc fails the
-// cache is emptied and the allocation retried once before RESOURCE_EXHAUSTED.
-class CachingAllocator final : public DeviceAllocator {
+// Owns a cublasLtHandle_t. Move-only.
+class CublasLtHandle {
  public:
-  static CachingAllocator& Get();
-  absl::StatusOr<std::shared_ptr<Buffer>> Allocate(Device device, size_t bytes) override;
-  AllocatorStats Stats(int device) const;
-  absl::Status EmptyCache();
-  static size_t RoundSize(size_t bytes);
+  static absl::StatusOr<CublasLtHandle> Create();
+  CublasLtHandle(CublasLtHandle&& other) noexcept : handle_(other.handle_) {
+    other.handle_ = nullptr;
+  }
+  CublasLtHandle& operator=(CublasLtHandle&& other) noexcept;
+  CublasLtHandle(const CublasLtHandle&) = delete;
+  CublasLtHandle& operator=(const CublasLtHandle&) = delete;
+  ~CublasLtHandle();
+  cublasLtHandle_t get() const { return handle_; }
 
  private:
-  void Release(int device, void* ptr, size_t rounded);
-  mutable std::mutex mutex_;
-  std::map<int, AllocatorStats> stats_;
-  std::map<int, std::multimap<size_t, void*>> free_blocks_;
+  explicit CublasLtHandle(cublasLtHandle_t handle) : handle_(handle) {}
+  cublasLtHandle_t handle_ = nullptr;
 };
+
+// Owns page-locked host memory (cudaMallocHost). Move-only.
+class PinnedHostBuffer {
+ public:
+  static absl::StatusOr<PinnedHostBuffer> Create(size_t bytes);
+  PinnedHostBuffer(PinnedHostBuffer&& other) noexcept : data_(other.data_), size_(other.size_) {
+    other.data_ = nullptr;
+    other.size_ = 0;
+  }
+  PinnedHostBuffer& operator=(PinnedHostBuffer&& other) noexcept;
+  PinnedHostBuffer(const PinnedHostBuffer&) = delete;
+  PinnedHostBuffer& operator=(const PinnedHostBuffer&) = delete;
+  ~PinnedHostBuffer();
+  void* data() const { return data_; }
+  size_t size() const { return size_; }
+
+ private:
+  PinnedHostBuffer(void* data, size_t size) : data_(data), size_(size) {}
+  void* data_ = nullptr;
+  size_t size_ = 0;
+};
+
+// The caching allocator of kernels/cuda/host/caching_allocator.h over cudaMalloc / cudaFree (no
+// managed memory). Registered with kernels/base/device.h for DeviceType::kCUDA.
+class CachingAllocator final : public DeviceAllocator {
+ public:
+  static CachingAllocator& Get();  // process-wide, never destroyed (outlives every tensor)
+  absl::StatusOr<std::shared_ptr<Buffer>> Allocate(Device device, size_t bytes) override;
+  AllocatorStats Stats(int device) const { return core_.Stats(device); }
+  absl::Status EmptyCache() { return core_.EmptyCache(); }
+  static size_t RoundSize(size_t bytes) { return CachingAllocatorCore::RoundSize(bytes); }
+
+ private:
+  CachingAllocator();
+  std::unique_ptr<RawDeviceMemory> raw_;
+  CachingAllocatorCore core_;
+};
+
+// Everything a kernel launch on one device needs: the device's stream, a cuBLASLt handle and its
+// workspace, and pinned staging buffers for uploads. One per device, created on first use and
+// never destroyed.
+class DeviceContext {
+ public:
+  static constexpr size_t kCublasWorkspaceBytes = size_t{32} << 20;
+  static constexpr size_t kStagingChunkBytes = size_t{16} << 20;
+
+  // The context of `device` (created on first call; sets the calling thread's current device).
+  static absl::StatusOr<DeviceContext*> Get(int device);
+
+  int device() const { return device_; }
+  cudaStream_t stream() const { return stream_.get(); }
+  cublasLtHandle_t cublaslt() const { return cublaslt_.get(); }
+  void* cublas_workspace() const { return workspace_->data(); }
+  size_t cublas_workspace_bytes() const { return kCublasWorkspaceBytes; }
+  absl::Status Synchronize() const { return stream_.Synchronize(); }
+
+  // Copies `bytes` of pageable host memory to device memory through two pinned staging chunks
+  // (host memcpy into one chunk overlaps the DMA of the other), then synchronises the stream.
+  // The path for weight upload: pinned DMA runs at full PCIe speed where pageable copies do not.
+  absl::Status Upload(void* device_dst, const void* host_src, size_t bytes);
+
+ private:
+  DeviceContext(int device, Stream stream, CublasLtHandle cublaslt,
+                std::shared_ptr<Buffer> workspace)
+      : device_(device),
+        stream_(std::move(stream)),
+        cublaslt_(std::move(cublaslt)),
+        workspace_(std::move(workspace)) {}
+  int device_;
+  Stream stream_;
+  CublasLtHandle cublaslt_;
+  std::shared_ptr<Buffer> workspace_;
+  std::mutex upload_mutex_;  // one upload at a time uses the staging chunks
+  std::unique_ptr<PinnedHostBuffer> staging_[2];
+  std::unique_ptr<Event> staging_done_[2];
+};
+
+// Makes `device` current on the calling thread and returns its context.
+absl::StatusOr<DeviceContext*> Activate(int device);
 
 // Registers the caching allocator and a host<->device copier with kernels/base/device.h.
 absl::Status RegisterCudaBackend();
