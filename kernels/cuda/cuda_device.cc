@@ -259,6 +259,33 @@ absl::Status DeviceContext::Upload(void* device_dst, const void* host_src, size_
   return Synchronize();
 }
 
+absl::StatusOr<DeviceContext*> ContextFor(
+    absl::string_view op,
+    std::initializer_list<std::pair<absl::string_view, const Tensor*>> tensors) {
+  int device = -1;
+  absl::string_view first;
+  for (const auto& [name, t] : tensors) {
+    if (t == nullptr || !t->defined()) continue;
+    if (!t->device().is_cuda()) {
+      return absl::InvalidArgumentError(absl::StrCat(op, ": ", name, " is on ",
+                                                     t->device().ToString(),
+                                                     "; every operand must be on one CUDA device"));
+    }
+    if (device < 0) {
+      device = t->device().index;
+      first = name;
+    } else if (t->device().index != device) {
+      return absl::InvalidArgumentError(absl::StrCat(op, ": ", name, " is on ",
+                                                     t->device().ToString(), " but ", first,
+                                                     " is on cuda:", device));
+    }
+  }
+  if (device < 0) {
+    return absl::InvalidArgumentError(absl::StrCat(op, ": no operand is a CUDA tensor"));
+  }
+  return Activate(device);
+}
+
 // ---- Registration ------------------------------------------------------------------------------
 
 namespace {

@@ -16,12 +16,15 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <initializer_list>
+#include <utility>
 #include <memory>
 #include <mutex>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "kernels/base/device.h"
+#include "kernels/base/tensor.h"
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/host/caching_allocator.h"
 
@@ -170,6 +173,12 @@ class DeviceContext {
 
 // Makes `device` current on the calling thread and returns its context.
 absl::StatusOr<DeviceContext*> Activate(int device);
+
+// The context of the one CUDA device every defined tensor lives on (made current on the calling
+// thread), or INVALID_ARGUMENT naming `op` and the operand on another device.
+absl::StatusOr<DeviceContext*> ContextFor(
+    absl::string_view op,
+    std::initializer_list<std::pair<absl::string_view, const Tensor*>> tensors);
 
 // Registers the caching allocator and a host<->device copier with kernels/base/device.h.
 absl::Status RegisterCudaBackend();
