@@ -1,6 +1,7 @@
 // RopeConfig / RopeCache / ApplyRope of kernels/ops.h: builds the cos/sin tables on the host
 // (kernels/cpu/rope.h documents the HF functions reproduced) and rotates host tensors; other
-// devices return UNIMPLEMENTED (the CUDA backend has no RoPE kernel yet).
+// CUDA tensors (CUDA builds) go to kernels/cuda/elementwise.cu with the tables copied once per
+// (RopeCache tables, device) into a process-wide cache.
 // Thread safety: a RopeCache is immutable after Create and may be shared by threads.
 
 #include "absl/strings/str_cat.h"
@@ -8,6 +9,14 @@
 #include "kernels/cpu/elementwise.h"
 #include "kernels/cpu/rope.h"
 #include "kernels/ops.h"
+
+#ifdef TESSERA_WITH_CUDA
+#include <map>
+#include <mutex>
+#include <utility>
+
+#include "kernels/cuda/ops_cuda.h"
+#endif
 
 namespace tessera {
 
@@ -28,7 +37,38 @@ absl::StatusOr<RopeCache> RopeCache::Create(const RopeConfig& config) {
   return cache;
 }
 
+#ifdef TESSERA_WITH_CUDA
+namespace {
+
+// The cos/sin tables of `cache` on `device`, copied on first use. Keyed by the host table buffer
+// (kept alive by the entry, so the key is never reused) and the device index.
+absl::StatusOr<std::pair<Tensor, Tensor>> DeviceRopeTables(const RopeCache& cache, Device device) {
+  static std::mutex mutex;
+  static auto* tables = new std::map<std::pair<const void*, int>,
+                                     std::pair<std::shared_ptr<Buffer>, std::pair<Tensor, Tensor>>>();
+  std::lock_guard<std::mutex> lock(mutex);
+  const auto key = std::make_pair(cache.cos().buffer().get(), device.index);
+  auto it = tables->find(key);
+  if (it != tables->end()) return it->second.second;
+  ASSIGN_OR_RETURN(Tensor cos, cache.cos().ToDevice(device));
+  ASSIGN_OR_RETURN(Tensor sin, cache.sin().ToDevice(device));
+  (*tables)[key] = {cache.cos().buffer(), {cos, sin}};
+  return std::make_pair(cos, sin);
+}
+
+}  // namespace
+#endif
+
 absl::Status ApplyRope(const RopeCache& cache, const Tensor& positions, Tensor& x) {
+#ifdef TESSERA_WITH_CUDA
+  if (x.defined() && x.device().is_cuda()) {
+    if (!cache.cos().defined()) {
+      return absl::FailedPreconditionError("ApplyRope: the RopeCache was not built by Create");
+    }
+    ASSIGN_OR_RETURN(auto tables, DeviceRopeTables(cache, x.device()));
+    return cuda::ApplyRope(cache.config(), tables.first, tables.second, positions, x);
+  }
+#endif
   RETURN_IF_ERROR(cpu::RequireHost("ApplyRope", {{"positions", &positions}, {"x", &x}}));
   if (!cache.cos().defined()) {
     return absl::FailedPreconditionError("ApplyRope: the RopeCache was not built by Create");
