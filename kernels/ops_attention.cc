@@ -1,12 +1,16 @@
 // Device-neutral entry points for the paged-attention operations of kernels/ops.h: host tensors
-// go to kernels/cpu/attention.h; tensors on a CUDA device are UNIMPLEMENTED until the CUDA
-// backend provides these kernels. Thread safety: as the CPU kernels (stateless).
+// go to kernels/cpu/attention.h; in CUDA builds, calls whose output is on a CUDA device go to
+// kernels/cuda/attention.cu. Thread safety: as the CPU kernels (stateless).
 #include <initializer_list>
 
 #include "absl/strings/str_cat.h"
 #include "kernels/base/status.h"
 #include "kernels/cpu/attention.h"
 #include "kernels/ops.h"
+
+#ifdef TESSERA_WITH_CUDA
+#include "kernels/cuda/ops_cuda.h"
+#endif
 
 namespace tessera {
 namespace {
@@ -27,6 +31,11 @@ absl::Status RequireHost(absl::string_view op, std::initializer_list<const Tenso
 
 absl::Status WriteKvCache(const Tensor& k, const Tensor& v, const Tensor& slot_mapping,
                           Tensor& k_cache, Tensor& v_cache) {
+#ifdef TESSERA_WITH_CUDA
+  if (k_cache.defined() && k_cache.device().is_cuda()) {
+    return cuda::WriteKvCache(k, v, slot_mapping, k_cache, v_cache);
+  }
+#endif
   RETURN_IF_ERROR(RequireHost("WriteKvCache", {&k, &v, &slot_mapping, &k_cache, &v_cache}));
   return cpu::WriteKvCache(k, v, slot_mapping, k_cache, v_cache);
 }
@@ -35,6 +44,12 @@ absl::Status PagedAttention(const Tensor& q, const Tensor& k_cache, const Tensor
                             const Tensor& block_tables, const Tensor& seq_lens,
                             const Tensor& query_start_loc, const AttentionParams& params,
                             Tensor& out) {
+#ifdef TESSERA_WITH_CUDA
+  if (out.defined() && out.device().is_cuda()) {
+    return cuda::PagedAttention(q, k_cache, v_cache, block_tables, seq_lens, query_start_loc,
+                                params, out);
+  }
+#endif
   RETURN_IF_ERROR(RequireHost("PagedAttention", {&q, &k_cache, &v_cache, &block_tables, &seq_lens,
                                                  &query_start_loc, &params.sinks, &out}));
   return cpu::PagedAttention(q, k_cache, v_cache, block_tables, seq_lens, query_start_loc, params,

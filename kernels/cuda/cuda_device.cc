@@ -224,6 +224,8 @@ absl::StatusOr<DeviceContext*> DeviceContext::Get(int device) {
                    CachingAllocator::Get().Allocate(Device::Cuda(device), kCublasWorkspaceBytes));
   auto* context =
       new DeviceContext(device, std::move(stream), std::move(handle), std::move(workspace));
+  CUDA_RETURN_IF_ERROR(cudaDeviceGetAttribute(&context->num_multiprocessors_,
+                                              cudaDevAttrMultiProcessorCount, device));
   (*contexts)[device] = context;
   return context;
 }

@@ -144,6 +144,7 @@ class DeviceContext {
   static absl::StatusOr<DeviceContext*> Get(int device);
 
   int device() const { return device_; }
+  int num_multiprocessors() const { return num_multiprocessors_; }
   cudaStream_t stream() const { return stream_.get(); }
   cublasLtHandle_t cublaslt() const { return cublaslt_.get(); }
   void* cublas_workspace() const { return workspace_->data(); }
@@ -163,6 +164,7 @@ class DeviceContext {
         cublaslt_(std::move(cublaslt)),
         workspace_(std::move(workspace)) {}
   int device_;
+  int num_multiprocessors_ = 1;
   Stream stream_;
   CublasLtHandle cublaslt_;
   std::shared_ptr<Buffer> workspace_;

@@ -32,10 +32,14 @@ struct DeviceRows {
   int64_t strides[kMaxLead] = {};
 
   __device__ __forceinline__ float* Row(int64_t r) const {
+    // Unrolled with constant indices so the arrays stay in registers (no local memory).
     int64_t offset = 0;
-    for (int d = num_lead - 1; d >= 0; --d) {
-      offset += (r % sizes[d]) * strides[d];
-      r /= sizes[d];
+#pragma unroll
+    for (int d = kMaxLead - 1; d >= 0; --d) {
+      if (d < num_lead) {
+        offset += (r % sizes[d]) * strides[d];
+        r /= sizes[d];
+      }
     }
     return base + offset;
   }

@@ -60,8 +60,8 @@ absl::Status MoeRoute(const Tensor& logits, const Tensor& correction_bias,
 // ---- Paged attention (attention.cu) ------------------------------------------------------------
 absl::Status WriteKvCache(const Tensor& k, const Tensor& v, const Tensor& slot_mapping,
                           Tensor& k_cache, Tensor& v_cache);
-// num_tokens_hint: the number of query rows (q.dim(0)); the largest query length of a sequence is
-// bounded by it, so no device value is read back to size the grid.
+// The grid is sized from shapes only (query rows x heads x key splits); each query row finds its
+// sequence in query_start_loc on the device, so no device value is read back.
 absl::Status PagedAttention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
                             const Tensor& block_tables, const Tensor& seq_lens,
                             const Tensor& query_start_loc, const AttentionParams& params,
