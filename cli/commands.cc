@@ -2,6 +2,7 @@
 
 #include <cstdio>
 
+#include "coordinator/api/bench_serve.h"
 #include "coordinator/cluster/plan_command.h"
 #include "coordinator/serve_command.h"
 #include "coordinator/text/chat_template_command.h"
@@ -24,6 +25,7 @@ int RunVersion(int, char**) {
 const std::vector<Command>& Commands() {
   static const std::vector<Command> commands = {
       {"version", "print the version", RunVersion},
+      {"bench", "benchmark an OpenAI-compatible server (bench serve)", api::RunBenchCommand},
       {"generate", "one-shot local generation on this machine's CPU", RunGenerate},
       {"serve", "serve a model: gRPC API, cluster, local workers", RunServeCommand},
       {"worker", "join a coordinator (tessera serve) and execute its steps", RunWorkerCommand},

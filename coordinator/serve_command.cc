@@ -123,6 +123,7 @@ absl::Status RunServe(const ServeOptions& o) {
   eo.metrics = &metrics;
 
   ClusterOptions co;
+  co.metrics = &metrics;
   co.join_token = o.join_token;
   co.heartbeat_timeout = std::chrono::milliseconds(static_cast<int64_t>(o.heartbeat_timeout_s * 1000));
   co.heartbeat_interval = std::min(std::chrono::milliseconds(1000), co.heartbeat_timeout / 3);

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <numeric>
 #include <utility>
 
@@ -57,6 +58,14 @@ absl::Status CheckBlocks(uint64_t seq_id, const char* field,
 }
 
 // Adds the top-n alternatives under the raw distribution (log-softmax of `raw`) to `out`.
+// log-softmax(raw)[token].
+float RawLogprob(const std::vector<float>& raw, int32_t token) {
+  const float max = *std::max_element(raw.begin(), raw.end());
+  double sum = 0;
+  for (float v : raw) sum += std::exp(static_cast<double>(v - max));
+  return static_cast<float>(static_cast<double>(raw[token] - max) - std::log(sum));
+}
+
 void AddTopLogprobs(const std::vector<float>& raw, int top_n, v1::SampledToken* out) {
   const float mx = *std::max_element(raw.begin(), raw.end());
   double sum = 0.0;
@@ -217,6 +226,9 @@ absl::StatusOr<v1::StepResult> StepRunner::Execute(const v1::StepPlan& plan) {
     seq.blocks.assign(s.block_ids().begin(), s.block_ids().end());
     seq.sampling = ToSamplingParams(s.sampling());
     seq.num_top_logprobs = s.sampling().num_top_logprobs();
+    seq.min_tokens = s.sampling().min_tokens();
+    seq.min_tokens_banned_ids.assign(s.sampling().min_tokens_banned_ids().begin(),
+                                     s.sampling().min_tokens_banned_ids().end());
     Sequence& ref = seqs_[s.seq_id()] = std::move(seq);
     if (s.num_scheduled_tokens() > 0) {
       sched.push_back({s.seq_id(), &ref, ref.num_computed, s.num_scheduled_tokens()});
@@ -261,8 +273,15 @@ absl::StatusOr<v1::StepResult> StepRunner::Execute(const v1::StepPlan& plan) {
     if (seq.num_computed < static_cast<int64_t>(seq.tokens.size())) continue;  // chunk pending
     Tensor row_logits = logits.Select(0, s);
     // Sample() rewrites the row (penalties, temperature): keep the raw logits only when needed.
-    const bool need_raw = seq.num_top_logprobs > 0 || options_.keep_logits;
+    const bool ban = seq.num_outputs < seq.min_tokens && !seq.min_tokens_banned_ids.empty();
+    const bool need_raw = seq.num_top_logprobs > 0 || options_.keep_logits || ban;
     if (need_raw) raw.assign(row_logits.data<float>(), row_logits.data<float>() + vocab);
+    if (ban) {  // min_tokens: EOS and stop ids cannot be sampled yet
+      float* row = row_logits.data<float>();
+      for (int32_t id : seq.min_tokens_banned_ids) {
+        if (id >= 0 && id < vocab) row[id] = -std::numeric_limits<float>::infinity();
+      }
+    }
     const int64_t prompt_len = static_cast<int64_t>(seq.tokens.size()) - seq.num_outputs;
     absl::Span<const int32_t> all(seq.tokens);
     // Seeds are always set by the coordinator, so the fallback draw is never used.
@@ -272,7 +291,9 @@ absl::StatusOr<v1::StepResult> StepRunner::Execute(const v1::StepPlan& plan) {
     v1::SampledToken* out = result.add_sampled();
     out->set_seq_id(sched[s].id);
     out->set_token_id(r.token);
-    out->set_logprob(r.logprob);  // Sample's logprob is under the raw model distribution
+    // Sample's logprob is under the distribution it was given: the raw model's, unless ids were
+    // banned above; then it is recomputed from the raw logits.
+    out->set_logprob(ban ? RawLogprob(raw, r.token) : r.logprob);
     if (seq.num_top_logprobs > 0) AddTopLogprobs(raw, seq.num_top_logprobs, out);
     if (options_.keep_logits) last_logits_[sched[s].id] = raw;
   }

@@ -74,6 +74,8 @@ class StepRunner : public StepExecutor {
     std::vector<int32_t> blocks;
     SamplingParams sampling;
     int num_top_logprobs = 0;
+    int min_tokens = 0;                       // ban min_tokens_banned_ids before this
+    std::vector<int32_t> min_tokens_banned_ids;
   };
 
   StepRunner(LoadedModel loaded, KvCache cache, const StepRunnerOptions& options);

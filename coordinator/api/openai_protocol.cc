@@ -159,6 +159,10 @@ std::optional<ApiError> ParseCommon(const json& body, CommonRequest* out) {
                          std::numeric_limits<int64_t>::max(), &seed));
   if (seed) s.seed = static_cast<uint64_t>(*seed);
   TESSERA_API_TRY(GetBool(body, "ignore_eos", &s.ignore_eos));
+  std::optional<int64_t> min_tokens;
+  TESSERA_API_TRY(
+      GetInt(body, "min_tokens", 0, std::numeric_limits<int32_t>::max(), &min_tokens));
+  if (min_tokens) s.min_tokens = static_cast<int>(*min_tokens);
   TESSERA_API_TRY(GetBool(body, "skip_special_tokens", &out->skip_special_tokens));
   TESSERA_API_TRY(GetBool(body, "echo", &out->echo));
 

@@ -61,6 +61,7 @@ struct ClusterService::Worker {
 
 struct ClusterService::PendingStep {
   uint64_t step_id = 0;
+  Clock::time_point sent;  // when the plan went out
   uint64_t generation = 0;
   std::vector<std::optional<v1::StepResult>> results;
   int received = 0;
@@ -82,6 +83,21 @@ std::string ClusterService::Worker::InstanceId() const {
 }
 
 ClusterService::ClusterService(ClusterOptions options) : options_(std::move(options)) {
+  if (options_.metrics != nullptr) {
+    MetricsRegistry& m = *options_.metrics;
+    step_duration_ = m.AddHistogram(
+        "tessera:worker_step_duration_seconds",
+        "Time from sending a step plan to a worker until its result (driver rank) or "
+        "acknowledgement arrived, in seconds.",
+        {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+         30.0, 60.0, 120.0},
+        {"worker", "instance", "rank"});
+    heartbeat_age_ = m.AddGauge("tessera:worker_heartbeat_age_seconds",
+                                "Seconds since the last message from a connected worker.",
+                                {"worker"});
+    worker_up_ = m.AddGauge("tessera:worker_up",
+                            "1 while the worker is connected, 0 once it is down.", {"worker"});
+  }
   monitor_ = std::thread([this] { MonitorLoop(); });
 }
 
@@ -187,6 +203,7 @@ void ClusterService::MarkDownLocked(const std::shared_ptr<Worker>& worker,
   if (worker->state == Worker::State::kDown) return;
   LOG(WARNING) << "cluster: " << worker->Describe() << " is down: " << reason;
   worker->state = Worker::State::kDown;
+  if (worker_up_ != nullptr) worker_up_->Labels({worker->id})->Set(0);
   workers_.erase(std::remove(workers_.begin(), workers_.end(), worker), workers_.end());
   Instance* instance = worker->instance;
   if (instance != nullptr) {
@@ -269,6 +286,11 @@ void ClusterService::HandleMessage(const std::shared_ptr<Worker>& worker,
           break;
         }
         p->results[worker->rank] = message.step_result();
+        if (step_duration_ != nullptr) {
+          step_duration_
+              ->Labels({worker->id, instance->spec.instance_id, std::to_string(worker->rank)})
+              ->Observe(std::chrono::duration<double>(Clock::now() - p->sent).count());
+        }
         ++p->received;
         cv_.notify_all();
         break;
@@ -342,6 +364,10 @@ grpc::Status ClusterService::Connect(
       }
     }
     workers_.push_back(worker);
+    if (worker_up_ != nullptr) {
+      worker_up_->Labels({worker->id})->Set(1);
+      heartbeat_age_->Labels({worker->id})->Set(0);
+    }
   }
   LOG(INFO) << "cluster: worker '" << worker->id << "' joined from " << context->peer() << " ("
             << reg.device().kind() << ", " << reg.threads() << " threads, tessera "
@@ -393,6 +419,10 @@ void ClusterService::MonitorLoop() {
     const auto now = Clock::now();
     std::vector<std::shared_ptr<Worker>> live = workers_;
     for (auto& w : live) {
+      if (heartbeat_age_ != nullptr) {
+        heartbeat_age_->Labels({w->id})->Set(
+            std::chrono::duration<double>(now - w->last_heard).count());
+      }
       if (now - w->last_heard > options_.heartbeat_timeout) {
         const auto ms =
             std::chrono::duration_cast<std::chrono::milliseconds>(now - w->last_heard).count();
@@ -499,6 +529,7 @@ absl::StatusOr<v1::StepResult> ClusterService::ExecuteOn(Instance* instance,
     }
     pending.step_id = plan.step_id();
     pending.generation = instance->generation;
+    pending.sent = Clock::now();
     pending.results.resize(instance->ranks.size());
     instance->pending = &pending;
     targets = instance->ranks;

@@ -31,6 +31,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "coordinator/engine/metrics.h"
 #include "tessera/v1/cluster.grpc.pb.h"
 #include "worker/step_executor.h"
 
@@ -42,6 +43,12 @@ struct ClusterOptions {
   std::chrono::milliseconds heartbeat_timeout{3000};
   // A step whose results have not all arrived by then fails with UNAVAILABLE naming the ranks.
   std::chrono::milliseconds step_timeout{120000};
+  // Optional (must outlive the service): per-worker metrics, labelled by worker id —
+  // tessera:worker_step_duration_seconds{worker,instance,rank} (histogram: step plan sent to that
+  // worker's result or acknowledgement received), tessera:worker_heartbeat_age_seconds{worker}
+  // (gauge: time since the last message from a connected worker, refreshed by the monitor
+  // thread) and tessera:worker_up{worker} (gauge: 1 while connected, 0 once down).
+  MetricsRegistry* metrics = nullptr;
 };
 
 // One model instance: `world_size` ranks that run every step together (SPMD).
@@ -130,6 +137,9 @@ class ClusterService final : public v1::Cluster::Service {
   std::vector<std::unique_ptr<Instance>> instances_;
   std::vector<Listener> listeners_;
   int next_worker_number_ = 0;
+  HistogramFamily* step_duration_ = nullptr;  // null without options_.metrics
+  GaugeFamily* heartbeat_age_ = nullptr;
+  GaugeFamily* worker_up_ = nullptr;
   bool shutdown_ = false;
   bool stop_monitor_ = false;
   std::thread monitor_;

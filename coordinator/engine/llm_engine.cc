@@ -232,6 +232,10 @@ absl::Status LlmEngine::Submit(GenerateRequest request, OutputCallback on_output
     return InvalidSampling("frequency_penalty", s.frequency_penalty, "must be in [-2, 2]");
   }
   if (s.max_tokens < 1) return InvalidSampling("max_tokens", s.max_tokens, "must be >= 1");
+  if (s.min_tokens < 0 || s.min_tokens > s.max_tokens) {
+    return InvalidSampling("min_tokens", s.min_tokens,
+                           absl::StrCat("must be in [0, max_tokens = ", s.max_tokens, "]"));
+  }
   if (s.logprobs < 0 || s.logprobs > 20) {
     return InvalidSampling("logprobs", s.logprobs, "must be in [0, 20]");
   }
@@ -290,6 +294,12 @@ absl::Status LlmEngine::Submit(GenerateRequest request, OutputCallback on_output
   pc.stop_token_ids = s.stop_token_ids;
   pc.stop = s.stop;
   pc.max_tokens = s.max_tokens;
+  pc.min_tokens = s.min_tokens;
+  if (s.min_tokens > 0) {
+    if (!s.ignore_eos) r->min_tokens_banned_ids = options_.eos_token_ids;
+    r->min_tokens_banned_ids.insert(r->min_tokens_banned_ids.end(), s.stop_token_ids.begin(),
+                                    s.stop_token_ids.end());
+  }
   pc.max_context = max_len;
   pc.prompt_len = prompt_len;
   r->processor = std::make_unique<OutputProcessor>(std::move(pc));

@@ -51,7 +51,10 @@ bool OutputProcessor::ScanStops(ProcessedToken* out) {
 
 ProcessedToken OutputProcessor::Process(int32_t token, int64_t num_outputs) {
   ProcessedToken out;
+  // Before min_tokens the workers never sample EOS / stop ids; stop strings are not matched.
+  const bool below_min = num_outputs < config_.min_tokens;
   bool stop_token =
+      !below_min &&
       (!config_.ignore_eos && std::find(config_.eos_token_ids.begin(), config_.eos_token_ids.end(),
                                         token) != config_.eos_token_ids.end()) ||
       std::find(config_.stop_token_ids.begin(), config_.stop_token_ids.end(), token) !=
@@ -61,7 +64,12 @@ ProcessedToken OutputProcessor::Process(int32_t token, int64_t num_outputs) {
     out.finish_reason = FinishReason::kStop;
   } else if (detok_ != nullptr) {
     pending_ += detok_->Push(token);
-    if (ScanStops(&out)) return out;
+    if (below_min) {
+      out.text += pending_;
+      pending_.clear();
+    } else if (ScanStops(&out)) {
+      return out;
+    }
   }
   if (!out.finished && (num_outputs >= config_.max_tokens ||
                         config_.prompt_len + num_outputs >= config_.max_context)) {

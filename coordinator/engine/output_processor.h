@@ -38,6 +38,7 @@ class OutputProcessor {
     bool skip_special_tokens = true;
     std::vector<int32_t> eos_token_ids;  // ignored when ignore_eos
     bool ignore_eos = false;
+    int min_tokens = 0;  // before this many outputs: no stop ids, no stop-string matching
     std::vector<int32_t> stop_token_ids;
     std::vector<std::string> stop;
     int64_t max_tokens = 0;         // outputs allowed

@@ -48,6 +48,11 @@ absl::StatusOr<RequestSampling> FromProto(const v1::SamplingParams& p) {
   if (p.logprobs() < 0 || p.logprobs() > 20) return bad("logprobs", p.logprobs(), "must be 0..20");
   s.logprobs = p.logprobs();
   s.ignore_eos = p.ignore_eos();
+  if (p.min_tokens() < 0) return bad("min_tokens", p.min_tokens(), "must be >= 0");
+  if (p.max_tokens() > 0 && p.min_tokens() > p.max_tokens()) {
+    return bad("min_tokens", p.min_tokens(), "must be <= max_tokens");
+  }
+  s.min_tokens = p.min_tokens();
   return s;
 }
 
@@ -66,6 +71,7 @@ v1::SamplingParams ToProto(const RequestSampling& s) {
   for (const std::string& stop : s.stop) p.add_stop(stop);
   p.set_logprobs(s.logprobs);
   p.set_ignore_eos(s.ignore_eos);
+  p.set_min_tokens(s.min_tokens);
   return p;
 }
 

@@ -28,6 +28,7 @@ struct RequestSampling {
   std::vector<std::string> stop;
   int logprobs = 0;
   bool ignore_eos = false;
+  int min_tokens = 0;  // no EOS / stop token / stop string before this many outputs
 };
 
 absl::StatusOr<RequestSampling> FromProto(const v1::SamplingParams& proto);

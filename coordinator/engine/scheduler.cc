@@ -139,6 +139,11 @@ v1::StepPlan Scheduler::Schedule(ScheduleStats* stats) {
     s->set_frequency_penalty(r->sampling.frequency_penalty);
     s->set_seed(r->seed);
     s->set_num_top_logprobs(r->sampling.logprobs);
+    if (r->sampling.min_tokens > static_cast<int>(r->output.size())) {
+      s->set_min_tokens(r->sampling.min_tokens);
+      s->mutable_min_tokens_banned_ids()->Add(r->min_tokens_banned_ids.begin(),
+                                              r->min_tokens_banned_ids.end());
+    }
 
     r->num_scheduled = static_cast<int>(num_new);
     scheduled_.push_back(r);

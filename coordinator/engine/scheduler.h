@@ -45,6 +45,7 @@ struct EngineRequest {
   std::vector<int32_t> output;  // accepted output tokens
   RequestSampling sampling;
   uint64_t seed = 0;            // sampling.seed or one drawn by the engine
+  std::vector<int32_t> min_tokens_banned_ids;  // EOS (unless ignore_eos) + stop token ids
   OutputCallback callback;
   std::unique_ptr<OutputProcessor> processor;
   Usage usage;

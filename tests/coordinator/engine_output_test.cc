@@ -36,7 +36,7 @@ class EngineOutput : public ::testing::Test {
   // `deltas` receives every output's text.
   Stream Run(const std::vector<int32_t>& script, std::vector<std::string> stop, int max_tokens,
              std::vector<std::string>* deltas = nullptr,
-             std::vector<int32_t> eos = {}) {
+             std::vector<int32_t> eos = {}, int min_tokens = 0) {
     FakeStepExecutor executor(
         64, 16, [script](const std::vector<int32_t>&, uint64_t, int64_t index) {
           return script[index % script.size()];
@@ -55,6 +55,7 @@ class EngineOutput : public ::testing::Test {
     r.prompt_ids = tokenizer_->Encode("Say something.");
     r.sampling.max_tokens = max_tokens;
     r.sampling.stop = std::move(stop);
+    r.sampling.min_tokens = min_tokens;
     EXPECT_TRUE(engine
                     ->Submit(r,
                              [&](GenerateOutput out) {
@@ -152,6 +153,39 @@ TEST_F(EngineOutput, EosTokenEndsWithoutText) {
   EXPECT_EQ(s.finish_reason, FinishReason::kStop);
   EXPECT_EQ(s.tokens.back(), *im_end);
   EXPECT_EQ(s.usage.completion_tokens, static_cast<int64_t>(script.size()));
+}
+
+TEST_F(EngineOutput, StopStringsAreNotMatchedBeforeMinTokens) {
+  const std::string text = "No. No. Yes. No. Done";
+  std::vector<int32_t> script = tokenizer_->Encode(text);
+  const std::vector<int32_t> first_no = tokenizer_->Encode("No");
+  ASSERT_EQ(first_no.size(), 1u);
+  ASSERT_EQ(script[0], first_no[0]);
+  // Without min_tokens the first "No" stops at once; with min_tokens past the second "No" the
+  // next match is the third one (after "Yes.").
+  EXPECT_EQ(Run(script, {"No"}, 100).text, "");
+  const std::vector<int32_t> upto_yes = tokenizer_->Encode("No. No. Yes");
+  Stream s = Run(script, {"No"}, 100, nullptr, {}, static_cast<int>(upto_yes.size()));
+  EXPECT_EQ(s.text, "No. No. Yes. ");
+  EXPECT_EQ(s.finish_reason, FinishReason::kStop);
+  EXPECT_EQ(s.stop_reason, "No");
+}
+
+TEST_F(EngineOutput, MinTokensAboveMaxTokensIsInvalid) {
+  FakeStepExecutor executor(8, 16, [](const std::vector<int32_t>&, uint64_t, int64_t) {
+    return 1;
+  });
+  LlmEngineOptions options;
+  options.vocab_size = tokenizer_->vocab_size();
+  options.max_model_len = 64;
+  auto engine = *LlmEngine::Create(&executor, options);
+  GenerateRequest r;
+  r.prompt_ids = {1, 2, 3};
+  r.sampling.max_tokens = 4;
+  r.sampling.min_tokens = 5;
+  absl::Status st = engine->Submit(r, [](GenerateOutput) {});
+  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(st.message()), ::testing::HasSubstr("min_tokens"));
 }
 
 TEST_F(EngineOutput, HeldBackTextIsFlushedAtMaxTokens) {

@@ -5,7 +5,9 @@
 // changing its state.
 #include "worker/step_runner.h"
 
+#include <algorithm>
 #include <cmath>
+#include <limits>
 #include <map>
 #include <memory>
 #include <random>
@@ -289,6 +291,27 @@ TEST(StepRunnerTest, LogprobsAreTheRawLogSoftmaxWithSortedAlternatives) {
   }
   EXPECT_NEAR(t.top_logprobs(0).logprob(),
               *std::max_element(raw.begin(), raw.end()) - std::log(z), 1e-4);
+}
+
+TEST(StepRunnerTest, MinTokensBansStopIdsUntilEnoughOutputs) {
+  auto runner = MakeRunner("qwen3_moe");
+  const int64_t vocab = runner->model().vocab_size();
+  const std::vector<int32_t> prompt = RandomIds(6, vocab, 51);
+  const int32_t greedy = RunNew(*runner, 1, prompt, 0, 0, {0, 1}, Greedy()).token_id();
+  const std::vector<float> raw = *runner->LastLogits(1);
+  // Banned while fewer than min_tokens outputs: the next best token, with the raw logprob.
+  v1::SeqSampling banned = Greedy();
+  banned.set_min_tokens(1);
+  banned.add_min_tokens_banned_ids(greedy);
+  v1::SampledToken t = RunNew(*runner, 2, prompt, 0, 0, {2, 3}, banned);
+  std::vector<float> rest = raw;
+  rest[greedy] = -std::numeric_limits<float>::infinity();
+  EXPECT_EQ(t.token_id(), std::max_element(rest.begin(), rest.end()) - rest.begin());
+  double z = 0;
+  for (float v : raw) z += std::exp(static_cast<double>(v));
+  EXPECT_NEAR(t.logprob(), raw[t.token_id()] - std::log(z), 1e-4);
+  // The same context counted as one output already: min_tokens 1 is reached, no ban.
+  EXPECT_EQ(RunNew(*runner, 3, prompt, 1, 0, {4, 5}, banned).token_id(), greedy);
 }
 
 TEST(StepRunnerTest, BadPlansAreRejectedWithoutChangingState) {
