@@ -22,8 +22,10 @@
 #include "nlohmann/json.hpp"
 #include "parallel/gloo_communicator.h"
 #include "parallel/kv_store.h"
+#include "worker/checkpoint/checkpoint.h"
 #include "worker/checkpoint/model_config.h"
 #include "worker/model_runner.h"
+#include "worker/models/layers.h"
 #include "worker/models/model.h"
 #include "worker/npy.h"
 
@@ -52,6 +54,10 @@ absl::StatusOr<std::vector<int32_t>> ParseIds(absl::string_view text) {
 
 }  // namespace
 
+int GenerateWorldSize(int tp, int ep, int dp, int pp) {
+  return pp * std::max(tp * dp, ep);
+}
+
 absl::StatusOr<GenerateResult> Generate(const GenerateOptions& options) {
   if (options.max_tokens < 1) {
     return absl::InvalidArgumentError("--max-tokens must be >= 1");
@@ -61,15 +67,8 @@ absl::StatusOr<GenerateResult> Generate(const GenerateOptions& options) {
   result.prompt_ids = options.prompt_ids;
   const auto t0 = Clock::now();
   ModelLoadOptions load;
-  const int world = std::max({options.tp, options.ep, options.dp, options.pp});
-  load.tp_size = options.tp;
-  load.ep_size = options.ep;
-  load.dp_size = options.dp;
-  load.tp_rank = options.tp > 1 ? options.rank : 0;
-  load.ep_rank = options.ep > 1 ? options.rank : 0;
-  load.dp_rank = options.dp > 1 ? options.rank : 0;
-  load.pp_size = options.pp;
-  load.pp_rank = options.pp > 1 ? options.rank : 0;
+  const int world = GenerateWorldSize(options.tp, options.ep, options.dp, options.pp);
+  load.SetLayout(options.tp, options.ep, options.dp, options.pp, options.rank);
   load.comm = world > 1 ? options.comm : nullptr;
   if (options.progress) {
     load.progress = [](int done, int total) {
@@ -81,6 +80,17 @@ absl::StatusOr<GenerateResult> Generate(const GenerateOptions& options) {
   ASSIGN_OR_RETURN(LoadedModel loaded, LoadModelFromDirectory(options.model_dir, load));
   const auto t1 = Clock::now();
   result.load_s = Seconds(t0, t1);
+  // Every rank's weight bytes (what its loader asked the checkpoint for), gathered on rank 0.
+  {
+    const int64_t mine[] = {static_cast<int64_t>(loaded.checkpoint->bytes_loaded())};
+    Tensor t = Tensor::FromVector(absl::MakeConstSpan(mine), {1});
+    if (world > 1) {
+      ASSIGN_OR_RETURN(Tensor all, Tensor::Empty({world}, DType::kI64));
+      RETURN_IF_ERROR(options.comm->AllGather(t, all));
+      t = all;
+    }
+    result.rank_weight_bytes.assign(t.data<int64_t>(), t.data<int64_t>() + world);
+  }
   const std::vector<int64_t> eos = loaded.config->eos_token_ids;
 
   ModelRunnerOptions ro;
@@ -104,9 +114,9 @@ absl::StatusOr<GenerateResult> Generate(const GenerateOptions& options) {
   sp.top_p = options.top_p;
   sp.top_k = options.top_k;
   if (options.seed >= 0) sp.seed = static_cast<uint64_t>(options.seed);
-  // Data parallel: the request is rank 0's. Every step rank 0 announces (broadcast 1) that a
-  // forward pass follows, and the others join its MoE dispatch / combine with zero tokens;
-  // 0 ends the run.
+  // Data parallel: the request is DP rank 0's (its tp ranks and pipeline stages). Every step
+  // rank 0 announces (broadcast 1) that a forward pass follows, and the other DP ranks join its
+  // MoE dispatch / combine with zero tokens; 0 ends the run.
   const bool data_parallel = options.dp > 1;
   auto announce = [&](int32_t flag) -> absl::StatusOr<int32_t> {
     const int32_t value[] = {flag};
@@ -114,7 +124,7 @@ absl::StatusOr<GenerateResult> Generate(const GenerateOptions& options) {
     RETURN_IF_ERROR(options.comm->Broadcast(t, 0));
     return t.data<int32_t>()[0];
   };
-  if (data_parallel && options.rank != 0) {
+  if (data_parallel && load.dp_rank != 0) {
     for (;;) {
       ASSIGN_OR_RETURN(int32_t more, announce(0));
       if (more == 0) break;
@@ -264,9 +274,9 @@ int RunGenerate(int argc, char** argv) {
   std::string rendezvous;
   float comm_timeout_s = 30;
   parser.AddInt("tp", &o.tp, "tensor-parallel ranks (processes started on this machine)");
-  parser.AddInt("ep", &o.ep, "expert-parallel ranks (1 or the world size)");
-  parser.AddInt("dp", &o.dp, "data-parallel attention ranks (needs --tp 1 and --ep equal)");
-  parser.AddInt("pp", &o.pp, "pipeline stages (layers split over ranks; other sizes 1)");
+  parser.AddInt("ep", &o.ep, "expert-parallel ranks per stage (1, --tp, or --tp * --dp)");
+  parser.AddInt("dp", &o.dp, "data-parallel attention ranks (needs --ep = --tp * --dp)");
+  parser.AddInt("pp", &o.pp, "pipeline stages (each stage its own tp / ep / dp ranks)");
   parser.AddFloat("comm-timeout", &comm_timeout_s, "seconds before a collective fails");
   parser.AddInt("rank", &rank, "(internal) this process's rank in a sharded run");
   parser.AddString("rendezvous", &rendezvous, "(internal) rendezvous directory of the ranks");
@@ -287,21 +297,14 @@ int RunGenerate(int argc, char** argv) {
     if (o.tp < 1 || o.ep < 1 || o.dp < 1 || o.pp < 1) {
       return absl::InvalidArgumentError("--tp, --ep, --dp and --pp must be >= 1");
     }
-    const int world = std::max({o.tp, o.ep, o.dp, o.pp});
-    if (o.pp > 1 && (o.tp != 1 || o.ep != 1 || o.dp != 1)) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "--pp ", o.pp, " cannot be combined with --tp/--ep/--dp yet: pass --pp alone"));
+    // Refused before anything is started or loaded, with the reason.
+    absl::Status layout = Shard::CheckLayout(o.tp, o.ep, o.dp, o.pp);
+    if (!layout.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat("--tp ", o.tp, " --ep ", o.ep, " --dp ",
+                                                     o.dp, " --pp ", o.pp, ": ",
+                                                     layout.message()));
     }
-    if ((o.tp != 1 && o.tp != world) || (o.ep != 1 && o.ep != world)) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "--tp ", o.tp, " --ep ", o.ep, " --dp ", o.dp,
-          ": tp and ep must each be 1 or the number of ranks"));
-    }
-    if (o.dp > 1 && (o.tp != 1 || o.ep != o.dp)) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "--dp ", o.dp, " needs --tp 1 and --ep ", o.dp,
-          " (tensor parallelism inside a data-parallel group is not implemented yet)"));
-    }
+    const int world = GenerateWorldSize(o.tp, o.ep, o.dp, o.pp);
     RankProcesses ranks;
     std::unique_ptr<GlooCommunicator> comm;
     std::string owned_dir;
@@ -349,6 +352,7 @@ int RunGenerate(int argc, char** argv) {
       j["output_ids"] = r.output_ids;
       j["text"] = nullptr;
       j["finish_reason"] = r.finish_reason;
+      j["rank_weight_bytes"] = r.rank_weight_bytes;
       j["timings"] = {{"load_s", r.load_s},
                       {"prefill_tokens_per_s", r.prefill_tokens_per_s},
                       {"decode_tokens_per_s", r.decode_tokens_per_s}};

@@ -5,7 +5,8 @@
 //       [--dump-logits FILE.npy] [--block-size B] [--kv-cache-tokens N] [--max-batch-tokens N]
 //       [--tp N] [--ep N] [--dp N] [--pp N]
 //
-// With --tp / --ep / --dp (tensor / expert / data parallelism, worker/models/layers.h Shard) the
+// With --tp / --ep / --dp / --pp (tensor / expert / data / pipeline parallelism,
+// worker/models/layers.h Shard; they combine: pp stages of max(tp * dp, ep) ranks each) the
 // command starts world - 1 more processes of itself on this machine (hidden flags --rank R
 // --rendezvous DIR), connects them over Gloo on 127.0.0.1 and runs the generation SPMD; rank 0
 // prints the result. With --dp the prompt is rank 0's request and the other data-parallel ranks
@@ -16,7 +17,8 @@
 // until an EOS id of generation_config.json / config.json or --max-tokens. Output: the generated
 // ids on stdout, or with --json one object {"prompt_ids", "output_ids", "text" (null: the text
 // layer is not linked here), "finish_reason" ("stop" | "length"), "timings" {"load_s",
-// "prefill_tokens_per_s", "decode_tokens_per_s"}}. --dump-logits writes the raw f32 logits of
+// "prefill_tokens_per_s", "decode_tokens_per_s"}, "rank_weight_bytes" [per world rank: the
+// checkpoint bytes each rank's loader read or mapped]}. --dump-logits writes the raw f32 logits of
 // every generated position as .npy [steps, vocab_size] (row 0 = logits after the prompt).
 // --prompt (text) needs the tokenizer, which this command does not link yet: a clear error.
 #pragma once
@@ -44,8 +46,8 @@ struct GenerateOptions {
   int max_batch_tokens = 512;   // prefill chunk bound per step
   std::string dump_logits;      // .npy path or empty
   bool progress = false;        // load progress on stderr
-  // Sharding of this process (ModelLoadOptions): world = max(tp, ep) ranks joined by `comm`
-  // (borrowed; required when world > 1).
+  // Sharding of this process (ModelLoadOptions): world = GenerateWorldSize ranks joined by
+  // `comm` (borrowed; required when world > 1); `rank` is the world rank.
   int tp = 1, ep = 1, dp = 1, pp = 1, rank = 0;
   Communicator* comm = nullptr;
 };
@@ -57,7 +59,12 @@ struct GenerateResult {
   double load_s = 0;
   double prefill_tokens_per_s = 0;
   double decode_tokens_per_s = 0;
+  // Weight bytes each rank read from the checkpoint (Checkpoint::bytes_loaded), by world rank.
+  std::vector<int64_t> rank_weight_bytes;
 };
+
+// Ranks of a layout: pp * max(tp * dp, ep) (worker/models/layers.h Shard).
+int GenerateWorldSize(int tp, int ep, int dp, int pp);
 
 // Runs generation as the command does (tests call it directly).
 absl::StatusOr<GenerateResult> Generate(const GenerateOptions& options);

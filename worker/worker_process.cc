@@ -265,14 +265,8 @@ class Session {
       if (!comm.ok()) return SendLoadError(a, comm.status());
       comm_ = std::move(*comm);
       const v1::MeshShape& m = a.mesh();
-      load.tp_size = std::max(1, m.tp());
-      load.ep_size = std::max(1, m.ep());
-      load.dp_size = std::max(1, m.dp());
-      load.pp_size = std::max(1, m.pp());
-      load.tp_rank = load.tp_size > 1 ? a.rank() : 0;
-      load.ep_rank = load.ep_size > 1 ? a.rank() : 0;
-      load.dp_rank = load.dp_size > 1 ? a.rank() : 0;
-      load.pp_rank = load.pp_size > 1 ? a.rank() : 0;
+      load.SetLayout(std::max(1, m.tp()), std::max(1, m.ep()), std::max(1, m.dp()),
+                     std::max(1, m.pp()), a.rank());
       load.comm = comm_.get();
     }
     load.progress = [&](int done, int total) {

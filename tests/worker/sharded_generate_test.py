@@ -1,8 +1,8 @@
-"""Tensor / expert parallel generation across real processes over Gloo equals the single rank.
+"""Tensor / expert / data / pipeline parallel generation over Gloo equals the single rank.
 
-For every family's tiny preset (f32), `tessera generate --tp T --ep E` starts max(T, E) ranks on
-127.0.0.1 (worker/generate_command.cc) and must give the same greedy tokens as one rank, with
-logits within 1e-4 (relative L2) at every generated position. Layouts the model cannot take
+For every family's tiny preset (f32), `tessera generate --tp T --ep E --dp D --pp P` starts
+P * max(T * D, E) ranks on 127.0.0.1 (worker/generate_command.cc) and must give the same greedy
+tokens as one rank, with logits within 1e-4 (relative L2) at every generated position. Layouts the model cannot take
 (heads or experts not divisible) must be refused before any weight is loaded, naming the reason.
 A rank killed mid-run makes the command fail well within the collective timeout.
 """
@@ -19,10 +19,13 @@ import numpy as np
 BIN = os.environ["TESSERA_BIN"]
 ARCHS = ["qwen3_moe", "qwen2_moe", "mixtral", "deepseek_v3", "glm4_moe", "minimax_m2", "gpt_oss",
          "llama", "qwen3"]
-# (tp, ep, dp, pp): dp > 1 is data-parallel attention with all-to-all expert dispatch (the prompt
-# is rank 0's; the other ranks join every MoE layer with zero tokens); pp > 1 pipeline stages.
+# (tp, ep, dp, pp): world = pp * max(tp * dp, ep) ranks (docs/sharding.md). dp > 1 is
+# data-parallel attention with all-to-all expert dispatch (the prompt is DP rank 0's; the other
+# DP ranks join every MoE layer with zero tokens), tp inside a DP rank splits its attention;
+# pp > 1 pipeline stages, each with its own tp / ep / dp ranks.
 LAYOUTS = [(2, 1, 1, 1), (2, 2, 1, 1), (1, 2, 1, 1), (4, 1, 1, 1), (4, 4, 1, 1), (1, 4, 1, 1),
-           (1, 2, 2, 1), (1, 4, 4, 1), (1, 1, 1, 2), (1, 1, 1, 4)]
+           (1, 2, 2, 1), (1, 4, 4, 1), (1, 1, 1, 2), (1, 1, 1, 4),
+           (2, 4, 2, 1), (2, 1, 1, 2), (2, 2, 1, 2), (1, 2, 1, 2), (1, 2, 2, 2)]
 PROMPT = "3,1,4,1,5,9,2,6,5,3,5"
 
 
@@ -81,10 +84,10 @@ class ShardedGenerateTest(unittest.TestCase):
         self.assertIn("not divisible by tp 3", r.stderr)
         r, _ = self.generate("qwen3_moe", 2, 4, "tp2ep4")
         self.assertNotEqual(r.returncode, 0)
-        self.assertIn("tp and ep must each be 1 or the number of ranks", r.stderr)
+        self.assertIn("with tensor parallelism ep must be 1 or equal tp", r.stderr)
         r, _ = self.generate("qwen3_moe", 2, 2, "tp2dp2", dp=2)
         self.assertNotEqual(r.returncode, 0)
-        self.assertIn("--dp 2 needs --tp 1 and --ep 2", r.stderr)
+        self.assertIn("data-parallel attention needs ep = tp * dp = 4", r.stderr)
         r, _ = self.generate("qwen3_moe", 1, 1, "pp8", pp=8)
         self.assertNotEqual(r.returncode, 0)
         self.assertIn("num_hidden_layers (4) is smaller than pp 8", r.stderr)

@@ -146,7 +146,24 @@ uint64_t Checkpoint::total_bytes() const {
 
 absl::StatusOr<Tensor> Checkpoint::Get(absl::string_view name) const {
   ASSIGN_OR_RETURN(Location loc, Locate(name));
+  bytes_mapped_.fetch_add(loc.info->nbytes(), std::memory_order_relaxed);
   return loc.file->View(*loc.info);
+}
+
+absl::StatusOr<Tensor> Checkpoint::GetSlice(absl::string_view name, int dim, int64_t start,
+                                            int64_t end) const {
+  ASSIGN_OR_RETURN(Location loc, Locate(name));
+  const TensorInfo& info = *loc.info;
+  const int ndim = static_cast<int>(info.shape.size());
+  bool contiguous = dim >= 0 && dim < ndim;
+  for (int d = 0; contiguous && d < dim; ++d) contiguous = info.shape[d] == 1;
+  if (!contiguous || start < 0 || start > end || end > info.shape[dim]) {
+    return ReadSlice(name, dim, start, end);  // reports the bad dim or range
+  }
+  ASSIGN_OR_RETURN(Tensor whole, loc.file->View(info));
+  Tensor view = whole.Slice(dim, start, end);
+  bytes_mapped_.fetch_add(view.nbytes(), std::memory_order_relaxed);
+  return view;
 }
 
 absl::StatusOr<Tensor> Checkpoint::GetChecked(absl::string_view name,
@@ -165,6 +182,7 @@ absl::StatusOr<Tensor> Checkpoint::GetChecked(absl::string_view name,
                                                    " has dtype ", DTypeName(info.dtype),
                                                    ", expected ", DTypeName(*expected_dtype)));
   }
+  bytes_mapped_.fetch_add(info.nbytes(), std::memory_order_relaxed);
   return loc.file->View(info);
 }
 

@@ -9,7 +9,11 @@
 // read with pread, touching only the bytes they need (ReadSlice of dim 0 is one contiguous read;
 // slices along later dims read one contiguous run per outer row), so a rank that owns a slice of
 // a weight or a subset of experts never faults in the rest of the file. bytes_read() counts the
-// bytes fetched that way, so tests can prove unowned experts are never read.
+// bytes fetched that way, so tests can prove unowned experts are never read. GetSlice() is the
+// loader's entry point: a zero-copy view when the slice is contiguous in the file, else
+// ReadSlice. bytes_loaded() counts every byte handed out, as views (Get, GetChecked, GetSlice:
+// the view's own bytes, which become resident once used) or as copies (bytes_read): a model
+// loader that asks only for what it keeps makes it equal its resident weight bytes.
 //
 // Errors name the tensor and the directory or shard file, e.g.
 //   "tensor 'x' not found in checkpoint DIR",
@@ -65,8 +69,17 @@ class Checkpoint {
   // touching only those bytes. INVALID_ARGUMENT for a bad dim or range.
   absl::StatusOr<Tensor> ReadSlice(absl::string_view name, int dim, int64_t start,
                                    int64_t end) const;
+  // [start, end) along `dim`: a zero-copy view when those bytes are one contiguous run of the
+  // file (dim 0, or every dim before `dim` has size 1), else ReadSlice. INVALID_ARGUMENT for a
+  // bad dim or range.
+  absl::StatusOr<Tensor> GetSlice(absl::string_view name, int dim, int64_t start,
+                                  int64_t end) const;
   // Bytes fetched by ReadSlice / GetAs so far.
   uint64_t bytes_read() const { return bytes_read_.load(std::memory_order_relaxed); }
+  // Bytes handed out so far: views (Get, GetChecked, GetSlice) plus bytes_read().
+  uint64_t bytes_loaded() const {
+    return bytes_mapped_.load(std::memory_order_relaxed) + bytes_read();
+  }
 
  private:
   Checkpoint() = default;
@@ -80,6 +93,7 @@ class Checkpoint {
   std::vector<std::unique_ptr<SafetensorsFile>> files_;
   absl::flat_hash_map<std::string, Location> tensors_;
   mutable std::atomic<uint64_t> bytes_read_{0};
+  mutable std::atomic<uint64_t> bytes_mapped_{0};
 };
 
 }  // namespace tessera

@@ -15,11 +15,51 @@
 namespace tessera {
 namespace {
 
-// The one place that talks to the Checkpoint API.
-absl::StatusOr<Tensor> GetTensor(const Checkpoint& ckpt, absl::string_view name) {
-  return ckpt.Get(name);
-}
+// The one place that talks to the Checkpoint API. Every weight byte a rank keeps is asked for
+// through ReadPart, and only those bytes: Checkpoint::bytes_loaded() then equals the rank's
+// resident weight bytes (no load-then-drop), which tests compare with the planner.
 bool HasTensor(const Checkpoint& ckpt, absl::string_view name) { return ckpt.Has(name); }
+
+// The tensor's metadata after checking its shape (negative expected sizes are not checked);
+// touches no data.
+absl::StatusOr<const TensorInfo*> InfoChecked(const Checkpoint& ckpt, absl::string_view name,
+                                              absl::Span<const int64_t> expected) {
+  ASSIGN_OR_RETURN(const TensorInfo* info, ckpt.Info(name));
+  bool ok = info->shape.size() == expected.size();
+  for (size_t d = 0; ok && d < expected.size(); ++d) {
+    if (expected[d] >= 0 && info->shape[d] != expected[d]) ok = false;
+  }
+  if (!ok) {
+    return absl::InvalidArgumentError(absl::StrCat("tensor ", name, " has shape ",
+                                                   ShapeToString(info->shape), ", expected ",
+                                                   ShapeToString(expected)));
+  }
+  return info;
+}
+
+// Rows [r.begin, r.end) along `dim` of tensor `name` (the whole tensor when dim < 0): a zero-copy
+// view where the bytes are contiguous, else a pread copy of exactly those bytes.
+absl::StatusOr<Tensor> ReadPart(const Checkpoint& ckpt, absl::string_view name, int dim,
+                                Range r) {
+  if (dim < 0) return ckpt.Get(name);
+  return ckpt.GetSlice(name, dim, r.begin, r.end);
+}
+
+// An fp8 weight slice w ([rows, cols], cut along dim 0 when `rows`, else dim 1) dequantised to
+// f32 with the scale blocks s that cover it; `offset` is where the slice starts inside the first
+// covering block along the cut dim.
+absl::StatusOr<Tensor> DequantizeFp8Slice(const Tensor& w, const Tensor& s, bool rows,
+                                          int64_t offset, int bn, int bk) {
+  ASSIGN_OR_RETURN(Tensor out, w.To(DType::kF32));
+  const int64_t n = out.dim(0), k = out.dim(1), sk = s.dim(1);
+  const int64_t ro = rows ? offset : 0, co = rows ? 0 : offset;
+  float* o = out.data<float>();
+  const float* sp = s.data<float>();
+  for (int64_t i = 0; i < n; ++i) {
+    for (int64_t j = 0; j < k; ++j) o[i * k + j] *= sp[((i + ro) / bn) * sk + (j + co) / bk];
+  }
+  return out;
+}
 
 absl::Status CheckShape(absl::string_view name, const Tensor& t,
                         absl::Span<const int64_t> expected) {
@@ -87,55 +127,102 @@ Range Shard::StageLayers(int num_layers) const {
   return SplitRange(num_layers, pp_size, pp_rank);
 }
 
+Communicator* Shard::tp_comm() const { return groups ? groups->tp : nullptr; }
+Communicator* Shard::stage_comm() const { return groups ? groups->stage : nullptr; }
+Communicator* Shard::pp_comm() const { return groups ? groups->pp : nullptr; }
+
+ShardGroups::~ShardGroups() = default;
+
+ShardCoords ShardCoordsOf(int tp_size, int ep_size, int dp_size, int pp_size, int world_rank) {
+  const int stage = std::max(tp_size * dp_size, ep_size);
+  ShardCoords c;
+  c.pp_rank = std::min(pp_size - 1, world_rank / stage);
+  const int s = world_rank % stage;
+  c.tp_rank = s % tp_size;
+  c.dp_rank = (s / tp_size) % dp_size;
+  c.ep_rank = ep_size > 1 ? s : 0;
+  return c;
+}
+
+absl::Status Shard::CheckLayout(int tp, int ep, int dp, int pp) {
+  if (tp < 1 || ep < 1 || dp < 1 || pp < 1) {
+    return absl::InvalidArgumentError(absl::StrCat("layout tp=", tp, " ep=", ep, " dp=", dp,
+                                                   " pp=", pp, ": every size must be >= 1"));
+  }
+  if (dp > 1 && ep != tp * dp) {
+    return absl::UnimplementedError(absl::StrCat(
+        "layout tp=", tp, " dp=", dp, " ep=", ep, " is not supported: data-parallel attention "
+        "needs ep = tp * dp = ", tp * dp, " (experts partitioned over every rank of the stage)"));
+  }
+  if (dp == 1 && ep > 1 && tp > 1 && ep != tp) {
+    return absl::UnimplementedError(absl::StrCat(
+        "layout tp=", tp, " ep=", ep, " is not supported: with tensor parallelism ep must be 1 "
+        "or equal tp (or use ep alone, or dp with ep = tp * dp)"));
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<Shard> Shard::Create(int tp_rank, int tp_size, int ep_rank, int ep_size,
                                     int dp_rank, int dp_size, int pp_rank, int pp_size,
-                                    Communicator* comm) {
-  Shard s{tp_rank, tp_size, ep_rank, ep_size, dp_rank, dp_size, pp_rank, pp_size, comm};
-  if (tp_size < 1 || ep_size < 1 || dp_size < 1 || pp_size < 1 || tp_rank < 0 ||
-      tp_rank >= tp_size || ep_rank < 0 || ep_rank >= ep_size || dp_rank < 0 ||
+                                    Communicator* world) {
+  RETURN_IF_ERROR(CheckLayout(tp_size, ep_size, dp_size, pp_size));
+  Shard s;
+  s.tp_rank = tp_rank;
+  s.tp_size = tp_size;
+  s.ep_rank = ep_rank;
+  s.ep_size = ep_size;
+  s.dp_rank = dp_rank;
+  s.dp_size = dp_size;
+  s.pp_rank = pp_rank;
+  s.pp_size = pp_size;
+  if (tp_rank < 0 || tp_rank >= tp_size || ep_rank < 0 || ep_rank >= ep_size || dp_rank < 0 ||
       dp_rank >= dp_size || pp_rank < 0 || pp_rank >= pp_size) {
     return absl::InvalidArgumentError(absl::StrCat(
         "invalid shard: tp rank ", tp_rank, " of ", tp_size, ", ep rank ", ep_rank, " of ",
         ep_size, ", dp rank ", dp_rank, " of ", dp_size, ", pp rank ", pp_rank, " of ", pp_size));
   }
-  if (pp_size > 1 && (tp_size != 1 || ep_size != 1 || dp_size != 1)) {
-    return absl::UnimplementedError(absl::StrCat(
-        "layout pp=", pp_size, " with tp=", tp_size, " ep=", ep_size, " dp=", dp_size,
-        " is not supported: pipeline stages cannot be combined with other parallelism yet"));
+  const int world_size = s.world_size();
+  const ShardCoords c = ShardCoordsOf(tp_size, ep_size, dp_size, pp_size, s.world_rank());
+  if (c.tp_rank != tp_rank || c.ep_rank != ep_rank || c.dp_rank != dp_rank ||
+      c.pp_rank != pp_rank) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "tp rank ", tp_rank, ", ep rank ", ep_rank, ", dp rank ", dp_rank, " and pp rank ",
+        pp_rank, " are not the coordinates of one rank (world rank = pp_rank * stage + "
+        "dp_rank * tp + tp_rank; ep rank = rank in the stage)"));
   }
-  const int world = s.world_size();
-  if (dp_size > 1 && (tp_size != 1 || ep_size != dp_size)) {
-    return absl::UnimplementedError(absl::StrCat(
-        "layout tp=", tp_size, " dp=", dp_size, " ep=", ep_size,
-        " is not supported: data-parallel attention needs tp 1 and ep == dp (tensor parallelism "
-        "inside a data-parallel group is not implemented yet)"));
+  if (world_size == 1) return s;
+  if (world == nullptr) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("a sharded model (tp=", tp_size, ", ep=", ep_size, ", dp=", dp_size,
+                     ", pp=", pp_size, ") needs the instance's communicator"));
   }
-  if ((tp_size != 1 && tp_size != world) || (ep_size != 1 && ep_size != world)) {
-    return absl::UnimplementedError(absl::StrCat(
-        "layout tp=", tp_size, " ep=", ep_size,
-        " is not supported: tp and ep must each be 1 or the instance's world size"));
+  if (world->size() != world_size || world->rank() != s.world_rank()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "communicator ", world->name(), " is rank ", world->rank(), " of ", world->size(),
+        " but the shard is rank ", s.world_rank(), " of ", world_size, " (tp=", tp_size,
+        " ep=", ep_size, " dp=", dp_size, " pp=", pp_size, ")"));
   }
-  const int ranks[] = {tp_size > 1 ? tp_rank : -1, ep_size > 1 ? ep_rank : -1,
-                       dp_size > 1 ? dp_rank : -1, pp_size > 1 ? pp_rank : -1};
-  for (int r : ranks) {
-    if (r >= 0 && r != s.world_rank()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "tp rank ", tp_rank, ", ep rank ", ep_rank, " and dp rank ", dp_rank,
-          " must be equal where their groups are the whole instance"));
-    }
-  }
-  if (world > 1) {
-    if (comm == nullptr) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("a sharded model (tp=", tp_size, ", ep=", ep_size, ", dp=", dp_size,
-                       ") needs the instance's communicator"));
-    }
-    if (comm->size() != world || comm->rank() != s.world_rank()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "communicator ", comm->name(), " is rank ", comm->rank(), " of ", comm->size(),
-          " but the shard is rank ", s.world_rank(), " of ", world));
-    }
-  }
+  // Every rank builds its groups in the same order: tp, stage, pp.
+  auto groups = std::make_shared<ShardGroups>();
+  const int S = s.stage_size(), me = s.world_rank(), base = s.pp_rank * S;
+  auto make = [&](const std::vector<int>& ranks,
+                  const std::string& name) -> absl::StatusOr<Communicator*> {
+    if (ranks.size() <= 1) return nullptr;
+    if (static_cast<int>(ranks.size()) == world_size) return world;
+    ASSIGN_OR_RETURN(std::unique_ptr<Communicator> g, world->NewGroup(ranks, name));
+    groups->owned.push_back(std::move(g));
+    return groups->owned.back().get();
+  };
+  std::vector<int> ranks;
+  for (int t = 0; t < tp_size; ++t) ranks.push_back(me - tp_rank + t);
+  ASSIGN_OR_RETURN(groups->tp, make(ranks, absl::StrCat(world->name(), "/tp", me - tp_rank)));
+  ranks.clear();
+  for (int i = 0; i < S; ++i) ranks.push_back(base + i);
+  ASSIGN_OR_RETURN(groups->stage, make(ranks, absl::StrCat(world->name(), "/stage", pp_rank)));
+  ranks.clear();
+  for (int p = 0; p < pp_size; ++p) ranks.push_back(p * S + s.stage_rank());
+  ASSIGN_OR_RETURN(groups->pp, make(ranks, absl::StrCat(world->name(), "/pp", s.stage_rank())));
+  s.groups = std::move(groups);
   return s;
 }
 
@@ -153,8 +240,15 @@ absl::Status CheckDivisible(int64_t total, int parts, absl::string_view what,
 }
 
 absl::Status AllReduceSum(const Shard& shard, bool partial, Tensor& t) {
-  if (!partial || shard.world_size() == 1) return absl::OkStatus();
-  return shard.comm->AllReduce(t, ReduceOp::kSum);
+  Communicator* comm = shard.tp_comm();
+  if (!partial || comm == nullptr) return absl::OkStatus();
+  return comm->AllReduce(t, ReduceOp::kSum);
+}
+
+absl::Status AllReduceStage(const Shard& shard, bool partial, Tensor& t) {
+  Communicator* comm = shard.stage_comm();
+  if (!partial || comm == nullptr) return absl::OkStatus();
+  return comm->AllReduce(t, ReduceOp::kSum);
 }
 
 // ---- Weight loading ----------------------------------------------------------------------------
@@ -169,85 +263,83 @@ absl::StatusOr<LinearLayer> LoadLinear(const Checkpoint& ckpt, absl::string_view
                                        const WeightFormat& format, const LinearSlice& slice) {
   LinearLayer layer;
   const std::string wname = absl::StrCat(prefix, ".weight");
-  ASSIGN_OR_RETURN(Tensor w, GetTensor(ckpt, wname));
-  RETURN_IF_ERROR(CheckShape(wname, w, {out_features, in_features}));
-  switch (w.dtype()) {
+  ASSIGN_OR_RETURN(const TensorInfo* wi, InfoChecked(ckpt, wname, {out_features, in_features}));
+  const int64_t n = wi->shape[0], k = wi->shape[1];
+  const bool sliced = slice.kind != LinearSlice::Kind::kFull;
+  const bool rows = slice.kind == LinearSlice::Kind::kOutRows;
+  const int d = !sliced ? -1 : rows ? 0 : 1;
+  const Range r = sliced ? slice.range : Range{0, n};
+  if (sliced && (r.begin < 0 || r.end > wi->shape[d] || r.begin >= r.end)) {
+    return absl::InvalidArgumentError(absl::StrCat("tensor ", wname, ": slice [", r.begin, ", ",
+                                                   r.end, ") of dimension ", d, " (size ",
+                                                   wi->shape[d], ") is empty or out of range"));
+  }
+  LinearWeight& lw = layer.weight;
+  switch (wi->dtype) {
     case DType::kF32:
     case DType::kBF16:
-    case DType::kF16:
+    case DType::kF16: {
+      ASSIGN_OR_RETURN(lw.weight, ReadPart(ckpt, wname, d, r));
       break;
+    }
     case DType::kF8E4M3: {
       const std::string sname = absl::StrCat(prefix, ".weight_scale_inv");
       if (!HasTensor(ckpt, sname)) {
         return absl::NotFoundError(absl::StrCat("fp8 weight ", wname, " has no scale tensor ",
                                                 sname));
       }
-      ASSIGN_OR_RETURN(Tensor s, GetTensor(ckpt, sname));
-      const int64_t n = w.dim(0), k = w.dim(1);
-      RETURN_IF_ERROR(CheckShape(sname, s,
-                                 {(n + format.block_n - 1) / format.block_n,
-                                  (k + format.block_k - 1) / format.block_k}));
+      const int bn = format.block_n, bk = format.block_k;
+      RETURN_IF_ERROR(
+          InfoChecked(ckpt, sname, {(n + bn - 1) / bn, (k + bk - 1) / bk}).status());
+      // Only the scale blocks covering the slice are read.
+      const int block = rows ? bn : bk;
+      const Range sr = sliced ? Range{r.begin / block, (r.end + block - 1) / block} : Range{};
+      ASSIGN_OR_RETURN(Tensor w, ReadPart(ckpt, wname, d, r));
+      ASSIGN_OR_RETURN(Tensor s, ReadPart(ckpt, sname, d, sr));
       if (s.dtype() != DType::kF32 || !s.is_contiguous()) {
         ASSIGN_OR_RETURN(s, s.To(DType::kF32));
       }
-      layer.weight.scale_inv = s;
-      layer.weight.block_n = format.block_n;
-      layer.weight.block_k = format.block_k;
+      if (!sliced || r.begin % block == 0) {
+        lw.weight = w;
+        lw.scale_inv = s;
+        lw.block_n = bn;
+        lw.block_k = bk;
+      } else {
+        // The slice cuts through scale blocks: keep exact values in f32 instead.
+        ASSIGN_OR_RETURN(lw.weight, DequantizeFp8Slice(w, s, rows, r.begin - sr.begin * block,
+                                                       bn, bk));
+      }
       break;
     }
     default:
       return absl::InvalidArgumentError(absl::StrCat("tensor ", wname, " has unsupported dtype ",
-                                                     DTypeName(w.dtype())));
+                                                     DTypeName(wi->dtype)));
   }
-  if (!w.is_contiguous()) {
-    ASSIGN_OR_RETURN(w, w.Clone());
-  }
-  layer.weight.weight = w;
-  if (bias) {
-    ASSIGN_OR_RETURN(layer.bias,
-                     LoadF32(ckpt, absl::StrCat(prefix, ".bias"), {w.dim(0)}));
-  }
-  if (slice.kind == LinearSlice::Kind::kFull) return layer;
-
-  const bool rows = slice.kind == LinearSlice::Kind::kOutRows;
-  const int d = rows ? 0 : 1;
-  const Range r = slice.range;
-  if (r.begin < 0 || r.end > w.dim(d) || r.begin >= r.end) {
-    return absl::InvalidArgumentError(absl::StrCat("tensor ", wname, ": slice [", r.begin, ", ",
-                                                   r.end, ") of dimension ", d, " (size ",
-                                                   w.dim(d), ") is empty or out of range"));
-  }
-  LinearWeight& lw = layer.weight;
-  if (lw.scale_inv.defined()) {
-    const int block = rows ? lw.block_n : lw.block_k;
-    if (r.begin % block == 0) {
-      const int64_t s0 = r.begin / block, s1 = (r.end + block - 1) / block;
-      ASSIGN_OR_RETURN(lw.scale_inv, lw.scale_inv.Slice(d, s0, s1).Clone());
-    } else {
-      // The slice cuts through scale blocks: keep exact values in f32 instead.
-      ASSIGN_OR_RETURN(lw.weight, DequantizeLinearWeight(lw, wname));
-      lw.scale_inv = Tensor();
-    }
-  }
-  lw.weight = lw.weight.Slice(d, r.begin, r.end);
   if (!lw.weight.is_contiguous()) {
     ASSIGN_OR_RETURN(lw.weight, lw.weight.Clone());
   }
-  if (rows && layer.bias.defined()) {
-    ASSIGN_OR_RETURN(layer.bias, layer.bias.Slice(0, r.begin, r.end).Clone());
+  if (bias) {
+    // Column-parallel slices keep their rows of the bias; otherwise the whole bias.
+    const std::string bname = absl::StrCat(prefix, ".bias");
+    ASSIGN_OR_RETURN(layer.bias, LoadF32Part(ckpt, bname, {n}, rows ? 0 : -1, r));
   }
   return layer;
 }
 
+absl::StatusOr<Tensor> LoadF32Part(const Checkpoint& ckpt, absl::string_view name,
+                                   absl::Span<const int64_t> shape, int dim, Range range) {
+  ASSIGN_OR_RETURN(const TensorInfo* info, InfoChecked(ckpt, name, shape));
+  if (!IsFloatingPoint(info->dtype)) {
+    return absl::InvalidArgumentError(absl::StrCat("tensor ", name, " has non-float dtype ",
+                                                   DTypeName(info->dtype)));
+  }
+  ASSIGN_OR_RETURN(Tensor t, ReadPart(ckpt, name, dim, range));
+  return t.To(DType::kF32);
+}
+
 absl::StatusOr<Tensor> LoadF32(const Checkpoint& ckpt, absl::string_view name,
                                absl::Span<const int64_t> shape) {
-  ASSIGN_OR_RETURN(Tensor t, GetTensor(ckpt, name));
-  RETURN_IF_ERROR(CheckShape(name, t, shape));
-  if (!IsFloatingPoint(t.dtype())) {
-    return absl::InvalidArgumentError(absl::StrCat("tensor ", name, " has non-float dtype ",
-                                                   DTypeName(t.dtype())));
-  }
-  return t.To(DType::kF32);
+  return LoadF32Part(ckpt, name, shape, -1, Range{});
 }
 
 absl::StatusOr<Tensor> LoadNormWeight(const Checkpoint& ckpt, absl::string_view prefix,
@@ -341,28 +433,28 @@ absl::StatusOr<MoeBlock> MoeBlock::Load(const Checkpoint& ckpt, absl::string_vie
     return absl::InvalidArgumentError(absl::StrCat(
         prefix, ": invalid MoE config (num_experts=", ne, ", top_k=", spec.router.top_k, ")"));
   }
-  // Sharding: whole experts over ep, or every expert's FFN split over the group (ep == 1).
-  // The group a MoE layer is split over: the whole instance, except across pipeline stages.
-  const int world = shard.pp_size > 1 ? 1 : shard.world_size();
+  // Sharding over the MoE group, the pipeline stage's ranks: whole experts over ep, or every
+  // expert's FFN split over the stage (ep == 1: the stage is the tp group).
+  const int group = shard.stage_size();
   moe.shard_ = shard;
   moe.dispatch_ = shard.dp_size > 1;
-  moe.partial_ = world > 1 && !moe.dispatch_;
+  moe.partial_ = group > 1 && !moe.dispatch_;
   moe.owned_.assign(ne, true);
   int parts = 1;  // intra-expert split
   if (shard.ep_size > 1) {
     RETURN_IF_ERROR(CheckDivisible(ne, shard.ep_size, absl::StrCat(prefix, " num_experts"), "ep"));
     const Range mine = SplitRange(ne, shard.ep_size, shard.ep_rank);
     for (int e = 0; e < ne; ++e) moe.owned_[e] = e >= mine.begin && e < mine.end;
-  } else if (world > 1) {
-    parts = world;
+  } else if (group > 1) {
+    parts = group;
     RETURN_IF_ERROR(CheckDivisible(inter, parts, absl::StrCat(prefix, " moe_intermediate_size"),
                                    "tp"));
   }
-  const Range inter_part = SplitRange(inter, parts, parts > 1 ? shard.world_rank() : 0);
+  const Range inter_part = SplitRange(inter, parts, parts > 1 ? shard.stage_rank() : 0);
   const LinearSlice col = parts > 1 ? LinearSlice::OutRows(inter_part) : LinearSlice{};
   const LinearSlice row = parts > 1 ? LinearSlice::InCols(inter_part) : LinearSlice{};
-  // An expert's down_proj bias is added by one rank: its owner, or group rank 0 when split.
-  const bool down_bias = parts == 1 || shard.world_rank() == 0;
+  // An expert's down_proj bias is added by one rank: its owner, or stage rank 0 when split.
+  const bool down_bias = parts == 1 || shard.stage_rank() == 0;
   ASSIGN_OR_RETURN(moe.router_, LoadLinear(ckpt, absl::StrCat(prefix, ".", spec.gate_name), ne,
                                            h, spec.router_bias, format));
   if (spec.correction_bias) {
@@ -372,40 +464,46 @@ absl::StatusOr<MoeBlock> MoeBlock::Load(const Checkpoint& ckpt, absl::string_vie
   moe.experts_.resize(ne);
   if (spec.experts == MoeSpec::Experts::kGptOss) {
     // Stacked [E, hidden, 2*inter] / [E, inter, hidden] in x @ W layout: transpose per expert.
+    // Only this rank's part is read: its contiguous expert range (ep), or every expert's
+    // gate_up columns / down rows of its intermediate part (split), whose gate_up columns
+    // interleave (gate, up) pairs, so an even column range keeps pairs together.
     const std::string gu_name = absl::StrCat(prefix, ".experts.gate_up_proj");
     const std::string d_name = absl::StrCat(prefix, ".experts.down_proj");
-    ASSIGN_OR_RETURN(Tensor gu, GetTensor(ckpt, gu_name));
-    RETURN_IF_ERROR(CheckShape(gu_name, gu, {ne, h, 2 * inter}));
-    ASSIGN_OR_RETURN(Tensor gub, LoadF32(ckpt, gu_name + "_bias", {ne, 2 * inter}));
-    ASSIGN_OR_RETURN(Tensor d, GetTensor(ckpt, d_name));
-    RETURN_IF_ERROR(CheckShape(d_name, d, {ne, inter, h}));
-    ASSIGN_OR_RETURN(Tensor db, LoadF32(ckpt, d_name + "_bias", {ne, h}));
-    if (gu.dtype() == DType::kF8E4M3 || d.dtype() == DType::kF8E4M3) {
+    ASSIGN_OR_RETURN(const TensorInfo* gui, InfoChecked(ckpt, gu_name, {ne, h, 2 * inter}));
+    ASSIGN_OR_RETURN(const TensorInfo* di, InfoChecked(ckpt, d_name, {ne, inter, h}));
+    if (gui->dtype == DType::kF8E4M3 || di->dtype == DType::kF8E4M3) {
       return absl::UnimplementedError(absl::StrCat(gu_name, ": fp8 stacked experts"));
     }
-    // gate_up rows interleave (gate, up) pairs, so an even row range keeps pairs together.
-    const Range gu_rows{2 * inter_part.begin, 2 * inter_part.end};
+    Range own{0, ne};
+    if (shard.ep_size > 1) own = SplitRange(ne, shard.ep_size, shard.ep_rank);
+    const Range gu_cols{2 * inter_part.begin, 2 * inter_part.end};
+    Tensor gu, gub, d, db;
+    if (parts > 1) {
+      ASSIGN_OR_RETURN(gu, ReadPart(ckpt, gu_name, 2, gu_cols));
+      ASSIGN_OR_RETURN(gub, LoadF32Part(ckpt, gu_name + "_bias", {ne, 2 * inter}, 1, gu_cols));
+      ASSIGN_OR_RETURN(d, ReadPart(ckpt, d_name, 1, inter_part));
+    } else {
+      ASSIGN_OR_RETURN(gu, ReadPart(ckpt, gu_name, 0, own));
+      ASSIGN_OR_RETURN(gub, LoadF32Part(ckpt, gu_name + "_bias", {ne, 2 * inter}, 0, own));
+      ASSIGN_OR_RETURN(d, ReadPart(ckpt, d_name, 0, own));
+    }
+    if (down_bias) {
+      ASSIGN_OR_RETURN(db, LoadF32Part(ckpt, d_name + "_bias", {ne, h}, 0, own));
+    }
     for (int e = 0; e < ne; ++e) {
       if (!moe.owned_[e]) continue;
+      const int64_t local = e - own.begin;
       Expert& ex = moe.experts_[e];
       ex.fused = true;
-      // Transposed copies keep the checkpoint dtype: [a, b] -> this rank's rows of [b, a].
-      auto transpose = [](const Tensor& m, int64_t r0, int64_t r1) -> absl::StatusOr<Tensor> {
-        Tensor t = m.AsStrided({m.dim(1), m.dim(0)}, {m.stride(1), m.stride(0)}, 0);
-        return t.Slice(0, r0, r1).Clone();
+      // Transposed copies keep the checkpoint dtype: [a, b] -> [b, a].
+      auto transpose = [](const Tensor& m) -> absl::StatusOr<Tensor> {
+        return m.AsStrided({m.dim(1), m.dim(0)}, {m.stride(1), m.stride(0)}, 0).Clone();
       };
-      ASSIGN_OR_RETURN(ex.gate_up.weight.weight,
-                       transpose(gu.Select(0, e), gu_rows.begin, gu_rows.end));
-      ASSIGN_OR_RETURN(ex.gate_up.bias, gub.Select(0, e).Slice(0, gu_rows.begin, gu_rows.end)
-                                            .Clone());
-      ASSIGN_OR_RETURN(Tensor down_t, transpose(d.Select(0, e), 0, h));
-      ex.down.weight.weight = down_t;
-      if (parts > 1) {
-        ASSIGN_OR_RETURN(ex.down.weight.weight,
-                         down_t.Slice(1, inter_part.begin, inter_part.end).Clone());
-      }
+      ASSIGN_OR_RETURN(ex.gate_up.weight.weight, transpose(gu.Select(0, local)));
+      ASSIGN_OR_RETURN(ex.gate_up.bias, gub.Select(0, local).Clone());
+      ASSIGN_OR_RETURN(ex.down.weight.weight, transpose(d.Select(0, local)));
       if (down_bias) {
-        ASSIGN_OR_RETURN(ex.down.bias, db.Select(0, e).Clone());
+        ASSIGN_OR_RETURN(ex.down.bias, db.Select(0, local).Clone());
       }
     }
   } else {
@@ -432,9 +530,8 @@ absl::StatusOr<MoeBlock> MoeBlock::Load(const Checkpoint& ckpt, absl::string_vie
   if (spec.shared_intermediate_size > 0) {
     ASSIGN_OR_RETURN(GatedMlp shared,
                      GatedMlp::Load(ckpt, absl::StrCat(prefix, ".", spec.shared_name), h,
-                                    spec.shared_intermediate_size, format, {},
-                                    moe.dispatch_ ? 1 : world,
-                                    moe.dispatch_ ? 0 : shard.world_rank()));
+                                    spec.shared_intermediate_size, format, {}, group,
+                                    group > 1 ? shard.stage_rank() : 0));
     moe.shared_ = std::make_unique<GatedMlp>(std::move(shared));
     if (spec.shared_gate) {
       ASSIGN_OR_RETURN(moe.shared_gate_, LoadLinear(ckpt, absl::StrCat(prefix,
@@ -445,72 +542,141 @@ absl::StatusOr<MoeBlock> MoeBlock::Load(const Checkpoint& ckpt, absl::string_vie
   return moe;
 }
 
-absl::Status MoeBlock::Forward(const Tensor& x, Tensor& out) const {
-  const int64_t t = x.dim(0), h = spec_.hidden_size;
+absl::Status MoeBlock::Route(const Tensor& x, Tensor& weights, Tensor& ids) const {
+  const int64_t t = x.dim(0);
   const int k = spec_.router.top_k;
-  RETURN_IF_ERROR(EnsureF32(out, {t, h}));
-  out.SetZero();
-  if (t == 0 && !dispatch_) return absl::OkStatus();
-  ASSIGN_OR_RETURN(Tensor weights, Tensor::Empty({t, k}, DType::kF32));
-  ASSIGN_OR_RETURN(Tensor ids, Tensor::Empty({t, k}, DType::kI32));
-  if (t > 0) {
-    Tensor logits;
-    RETURN_IF_ERROR(router_.Forward(x, logits));
-    RETURN_IF_ERROR(MoeRoute(logits, correction_bias_, spec_.router, weights, ids));
-  }
+  ASSIGN_OR_RETURN(weights, Tensor::Empty({t, k}, DType::kF32));
+  ASSIGN_OR_RETURN(ids, Tensor::Empty({t, k}, DType::kI32));
+  if (t == 0) return absl::OkStatus();
+  Tensor logits;
+  RETURN_IF_ERROR(router_.Forward(x, logits));
+  RETURN_IF_ERROR(MoeRoute(logits, correction_bias_, spec_.router, weights, ids));
   const int32_t* idp = ids.data<int32_t>();
   for (int64_t i = 0; i < t * k; ++i) {
     if (idp[i] < 0 || idp[i] >= spec_.num_experts) {
       return absl::InternalError(absl::StrCat("MoeRoute returned expert id ", idp[i]));
     }
   }
-  if (dispatch_) {
-    RETURN_IF_ERROR(DispatchForward(x, weights, ids, out));
-  } else {
-    // Group (token, weight) pairs by expert.
-    std::vector<std::vector<int32_t>> rows(spec_.num_experts);
-    std::vector<std::vector<float>> wts(spec_.num_experts);
-    const float* wp = weights.data<float>();
-    for (int64_t i = 0; i < t; ++i) {
-      for (int j = 0; j < k; ++j) {
-        rows[idp[i * k + j]].push_back(static_cast<int32_t>(i));
-        wts[idp[i * k + j]].push_back(wp[i * k + j]);
-      }
-    }
-    // With replicated tokens, experts owned by other ranks are their part of the sum.
-    for (int e = 0; e < spec_.num_experts; ++e) {
-      if (!owned_[e]) {
-        rows[e].clear();
-        wts[e].clear();
-      }
-    }
-    RETURN_IF_ERROR(RunExperts(x, rows, wts, out));
-  }
-  if (shared_ && t > 0) {
-    float* op = out.data<float>();
-    Tensor s;
-    RETURN_IF_ERROR(shared_->Forward(x, s));
-    const float* sp = s.data<float>();
-    Tensor g;
-    if (spec_.shared_gate) RETURN_IF_ERROR(shared_gate_.Forward(x, g));
-    for (int64_t i = 0; i < t; ++i) {
-      const float scale = spec_.shared_gate ? Sigmoid(g.data<float>()[i]) : 1.0f;
-      for (int64_t c = 0; c < h; ++c) op[i * h + c] += scale * sp[i * h + c];
-    }
+  return absl::OkStatus();
+}
+
+absl::Status MoeBlock::AddShared(const Tensor& x, const Tensor& s, Tensor& out) const {
+  // out += (sigmoid(shared_expert_gate · x) or 1) * s, all [rows, hidden].
+  const int64_t t = x.dim(0), h = spec_.hidden_size;
+  if (t == 0) return absl::OkStatus();
+  float* op = out.data<float>();
+  const float* sp = s.data<float>();
+  Tensor g;
+  if (spec_.shared_gate) RETURN_IF_ERROR(shared_gate_.Forward(x, g));
+  for (int64_t i = 0; i < t; ++i) {
+    const float scale = spec_.shared_gate ? Sigmoid(g.data<float>()[i]) : 1.0f;
+    for (int64_t c = 0; c < h; ++c) op[i * h + c] += scale * sp[i * h + c];
   }
   return absl::OkStatus();
 }
 
+absl::Status MoeBlock::Forward(const Tensor& x, Tensor& out) const {
+  const int64_t t = x.dim(0), h = spec_.hidden_size;
+  const int k = spec_.router.top_k;
+  RETURN_IF_ERROR(EnsureF32(out, {t, h}));
+  out.SetZero();
+  if (dispatch_) return DataParallelForward(x, out);
+  if (t == 0) return absl::OkStatus();
+  Tensor weights, ids;
+  RETURN_IF_ERROR(Route(x, weights, ids));
+  const int32_t* idp = ids.data<int32_t>();
+  // Group (token, weight) pairs by expert.
+  std::vector<std::vector<int32_t>> rows(spec_.num_experts);
+  std::vector<std::vector<float>> wts(spec_.num_experts);
+  const float* wp = weights.data<float>();
+  for (int64_t i = 0; i < t; ++i) {
+    for (int j = 0; j < k; ++j) {
+      rows[idp[i * k + j]].push_back(static_cast<int32_t>(i));
+      wts[idp[i * k + j]].push_back(wp[i * k + j]);
+    }
+  }
+  // With replicated tokens, experts owned by other ranks are their part of the sum.
+  for (int e = 0; e < spec_.num_experts; ++e) {
+    if (!owned_[e]) {
+      rows[e].clear();
+      wts[e].clear();
+    }
+  }
+  RETURN_IF_ERROR(RunExperts(x, rows, wts, out));
+  if (shared_) {
+    Tensor s;
+    RETURN_IF_ERROR(shared_->Forward(x, s));
+    RETURN_IF_ERROR(AddShared(x, s, out));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status MoeBlock::DataParallelForward(const Tensor& x, Tensor& out) const {
+  // The tp ranks of a DP rank hold the same tokens: each takes its slice of them, so every
+  // (token, expert) pair is dispatched once; the slices are gathered back at the end.
+  const int64_t t = x.dim(0), h = spec_.hidden_size;
+  const int tp = shard_.tp_size;
+  const Range mine = SplitRange(t, tp, shard_.tp_rank);
+  const Tensor xs = x.Slice(0, mine.begin, mine.end);
+  Tensor ys = tp > 1 ? Tensor::Zeros({mine.size(), h}, DType::kF32).value() : out;
+  Tensor weights, ids;
+  RETURN_IF_ERROR(Route(xs, weights, ids));
+  std::vector<int64_t> rows_per_rank;
+  RETURN_IF_ERROR(DispatchForward(xs, weights, ids, ys, rows_per_rank));
+  if (shared_) RETURN_IF_ERROR(SharedGatheredForward(xs, rows_per_rank, ys));
+  if (tp == 1) return absl::OkStatus();
+  std::vector<int64_t> splits(tp);
+  for (int r = 0; r < tp; ++r) splits[r] = SplitRange(t, tp, r).size();
+  return shard_.tp_comm()->AllGatherV(ys, out, splits);
+}
+
+absl::Status MoeBlock::SharedGatheredForward(const Tensor& xs,
+                                             const std::vector<int64_t>& rows_per_rank,
+                                             Tensor& out) const {
+  // The shared experts are split over the stage, but each rank holds other tokens: gather every
+  // rank's tokens, run this rank's part of the shared FFN on all of them, and send each rank the
+  // partial sums of its own rows back (a reduce-scatter-v by all-to-all-v), summed in rank order.
+  Communicator* comm = shard_.stage_comm();
+  const int64_t h = spec_.hidden_size, mine = xs.dim(0);
+  Tensor s;
+  if (comm == nullptr) {
+    RETURN_IF_ERROR(shared_->Forward(xs, s));
+    return AddShared(xs, s, out);
+  }
+  const int group = comm->size();
+  int64_t total = 0;
+  for (int64_t r : rows_per_rank) total += r;
+  ASSIGN_OR_RETURN(Tensor all_x, Tensor::Empty({total, h}, DType::kF32));
+  RETURN_IF_ERROR(comm->AllGatherV(xs.is_contiguous() ? xs : xs.Clone().value(), all_x,
+                                   rows_per_rank));
+  Tensor all_s;
+  if (total > 0) {
+    RETURN_IF_ERROR(shared_->Forward(all_x, all_s));
+  } else {
+    ASSIGN_OR_RETURN(all_s, Tensor::Empty({0, h}, DType::kF32));
+  }
+  ASSIGN_OR_RETURN(Tensor parts, Tensor::Empty({group * mine, h}, DType::kF32));
+  const std::vector<int64_t> back(group, mine);
+  RETURN_IF_ERROR(comm->AllToAllV(all_s, rows_per_rank, parts, back));
+  ASSIGN_OR_RETURN(s, Tensor::Zeros({mine, h}, DType::kF32));
+  float* sp = s.data<float>();
+  for (int r = 0; r < group; ++r) {
+    const float* pp = parts.data<float>() + r * mine * h;
+    for (int64_t i = 0; i < mine * h; ++i) sp[i] += pp[i];
+  }
+  return AddShared(xs, s, out);
+}
+
 absl::Status MoeBlock::DispatchForward(const Tensor& x, const Tensor& weights, const Tensor& ids,
-                                       Tensor& out) const {
+                                       Tensor& out, std::vector<int64_t>& rows_per_rank) const {
   // Every (token, expert) pair travels to the rank owning the expert, ordered by destination;
   // the owner runs its experts on what it received and sends the unweighted outputs back in the
   // same order; the token's rank adds them with their routing weights.
   const int64_t t = x.dim(0), h = spec_.hidden_size;
   const int k = spec_.router.top_k;
-  const int world = shard_.world_size();
+  Communicator& comm = *shard_.stage_comm();
+  const int world = comm.size();
   const int64_t per_rank = spec_.num_experts / world;
-  Communicator& comm = *shard_.comm;
   const int32_t* idp = ids.data<int32_t>();
   const float* wp = weights.data<float>();
   std::vector<int64_t> send_splits(world, 0);
@@ -542,9 +708,12 @@ absl::Status MoeBlock::DispatchForward(const Tensor& x, const Tensor& weights, c
   const int me = comm.rank();
   std::vector<int64_t> recv_splits(world);
   int64_t n_recv = 0;
+  rows_per_rank.assign(world, 0);
   for (int r = 0; r < world; ++r) {
     recv_splits[r] = all_splits.data<int64_t>()[r * world + me];
     n_recv += recv_splits[r];
+    for (int j = 0; j < world; ++j) rows_per_rank[r] += all_splits.data<int64_t>()[r * world + j];
+    rows_per_rank[r] /= k;  // every token sends top_k rows
   }
   ASSIGN_OR_RETURN(Tensor recv_x, Tensor::Empty({n_recv, h}, DType::kF32));
   ASSIGN_OR_RETURN(Tensor recv_e, Tensor::Empty({n_recv}, DType::kI32));
@@ -717,15 +886,15 @@ absl::StatusOr<GqaAttention> GqaAttention::Load(const Checkpoint& ckpt, absl::st
     ASSIGN_OR_RETURN(a.k_norm_, LoadNormWeight(ckpt, absl::StrCat(prefix, ".k_norm"),
                                                spec.head_dim));
   } else if (spec.qk_norm == AttentionSpec::QkNorm::kFullWidth) {
-    ASSIGN_OR_RETURN(Tensor qn, LoadNormWeight(ckpt, absl::StrCat(prefix, ".q_norm"), qd));
-    ASSIGN_OR_RETURN(Tensor kn, LoadNormWeight(ckpt, absl::StrCat(prefix, ".k_norm"), kvd));
-    ASSIGN_OR_RETURN(a.q_norm_, qn.Slice(0, q_heads.begin * hd, q_heads.end * hd).Clone());
-    ASSIGN_OR_RETURN(a.k_norm_, kn.Slice(0, kv_heads.begin * hd, kv_heads.end * hd).Clone());
+    // Split with the heads: only this rank's part is read.
+    ASSIGN_OR_RETURN(a.q_norm_, LoadF32Part(ckpt, absl::StrCat(prefix, ".q_norm.weight"), {qd},
+                                            0, {q_heads.begin * hd, q_heads.end * hd}));
+    ASSIGN_OR_RETURN(a.k_norm_, LoadF32Part(ckpt, absl::StrCat(prefix, ".k_norm.weight"), {kvd},
+                                            0, {kv_heads.begin * hd, kv_heads.end * hd}));
   }
   if (spec.sinks) {
-    ASSIGN_OR_RETURN(Tensor sinks,
-                     LoadF32(ckpt, absl::StrCat(prefix, ".sinks"), {spec.num_heads}));
-    ASSIGN_OR_RETURN(a.sinks_, sinks.Slice(0, q_heads.begin, q_heads.end).Clone());
+    ASSIGN_OR_RETURN(a.sinks_, LoadF32Part(ckpt, absl::StrCat(prefix, ".sinks"),
+                                           {spec.num_heads}, 0, q_heads));
   }
   return a;
 }
@@ -742,7 +911,7 @@ absl::Status GqaAttention::ShardedFullWidthNorm(Tensor& x, const Tensor& weight,
     for (int64_t j = 0; j < w; ++j) acc += static_cast<double>(xp[i * w + j]) * xp[i * w + j];
     ss[i] = static_cast<float>(acc / replicas);
   }
-  RETURN_IF_ERROR(shard_.comm->AllReduce(sumsq, ReduceOp::kSum));
+  RETURN_IF_ERROR(shard_.tp_comm()->AllReduce(sumsq, ReduceOp::kSum));
   const float* g = weight.data<float>();
   for (int64_t i = 0; i < t; ++i) {
     const float inv = 1.0f / std::sqrt(ss[i] / static_cast<float>(full_width) +
@@ -857,20 +1026,19 @@ absl::StatusOr<DecoderEnds> LoadDecoderEnds(const Checkpoint& ckpt, const ModelC
   DecoderEnds ends;
   ends.shard = shard;
   ends.vocab_size = vocab;
+  ends.hidden_size = h;
   const Range rows = SplitRange(vocab, shard.tp_size, shard.tp_rank);
   ends.vocab_start = rows.begin;
   const bool tied = !ckpt.Has("lm_head.weight") && config.tie_word_embeddings;
   // Pipeline stages: the embedding lives on the first stage (and the last when tied), the final
   // norm and lm_head on the last.
   if (shard.first_stage() || (tied && shard.last_stage())) {
-    ASSIGN_OR_RETURN(Tensor embed, ckpt.GetChecked("model.embed_tokens.weight", {vocab, h}));
-    ends.embed = embed.Slice(0, rows.begin, rows.end);
-    if (!ends.embed.is_contiguous()) {
-      ASSIGN_OR_RETURN(ends.embed, ends.embed.Clone());
-    }
+    const std::string name = "model.embed_tokens.weight";
+    RETURN_IF_ERROR(InfoChecked(ckpt, name, {vocab, h}).status());
+    ASSIGN_OR_RETURN(ends.embed, ReadPart(ckpt, name, 0, rows));
   }
-  ASSIGN_OR_RETURN(ends.final_norm, LoadNormWeight(ckpt, "model.norm", h));
   if (!shard.last_stage()) return ends;
+  ASSIGN_OR_RETURN(ends.final_norm, LoadNormWeight(ckpt, "model.norm", h));
   if (!tied) {
     const LinearSlice slice =
         shard.tp_size > 1 ? LinearSlice::OutRows(rows) : LinearSlice{};
@@ -882,7 +1050,7 @@ absl::StatusOr<DecoderEnds> LoadDecoderEnds(const Checkpoint& ckpt, const ModelC
 }
 
 absl::Status DecoderEnds::Embed(const Tensor& input_ids, Tensor& residual) const {
-  RETURN_IF_ERROR(EnsureF32(residual, {input_ids.numel(), final_norm.dim(0)}));
+  RETURN_IF_ERROR(EnsureF32(residual, {input_ids.numel(), hidden_size}));
   RETURN_IF_ERROR(Embedding(embed, input_ids, vocab_start, vocab_size, residual));
   // Each token's row lives on one rank; the others contributed zeros.
   return AllReduceSum(shard, shard.tp_size > 1, residual);
@@ -892,21 +1060,23 @@ absl::Status DecoderEnds::BeginStage(const Tensor& input_ids, Tensor& residual,
                                      Tensor& delta) const {
   delta = Tensor();
   if (shard.first_stage()) return Embed(input_ids, residual);
-  const int64_t t = input_ids.numel(), h = final_norm.dim(0);
+  const int64_t t = input_ids.numel(), h = hidden_size;
   ASSIGN_OR_RETURN(residual, Tensor::Empty({t, h}, DType::kF32));
   ASSIGN_OR_RETURN(delta, Tensor::Empty({t, h}, DType::kF32));
-  RETURN_IF_ERROR(shard.comm->Recv(residual, shard.pp_rank - 1, /*tag=*/1));
-  return shard.comm->Recv(delta, shard.pp_rank - 1, /*tag=*/2);
+  Communicator* pp = shard.pp_comm();
+  RETURN_IF_ERROR(pp->Recv(residual, shard.pp_rank - 1, /*tag=*/1));
+  return pp->Recv(delta, shard.pp_rank - 1, /*tag=*/2);
 }
 
 absl::Status DecoderEnds::EndStage(const Tensor& residual, const Tensor& delta, float eps,
                                    Tensor& hidden) const {
-  const int64_t t = residual.dim(0), h = final_norm.dim(0);
+  const int64_t t = residual.dim(0), h = hidden_size;
   RETURN_IF_ERROR(EnsureF32(hidden, {t, h}));
   if (!shard.last_stage()) {
     if (!delta.defined()) return absl::InternalError("pipeline stage without layers");
-    RETURN_IF_ERROR(shard.comm->Send(residual, shard.pp_rank + 1, /*tag=*/1));
-    RETURN_IF_ERROR(shard.comm->Send(delta, shard.pp_rank + 1, /*tag=*/2));
+    Communicator* pp = shard.pp_comm();
+    RETURN_IF_ERROR(pp->Send(residual, shard.pp_rank + 1, /*tag=*/1));
+    RETURN_IF_ERROR(pp->Send(delta, shard.pp_rank + 1, /*tag=*/2));
     hidden.SetZero();
     return absl::OkStatus();
   }
@@ -915,17 +1085,87 @@ absl::Status DecoderEnds::EndStage(const Tensor& residual, const Tensor& delta, 
   return AddRmsNorm(r, delta, final_norm, eps, hidden);
 }
 
-absl::Status DecoderEnds::Logits(const Tensor& hidden, Tensor& logits) const {
-  if (shard.pp_size > 1) {
-    // The last stage computes them; every stage samples from the same broadcast copy.
-    if (shard.last_stage()) {
-      RETURN_IF_ERROR(lm_head.Forward(hidden, logits));
-    } else {
-      RETURN_IF_ERROR(EnsureF32(logits, {hidden.dim(0), vocab_size}));
-    }
-    return shard.comm->Broadcast(logits, shard.pp_size - 1);
+absl::StatusOr<AttentionBatch> SliceAttentionBatch(const AttentionBatch& batch, int s0, int s1) {
+  if (s0 < 0 || s1 > batch.num_seqs || s0 >= s1) {
+    return absl::InvalidArgumentError(absl::StrCat("SliceAttentionBatch: sequences [", s0, ", ",
+                                                   s1, ") of ", batch.num_seqs));
   }
-  if (shard.tp_size == 1) return lm_head.Forward(hidden, logits);
+  const int32_t* qsl = batch.query_start_loc.data<int32_t>();
+  const int32_t q0 = qsl[s0], q1 = qsl[s1];
+  AttentionBatch b;
+  b.num_seqs = s1 - s0;
+  b.num_tokens = q1 - q0;
+  b.block_size = batch.block_size;
+  b.positions = batch.positions.Slice(0, q0, q1);
+  b.slot_mapping = batch.slot_mapping.Slice(0, q0, q1);
+  b.block_tables = batch.block_tables.Slice(0, s0, s1);
+  b.seq_lens = batch.seq_lens.Slice(0, s0, s1);
+  ASSIGN_OR_RETURN(b.query_start_loc, Tensor::Empty({b.num_seqs + 1}, DType::kI32));
+  for (int s = 0; s <= b.num_seqs; ++s) b.query_start_loc.data<int32_t>()[s] = qsl[s0 + s] - q0;
+  if (batch.last_token_rows.defined()) {
+    ASSIGN_OR_RETURN(b.last_token_rows, Tensor::Empty({b.num_seqs}, DType::kI32));
+    for (int s = 0; s < b.num_seqs; ++s) {
+      b.last_token_rows.data<int32_t>()[s] = batch.last_token_rows.data<int32_t>()[s0 + s] - q0;
+    }
+  }
+  return b;
+}
+
+absl::Status DecoderEnds::ForwardStage(const Tensor& input_ids, const AttentionBatch& batch,
+                                       float eps, const StageLayersFn& layers,
+                                       Tensor& hidden) const {
+  const int64_t t = input_ids.numel(), h = hidden_size;
+  const int n = batch.num_seqs;
+  const int m = shard.pp_size > 1 && shard.dp_size == 1 ? std::min(n, shard.pp_size) : 1;
+  last_micro_batches_ = std::max(1, m);
+  if (m <= 1) {
+    Tensor residual, delta;
+    RETURN_IF_ERROR(BeginStage(input_ids, residual, delta));
+    RETURN_IF_ERROR(layers(batch, residual, delta));
+    return EndStage(residual, delta, eps, hidden);
+  }
+  // Cut after whole sequences so that micro-batch i starts near token i * t / m.
+  const int32_t* qsl = batch.query_start_loc.data<int32_t>();
+  std::vector<int> cuts = {0};
+  for (int i = 1; i < m; ++i) {
+    int s = cuts.back() + 1;
+    while (s < n - (m - i) && static_cast<int64_t>(qsl[s]) * m < i * t) ++s;
+    cuts.push_back(s);
+  }
+  cuts.push_back(n);
+  RETURN_IF_ERROR(EnsureF32(hidden, {t, h}));
+  Communicator* pp = shard.pp_comm();
+  std::vector<std::unique_ptr<Work>> sends;
+  for (int i = 0; i < m; ++i) {
+    ASSIGN_OR_RETURN(AttentionBatch mb, SliceAttentionBatch(batch, cuts[i], cuts[i + 1]));
+    const int64_t q0 = qsl[cuts[i]], q1 = qsl[cuts[i + 1]];
+    Tensor residual, delta;
+    RETURN_IF_ERROR(BeginStage(input_ids.Slice(0, q0, q1), residual, delta));
+    RETURN_IF_ERROR(layers(mb, residual, delta));
+    if (!shard.last_stage()) {
+      if (!delta.defined()) return absl::InternalError("pipeline stage without layers");
+      // Asynchronous: the next stage receives micro-batch i while this one runs i + 1.
+      sends.push_back(pp->SendAsync(residual, shard.pp_rank + 1, /*tag=*/1));
+      sends.push_back(pp->SendAsync(delta, shard.pp_rank + 1, /*tag=*/2));
+      continue;
+    }
+    Tensor out = hidden.Slice(0, q0, q1);
+    if (!delta.defined()) {
+      RETURN_IF_ERROR(RmsNorm(residual, final_norm, eps, out));
+    } else {
+      RETURN_IF_ERROR(AddRmsNorm(residual, delta, final_norm, eps, out));
+    }
+  }
+  absl::Status status;
+  for (std::unique_ptr<Work>& w : sends) status.Update(w->Wait());
+  RETURN_IF_ERROR(status);
+  if (!shard.last_stage()) hidden.SetZero();
+  return absl::OkStatus();
+}
+
+absl::Status DecoderEnds::LocalLogits(const Tensor& hidden, Tensor& logits) const {
+  Communicator* tp_comm = shard.tp_comm();
+  if (tp_comm == nullptr) return lm_head.Forward(hidden, logits);
   // Every rank computes its vocabulary rows, padded to an equal width for the gather.
   const int tp = shard.tp_size;
   const int64_t rows = hidden.dim(0);
@@ -939,7 +1179,7 @@ absl::Status DecoderEnds::Logits(const Tensor& hidden, Tensor& logits) const {
                 width * sizeof(float));
   }
   ASSIGN_OR_RETURN(Tensor gathered, Tensor::Empty({tp * rows * per}, DType::kF32));
-  RETURN_IF_ERROR(shard.comm->AllGather(send, gathered));
+  RETURN_IF_ERROR(tp_comm->AllGather(send, gathered));
   RETURN_IF_ERROR(EnsureF32(logits, {rows, vocab_size}));
   for (int p = 0; p < tp; ++p) {
     const Range part = SplitRange(vocab_size, tp, p);
@@ -949,6 +1189,18 @@ absl::Status DecoderEnds::Logits(const Tensor& hidden, Tensor& logits) const {
     }
   }
   return absl::OkStatus();
+}
+
+absl::Status DecoderEnds::Logits(const Tensor& hidden, Tensor& logits) const {
+  if (shard.last_stage()) {
+    RETURN_IF_ERROR(LocalLogits(hidden, logits));
+  } else {
+    RETURN_IF_ERROR(EnsureF32(logits, {hidden.dim(0), vocab_size}));
+  }
+  // The last stage computed them; every stage samples from the same broadcast copy.
+  Communicator* pp = shard.pp_comm();
+  if (pp == nullptr) return absl::OkStatus();
+  return pp->Broadcast(logits, shard.pp_size - 1);
 }
 
 }  // namespace tessera

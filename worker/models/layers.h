@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -31,44 +32,65 @@ struct ModelConfig;  // worker/checkpoint/model_config.h
 
 // ---- Sharding (tensor / expert parallelism) ----------------------------------------------------
 
-// The part of the model this rank holds. Supported layouts (data-parallel attention and pipeline
-// stages are not implemented yet): the instance's ranks form one group `comm` of size
-// world = max(tp_size, ep_size), with tp_size and ep_size each 1 or world.
-// - Attention heads are split over tp (replicated when tp_size == 1); its o_proj partial sums are
-//   all-reduced over the group when tp_size > 1.
-// - Dense MLP layers are split over tp likewise.
-// - MoE layers are always split over the whole group when world > 1: routed experts are
-//   partitioned whole over ep when ep_size > 1, else every expert's FFN is split over tp; shared
-//   experts are split over the group; the layer output is all-reduced.
-// - The embedding and lm_head are vocab-parallel over tp (the logits are all-gathered).
-//
-// Data-parallel attention (dp_size == world, tp_size 1, ep_size == world): attention, dense layers,
-// embedding and lm_head are replicated and each rank runs its own tokens; MoE layers dispatch each
-// (token, expert) pair to the expert's owner with an all-to-all and combine the results with a
-// second one (no all-reduce), shared experts run whole on the token's rank.
-//
-// Pipeline parallelism (pp_size == world, everything else 1): stage pp_rank holds the decoder
-// layers StageLayers(num_layers); activations travel between stages by send / recv.
+// The part of the model this rank holds (docs/sharding.md has the table). An instance of
+// world = pp * S ranks is pp pipeline stages of S ranks each; world rank = pp_rank * S + s.
+// Inside a stage, S = max(tp * dp, ep) and s = dp_rank * tp + tp_rank (tp fastest), the order
+// of parallel/mesh.h and the planner. Layouts of a stage:
+// - tp = T (ep 1, dp 1): attention heads, dense MLPs and every expert's FFN split over T.
+// - tp = T, ep = T: as above, but routed experts partitioned whole over the T ranks.
+// - ep = E alone (tp 1, dp 1): attention replicated on the E ranks (same tokens), routed experts
+//   partitioned over E. The planner's tp 1 / dp E / ep E holds the same weights.
+// - dp = D, tp = T, ep = D * T: data-parallel attention: each DP rank (T ranks, attention and
+//   dense layers split over its T) runs its own sequences; MoE layers dispatch tokens to the
+//   experts' owners over the whole stage and combine them back (all-to-all-v).
+// In every layout the shared experts are split over the whole stage (the planner's MoE group).
+// Groups: tp (the T ranks of one DP rank of one stage: heads, dense MLPs, vocab), stage (the S
+// ranks of a stage: MoE layers) and pp (the ranks with the same s in every stage: activations
+// between stages, the logits broadcast). Groups of one rank are null; a group as large as the
+// world is the world communicator itself.
 struct Range;
+struct ShardGroups;
 struct Shard {
   int tp_rank = 0, tp_size = 1;
   int ep_rank = 0, ep_size = 1;
   int dp_rank = 0, dp_size = 1;
   int pp_rank = 0, pp_size = 1;
-  Communicator* comm = nullptr;  // the instance's group (null when world == 1)
+  std::shared_ptr<const ShardGroups> groups;  // null when world == 1
 
-  int world_size() const { return std::max({tp_size, ep_size, dp_size, pp_size}); }
-  int world_rank() const {
-    return tp_size > 1 ? tp_rank : ep_size > 1 ? ep_rank : dp_size > 1 ? dp_rank : pp_rank;
-  }
+  int stage_size() const { return std::max(tp_size * dp_size, ep_size); }
+  int stage_rank() const { return ep_size > 1 ? ep_rank : dp_rank * tp_size + tp_rank; }
+  int world_size() const { return pp_size * stage_size(); }
+  int world_rank() const { return pp_rank * stage_size() + stage_rank(); }
   bool first_stage() const { return pp_rank == 0; }
   bool last_stage() const { return pp_rank == pp_size - 1; }
+  // Communicators (null when the group has one rank).
+  Communicator* tp_comm() const;
+  Communicator* stage_comm() const;
+  Communicator* pp_comm() const;
   // The global decoder layers of this pipeline stage (all of them without pp).
   Range StageLayers(int num_layers) const;
-  // Validates the layout against the communicator; errors say what is wrong.
+  // Checks the layout (UNIMPLEMENTED naming the unsupported combination) and the ranks, then
+  // builds this rank's groups from `world` (collective: every rank of the instance calls it with
+  // the same layout). `world` is borrowed and must outlive the shard.
   static absl::StatusOr<Shard> Create(int tp_rank, int tp_size, int ep_rank, int ep_size,
                                       int dp_rank, int dp_size, int pp_rank, int pp_size,
-                                      Communicator* comm);
+                                      Communicator* world);
+  // The layout check alone, before anything is loaded or connected; errors say why.
+  static absl::Status CheckLayout(int tp_size, int ep_size, int dp_size, int pp_size);
+};
+
+// A rank's coordinates from its world rank (the order above).
+struct ShardCoords {
+  int tp_rank = 0, ep_rank = 0, dp_rank = 0, pp_rank = 0;
+};
+ShardCoords ShardCoordsOf(int tp_size, int ep_size, int dp_size, int pp_size, int world_rank);
+
+struct ShardGroups {
+  Communicator* tp = nullptr;
+  Communicator* stage = nullptr;
+  Communicator* pp = nullptr;
+  std::vector<std::unique_ptr<Communicator>> owned;  // sub-groups made for this shard
+  ~ShardGroups();
 };
 
 // [begin, end) of part `index` when `total` items are split into `parts` equal parts
@@ -83,8 +105,10 @@ Range SplitRange(int64_t total, int parts, int index);
 absl::Status CheckDivisible(int64_t total, int parts, absl::string_view what,
                             absl::string_view name);
 
-// Sums `t` over the shard's group (in place) when `partial` is true and the group has > 1 rank.
+// Sums `t` (in place) over the shard's tp group / its stage when `partial` is true and the group
+// has > 1 rank: attention and dense MLP outputs (tp), MoE outputs (stage).
 absl::Status AllReduceSum(const Shard& shard, bool partial, Tensor& t);
+absl::Status AllReduceStage(const Shard& shard, bool partial, Tensor& t);
 
 // Which part of a checkpoint weight [out_features, in_features] a rank loads.
 struct LinearSlice {
@@ -137,6 +161,9 @@ absl::StatusOr<LinearLayer> LoadLinear(const Checkpoint& ckpt, absl::string_view
 // (norm weights, biases, router correction bias, sinks).
 absl::StatusOr<Tensor> LoadF32(const Checkpoint& ckpt, absl::string_view name,
                                absl::Span<const int64_t> shape);
+// As LoadF32, but reads only [range.begin, range.end) along `dim` (all of it when dim < 0).
+absl::StatusOr<Tensor> LoadF32Part(const Checkpoint& ckpt, absl::string_view name,
+                                   absl::Span<const int64_t> shape, int dim, Range range);
 // An RMSNorm weight "<prefix>.weight" [size] as f32.
 absl::StatusOr<Tensor> LoadNormWeight(const Checkpoint& ckpt, absl::string_view prefix,
                                       int64_t size);
@@ -246,9 +273,21 @@ class MoeBlock {
   // wts[e] their weights; out[row] += weight * expert(x[row]) (out: [x rows, hidden] f32).
   absl::Status RunExperts(const Tensor& x, const std::vector<std::vector<int32_t>>& rows,
                           const std::vector<std::vector<float>>& wts, Tensor& out) const;
-  // Data-parallel forward: dispatch (token, expert) pairs to the owners, combine the results.
+  // Router: weights / ids [rows of x, top_k].
+  absl::Status Route(const Tensor& x, Tensor& weights, Tensor& ids) const;
+  // out += gate * s (the shared experts' output s of x).
+  absl::Status AddShared(const Tensor& x, const Tensor& s, Tensor& out) const;
+  // Data-parallel forward: this rank's slice of its DP rank's tokens is dispatched, combined,
+  // and the slices gathered over the tp group.
+  absl::Status DataParallelForward(const Tensor& x, Tensor& out) const;
+  // Dispatch (token, expert) pairs of x to the owners, combine the results into out;
+  // rows_per_rank: how many tokens each stage rank dispatched.
   absl::Status DispatchForward(const Tensor& x, const Tensor& weights, const Tensor& ids,
-                               Tensor& out) const;
+                               Tensor& out, std::vector<int64_t>& rows_per_rank) const;
+  // Shared experts split over the stage applied to every rank's own tokens (all-gather-v, then
+  // the partial sums back by all-to-all-v).
+  absl::Status SharedGatheredForward(const Tensor& xs, const std::vector<int64_t>& rows_per_rank,
+                                     Tensor& out) const;
 
   MoeSpec spec_;
   Shard shard_;
@@ -336,10 +375,11 @@ absl::Status EnsureF32(Tensor& t, absl::Span<const int64_t> shape);
 struct DecoderEnds {
   Tensor embed;       // [vocab rows, hidden] checkpoint dtype, contiguous
   int64_t vocab_start = 0;
-  Tensor final_norm;  // [hidden] f32
+  Tensor final_norm;  // [hidden] f32 (last stage)
   LinearLayer lm_head;
   Shard shard;
   int64_t vocab_size = 0;
+  int64_t hidden_size = 0;
 
   // residual (allocated): [num_tokens, hidden] f32 embeddings (summed over the group).
   absl::Status Embed(const Tensor& input_ids, Tensor& residual) const;
@@ -354,7 +394,30 @@ struct DecoderEnds {
   absl::Status BeginStage(const Tensor& input_ids, Tensor& residual, Tensor& delta) const;
   absl::Status EndStage(const Tensor& residual, const Tensor& delta, float eps,
                         Tensor& hidden) const;
+
+  // The stage's decoder layers over one (micro-)batch: residual [rows, hidden] f32, delta
+  // undefined (before the model's first layer) or [rows, hidden]; both updated in place.
+  using StageLayersFn =
+      std::function<absl::Status(const AttentionBatch& batch, Tensor& residual, Tensor& delta)>;
+  // One step through this stage: BeginStage, `layers`, EndStage. With pipeline stages and
+  // several sequences (and no data-parallel attention) the batch is cut into up to pp_size
+  // micro-batches of whole sequences with about equal tokens; stage k sends micro-batch i on
+  // asynchronously and goes on with i + 1 while stage k + 1 runs i. hidden (allocated):
+  // [num_tokens, hidden] f32 on the last stage, zeros elsewhere. The result equals one batch.
+  absl::Status ForwardStage(const Tensor& input_ids, const AttentionBatch& batch, float eps,
+                            const StageLayersFn& layers, Tensor& hidden) const;
+  // Micro-batches the last ForwardStage call ran (1 without pipelining).
+  int last_micro_batches() const { return last_micro_batches_; }
+
+ private:
+  // The last stage's logits: lm_head of this rank's vocabulary rows, gathered over tp.
+  absl::Status LocalLogits(const Tensor& hidden, Tensor& logits) const;
+  mutable int last_micro_batches_ = 1;
 };
+
+// Sequences [s0, s1) of `batch` as a batch of their own (rows renumbered from 0); the tensors
+// are views of batch's or small copies.
+absl::StatusOr<AttentionBatch> SliceAttentionBatch(const AttentionBatch& batch, int s0, int s1);
 absl::StatusOr<DecoderEnds> LoadDecoderEnds(const Checkpoint& ckpt, const ModelConfig& config,
                                             const WeightFormat& format, const Shard& shard = {});
 

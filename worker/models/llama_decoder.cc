@@ -53,33 +53,34 @@ class DecoderModel : public Model {
 
 absl::Status DecoderModel::ForwardHidden(const Tensor& input_ids, const AttentionBatch& batch,
                                          KvCache& cache, Tensor& hidden) {
-  const int64_t t = input_ids.numel();
   const int64_t h = config_.hidden_size;
   RETURN_IF_ERROR(ValidateStep(input_ids, batch, cache));
-  Tensor residual, delta;  // delta: output of the previous sub-block
-  RETURN_IF_ERROR(ends_.BeginStage(input_ids, residual, delta));
-  ASSIGN_OR_RETURN(Tensor x, Tensor::Empty({t, h}, DType::kF32));
-  for (size_t i = 0; i < layers_.size(); ++i) {
-    const Layer& layer = layers_[i];
-    if (!delta.defined()) {  // the model's first layer
-      RETURN_IF_ERROR(RmsNorm(residual, layer.input_norm, eps_, x));
-    } else {
-      RETURN_IF_ERROR(AddRmsNorm(residual, delta, layer.input_norm, eps_, x));
+  // delta: output of the previous sub-block (undefined before the model's first layer).
+  auto run_layers = [&](const AttentionBatch& b, Tensor& residual, Tensor& delta) {
+    ASSIGN_OR_RETURN(Tensor x, Tensor::Empty({residual.dim(0), h}, DType::kF32));
+    for (size_t i = 0; i < layers_.size(); ++i) {
+      const Layer& layer = layers_[i];
+      if (!delta.defined()) {
+        RETURN_IF_ERROR(RmsNorm(residual, layer.input_norm, eps_, x));
+      } else {
+        RETURN_IF_ERROR(AddRmsNorm(residual, delta, layer.input_norm, eps_, x));
+      }
+      Tensor k_cache = cache.k_cache(static_cast<int>(i));
+      Tensor v_cache = cache.v_cache(static_cast<int>(i));
+      RETURN_IF_ERROR(layer.attention->Forward(x, b, k_cache, v_cache, delta));
+      RETURN_IF_ERROR(AllReduceSum(shard_, layer.attention->partial(), delta));
+      RETURN_IF_ERROR(AddRmsNorm(residual, delta, layer.post_norm, eps_, x));
+      if (layer.moe) {
+        RETURN_IF_ERROR(layer.moe->Forward(x, delta));
+        RETURN_IF_ERROR(AllReduceStage(shard_, layer.moe->partial(), delta));
+      } else {
+        RETURN_IF_ERROR(layer.mlp->Forward(x, delta));
+        RETURN_IF_ERROR(AllReduceSum(shard_, shard_.tp_size > 1, delta));
+      }
     }
-    Tensor k_cache = cache.k_cache(static_cast<int>(i));
-    Tensor v_cache = cache.v_cache(static_cast<int>(i));
-    RETURN_IF_ERROR(layer.attention->Forward(x, batch, k_cache, v_cache, delta));
-    RETURN_IF_ERROR(AllReduceSum(shard_, layer.attention->partial(), delta));
-    RETURN_IF_ERROR(AddRmsNorm(residual, delta, layer.post_norm, eps_, x));
-    if (layer.moe) {
-      RETURN_IF_ERROR(layer.moe->Forward(x, delta));
-      RETURN_IF_ERROR(AllReduceSum(shard_, layer.moe->partial(), delta));
-    } else {
-      RETURN_IF_ERROR(layer.mlp->Forward(x, delta));
-      RETURN_IF_ERROR(AllReduceSum(shard_, shard_.tp_size > 1, delta));
-    }
-  }
-  return ends_.EndStage(residual, delta, eps_, hidden);
+    return absl::OkStatus();
+  };
+  return ends_.ForwardStage(input_ids, batch, eps_, run_layers, hidden);
 }
 
 }  // namespace

@@ -7,8 +7,21 @@
 #include "kernels/base/status.h"
 #include "worker/checkpoint/checkpoint.h"
 #include "worker/checkpoint/model_config.h"
+#include "worker/models/layers.h"
 
 namespace tessera {
+
+void ModelLoadOptions::SetLayout(int tp, int ep, int dp, int pp, int rank) {
+  tp_size = tp;
+  ep_size = ep;
+  dp_size = dp;
+  pp_size = pp;
+  const ShardCoords c = ShardCoordsOf(tp, ep, dp, pp, rank);
+  tp_rank = c.tp_rank;
+  ep_rank = c.ep_rank;
+  dp_rank = c.dp_rank;
+  pp_rank = c.pp_rank;
+}
 
 absl::Status Model::Forward(const Tensor& input_ids, const AttentionBatch& batch, KvCache& cache,
                             Tensor& logits) {

@@ -39,30 +39,30 @@ struct ModelConfig;  // worker/checkpoint/model_config.h
 struct ModelLoadOptions {
   // Called after each decoder layer is loaded with (layers_done, num_layers); may be empty.
   std::function<void(int, int)> progress;
-  // This rank's slice of the model (DESIGN.md section 4). Tensor parallelism splits attention
-  // heads, dense MLPs, shared experts, the embedding and lm_head (vocab-parallel) over tp_size
-  // ranks; expert parallelism gives each of ep_size ranks num_experts / ep_size whole routed
-  // experts (only those are read from the checkpoint); with ep_size == 1 and tp_size > 1 every
-  // expert's FFN is split like a dense MLP instead. ep_size is 1 or tp_size (attention data
-  // parallelism is not implemented yet): the expert group is the tensor-parallel group, and
-  // `comm` (that group's communicator; required when tp_size > 1, borrowed: it must outlive the
-  // model) carries the all-reduces of the partial sums and the gather of the logits.
+  // This rank's slice of the model (DESIGN.md section 4; worker/models/layers.h Shard and
+  // docs/sharding.md give the layouts): tensor parallelism splits attention heads, dense MLPs,
+  // the embedding and lm_head (vocab-parallel) over tp_size ranks; expert parallelism gives each
+  // of ep_size ranks num_experts / ep_size whole routed experts (only those are read from the
+  // checkpoint), with ep_size == 1 every expert's FFN is split over the stage instead;
+  // data-parallel attention (dp_size > 1, ep_size == tp_size * dp_size) gives each DP rank its
+  // own sequences and KV cache, MoE layers dispatching tokens to the experts' owners and back;
+  // pipeline parallelism gives stage pp_rank the decoder layers SplitRange(num_layers, pp_size,
+  // pp_rank) and only their KV cache. SetLayout fills the ranks from a world rank.
   int tp_rank = 0;
   int tp_size = 1;
   int ep_rank = 0;
   int ep_size = 1;
-  // Data-parallel attention (tp_size 1, ep_size == dp_size): every rank runs attention and the
-  // dense layers on its own sequences with its own KV cache, and MoE layers send each token to
-  // the rank owning its expert and back (all-to-all dispatch / combine).
   int dp_rank = 0;
   int dp_size = 1;
-  // Pipeline parallelism (tp, ep and dp 1): stage pp_rank holds decoder layers
-  // SplitRange(num_layers, pp_size, pp_rank) and only their KV cache; the first stage embeds,
-  // activations go to the next stage with send / recv, the last computes the logits and
-  // broadcasts them so every stage samples the same token.
   int pp_rank = 0;
   int pp_size = 1;
+  // The instance's world group (required when it has more than one rank; borrowed: it must
+  // outlive the model). The model builds its tp / stage / pp sub-groups from it while loading.
   Communicator* comm = nullptr;
+
+  // Sets the sizes and this rank's coordinates for world rank `rank` (world = pp * stage,
+  // stage = max(tp * dp, ep), tp fastest).
+  void SetLayout(int tp, int ep, int dp, int pp, int rank);
 };
 
 class Model {
