@@ -231,8 +231,9 @@ absl::StatusOr<DeviceContext*> DeviceContext::Get(int device) {
 }
 
 absl::StatusOr<DeviceContext*> Activate(int device) {
+  ASSIGN_OR_RETURN(DeviceContext * context, DeviceContext::Get(device));  // checks it exists
   CUDA_RETURN_IF_ERROR(cudaSetDevice(device));
-  return DeviceContext::Get(device);
+  return context;
 }
 
 absl::Status DeviceContext::Upload(void* device_dst, const void* host_src, size_t bytes) {
