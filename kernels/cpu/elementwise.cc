@@ -28,14 +28,15 @@ void ForRows(int64_t rows, int64_t row_size, const std::function<void(int64_t, i
   ParallelFor(rows, grain, fn);
 }
 
-absl::Status RequireF32(const Tensor& t, absl::string_view op, absl::string_view name) {
+absl::Status RequireF32(const Tensor& t, absl::string_view op, absl::string_view name,
+                        bool host_only = true) {
   if (!t.defined())
     return absl::InvalidArgumentError(absl::StrCat(op, ": ", name, " is undefined"));
   if (t.dtype() != DType::kF32) {
     return absl::InvalidArgumentError(
         absl::StrCat(op, ": ", name, " must be f32, got ", t.DebugString()));
   }
-  if (!t.device().is_cpu()) {
+  if (host_only && !t.device().is_cpu()) {
     return absl::InvalidArgumentError(
         absl::StrCat(op, ": ", name, " is not a host tensor: ", t.DebugString()));
   }
@@ -53,8 +54,9 @@ absl::Status RequireSameShape(const Tensor& a, const Tensor& b, absl::string_vie
 }
 
 // A [hidden] f32 weight with unit stride.
-absl::Status RequireNormWeight(const Tensor& weight, int64_t hidden, absl::string_view op) {
-  RETURN_IF_ERROR(RequireF32(weight, op, "weight"));
+absl::Status RequireNormWeight(const Tensor& weight, int64_t hidden, absl::string_view op,
+                               bool host_only) {
+  RETURN_IF_ERROR(RequireF32(weight, op, "weight", host_only));
   if (weight.ndim() != 1 || weight.dim(0) != hidden || (hidden > 1 && weight.stride(0) != 1)) {
     return absl::InvalidArgumentError(absl::StrCat(op, ": weight ", weight.DebugString(),
                                                    " must be a contiguous [", hidden, "] f32"));
@@ -155,32 +157,33 @@ absl::StatusOr<RowView> RowView::Of(const Tensor& t, absl::string_view name) {
 
 // ---- Validation --------------------------------------------------------------------------------
 
-absl::Status ValidateRmsNorm(const Tensor& x, const Tensor& weight, const Tensor& out) {
-  RETURN_IF_ERROR(RequireF32(x, "RmsNorm", "x"));
-  RETURN_IF_ERROR(RequireF32(out, "RmsNorm", "out"));
+absl::Status ValidateRmsNorm(const Tensor& x, const Tensor& weight, const Tensor& out,
+                             bool host_only) {
+  RETURN_IF_ERROR(RequireF32(x, "RmsNorm", "x", host_only));
+  RETURN_IF_ERROR(RequireF32(out, "RmsNorm", "out", host_only));
   RETURN_IF_ERROR(RequireSameShape(x, out, "RmsNorm", "x", "out"));
   RETURN_IF_ERROR(RowView::Of(x, "RmsNorm: x").status());
   RETURN_IF_ERROR(RowView::Of(out, "RmsNorm: out").status());
-  return RequireNormWeight(weight, x.dim(-1), "RmsNorm");
+  return RequireNormWeight(weight, x.dim(-1), "RmsNorm", host_only);
 }
 
 absl::Status ValidateAddRmsNorm(const Tensor& residual, const Tensor& delta, const Tensor& weight,
-                                const Tensor& out) {
-  RETURN_IF_ERROR(RequireF32(residual, "AddRmsNorm", "residual"));
-  RETURN_IF_ERROR(RequireF32(delta, "AddRmsNorm", "delta"));
-  RETURN_IF_ERROR(RequireF32(out, "AddRmsNorm", "out"));
+                                const Tensor& out, bool host_only) {
+  RETURN_IF_ERROR(RequireF32(residual, "AddRmsNorm", "residual", host_only));
+  RETURN_IF_ERROR(RequireF32(delta, "AddRmsNorm", "delta", host_only));
+  RETURN_IF_ERROR(RequireF32(out, "AddRmsNorm", "out", host_only));
   RETURN_IF_ERROR(RequireSameShape(residual, delta, "AddRmsNorm", "residual", "delta"));
   RETURN_IF_ERROR(RequireSameShape(residual, out, "AddRmsNorm", "residual", "out"));
   RETURN_IF_ERROR(RowView::Of(residual, "AddRmsNorm: residual").status());
   RETURN_IF_ERROR(RowView::Of(delta, "AddRmsNorm: delta").status());
   RETURN_IF_ERROR(RowView::Of(out, "AddRmsNorm: out").status());
-  return RequireNormWeight(weight, residual.dim(-1), "AddRmsNorm");
+  return RequireNormWeight(weight, residual.dim(-1), "AddRmsNorm", host_only);
 }
 
 absl::Status ValidateGatedActivation(absl::string_view op, const Tensor& gate_up,
-                                     const Tensor& out) {
-  RETURN_IF_ERROR(RequireF32(gate_up, op, "gate_up"));
-  RETURN_IF_ERROR(RequireF32(out, op, "out"));
+                                     const Tensor& out, bool host_only) {
+  RETURN_IF_ERROR(RequireF32(gate_up, op, "gate_up", host_only));
+  RETURN_IF_ERROR(RequireF32(out, op, "out", host_only));
   RETURN_IF_ERROR(RowView::Of(gate_up, absl::StrCat(op, ": gate_up")).status());
   RETURN_IF_ERROR(RowView::Of(out, absl::StrCat(op, ": out")).status());
   if (gate_up.dim(-1) % 2 != 0) {
@@ -195,13 +198,13 @@ absl::Status ValidateGatedActivation(absl::string_view op, const Tensor& gate_up
   return absl::OkStatus();
 }
 
-absl::Status ValidateSoftmax(const Tensor& x) {
-  RETURN_IF_ERROR(RequireF32(x, "Softmax", "x"));
+absl::Status ValidateSoftmax(const Tensor& x, bool host_only) {
+  RETURN_IF_ERROR(RequireF32(x, "Softmax", "x", host_only));
   return RowView::Of(x, "Softmax: x").status();
 }
 
 absl::Status ValidateEmbedding(const Tensor& table, const Tensor& ids, int64_t vocab_start,
-                               int64_t vocab_size, const Tensor& out) {
+                               int64_t vocab_size, const Tensor& out, bool host_only) {
   if (!table.defined()) return absl::InvalidArgumentError("Embedding: table is undefined");
   if (table.dtype() != DType::kF32 && table.dtype() != DType::kBF16 &&
       table.dtype() != DType::kF16) {
@@ -217,7 +220,7 @@ absl::Status ValidateEmbedding(const Tensor& table, const Tensor& ids, int64_t v
     return absl::InvalidArgumentError(
         absl::StrCat("Embedding: ids must be [num_tokens] i32, got ", ids.DebugString()));
   }
-  RETURN_IF_ERROR(RequireF32(out, "Embedding", "out"));
+  RETURN_IF_ERROR(RequireF32(out, "Embedding", "out", host_only));
   if (out.ndim() != 2 || out.dim(0) != ids.dim(0) || out.dim(1) != table.dim(1)) {
     return absl::InvalidArgumentError(absl::StrCat("Embedding: out ", out.DebugString(),
                                                    " must be [", ids.dim(0), ", ", table.dim(1),
@@ -232,6 +235,7 @@ absl::Status ValidateEmbedding(const Tensor& table, const Tensor& ids, int64_t v
     return absl::InvalidArgumentError(
         absl::StrCat("Embedding: vocab_size must be >= 0, got ", vocab_size));
   }
+  if (!host_only) return absl::OkStatus();  // ids live on a device: the kernel bounds-checks them
   if (!table.device().is_cpu() || !ids.device().is_cpu()) {
     return absl::InvalidArgumentError("Embedding: table and ids must be host tensors");
   }
@@ -248,9 +252,9 @@ absl::Status ValidateEmbedding(const Tensor& table, const Tensor& ids, int64_t v
   return absl::OkStatus();
 }
 
-absl::Status ValidateAxpy(const Tensor& x, const Tensor& out) {
-  RETURN_IF_ERROR(RequireF32(x, "Axpy", "x"));
-  RETURN_IF_ERROR(RequireF32(out, "Axpy", "out"));
+absl::Status ValidateAxpy(const Tensor& x, const Tensor& out, bool host_only) {
+  RETURN_IF_ERROR(RequireF32(x, "Axpy", "x", host_only));
+  RETURN_IF_ERROR(RequireF32(out, "Axpy", "out", host_only));
   RETURN_IF_ERROR(RequireSameShape(out, x, "Axpy", "out", "x"));
   if (x.ndim() == 0) return absl::OkStatus();
   RETURN_IF_ERROR(RowView::Of(x, "Axpy: x").status());

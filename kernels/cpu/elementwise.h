@@ -69,15 +69,18 @@ absl::Status RequireHost(
 // ---- Validation shared with tessera::ref -------------------------------------------------------
 
 // Each returns OK when the operands satisfy the ops.h contract of the operation of that name.
-absl::Status ValidateRmsNorm(const Tensor& x, const Tensor& weight, const Tensor& out);
+// host_only = false (the CUDA backend) checks shapes and dtypes only: tensors may live on a
+// device and device-resident values (Embedding's ids) are not read.
+absl::Status ValidateRmsNorm(const Tensor& x, const Tensor& weight, const Tensor& out,
+                             bool host_only = true);
 absl::Status ValidateAddRmsNorm(const Tensor& residual, const Tensor& delta, const Tensor& weight,
-                                const Tensor& out);
+                                const Tensor& out, bool host_only = true);
 absl::Status ValidateGatedActivation(absl::string_view op, const Tensor& gate_up,
-                                     const Tensor& out);
-absl::Status ValidateSoftmax(const Tensor& x);
+                                     const Tensor& out, bool host_only = true);
+absl::Status ValidateSoftmax(const Tensor& x, bool host_only = true);
 absl::Status ValidateEmbedding(const Tensor& table, const Tensor& ids, int64_t vocab_start,
-                               int64_t vocab_size, const Tensor& out);
-absl::Status ValidateAxpy(const Tensor& x, const Tensor& out);
+                               int64_t vocab_size, const Tensor& out, bool host_only = true);
+absl::Status ValidateAxpy(const Tensor& x, const Tensor& out, bool host_only = true);
 
 // ---- CPU kernels (same contracts as ops.h) -----------------------------------------------------
 

@@ -103,7 +103,7 @@ void RouteToken(const float* logits, const float* bias, int num_experts, const R
 
 absl::Status ValidateMoeRoute(const Tensor& logits, const Tensor& correction_bias,
                               const RouterConfig& config, const Tensor& topk_weights,
-                              const Tensor& topk_ids) {
+                              const Tensor& topk_ids, bool host_only) {
   if (!logits.defined() || logits.dtype() != DType::kF32 || logits.ndim() != 2) {
     return absl::InvalidArgumentError(absl::StrCat(
         "MoeRoute: logits must be [num_tokens, num_experts] f32, got ", logits.DebugString()));
@@ -164,7 +164,7 @@ absl::Status ValidateMoeRoute(const Tensor& logits, const Tensor& correction_bia
   RETURN_IF_ERROR(RowView::Of(topk_weights, "MoeRoute: topk_weights").status());
   RETURN_IF_ERROR(RowView::Of(topk_ids, "MoeRoute: topk_ids").status());
   for (const Tensor* t : {&logits, &correction_bias, &topk_weights, &topk_ids}) {
-    if (t->defined() && !t->device().is_cpu()) {
+    if (host_only && t->defined() && !t->device().is_cpu()) {
       return absl::InvalidArgumentError(
           absl::StrCat("MoeRoute: ", t->DebugString(), " is not a host tensor"));
     }

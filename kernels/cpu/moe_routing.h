@@ -32,10 +32,11 @@ namespace tessera::cpu {
 
 // logits: [num_tokens, num_experts] f32; correction_bias: undefined or [num_experts] f32;
 // topk_weights: [num_tokens, top_k] f32; topk_ids: [num_tokens, top_k] i32. INVALID_ARGUMENT
-// naming the operand or RouterConfig field at fault.
+// naming the operand or RouterConfig field at fault. host_only = false (the CUDA backend)
+// accepts tensors on any device.
 absl::Status ValidateMoeRoute(const Tensor& logits, const Tensor& correction_bias,
                               const RouterConfig& config, const Tensor& topk_weights,
-                              const Tensor& topk_ids);
+                              const Tensor& topk_ids, bool host_only = true);
 
 absl::Status MoeRoute(const Tensor& logits, const Tensor& correction_bias,
                       const RouterConfig& config, Tensor& topk_weights, Tensor& topk_ids);

@@ -268,23 +268,22 @@ absl::StatusOr<DeviceContext*> ContextFor(
   int device = -1;
   absl::string_view first;
   for (const auto& [name, t] : tensors) {
-    if (t == nullptr || !t->defined()) continue;
-    if (!t->device().is_cuda()) {
-      return absl::InvalidArgumentError(absl::StrCat(op, ": ", name, " is on ",
-                                                     t->device().ToString(),
-                                                     "; every operand must be on one CUDA device"));
-    }
-    if (device < 0) {
+    if (t != nullptr && t->defined() && t->device().is_cuda()) {
       device = t->device().index;
       first = name;
-    } else if (t->device().index != device) {
-      return absl::InvalidArgumentError(absl::StrCat(op, ": ", name, " is on ",
-                                                     t->device().ToString(), " but ", first,
-                                                     " is on cuda:", device));
+      break;
     }
   }
   if (device < 0) {
     return absl::InvalidArgumentError(absl::StrCat(op, ": no operand is a CUDA tensor"));
+  }
+  for (const auto& [name, t] : tensors) {
+    if (t == nullptr || !t->defined()) continue;
+    if (!t->device().is_cuda() || t->device().index != device) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          op, ": ", name, " is on ", t->device().ToString(), " but ", first, " is on cuda:",
+          device, "; every operand must be on one CUDA device"));
+    }
   }
   return Activate(device);
 }

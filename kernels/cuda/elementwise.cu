@@ -195,7 +195,7 @@ int ThreadsFor(int64_t row_size) {
 }  // namespace
 
 absl::Status RmsNorm(const Tensor& x, const Tensor& weight, float eps, Tensor& out) {
-  RETURN_IF_ERROR(cpu::ValidateRmsNorm(x, weight, out));
+  RETURN_IF_ERROR(cpu::ValidateRmsNorm(x, weight, out, /*host_only=*/false));
   ASSIGN_OR_RETURN(DeviceContext * ctx,
                    ContextFor("RmsNorm", {{"x", &x}, {"weight", &weight}, {"out", &out}}));
   ASSIGN_OR_RETURN(DeviceRows xr, RowsOf(x, "x"));
@@ -209,7 +209,7 @@ absl::Status RmsNorm(const Tensor& x, const Tensor& weight, float eps, Tensor& o
 
 absl::Status AddRmsNorm(Tensor& residual, const Tensor& delta, const Tensor& weight, float eps,
                         Tensor& out) {
-  RETURN_IF_ERROR(cpu::ValidateAddRmsNorm(residual, delta, weight, out));
+  RETURN_IF_ERROR(cpu::ValidateAddRmsNorm(residual, delta, weight, out, /*host_only=*/false));
   ASSIGN_OR_RETURN(DeviceContext * ctx,
                    ContextFor("AddRmsNorm", {{"residual", &residual},
                                              {"delta", &delta},
@@ -226,7 +226,7 @@ absl::Status AddRmsNorm(Tensor& residual, const Tensor& delta, const Tensor& wei
 }
 
 absl::Status SiluAndMul(const Tensor& gate_up, Tensor& out) {
-  RETURN_IF_ERROR(cpu::ValidateGatedActivation("SiluAndMul", gate_up, out));
+  RETURN_IF_ERROR(cpu::ValidateGatedActivation("SiluAndMul", gate_up, out, false));
   ASSIGN_OR_RETURN(DeviceContext * ctx,
                    ContextFor("SiluAndMul", {{"gate_up", &gate_up}, {"out", &out}}));
   ASSIGN_OR_RETURN(DeviceRows g, RowsOf(gate_up, "gate_up"));
@@ -238,7 +238,7 @@ absl::Status SiluAndMul(const Tensor& gate_up, Tensor& out) {
 }
 
 absl::Status ClampedSwiGlu(const Tensor& gate_up, float alpha, float limit, Tensor& out) {
-  RETURN_IF_ERROR(cpu::ValidateGatedActivation("ClampedSwiGlu", gate_up, out));
+  RETURN_IF_ERROR(cpu::ValidateGatedActivation("ClampedSwiGlu", gate_up, out, false));
   ASSIGN_OR_RETURN(DeviceContext * ctx,
                    ContextFor("ClampedSwiGlu", {{"gate_up", &gate_up}, {"out", &out}}));
   ASSIGN_OR_RETURN(DeviceRows g, RowsOf(gate_up, "gate_up"));
@@ -251,7 +251,7 @@ absl::Status ClampedSwiGlu(const Tensor& gate_up, float alpha, float limit, Tens
 }
 
 absl::Status Softmax(Tensor& x) {
-  RETURN_IF_ERROR(cpu::ValidateSoftmax(x));
+  RETURN_IF_ERROR(cpu::ValidateSoftmax(x, /*host_only=*/false));
   ASSIGN_OR_RETURN(DeviceContext * ctx, ContextFor("Softmax", {{"x", &x}}));
   ASSIGN_OR_RETURN(DeviceRows xr, RowsOf(x, "x"));
   if (xr.num_rows == 0 || xr.row_size == 0) return absl::OkStatus();
@@ -262,7 +262,7 @@ absl::Status Softmax(Tensor& x) {
 
 absl::Status Embedding(const Tensor& table, const Tensor& ids, int64_t vocab_start,
                        int64_t vocab_size, Tensor& out) {
-  RETURN_IF_ERROR(cpu::ValidateEmbedding(table, ids, vocab_start, vocab_size, out));
+  RETURN_IF_ERROR(cpu::ValidateEmbedding(table, ids, vocab_start, vocab_size, out, false));
   ASSIGN_OR_RETURN(DeviceContext * ctx,
                    ContextFor("Embedding", {{"table", &table}, {"ids", &ids}, {"out", &out}}));
   const int64_t num_tokens = ids.dim(0), rows = table.dim(0), hidden = table.dim(1);
@@ -295,7 +295,7 @@ absl::Status Embedding(const Tensor& table, const Tensor& ids, int64_t vocab_sta
 }
 
 absl::Status Axpy(float scale, const Tensor& x, Tensor& out) {
-  RETURN_IF_ERROR(cpu::ValidateAxpy(x, out));
+  RETURN_IF_ERROR(cpu::ValidateAxpy(x, out, /*host_only=*/false));
   ASSIGN_OR_RETURN(DeviceContext * ctx, ContextFor("Axpy", {{"x", &x}, {"out", &out}}));
   ASSIGN_OR_RETURN(DeviceRows xr, RowsOf(x, "x"));
   ASSIGN_OR_RETURN(DeviceRows o, RowsOf(out, "out"));

@@ -202,7 +202,7 @@ __global__ void __launch_bounds__(kRouteThreads) MoeRouteKernel(RouteArgs a) {
 absl::Status MoeRoute(const Tensor& logits, const Tensor& correction_bias,
                       const RouterConfig& config, Tensor& topk_weights, Tensor& topk_ids) {
   RETURN_IF_ERROR(
-      cpu::ValidateMoeRoute(logits, correction_bias, config, topk_weights, topk_ids));
+      cpu::ValidateMoeRoute(logits, correction_bias, config, topk_weights, topk_ids, false));
   ASSIGN_OR_RETURN(DeviceContext * ctx, ContextFor("MoeRoute", {{"logits", &logits},
                                                                 {"correction_bias", &correction_bias},
                                                                 {"topk_weights", &topk_weights},

@@ -11,6 +11,7 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "kernels/backend.h"
 #include "kernels/cpu/reference_elementwise.h"
 #include "kernels/ops.h"
 #include "tests/test_util.h"
@@ -388,6 +389,9 @@ TEST(AxpyTest, RejectsShapeMismatch) {
 }
 
 TEST(DeviceDispatchTest, CudaTensorsAreUnimplementedOnThisBackend) {
+  // In CUDA builds these tensors go to kernels/cuda (tests/kernels/*_cuda_test.cc); the fake
+  // device tensors here are host memory and must not reach a real kernel.
+  if (BuiltWithCuda()) GTEST_SKIP() << "CUDA build: device tensors are served by kernels/cuda";
   Tensor x = FakeCudaTensor({2, 8}, DType::kF32), w = FakeCudaTensor({8}, DType::kF32);
   Tensor out = FakeCudaTensor({2, 8}, DType::kF32);
   absl::Status s = RmsNorm(x, w, 1e-6f, out);
@@ -396,6 +400,18 @@ TEST(DeviceDispatchTest, CudaTensorsAreUnimplementedOnThisBackend) {
   EXPECT_EQ(Softmax(x).code(), absl::StatusCode::kUnimplemented);
   Tensor gate_up = FakeCudaTensor({2, 16}, DType::kF32);
   EXPECT_EQ(SiluAndMul(gate_up, out).code(), absl::StatusCode::kUnimplemented);
+}
+
+TEST(DeviceDispatchTest, CudaBuildWithoutADeviceFailsCleanly) {
+  // The dispatch reaches the CUDA backend, which names the missing device instead of launching.
+  if (!BuiltWithCuda() || CudaDeviceCount() > 0) GTEST_SKIP() << "needs a CUDA build, no GPU";
+  Tensor x = FakeCudaTensor({2, 8}, DType::kF32), w = FakeCudaTensor({8}, DType::kF32);
+  Tensor out = FakeCudaTensor({2, 8}, DType::kF32);
+  absl::Status s = RmsNorm(x, w, 1e-6f, out);
+  EXPECT_FALSE(s.ok());
+  EXPECT_THAT(std::string(s.message()), HasSubstr("cuda:0"));
+  Tensor gate_up = FakeCudaTensor({2, 16}, DType::kF32);
+  EXPECT_FALSE(SiluAndMul(gate_up, out).ok());
 }
 
 TEST(DeviceDispatchTest, MixedDevicesAreInvalid) {
