@@ -27,6 +27,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "gmock/gmock.h"
+#include "grpcpp/generic/generic_stub.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
 #include "kernels/base/logging.h"
@@ -179,15 +180,37 @@ class Server {
         },
         milliseconds(90000));
     CHECK(up && !process_->Wait(milliseconds(0)).has_value()) << process_->Log();
-    // Both instances ready (health is 200 once any replica serves).
-    CHECK(testing::WaitFor(
-        [&] { return MetricSum(Metrics(), "tessera:worker_up") == 2; }, milliseconds(60000)))
+    // Both instances ready (/health is 200 once any replica serves; the model's gRPC health is
+    // SERVING once every instance is), so sequential requests all go to the first instance.
+    CHECK(testing::WaitFor([&] { return ModelServing(); }, milliseconds(60000)))
         << process_->Log();
   }
   ~Server() {
     process_->Kill(SIGTERM);
     std::optional<int> code = process_->Wait(milliseconds(15000));
     EXPECT_TRUE(code.has_value() && *code == 0) << process_->Log();
+  }
+  // grpc.health.v1.Health/Check for the model: SERVING.
+  bool ModelServing() const {
+    auto channel = grpc::CreateChannel(absl::StrCat("127.0.0.1:", grpc_port_),
+                                       grpc::InsecureChannelCredentials());
+    grpc::TemplatedGenericStub<grpc::ByteBuffer, grpc::ByteBuffer> stub(channel);
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + milliseconds(2000));
+    // HealthCheckRequest { service = 1: kModelName }
+    const std::string req = absl::StrCat("\x0a", std::string(1, char(sizeof(kModelName) - 1)),
+                                         kModelName);
+    grpc::Slice slice(req);
+    grpc::ByteBuffer request(&slice, 1), response;
+    std::promise<grpc::Status> done;
+    stub.UnaryCall(&ctx, "/grpc.health.v1.Health/Check", grpc::StubOptions(), &request,
+                   &response, [&](grpc::Status st) { done.set_value(st); });
+    if (!done.get_future().get().ok()) return false;
+    std::vector<grpc::Slice> slices;
+    (void)response.Dump(&slices);
+    std::string bytes;
+    for (const grpc::Slice& sl : slices) bytes.append(reinterpret_cast<const char*>(sl.begin()), sl.size());
+    return bytes == std::string("\x08\x01", 2);  // status = SERVING
   }
   std::string Metrics() const { return Http(http_port_, http::verb::get, "/metrics").body; }
   int http_port() const { return http_port_; }
