@@ -34,6 +34,7 @@ class DecoderModel : public Model {
   absl::Status ComputeLogits(const Tensor& hidden, Tensor& logits) override {
     return ends_.Logits(hidden, logits);
   }
+  int last_micro_batches() const override { return ends_.last_micro_batches(); }
   absl::Status ForwardIdle() override {
     // A data-parallel rank without tokens joins every MoE layer's dispatch / combine.
     ASSIGN_OR_RETURN(Tensor none, Tensor::Empty({0, config_.hidden_size}, DType::kF32));

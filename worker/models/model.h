@@ -91,6 +91,10 @@ class Model {
   // combine, with zero rows). A no-op for models that are not data parallel.
   virtual absl::Status ForwardIdle() { return absl::OkStatus(); }
 
+  // Pipeline micro-batches the last ForwardHidden ran (1 without pipeline stages or with one
+  // sequence; see DecoderEnds::ForwardStage).
+  virtual int last_micro_batches() const { return 1; }
+
   // One step: ForwardHidden, then the logits of the rows batch.last_token_rows.
   // logits (output, allocated by the call): [num_seqs, vocab_size] f32.
   absl::Status Forward(const Tensor& input_ids, const AttentionBatch& batch, KvCache& cache,
