@@ -71,7 +71,7 @@ WeightBytes CountWeightBytes(const Checkpoint& ckpt, const ModelConfig& config) 
 }
 
 absl::Status Run(const std::string& model_dir, int threads, int prompt_tokens,
-                 int decode_tokens) {
+                 int decode_tokens, WeightResidency residency) {
   ThreadPool::SetDefaultThreads(threads);
   std::printf("measuring read bandwidth with %d threads...\n", threads);
   // The limit is measured before and after the timed work and the larger value kept, so a slow
@@ -79,8 +79,12 @@ absl::Status Run(const std::string& model_dir, int threads, int prompt_tokens,
   const double bandwidth_before = bench::MeasureReadBandwidth(threads);
 
   const double t_load = Now();
-  ASSIGN_OR_RETURN(LoadedModel loaded, LoadModelFromDirectory(model_dir));
-  std::printf("loaded %s in %.1f s\n", model_dir.c_str(), Now() - t_load);
+  ModelLoadOptions load;
+  load.weights = residency;
+  ASSIGN_OR_RETURN(LoadedModel loaded, LoadModelFromDirectory(model_dir, load));
+  std::printf("loaded %s in %.1f s (weights: %s)\n", model_dir.c_str(), Now() - t_load,
+              residency == WeightResidency::kCopied ? "copied into huge-page memory"
+                                                  : "mmap'ed in place");
   const WeightBytes weights = CountWeightBytes(*loaded.checkpoint, *loaded.config);
   const int64_t vocab = loaded.model->vocab_size();
 
@@ -145,8 +149,11 @@ int main(int argc, char** argv) {
   flags.AddInt("threads", &threads, "worker threads");
   flags.AddInt("prompt-tokens", &prompt_tokens, "prefill prompt length");
   flags.AddInt("decode-tokens", &decode_tokens, "decoded tokens timed");
+  std::string weights = "copy";
+  flags.AddString("weights", &weights, "copy (huge-page memory) or mmap (page cache in place)");
   return tessera::RunCommand(flags, argc, argv, [&]() -> absl::Status {
     if (model.empty()) return absl::InvalidArgumentError("--model is required");
-    return tessera::Run(model, threads, prompt_tokens, decode_tokens);
+    ASSIGN_OR_RETURN(tessera::WeightResidency residency, tessera::ParseWeightResidency(weights));
+    return tessera::Run(model, threads, prompt_tokens, decode_tokens, residency);
   });
 }

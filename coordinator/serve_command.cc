@@ -27,6 +27,7 @@
 #include "kernels/base/flags.h"
 #include "kernels/base/logging.h"
 #include "kernels/base/status.h"
+#include "worker/checkpoint/checkpoint.h"
 #include "worker/checkpoint/model_config.h"
 
 namespace tessera {
@@ -218,6 +219,7 @@ absl::Status RunServe(const ServeOptions& o) {
                                     absl::StrCat("local-", i)};
       if (!o.join_token.empty()) a.insert(a.end(), {"--join-token", o.join_token});
       if (o.worker_threads > 0) a.insert(a.end(), {"--threads", absl::StrCat(o.worker_threads)});
+      a.insert(a.end(), {"--weights", o.worker_weights});
       args.push_back(std::move(a));
     }
     supervisor = std::make_unique<LocalWorkerSupervisor>(o.local_workers, std::move(args),
@@ -278,10 +280,17 @@ int RunServeCommand(int argc, char** argv) {
   parser.AddDouble("step-timeout", &o.step_timeout_s,
                    "seconds a step may take before its missing workers are marked down");
   parser.AddInt("worker-threads", &o.worker_threads, "kernel threads of each local worker");
+  parser.AddString("worker-weights", &o.worker_weights,
+                   "--weights of each local worker: copy (huge-page memory, faster decode) or "
+                   "mmap (page cache, faster start, shared between the local workers)");
   api::AddHttpApiFlags(&parser, &o.http);
   return RunCommand(parser, argc, argv, [&]() -> absl::Status {
     if (!kv_memory.empty()) {
       ASSIGN_OR_RETURN(o.kv_cache_memory, ParseBytes("kv-cache-memory", kv_memory));
+    }
+    absl::StatusOr<WeightResidency> weights = ParseWeightResidency(o.worker_weights);
+    if (!weights.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat("--worker-weights: ", weights.status().message()));
     }
     return RunServe(o);
   });

@@ -70,6 +70,7 @@ absl::StatusOr<GenerateResult> Generate(const GenerateOptions& options) {
   const int world = GenerateWorldSize(options.tp, options.ep, options.dp, options.pp);
   load.SetLayout(options.tp, options.ep, options.dp, options.pp, options.rank);
   load.comm = world > 1 ? options.comm : nullptr;
+  load.weights = options.weights;
   if (options.progress) {
     load.progress = [](int done, int total) {
       std::fprintf(stderr, "\rloading layers %d/%d", done, total);
@@ -265,6 +266,10 @@ int RunGenerate(int argc, char** argv) {
   parser.AddInt("top-k", &o.top_k, "top-k sampling (0 = off)");
   parser.AddInt("seed", &o.seed, "sampling seed (< 0: unseeded)");
   parser.AddInt("threads", &threads, "kernel threads (0 = default)");
+  std::string weights = "copy";
+  parser.AddString("weights", &weights,
+                   "copy: read weights into huge-page memory (faster decode); mmap: use them in "
+                   "place from the page cache (faster start)");
   parser.AddBool("json", &json, "print one JSON object");
   parser.AddString("dump-logits", &o.dump_logits, "write logits [steps, vocab] f32 to this .npy");
   parser.AddInt("block-size", &o.block_size, "KV cache block size in tokens");
@@ -282,6 +287,7 @@ int RunGenerate(int argc, char** argv) {
   parser.AddString("rendezvous", &rendezvous, "(internal) rendezvous directory of the ranks");
   return RunCommand(parser, argc, argv, [&]() -> absl::Status {
     if (o.model_dir.empty()) return absl::InvalidArgumentError("--model is required");
+    ASSIGN_OR_RETURN(o.weights, ParseWeightResidency(weights));
     if (!prompt.empty() && !prompt_ids.empty()) {
       return absl::InvalidArgumentError("give either --prompt or --prompt-ids, not both");
     }

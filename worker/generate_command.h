@@ -28,6 +28,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "worker/checkpoint/checkpoint.h"
 
 namespace tessera {
 
@@ -46,6 +47,7 @@ struct GenerateOptions {
   int max_batch_tokens = 512;   // prefill chunk bound per step
   std::string dump_logits;      // .npy path or empty
   bool progress = false;        // load progress on stderr
+  WeightResidency weights = WeightResidency::kCopied;  // --weights copy|mmap
   // Sharding of this process (ModelLoadOptions): world = GenerateWorldSize ranks joined by
   // `comm` (borrowed; required when world > 1); `rank` is the world rank.
   int tp = 1, ep = 1, dp = 1, pp = 1, rank = 0;

@@ -255,6 +255,7 @@ class Session {
               << a.model_dir();
     const auto t0 = Clock::now();
     ModelLoadOptions load;
+    load.weights = ParseWeightResidency(options_.weights).value_or(WeightResidency::kCopied);
     if (a.world_size() > 1) {
       // The instance's Gloo group (bootstrapped through the coordinator's Rendezvous service);
       // the model's layout comes from the assignment's mesh (worker/models/layers.h Shard).
@@ -397,6 +398,7 @@ absl::Status RunWorker(const WorkerOptions& options) {
   if (options.coordinator.empty()) {
     return absl::InvalidArgumentError("--coordinator HOST:PORT is required");
   }
+  RETURN_IF_ERROR(ParseWeightResidency(options.weights).status());
   if (options.threads > 0) ThreadPool::SetDefaultThreads(options.threads);
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(-1);
@@ -448,6 +450,9 @@ int RunWorkerCommand(int argc, char** argv) {
   parser.AddString("coordinator", &o.coordinator, "HOST:PORT of `tessera serve`'s gRPC port");
   parser.AddString("device", &o.device, "cpu or cuda:N");
   parser.AddInt("threads", &o.threads, "kernel threads (0 = default)");
+  parser.AddString("weights", &o.weights,
+                   "copy: read weights into huge-page memory (faster decode); mmap: use them in "
+                   "place from the page cache (faster start, shared between processes)");
   parser.AddString("join-token", &o.join_token, "the coordinator's --join-token");
   parser.AddString("worker-id", &o.worker_id, "stable id of this worker (default: assigned)");
   parser.AddDouble("reconnect-timeout", &reconnect_s,

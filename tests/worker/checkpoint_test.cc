@@ -301,3 +301,48 @@ TEST(CheckpointTest, UnownedExpertsAreNeverRead) {
 
 }  // namespace
 }  // namespace tessera
+
+namespace tessera {
+namespace {
+
+// A tensor big enough (12 MiB) that kCopied reads it in parallel pieces.
+TEST(CheckpointResidencyTest, CopiedTensorsEqualTheMappedOnesAndAreCounted) {
+  const std::string dir = testing::MakeTempDir("ckpt_residency");
+  std::vector<NamedTensor> tensors = {{"big", RandomOf({1536, 2048}, DType::kF32, 11)},
+                                      {"small", RandomOf({3, 5}, DType::kBF16, 12)}};
+  WriteShard(dir + "/model.safetensors", tensors);
+  auto mapped = Checkpoint::Open(dir, WeightResidency::kMapped);
+  auto copied = Checkpoint::Open(dir, WeightResidency::kCopied);
+  ASSERT_TRUE(mapped.ok() && copied.ok());
+  EXPECT_EQ((*copied)->residency(), WeightResidency::kCopied);
+  uint64_t expected_read = 0;
+  for (const auto& t : tensors) {
+    auto view = (*mapped)->Get(t.name);
+    auto copy = (*copied)->GetChecked(t.name, t.tensor.shape(), t.tensor.dtype());
+    ASSERT_TRUE(view.ok() && copy.ok());
+    EXPECT_TRUE(SameBytes(*copy, t.tensor)) << t.name;
+    EXPECT_TRUE(SameBytes(*view, t.tensor)) << t.name;
+    EXPECT_NE(copy->raw_data(), view->raw_data());
+    expected_read += t.tensor.nbytes();
+    EXPECT_EQ((*copied)->bytes_read(), expected_read);
+  }
+  EXPECT_EQ((*mapped)->bytes_read(), 0u);  // views fetch nothing
+  // The copies outlive the checkpoint (their memory is owned, not a view of its mapping).
+  auto keep = (*copied)->Get("big");
+  ASSERT_TRUE(keep.ok());
+  copied->reset();
+  EXPECT_TRUE(SameBytes(*keep, tensors[0].tensor));
+}
+
+TEST(CheckpointResidencyTest, ParsesTheFlagAndNamesABadValue) {
+  EXPECT_EQ(ParseWeightResidency("copy").value(), WeightResidency::kCopied);
+  EXPECT_EQ(ParseWeightResidency("mmap").value(), WeightResidency::kMapped);
+  absl::StatusOr<WeightResidency> bad = ParseWeightResidency("ram");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(bad.status().message(), HasSubstr("'ram'"));
+  EXPECT_THAT(bad.status().message(), HasSubstr("mmap"));
+}
+
+}  // namespace
+}  // namespace tessera

@@ -10,7 +10,9 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/synchronization/mutex.h"
 #include "kernels/base/status.h"
+#include "kernels/base/thread_pool.h"
 #include "nlohmann/json.hpp"
 
 namespace tessera {
@@ -35,15 +37,50 @@ absl::StatusOr<nlohmann::json> ReadJsonFile(const std::string& path) {
   }
 }
 
+// Reads `bytes` at `offset` of `file` into `dst` with the default thread pool: copying weights
+// into fresh memory is bound by page faults (zeroing, and on VMs the nested-paging exits), so
+// several threads fill a large tensor much faster than one.
+absl::Status ReadBytesParallel(const SafetensorsFile& file, uint64_t offset, void* dst,
+                               size_t bytes) {
+  constexpr size_t kPiece = size_t{2} << 20;
+  if (bytes < 2 * kPiece) return file.ReadBytes(offset, dst, bytes);
+  const int64_t pieces = static_cast<int64_t>((bytes + kPiece - 1) / kPiece);
+  absl::Mutex mu;
+  absl::Status first_error;
+  ParallelFor(pieces, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t p = begin; p < end; ++p) {
+      const size_t start = static_cast<size_t>(p) * kPiece;
+      const size_t len = std::min(kPiece, bytes - start);
+      absl::Status s = file.ReadBytes(offset + start, static_cast<char*>(dst) + start, len);
+      if (!s.ok()) {
+        absl::MutexLock lock(&mu);
+        if (first_error.ok()) first_error = std::move(s);
+        return;
+      }
+    }
+  });
+  return first_error;
+}
+
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<Checkpoint>> Checkpoint::Open(const std::string& dir) {
+absl::StatusOr<WeightResidency> ParseWeightResidency(absl::string_view text) {
+  if (text == "mmap") return WeightResidency::kMapped;
+  if (text == "copy") return WeightResidency::kCopied;
+  return absl::InvalidArgumentError(absl::StrCat(
+      "--weights '", text, "': expected 'copy' (read into huge-page memory, fastest decode) or "
+      "'mmap' (use the page cache in place, fastest start, shared between processes)"));
+}
+
+absl::StatusOr<std::unique_ptr<Checkpoint>> Checkpoint::Open(const std::string& dir,
+                                                             WeightResidency residency) {
   std::error_code ec;
   if (!fs::is_directory(dir, ec)) {
     return absl::NotFoundError(absl::StrCat("checkpoint directory ", dir, " does not exist"));
   }
   auto ckpt = std::unique_ptr<Checkpoint>(new Checkpoint());
   ckpt->dir_ = dir;
+  ckpt->residency_ = residency;
   const std::string index_path = JoinPath(dir, "model.safetensors.index.json");
   if (fs::exists(index_path, ec)) {
     ASSIGN_OR_RETURN(nlohmann::json index, ReadJsonFile(index_path));
@@ -144,10 +181,28 @@ uint64_t Checkpoint::total_bytes() const {
   return total;
 }
 
+absl::StatusOr<Tensor> Checkpoint::Fetch(const Location& loc) const {
+  if (residency_ == WeightResidency::kMapped) {
+    bytes_mapped_.fetch_add(loc.info->nbytes(), std::memory_order_relaxed);
+    return loc.file->View(*loc.info);
+  }
+  const TensorInfo& info = *loc.info;
+  ASSIGN_OR_RETURN(Tensor out, NewOwned(info.shape, info.dtype));
+  RETURN_IF_ERROR(ReadBytesParallel(*loc.file, info.data_begin, out.raw_data(), info.nbytes()));
+  bytes_read_.fetch_add(info.nbytes(), std::memory_order_relaxed);
+  return out;
+}
+
+absl::StatusOr<Tensor> Checkpoint::NewOwned(const Shape& shape, DType dtype) const {
+  size_t bytes = DTypeSize(dtype);
+  for (int64_t d : shape) bytes *= static_cast<size_t>(d);
+  ASSIGN_OR_RETURN(std::shared_ptr<Buffer> buffer, arena_.Allocate(bytes));
+  return Tensor::FromBuffer(std::move(buffer), 0, shape, dtype);
+}
+
 absl::StatusOr<Tensor> Checkpoint::Get(absl::string_view name) const {
   ASSIGN_OR_RETURN(Location loc, Locate(name));
-  bytes_mapped_.fetch_add(loc.info->nbytes(), std::memory_order_relaxed);
-  return loc.file->View(*loc.info);
+  return Fetch(loc);
 }
 
 absl::StatusOr<Tensor> Checkpoint::GetSlice(absl::string_view name, int dim, int64_t start,
@@ -157,8 +212,9 @@ absl::StatusOr<Tensor> Checkpoint::GetSlice(absl::string_view name, int dim, int
   const int ndim = static_cast<int>(info.shape.size());
   bool contiguous = dim >= 0 && dim < ndim;
   for (int d = 0; contiguous && d < dim; ++d) contiguous = info.shape[d] == 1;
-  if (!contiguous || start < 0 || start > end || end > info.shape[dim]) {
-    return ReadSlice(name, dim, start, end);  // reports the bad dim or range
+  if (residency_ == WeightResidency::kCopied || !contiguous || start < 0 || start > end ||
+      end > info.shape[dim]) {
+    return ReadSlice(name, dim, start, end);  // copies; reports a bad dim or range
   }
   ASSIGN_OR_RETURN(Tensor whole, loc.file->View(info));
   Tensor view = whole.Slice(dim, start, end);
@@ -182,14 +238,13 @@ absl::StatusOr<Tensor> Checkpoint::GetChecked(absl::string_view name,
                                                    " has dtype ", DTypeName(info.dtype),
                                                    ", expected ", DTypeName(*expected_dtype)));
   }
-  bytes_mapped_.fetch_add(info.nbytes(), std::memory_order_relaxed);
-  return loc.file->View(info);
+  return Fetch(loc);
 }
 
 absl::StatusOr<Tensor> Checkpoint::GetAs(absl::string_view name, DType dtype) const {
   ASSIGN_OR_RETURN(Location loc, Locate(name));
   const TensorInfo& info = *loc.info;
-  ASSIGN_OR_RETURN(Tensor out, Tensor::Empty(info.shape, dtype));
+  ASSIGN_OR_RETURN(Tensor out, NewOwned(info.shape, dtype));
   if (info.dtype == dtype) {
     RETURN_IF_ERROR(loc.file->ReadBytes(info.data_begin, out.raw_data(), info.nbytes()));
   } else {
@@ -219,7 +274,7 @@ absl::StatusOr<Tensor> Checkpoint::ReadSlice(absl::string_view name, int dim, in
   }
   Shape out_shape = info.shape;
   out_shape[dim] = end - start;
-  ASSIGN_OR_RETURN(Tensor out, Tensor::Empty(out_shape, info.dtype));
+  ASSIGN_OR_RETURN(Tensor out, NewOwned(out_shape, info.dtype));
   int64_t outer = 1;
   for (int d = 0; d < dim; ++d) outer *= info.shape[d];
   uint64_t inner_bytes = DTypeSize(info.dtype);
@@ -229,12 +284,12 @@ absl::StatusOr<Tensor> Checkpoint::ReadSlice(absl::string_view name, int dim, in
   char* dst = static_cast<char*>(out.raw_data());
   if (run > 0) {
     if (run == row_stride) {  // the slice is the whole extent: one contiguous read
-      RETURN_IF_ERROR(loc.file->ReadBytes(info.data_begin, dst, run * outer));
+      RETURN_IF_ERROR(ReadBytesParallel(*loc.file, info.data_begin, dst, run * outer));
     } else {
       for (int64_t o = 0; o < outer; ++o) {
         const uint64_t offset = info.data_begin + static_cast<uint64_t>(o) * row_stride +
                                 static_cast<uint64_t>(start) * inner_bytes;
-        RETURN_IF_ERROR(loc.file->ReadBytes(offset, dst + o * run, run));
+        RETURN_IF_ERROR(ReadBytesParallel(*loc.file, offset, dst + o * run, run));
       }
     }
   }

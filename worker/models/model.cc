@@ -95,7 +95,7 @@ absl::StatusOr<LoadedModel> LoadModelFromDirectory(const std::string& dir,
   ASSIGN_OR_RETURN(ModelConfig config, LoadModelConfig(dir));
   RETURN_IF_ERROR(ValidateModelConfig(config));
   loaded.config = std::make_unique<ModelConfig>(std::move(config));
-  ASSIGN_OR_RETURN(loaded.checkpoint, Checkpoint::Open(dir));
+  ASSIGN_OR_RETURN(loaded.checkpoint, Checkpoint::Open(dir, options.weights));
   ASSIGN_OR_RETURN(loaded.model, LoadModel(*loaded.checkpoint, *loaded.config, options));
   return loaded;
 }

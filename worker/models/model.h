@@ -28,11 +28,11 @@
 #include "absl/status/statusor.h"
 #include "kernels/base/tensor.h"
 #include "worker/attention_batch.h"
+#include "worker/checkpoint/checkpoint.h"
 #include "worker/kv_cache.h"
 
 namespace tessera {
 
-class Checkpoint;    // worker/checkpoint/checkpoint.h
 class Communicator;  // parallel/communicator.h
 struct ModelConfig;  // worker/checkpoint/model_config.h
 
@@ -59,6 +59,9 @@ struct ModelLoadOptions {
   // The instance's world group (required when it has more than one rank; borrowed: it must
   // outlive the model). The model builds its tp / stage / pp sub-groups from it while loading.
   Communicator* comm = nullptr;
+  // Used by LoadModelFromDirectory only: kCopied reads the weights into (huge-page backed) owned
+  // memory, kMapped uses them in place from the page cache (see worker/checkpoint/checkpoint.h).
+  WeightResidency weights = WeightResidency::kCopied;
 
   // Sets the sizes and this rank's coordinates for world rank `rank` (world = pp * stage,
   // stage = max(tp * dp, ep), tp fastest).
@@ -125,8 +128,9 @@ using ModelLoaderFn = absl::StatusOr<std::unique_ptr<Model>> (*)(const Checkpoin
 absl::StatusOr<std::unique_ptr<Model>> LoadModel(const Checkpoint& ckpt, const ModelConfig& config,
                                                  const ModelLoadOptions& options = {});
 
-// Opens the checkpoint directory (config.json + *.safetensors) and loads it. The checkpoint stays
-// open (memory-mapped) for the model's lifetime when weights are used in place.
+// Opens the checkpoint directory (config.json + *.safetensors) with options.weights residency and
+// loads it. The checkpoint stays open for the model's lifetime (with kMapped the model's weights
+// are views into its mappings).
 struct LoadedModel {
   std::unique_ptr<Checkpoint> checkpoint;
   std::unique_ptr<ModelConfig> config;
