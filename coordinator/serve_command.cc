@@ -16,6 +16,7 @@
 #include "absl/strings/str_cat.h"
 #include "coordinator/api/grpc_service.h"
 #include "coordinator/cluster/cluster_service.h"
+#include "coordinator/cluster/dp_attention_executor.h"
 #include "coordinator/cluster/data_parallel_engine.h"
 #include "coordinator/cluster/local_workers.h"
 #include "coordinator/cluster/rendezvous_service.h"
@@ -71,22 +72,24 @@ std::string BaseName(std::string dir) {
 absl::Status RunServe(const ServeOptions& o) {
   if (o.model_dir.empty()) return absl::InvalidArgumentError("--model DIR is required");
   if (o.local_workers < 0) return absl::InvalidArgumentError("--local-workers must be >= 0");
-  if (o.tensor_parallel_size < 1 || o.expert_parallel_size < 0 || o.pipeline_parallel_size < 1) {
-    return absl::InvalidArgumentError("--tp and --pp must be >= 1, --ep >= 0");
+  if (o.tensor_parallel_size < 1 || o.expert_parallel_size < 0 || o.pipeline_parallel_size < 1 ||
+      o.dp_attention < 1) {
+    return absl::InvalidArgumentError("--tp, --dp and --pp must be >= 1, --ep >= 0");
   }
-  // Ranks per instance and their layout (worker/models/layers.h Shard): tp and ep each 1 or the
-  // world size; pp only alone.
-  const int ep_size =
-      o.expert_parallel_size > 0 ? o.expert_parallel_size : o.tensor_parallel_size;
-  const int world = std::max({o.tensor_parallel_size, ep_size, o.pipeline_parallel_size});
-  if ((o.tensor_parallel_size != 1 && o.tensor_parallel_size != world) ||
-      (ep_size != 1 && ep_size != world) ||
-      (o.pipeline_parallel_size > 1 && (o.tensor_parallel_size != 1 || ep_size != 1))) {
+  // Ranks per instance and their layout (worker/models/layers.h Shard, docs/sharding.md): pp
+  // stages of max(tp * dp, ep) ranks; with dp > 1, ep = tp * dp; otherwise ep is 1, tp, or any
+  // size with tp 1 (attention replicated).
+  const int tp = o.tensor_parallel_size, dp_attn = o.dp_attention;
+  const int ep_size = o.expert_parallel_size > 0 ? o.expert_parallel_size : tp * dp_attn;
+  if ((dp_attn > 1 && ep_size != tp * dp_attn) ||
+      (dp_attn == 1 && tp > 1 && ep_size != 1 && ep_size != tp)) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "layout --tp ", o.tensor_parallel_size, " --ep ", ep_size, " --pp ",
+        "layout --tp ", tp, " --ep ", ep_size, " --dp ", dp_attn, " --pp ",
         o.pipeline_parallel_size,
-        " is not supported: tp and ep must each be 1 or the ranks per instance, and pp alone"));
+        " is not supported: with --dp > 1, --ep must be --tp * --dp; otherwise --ep is 1, --tp, "
+        "or any size with --tp 1"));
   }
+  const int world = o.pipeline_parallel_size * std::max(tp * dp_attn, ep_size);
   // SIGINT/SIGTERM are taken by sigwait() below; block them before any thread starts so that
   // every thread inherits the mask.
   sigset_t stop_signals;
@@ -135,24 +138,34 @@ absl::Status RunServe(const ServeOptions& o) {
   const int dp = o.data_parallel_size > 0
                      ? o.data_parallel_size
                      : std::max(1, o.local_workers / world);
+  // One engine per instance, or per data-parallel-attention rank of an instance (they share its
+  // workers through a DataParallelAttentionGroup); executors[i] is engine i's instance.
   std::vector<ClusterExecutor*> executors;
+  std::vector<std::unique_ptr<DataParallelAttentionGroup>> dp_groups;
   std::vector<std::unique_ptr<LlmEngine>> engines;
   for (int i = 0; i < dp; ++i) {
     InstanceSpec spec;
     spec.instance_id = absl::StrCat(model_name, "-", i);
     spec.model_dir = o.model_dir;
     spec.world_size = world;
-    spec.mesh.set_tp(o.tensor_parallel_size);
+    spec.mesh.set_tp(tp);
     spec.mesh.set_ep(ep_size);
-    spec.mesh.set_dp(1);
+    spec.mesh.set_dp(dp_attn);
     spec.mesh.set_pp(o.pipeline_parallel_size);
     spec.kv_cache_bytes = o.kv_cache_memory;
     spec.kv_cache_fraction = static_cast<float>(o.kv_cache_fraction / std::max(1, o.local_workers));
     spec.block_size = o.block_size;
     spec.max_tokens_per_step = o.max_num_batched_tokens;
-    executors.push_back(cluster->AddInstance(spec));
-    ASSIGN_OR_RETURN(std::unique_ptr<LlmEngine> engine, LlmEngine::Create(executors.back(), eo));
-    engines.push_back(std::move(engine));
+    ClusterExecutor* instance = cluster->AddInstance(spec);
+    if (dp_attn > 1) {
+      dp_groups.push_back(std::make_unique<DataParallelAttentionGroup>(instance, dp_attn, tp));
+    }
+    for (int d = 0; d < dp_attn; ++d) {
+      StepExecutor* executor = dp_attn > 1 ? dp_groups.back()->executor(d) : instance;
+      executors.push_back(instance);
+      ASSIGN_OR_RETURN(std::unique_ptr<LlmEngine> engine, LlmEngine::Create(executor, eo));
+      engines.push_back(std::move(engine));
+    }
   }
   std::vector<Engine*> replicas;
   for (auto& e : engines) replicas.push_back(e.get());
@@ -226,9 +239,9 @@ absl::Status RunServe(const ServeOptions& o) {
                                                          o.worker_program);
     RETURN_IF_ERROR(supervisor->Start());
   }
-  std::printf("tessera serve: model '%s' (%d instance(s) x %d rank(s)), gRPC on %s:%d, %d local "
-              "worker(s)\n",
-              model_name.c_str(), dp, world, o.host.c_str(), grpc_port,
+  std::printf("tessera serve: model '%s' (%d instance(s) x %d rank(s), %d data-parallel "
+              "attention rank(s) each), gRPC on %s:%d, %d local worker(s)\n",
+              model_name.c_str(), dp, world, dp_attn, o.host.c_str(), grpc_port,
               o.local_workers);
   if (http != nullptr) {
     std::printf("tessera serve: OpenAI API on %s://%s:%d/v1\n", http->tls() ? "https" : "http",
@@ -271,8 +284,10 @@ int RunServeCommand(int argc, char** argv) {
   parser.AddInt("max-model-len", &o.max_model_len, "context length (0: from config.json)");
   parser.AddInt("tensor-parallel-size", &o.tensor_parallel_size, "tensor-parallel ranks");
   parser.AddInt("tp", &o.tensor_parallel_size, "tensor-parallel ranks (= --tensor-parallel-size)");
-  parser.AddInt("ep", &o.expert_parallel_size, "expert-parallel ranks (0: = --tp)");
-  parser.AddInt("pp", &o.pipeline_parallel_size, "pipeline stages (without --tp/--ep)");
+  parser.AddInt("ep", &o.expert_parallel_size, "expert-parallel ranks per stage (0: --tp * --dp)");
+  parser.AddInt("dp", &o.dp_attention,
+                "data-parallel attention ranks per instance (own requests and KV cache each)");
+  parser.AddInt("pp", &o.pipeline_parallel_size, "pipeline stages");
   parser.AddInt("data-parallel-size", &o.data_parallel_size,
                 "model instances (0: local workers / tensor parallel size)");
   parser.AddDouble("heartbeat-timeout", &o.heartbeat_timeout_s,

@@ -39,9 +39,13 @@ struct ServeOptions {
   int block_size = 16;
   int64_t max_model_len = 0;      // 0: the config's max_position_embeddings
   int tensor_parallel_size = 1;   // --tp: attention heads / dense layers split over ranks
-  int expert_parallel_size = 0;   // --ep: 0 = the tensor-parallel size (experts whole per rank)
-  int pipeline_parallel_size = 1; // --pp: layers split into stages (alone)
-  int data_parallel_size = 0;     // 0: local_workers / tensor_parallel_size (>= 1)
+  int expert_parallel_size = 0;   // --ep: 0 = tp * dp_attention (experts whole per rank)
+  int pipeline_parallel_size = 1; // --pp: layers split into stages of tp / ep / dp ranks
+  // --dp: data-parallel attention ranks per instance: each its own engine (requests, scheduler,
+  // KV cache) and tp ranks; MoE experts partitioned over all of them (ep = tp * dp), tokens
+  // dispatched / combined by all-to-all-v (docs/sharding.md).
+  int dp_attention = 1;
+  int data_parallel_size = 0;     // instances (replicas); 0: local_workers / ranks per instance
   double heartbeat_timeout_s = 3;
   double step_timeout_s = 120;
   int worker_threads = 0;         // --threads of local workers (0: their default)

@@ -246,7 +246,12 @@ absl::StatusOr<v1::StepResult> StepRunner::Execute(const v1::StepPlan& plan) {
 
   v1::StepResult result;
   result.set_step_id(plan.step_id());
-  if (sched.empty()) return result;
+  if (sched.empty()) {
+    // A data-parallel-attention rank with nothing to run still joins the other DP ranks' MoE
+    // dispatch / combine (a no-op for other models).
+    RETURN_IF_ERROR(loaded_.model->ForwardIdle());
+    return result;
+  }
   const auto t0 = std::chrono::steady_clock::now();
 
   const int num_seqs = static_cast<int>(sched.size());

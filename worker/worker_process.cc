@@ -250,6 +250,12 @@ class Session {
     runner_.reset();
     comm_.reset();
     rank_ = a.rank();
+    // The driver of each data-parallel-attention rank (tp rank 0 of stage 0: world rank
+    // dp_rank * tp) returns its sampled tokens; the other ranks only acknowledge.
+    {
+      const int tp = std::max(1, a.mesh().tp()), dp = std::max(1, a.mesh().dp());
+      driver_ = rank_ % tp == 0 && rank_ < tp * dp;
+    }
     LOG(INFO) << "worker: assigned rank " << a.rank() << "/" << a.world_size() << " of instance '"
               << a.instance_id() << "' (generation " << a.generation() << "), model "
               << a.model_dir();
@@ -344,7 +350,7 @@ class Session {
       e->set_code(static_cast<int>(result.status().code()));
       e->set_message(absl::StrCat("step ", plan.step_id(), ": ", result.status().message()));
       e->set_step_id(plan.step_id());
-    } else if (rank_ == 0) {
+    } else if (driver_) {
       *out.mutable_step_result() = std::move(*result);
     } else {
       out.mutable_step_result()->set_step_id(plan.step_id());
@@ -373,6 +379,7 @@ class Session {
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<GlooCommunicator> comm_;  // declared before runner_: the model borrows it
   std::unique_ptr<StepRunner> runner_;
+  bool driver_ = false;
   int rank_ = 0;
 };
 

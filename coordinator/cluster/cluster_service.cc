@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "kernels/base/logging.h"
+#include "kernels/base/status.h"
 #include "worker/version.h"
 
 namespace tessera {
@@ -509,6 +510,14 @@ void ClusterService::Shutdown(const std::string& reason) {
 
 absl::StatusOr<v1::StepResult> ClusterService::ExecuteOn(Instance* instance,
                                                          const v1::StepPlan& plan) {
+  ASSIGN_OR_RETURN(std::vector<v1::StepResult> results,
+                   ExecuteOnRanks(instance, [&](int) -> const v1::StepPlan& { return plan; }));
+  return std::move(results[0]);
+}
+
+absl::StatusOr<std::vector<v1::StepResult>> ClusterService::ExecuteOnRanks(
+    Instance* instance, const std::function<const v1::StepPlan&(int rank)>& plan_of) {
+  const v1::StepPlan& plan = plan_of(0);
   PendingStep pending;
   std::vector<std::shared_ptr<Worker>> targets;
   {
@@ -535,8 +544,12 @@ absl::StatusOr<v1::StepResult> ClusterService::ExecuteOn(Instance* instance,
     targets = instance->ranks;
   }
   v1::CoordinatorMessage msg;
-  *msg.mutable_step_plan() = plan;
-  for (auto& w : targets) {
+  const v1::StepPlan* last = nullptr;
+  for (size_t r = 0; r < targets.size(); ++r) {
+    auto& w = targets[r];
+    const v1::StepPlan& mine = plan_of(static_cast<int>(r));
+    if (&mine != last) *msg.mutable_step_plan() = mine;  // one copy while ranks share a plan
+    last = &mine;
     if (!Send(w, msg)) {
       std::vector<std::function<void()>> after;
       {
@@ -548,7 +561,7 @@ absl::StatusOr<v1::StepResult> ClusterService::ExecuteOn(Instance* instance,
   }
   const int world = static_cast<int>(targets.size());
   std::vector<std::function<void()>> after;
-  absl::StatusOr<v1::StepResult> out;
+  absl::StatusOr<std::vector<v1::StepResult>> out;
   {
     std::unique_lock<std::mutex> lock(mu_);
     const bool done = cv_.wait_for(lock, options_.step_timeout, [&] {
@@ -575,7 +588,9 @@ absl::StatusOr<v1::StepResult> ClusterService::ExecuteOn(Instance* instance,
                     : absl::StrCat(" did not answer within ", options_.step_timeout.count(),
                                    " ms")));
     } else {
-      out = std::move(*pending.results[0]);
+      std::vector<v1::StepResult> all;
+      for (auto& r : pending.results) all.push_back(std::move(*r));
+      out = std::move(all);
     }
   }
   for (auto& f : after) f();
@@ -589,6 +604,15 @@ KvCapacity ClusterExecutor::capacity() const {
 
 absl::StatusOr<v1::StepResult> ClusterExecutor::Execute(const v1::StepPlan& plan) {
   return service_->ExecuteOn(instance_, plan);
+}
+
+absl::StatusOr<std::vector<v1::StepResult>> ClusterExecutor::ExecuteOnRanks(
+    const std::function<const v1::StepPlan&(int rank)>& plan_of) {
+  return service_->ExecuteOnRanks(instance_, plan_of);
+}
+
+int ClusterExecutor::world_size() const {
+  return static_cast<int>(instance_->ranks.size());
 }
 
 bool ClusterExecutor::ready() const {

@@ -127,8 +127,12 @@ class ClusterService final : public v1::Cluster::Service {
   void HandleMessage(const std::shared_ptr<Worker>& worker, const v1::WorkerMessage& message);
   void MonitorLoop();
 
-  // Executor entry point.
+  // Executor entry points: one plan for every rank (rank 0's result), or a plan per rank (every
+  // rank's result; ranks that are not drivers return only the step id). The plans of one step
+  // share its step_id.
   absl::StatusOr<v1::StepResult> ExecuteOn(Instance* instance, const v1::StepPlan& plan);
+  absl::StatusOr<std::vector<v1::StepResult>> ExecuteOnRanks(
+      Instance* instance, const std::function<const v1::StepPlan&(int rank)>& plan_of);
 
   const ClusterOptions options_;
   mutable std::mutex mu_;
@@ -154,6 +158,11 @@ class ClusterExecutor : public StepExecutor {
  public:
   KvCapacity capacity() const override;
   absl::StatusOr<v1::StepResult> Execute(const v1::StepPlan& plan) override;
+  // One step with plan_of(r) sent to rank r (data-parallel attention: each DP rank its own
+  // plan); returns every rank's result, with the same errors as Execute.
+  absl::StatusOr<std::vector<v1::StepResult>> ExecuteOnRanks(
+      const std::function<const v1::StepPlan&(int rank)>& plan_of);
+  int world_size() const;
   bool ready() const;
   const std::string& instance_id() const;
 
