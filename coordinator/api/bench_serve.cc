@@ -83,6 +83,16 @@ void SseParser::Line(absl::string_view line, const Callback& on_event) {
 
 // ---- Statistics ----------------------------------------------------------------------------
 
+std::vector<double> ArrivalTimes(int n, double rate, uint64_t seed) {
+  std::vector<double> out(std::max(n, 0), 0.0);
+  if (rate <= 0) return out;
+  std::mt19937_64 rng(seed ^ 0x9e3779b97f4a7c15ULL);  // not the prompts' stream
+  std::exponential_distribution<double> gap(rate);
+  double t = 0;
+  for (double& a : out) a = t += gap(rng);
+  return out;
+}
+
 double Percentile(std::vector<double> values, double p) {
   if (values.empty()) return 0;
   std::sort(values.begin(), values.end());
@@ -316,8 +326,6 @@ class Bench {
   void MakeRequests(const Tokenizer* tokenizer) {
     std::mt19937_64 rng(o_.seed);
     std::uniform_int_distribution<int64_t> id(0, o_.vocab_size - 1);
-    std::exponential_distribution<double> gap(o_.request_rate > 0 ? o_.request_rate : 1.0);
-    double t = 0;
     for (int i = 0; i < o_.num_prompts; ++i) {
       std::vector<int32_t> ids(o_.input_len);
       for (int32_t& x : ids) x = static_cast<int32_t>(id(rng));
@@ -339,9 +347,8 @@ class Bench {
       body["stream"] = true;
       body["stream_options"] = {{"include_usage", true}};
       bodies_.push_back(body.dump());
-      if (o_.request_rate > 0) t += gap(rng);
-      arrivals_.push_back(t);
     }
+    arrivals_ = ArrivalTimes(o_.num_prompts, o_.request_rate, o_.seed);
     records_.resize(o_.num_prompts);
   }
 

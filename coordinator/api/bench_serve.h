@@ -80,6 +80,10 @@ struct BenchResult {
   LatencyStats ttft, tpot, itl, e2el;
 };
 
+// Release times (seconds after the start) of `n` requests: a Poisson process of `rate` per second
+// (exponential gaps drawn from `seed`, the first request after one gap), or all 0 when rate <= 0.
+std::vector<double> ArrivalTimes(int n, double rate, uint64_t seed);
+
 // numpy.percentile(values, p) with the default linear interpolation; 0 for no values.
 double Percentile(std::vector<double> values, double p);
 // mean, population std (numpy's default), median and p50/p90/p99 of `seconds`, in ms.

@@ -3,6 +3,7 @@
 // TTFT / TPOT / ITL / E2E definitions, failed requests, throughputs, the JSON keys).
 #include "coordinator/api/bench_serve.h"
 
+#include <cmath>
 #include <string>
 #include <vector>
 
@@ -51,6 +52,20 @@ TEST(SseParser, UnterminatedEventIsDropped) {
 
 TEST(SseParser, OnlyOneLeadingSpaceIsStripped) {
   EXPECT_THAT(Events({"data:  two spaces\n\n"}), ElementsAre(" two spaces"));
+}
+
+TEST(BenchArrivals, PoissonGapsHaveTheRequestedMeanAndAreSeeded) {
+  const std::vector<double> a = ArrivalTimes(20000, 50.0, 7);
+  ASSERT_EQ(a.size(), 20000u);
+  for (size_t i = 1; i < a.size(); ++i) ASSERT_GE(a[i], a[i - 1]);
+  EXPECT_NEAR(a.back() / 20000.0, 1.0 / 50.0, 0.02 / 50.0 * 3);  // mean gap 20 ms (+-3 sigma)
+  std::vector<double> gaps;
+  for (size_t i = 1; i < a.size(); ++i) gaps.push_back(a[i] - a[i - 1]);
+  // Exponential: the median gap is ln 2 / rate.
+  EXPECT_NEAR(Percentile(gaps, 50), std::log(2.0) / 50.0, 0.0015);
+  EXPECT_EQ(ArrivalTimes(5, 50.0, 7), ArrivalTimes(5, 50.0, 7));
+  EXPECT_NE(ArrivalTimes(5, 50.0, 7), ArrivalTimes(5, 50.0, 8));
+  EXPECT_EQ(ArrivalTimes(3, 0, 7), std::vector<double>(3, 0.0));  // no rate: all at once
 }
 
 TEST(BenchStats, PercentilesInterpolateLikeNumpy) {
