@@ -106,6 +106,13 @@ struct NcclState {
     }
     return error;
   }
+  // After the owner destroyed the handle: later Works report `error` and never use it.
+  void Forget(absl::Status error) {
+    absl::MutexLock lock(&mutex);
+    if (broken.ok()) broken = error;
+    aborted = true;
+    comm = nullptr;
+  }
   absl::Status CheckUsable(absl::string_view op) const {
     absl::Status h = Health();
     if (h.ok()) return h;
@@ -156,7 +163,7 @@ class NcclWork : public Work {
         return Finish(absl::UnavailableError(absl::StrCat(op_, " failed: ", health.message())));
       }
       ncclResult_t async = ncclSuccess;
-      ncclCommGetAsyncError(state_->comm, &async);
+      ncclCommGetAsyncError(state_->comm, &async);  // health() above was OK: comm is live
       if (async != ncclSuccess && async != ncclInProgress) {
         return Finish(state_->Break(absl::UnavailableError(
             absl::StrCat(op_, " on NCCL group '", state_->name, "' (rank ", state_->rank,
@@ -241,6 +248,9 @@ class NcclCommunicator : public Communicator {
     } else {
       ncclCommAbort(state_->comm);
     }
+    // Works that outlive the communicator must not touch the destroyed handle.
+    state_->Forget(absl::CancelledError(
+        absl::StrCat("NCCL group '", state_->name, "' was destroyed")));
   }
 
   int rank() const override { return state_->rank; }

@@ -146,7 +146,8 @@ __global__ void SoftmaxKernel(DeviceRows x) {
 }
 
 template <typename T>
-__global__ void EmbeddingKernel(const T* __restrict__ table, int64_t rows, int64_t hidden,
+__global__ void EmbeddingKernel(const T* __restrict__ table, int64_t rows, int64_t table_stride,
+                                int64_t hidden,
                                 const int32_t* __restrict__ ids, int64_t ids_stride,
                                 int64_t vocab_start, int64_t vocab_size, float* out,
                                 int64_t out_stride) {
@@ -155,7 +156,7 @@ __global__ void EmbeddingKernel(const T* __restrict__ table, int64_t rows, int64
   const int64_t local = id - vocab_start;
   const bool valid = local >= 0 && local < rows && (vocab_size <= 0 || (id >= 0 && id < vocab_size));
   float* o = out + t * out_stride;
-  const T* src = table + (valid ? local : 0) * hidden;
+  const T* src = table + (valid ? local : 0) * table_stride;
   for (int64_t i = threadIdx.x; i < hidden; i += blockDim.x) {
     o[i] = valid ? ToFloat(src[i]) : 0.0f;
   }
@@ -268,21 +269,22 @@ absl::Status Embedding(const Tensor& table, const Tensor& ids, int64_t vocab_sta
   const int64_t num_tokens = ids.dim(0), rows = table.dim(0), hidden = table.dim(1);
   if (num_tokens == 0 || hidden == 0) return absl::OkStatus();
   const int64_t ids_stride = ids.stride(0), out_stride = out.stride(0);
+  const int64_t table_stride = table.stride(0);
   const int threads = ThreadsFor(hidden);
   switch (table.dtype()) {
     case DType::kF32:
       EmbeddingKernel<float><<<num_tokens, threads, 0, ctx->stream()>>>(
-          table.data<float>(), rows, hidden, ids.data<int32_t>(), ids_stride, vocab_start,
+          table.data<float>(), rows, table_stride, hidden, ids.data<int32_t>(), ids_stride, vocab_start,
           vocab_size, out.data<float>(), out_stride);
       break;
     case DType::kBF16:
       EmbeddingKernel<__nv_bfloat16><<<num_tokens, threads, 0, ctx->stream()>>>(
-          static_cast<const __nv_bfloat16*>(table.raw_data()), rows, hidden, ids.data<int32_t>(),
+          static_cast<const __nv_bfloat16*>(table.raw_data()), rows, table_stride, hidden, ids.data<int32_t>(),
           ids_stride, vocab_start, vocab_size, out.data<float>(), out_stride);
       break;
     case DType::kF16:
       EmbeddingKernel<__half><<<num_tokens, threads, 0, ctx->stream()>>>(
-          static_cast<const __half*>(table.raw_data()), rows, hidden, ids.data<int32_t>(),
+          static_cast<const __half*>(table.raw_data()), rows, table_stride, hidden, ids.data<int32_t>(),
           ids_stride, vocab_start, vocab_size, out.data<float>(), out_stride);
       break;
     default:
