@@ -57,6 +57,36 @@ absl::Status ApplyRope(const RopeConfig& config, const Tensor& cos, const Tensor
 absl::Status MoeRoute(const Tensor& logits, const Tensor& correction_bias,
                       const RouterConfig& config, Tensor& topk_weights, Tensor& topk_ids);
 
+// ---- MoE expert computation (moe.cu) -----------------------------------------------------------
+// The CUDA-only steps of a MoE layer after MoeRoute, with no host synchronisation:
+//   perm = MoePermute(topk_ids, E)                         // group (token, slot) pairs by expert
+//   MoeExpertLinear(x, true, perm, gate_up_w, {}, h)       // h: [T * top_k, 2 * inter]
+//   SiluAndMul(h, a)                                       // any activation on the rows
+//   MoeExpertLinear(a, false, perm, down_w, {}, y)         // y: [T * top_k, hidden]
+//   MoeUnpermute(y, perm, topk_weights, out)               // out[t] = sum_j w[t, j] * y[slot]
+// Rows of h / y are in expert order (row p belongs to slot perm.rows[p]).
+struct MoePermutation {
+  int num_experts = 0;
+  int top_k = 0;
+  Tensor expert_offsets;  // [num_experts + 1] i32: expert e's rows are [off[e], off[e + 1])
+  Tensor rows;            // [num_slots] i32: the slot (token * top_k + j) of each row
+  Tensor slot_pos;        // [num_slots] i32: the row of each slot (-1: expert id out of range)
+};
+// topk_ids: [num_tokens, top_k] i32 contiguous on the device.
+absl::StatusOr<MoePermutation> MoePermute(const Tensor& topk_ids, int num_experts);
+// out[p] = in(p) · W_e(p)ᵀ (+ bias_e) for every row p, where e(p) is the row's expert and in(p) is
+// x[perm.rows[p] / top_k] (gather_from_tokens: x is [num_tokens, k]) or x[p] (x is
+// [num_slots, k]). experts: one weight per expert, same dtype / shape / block scales; biases:
+// empty or one (possibly undefined) [n] f32 per expert; out: [num_slots, n] f32.
+absl::Status MoeExpertLinear(const Tensor& x, bool gather_from_tokens,
+                             const MoePermutation& perm, absl::Span<const LinearWeight> experts,
+                             absl::Span<const Tensor> biases, Tensor& out);
+// out[t] = sum_j topk_weights[t, j] * expert_out[perm.slot_pos[t * top_k + j]], the slots added in
+// j order. expert_out: [num_slots, hidden]; topk_weights: [num_tokens, top_k]; out:
+// [num_tokens, hidden] f32.
+absl::Status MoeUnpermute(const Tensor& expert_out, const MoePermutation& perm,
+                          const Tensor& topk_weights, Tensor& out);
+
 // ---- Paged attention (attention.cu) ------------------------------------------------------------
 absl::Status WriteKvCache(const Tensor& k, const Tensor& v, const Tensor& slot_mapping,
                           Tensor& k_cache, Tensor& v_cache);
