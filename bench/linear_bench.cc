@@ -29,6 +29,7 @@
 #include "bench/machine_limits.h"
 #include "kernels/base/dtype.h"
 #include "kernels/base/flags.h"
+#include "kernels/base/host_arena.h"
 #include "kernels/base/logging.h"
 #include "kernels/base/tensor.h"
 #include "kernels/base/thread_pool.h"
@@ -84,6 +85,21 @@ double MeasureBf16DotPeak(int threads) {
 
 // A weight filled with small pseudo-random values (fast LCG; values do not matter for timing
 // but must be finite and varied).
+// Weights live in huge-page memory like a loaded model's (worker/checkpoint, --weights copy);
+// --hugepages=0 uses plain 4 KiB-page allocations instead, for comparison.
+bool g_hugepages = true;
+HostArena& WeightArena() {
+  static HostArena* arena = new HostArena();
+  return *arena;
+}
+
+Tensor NewWeightTensor(Shape shape, DType dtype) {
+  if (!g_hugepages) return Tensor::Empty(shape, dtype).value();
+  size_t bytes = DTypeSize(dtype);
+  for (int64_t d : shape) bytes *= static_cast<size_t>(d);
+  return Tensor::FromBuffer(WeightArena().Allocate(bytes).value(), 0, shape, dtype).value();
+}
+
 LinearWeight MakeWeight(DType dtype, int64_t n, int64_t k, uint64_t seed) {
   const int64_t count = n * k;
   std::vector<float> values(static_cast<size_t>(std::min<int64_t>(count, 1 << 20)));
@@ -93,7 +109,7 @@ LinearWeight MakeWeight(DType dtype, int64_t n, int64_t k, uint64_t seed) {
     v = (static_cast<float>(s >> 40) / static_cast<float>(1 << 24) - 0.5f) * 0.1f;
   }
   LinearWeight w;
-  w.weight = Tensor::Empty({n, k}, dtype).value();
+  w.weight = NewWeightTensor({n, k}, dtype);
   char* dst = static_cast<char*>(w.weight.raw_data());
   const size_t esize = DTypeSize(dtype);
   for (int64_t off = 0; off < count; off += static_cast<int64_t>(values.size())) {
@@ -171,6 +187,7 @@ int Main(int argc, char** argv) {
   flags.AddInt("passes", &passes, "timed passes (best reported)");
   flags.AddString("dtype", &dtype_name, "weight dtype: f32, bf16, f16, f8_e4m3");
   flags.AddString("only", &only, "run only 'decode' or 'prefill' (default: both)");
+  flags.AddBool("hugepages", &g_hugepages, "weights in huge-page memory (as models load them)");
   const absl::Status st = flags.Parse(argc, argv);
   if (!st.ok()) {
     std::fprintf(stderr, "%s\n", std::string(st.message()).c_str());
@@ -182,8 +199,9 @@ int Main(int argc, char** argv) {
     return 2;
   }
   ThreadPool::SetDefaultThreads(threads);
-  std::printf("linear_bench: threads=%d isa=%s bf16dot=%d\n", threads,
-              std::string(cpu::ActiveIsaName()).c_str(), cpu::ActiveIsaHasBf16() ? 1 : 0);
+  std::printf("linear_bench: threads=%d isa=%s bf16dot=%d hugepages=%d\n", threads,
+              std::string(cpu::ActiveIsaName()).c_str(), cpu::ActiveIsaHasBf16() ? 1 : 0,
+              g_hugepages ? 1 : 0);
   // Each limit is measured before and after the kernels it normalises and the larger value is
   // used: on a shared machine a limit measured during a busy moment would flatter the kernel.
   if (only != "prefill") {
