@@ -34,6 +34,7 @@
 #include "absl/synchronization/mutex.h"
 #include "kernels/base/logging.h"
 #include "kernels/base/status.h"
+#include "parallel/comm_stats.h"
 
 namespace tessera {
 namespace {
@@ -396,7 +397,10 @@ class AsyncWork : public Work {
   AsyncWork(std::shared_ptr<WorkState> state, std::string op)
       : state_(std::move(state)), op_(std::move(op)) {}
   ~AsyncWork() override { (void)state_->Wait(absl::InfiniteDuration(), op_); }
-  absl::Status Wait(absl::Duration timeout) override { return state_->Wait(timeout, op_); }
+  absl::Status Wait(absl::Duration timeout) override {
+    CommTimer timer(CommOp::kAsyncWait, 0);
+    return state_->Wait(timeout, op_);
+  }
 
  private:
   std::shared_ptr<WorkState> state_;
@@ -425,10 +429,14 @@ class P2pWork : public Work {
   }
 
   absl::Status Wait(absl::Duration timeout) override {
+    CommTimer timer(is_send_ ? CommOp::kSend : CommOp::kRecv, tensor_.nbytes());
     bool run_inline = false;
     {
       absl::MutexLock l(&mu_);
-      if (done_) return status_;
+      if (done_) {
+        timer.Cancel();  // already waited for (the destructor's Wait)
+        return status_;
+      }
       if (!finisher_started_) {
         finisher_started_ = true;
         if (absl::Now() + timeout >= deadline_) {
@@ -953,6 +961,7 @@ Op MakeBarrier() {
 }  // namespace
 
 absl::Status GlooCommunicator::AllReduce(const Tensor& inout, ReduceOp op) {
+  CommTimer timer(CommOp::kAllReduce, inout.defined() ? inout.nbytes() : 0);
   return impl_->RunInline(MakeAllReduce(inout, op));
 }
 std::unique_ptr<Work> GlooCommunicator::AllReduceAsync(const Tensor& inout, ReduceOp op) {
@@ -960,6 +969,7 @@ std::unique_ptr<Work> GlooCommunicator::AllReduceAsync(const Tensor& inout, Redu
 }
 
 absl::Status GlooCommunicator::AllGather(const Tensor& in, const Tensor& out) {
+  CommTimer timer(CommOp::kAllGather, out.defined() ? out.nbytes() : 0);
   std::vector<int64_t> splits(size(), in.defined() && in.ndim() > 0 ? in.dim(0) : 0);
   return impl_->RunInline(MakeAllGatherV(in, out, splits, rank(), size(), "AllGather"));
 }
@@ -970,6 +980,7 @@ std::unique_ptr<Work> GlooCommunicator::AllGatherAsync(const Tensor& in, const T
 
 absl::Status GlooCommunicator::AllGatherV(const Tensor& in, const Tensor& out,
                                           absl::Span<const int64_t> out_splits) {
+  CommTimer timer(CommOp::kAllGatherV, out.defined() ? out.nbytes() : 0);
   return impl_->RunInline(MakeAllGatherV(
       in, out, std::vector<int64_t>(out_splits.begin(), out_splits.end()), rank(), size(),
       "AllGatherV"));
@@ -982,6 +993,7 @@ std::unique_ptr<Work> GlooCommunicator::AllGatherVAsync(const Tensor& in, const 
 }
 
 absl::Status GlooCommunicator::ReduceScatter(const Tensor& in, const Tensor& out, ReduceOp op) {
+  CommTimer timer(CommOp::kReduceScatter, in.defined() ? in.nbytes() : 0);
   return impl_->RunInline(MakeReduceScatter(in, out, op, size()));
 }
 std::unique_ptr<Work> GlooCommunicator::ReduceScatterAsync(const Tensor& in, const Tensor& out,
@@ -992,6 +1004,8 @@ std::unique_ptr<Work> GlooCommunicator::ReduceScatterAsync(const Tensor& in, con
 absl::Status GlooCommunicator::AllToAllV(const Tensor& in, absl::Span<const int64_t> in_splits,
                                          const Tensor& out,
                                          absl::Span<const int64_t> out_splits) {
+  CommTimer timer(CommOp::kAllToAllV, (in.defined() ? in.nbytes() : 0) +
+                                          (out.defined() ? out.nbytes() : 0));
   return impl_->RunInline(MakeAllToAllV(in, in_splits, out, out_splits, rank(), size()));
 }
 std::unique_ptr<Work> GlooCommunicator::AllToAllVAsync(const Tensor& in,
@@ -1002,13 +1016,17 @@ std::unique_ptr<Work> GlooCommunicator::AllToAllVAsync(const Tensor& in,
 }
 
 absl::Status GlooCommunicator::Broadcast(const Tensor& tensor, int root) {
+  CommTimer timer(CommOp::kBroadcast, tensor.defined() ? tensor.nbytes() : 0);
   return impl_->RunInline(MakeBroadcast(tensor, root, size()));
 }
 std::unique_ptr<Work> GlooCommunicator::BroadcastAsync(const Tensor& tensor, int root) {
   return impl_->Issue(MakeBroadcast(tensor, root, size()));
 }
 
-absl::Status GlooCommunicator::Barrier() { return impl_->RunInline(MakeBarrier()); }
+absl::Status GlooCommunicator::Barrier() {
+  CommTimer timer(CommOp::kBarrier, 0);
+  return impl_->RunInline(MakeBarrier());
+}
 std::unique_ptr<Work> GlooCommunicator::BarrierAsync() { return impl_->Issue(MakeBarrier()); }
 
 namespace {

@@ -143,6 +143,7 @@ absl::StatusOr<GenerateResult> Generate(const GenerateOptions& options) {
   bool done = false;
   while (!done) {
     const auto s0 = Clock::now();
+    const CommStats c0 = CommStatsSnapshot();
     if (data_parallel) RETURN_IF_ERROR(announce(1).status());
     ASSIGN_OR_RETURN(std::vector<StepOutput> outs, runner->Step());
     const double dt = Seconds(s0, Clock::now());
@@ -152,6 +153,13 @@ absl::StatusOr<GenerateResult> Generate(const GenerateOptions& options) {
     } else {
       decode_tokens += runner->last_decode_tokens();
       decode_s += dt;
+      ++result.decode_steps;
+      const CommStats d = CommStatsDiff(CommStatsSnapshot(), c0);
+      for (size_t i = 0; i < d.size(); ++i) {
+        result.decode_comm[i].calls += d[i].calls;
+        result.decode_comm[i].nanos += d[i].nanos;
+        result.decode_comm[i].bytes += d[i].bytes;
+      }
     }
     for (StepOutput& o : outs) {
       result.output_ids.push_back(o.token);
@@ -171,6 +179,7 @@ absl::StatusOr<GenerateResult> Generate(const GenerateOptions& options) {
   if (data_parallel) RETURN_IF_ERROR(announce(0).status());
   result.prefill_tokens_per_s = prefill_s > 0 ? prefill_tokens / prefill_s : 0;
   result.decode_tokens_per_s = decode_s > 0 ? decode_tokens / decode_s : 0;
+  result.decode_s = decode_s;
   if (!options.dump_logits.empty() && options.rank == 0) {
     const int64_t steps = static_cast<int64_t>(result.output_ids.size());
     Tensor t = Tensor::FromVector(absl::MakeConstSpan(dumped), {steps, vocab});
@@ -359,9 +368,22 @@ int RunGenerate(int argc, char** argv) {
       j["text"] = nullptr;
       j["finish_reason"] = r.finish_reason;
       j["rank_weight_bytes"] = r.rank_weight_bytes;
+      const double comm_s = TotalCommNanos(r.decode_comm) * 1e-9;
       j["timings"] = {{"load_s", r.load_s},
                       {"prefill_tokens_per_s", r.prefill_tokens_per_s},
-                      {"decode_tokens_per_s", r.decode_tokens_per_s}};
+                      {"decode_tokens_per_s", r.decode_tokens_per_s},
+                      {"decode_steps", r.decode_steps},
+                      {"decode_s", r.decode_s},
+                      {"decode_comm_s", comm_s},
+                      {"decode_comm_share", r.decode_s > 0 ? comm_s / r.decode_s : 0.0}};
+      nlohmann::json comm = nlohmann::json::object();
+      for (size_t i = 0; i < r.decode_comm.size(); ++i) {
+        const CommOpStats& c = r.decode_comm[i];
+        if (c.calls == 0) continue;
+        comm[CommOpName(static_cast<CommOp>(i))] = {
+            {"calls", c.calls}, {"seconds", c.nanos * 1e-9}, {"bytes", c.bytes}};
+      }
+      j["decode_comm"] = comm;
       std::printf("%s\n", j.dump().c_str());
     } else {
       std::string line;

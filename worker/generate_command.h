@@ -17,8 +17,10 @@
 // until an EOS id of generation_config.json / config.json or --max-tokens. Output: the generated
 // ids on stdout, or with --json one object {"prompt_ids", "output_ids", "text" (null: the text
 // layer is not linked here), "finish_reason" ("stop" | "length"), "timings" {"load_s",
-// "prefill_tokens_per_s", "decode_tokens_per_s"}, "rank_weight_bytes" [per world rank: the
-// checkpoint bytes each rank's loader read or mapped]}. --dump-logits writes the raw f32 logits of
+// "prefill_tokens_per_s", "decode_tokens_per_s", "decode_steps", "decode_s", "decode_comm_s",
+// "decode_comm_share" (rank 0's time inside communicator calls / decode time)}, "decode_comm"
+// {op: {"calls", "seconds", "bytes"}} (rank 0, decode steps), "rank_weight_bytes" [per world
+// rank: the checkpoint bytes each rank's loader read or mapped]}. --dump-logits writes the raw f32 logits of
 // every generated position as .npy [steps, vocab_size] (row 0 = logits after the prompt).
 // --prompt (text) needs the tokenizer, which this command does not link yet: a clear error.
 #pragma once
@@ -28,6 +30,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "parallel/comm_stats.h"
 #include "worker/checkpoint/checkpoint.h"
 
 namespace tessera {
@@ -63,6 +66,11 @@ struct GenerateResult {
   double decode_tokens_per_s = 0;
   // Weight bytes each rank read from the checkpoint (Checkpoint::bytes_loaded), by world rank.
   std::vector<int64_t> rank_weight_bytes;
+  // Decode phase on this rank: steps, seconds, and time inside communicator calls by op
+  // (parallel/comm_stats.h).
+  int64_t decode_steps = 0;
+  double decode_s = 0;
+  CommStats decode_comm{};
 };
 
 // Ranks of a layout: pp * max(tp * dp, ep) (worker/models/layers.h Shard).
