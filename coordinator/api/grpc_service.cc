@@ -119,6 +119,7 @@ class GenerateReactor : public grpc::ServerWriteReactor<v1::GenerateResponse> {
       if (out.status.ok()) {
         r.set_finish_reason(ToProto(out.finish_reason));
         r.set_stop_reason(out.stop_reason);
+        if (out.stop_token_id >= 0) r.set_stop_token_id(out.stop_token_id);
         r.mutable_usage()->set_prompt_tokens(out.usage.prompt_tokens);
         r.mutable_usage()->set_completion_tokens(out.usage.completion_tokens);
         r.mutable_usage()->set_cached_prompt_tokens(out.usage.cached_prompt_tokens);

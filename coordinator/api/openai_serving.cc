@@ -147,6 +147,7 @@ class OpenAiService::Job : public std::enable_shared_from_this<OpenAiService::Jo
     bool finished = false;
     FinishReason finish = FinishReason::kNone;
     std::string stop_reason;
+    int32_t stop_token_id = -1;
     std::string content;
     std::string reasoning;
     std::vector<ToolCall> tool_calls;
@@ -157,6 +158,13 @@ class OpenAiService::Job : public std::enable_shared_from_this<OpenAiService::Jo
     std::string echo;        // completions: prompt text to prepend
     std::unique_ptr<OutputParser> parser;
   };
+
+  // vLLM's stop_reason: the matched stop string, the stop token id, or null (EOS, length, ...).
+  static ojson StopReasonJson(const Choice& c) {
+    if (!c.stop_reason.empty()) return ojson(c.stop_reason);
+    if (c.stop_token_id >= 0) return ojson(c.stop_token_id);
+    return ojson();
+  }
 
   Job(bool chat, Engine& engine, const Tokenizer& tokenizer, std::shared_ptr<Shared> shared,
       std::shared_ptr<ResponseSink> sink, std::string model, const CommonRequest& common)
@@ -271,6 +279,7 @@ class OpenAiService::Job : public std::enable_shared_from_this<OpenAiService::Jo
     if (out.finished) {
       c.finish = out.finish_reason;
       c.stop_reason = out.stop_reason;
+      c.stop_token_id = out.stop_token_id;
       c.cached_tokens = out.usage.cached_prompt_tokens;
     }
     ojson logprobs = FormatLogprobs(c, out);
@@ -456,7 +465,7 @@ class OpenAiService::Job : public std::enable_shared_from_this<OpenAiService::Jo
     choice["logprobs"] = std::move(logprobs);
     choice["finish_reason"] = finish == nullptr ? ojson() : ojson(finish);
     if (finish != nullptr) {
-      choice["stop_reason"] = c.stop_reason.empty() ? ojson() : ojson(c.stop_reason);
+      choice["stop_reason"] = StopReasonJson(c);
     }
     chunk["choices"] = ojson::array({std::move(choice)});
     if (include_usage_) chunk["usage"] = continuous_usage_ ? UsageJson() : ojson();
@@ -517,7 +526,7 @@ class OpenAiService::Job : public std::enable_shared_from_this<OpenAiService::Jo
         const char* finish = FinishReasonText(c.finish);
         choice["finish_reason"] = finish ? ojson(finish) : ojson();
       }
-      choice["stop_reason"] = c.stop_reason.empty() ? ojson() : ojson(c.stop_reason);
+      choice["stop_reason"] = StopReasonJson(c);
       choices.push_back(std::move(choice));
     }
     body["choices"] = std::move(choices);

@@ -61,6 +61,7 @@ struct GenerateOutput {
   bool finished = false;
   FinishReason finish_reason = FinishReason::kNone;
   std::string stop_reason;            // the matched stop string, when one ended the request
+  int32_t stop_token_id = -1;         // the stop_token_ids entry that ended it (EOS: -1)
   absl::Status status;                // non-OK when the request failed
   Usage usage;                        // cumulative; complete when finished
 };

@@ -429,6 +429,7 @@ void LlmEngine::RunStep(Deliveries* deliveries) {
     if (p.finished) {
       out.finish_reason = p.finish_reason;
       out.stop_reason = std::move(p.stop_reason);
+      out.stop_token_id = p.stop_token_id;
       FinishRequest(r, std::move(out), deliveries);
     } else {
       out.usage = r->usage;

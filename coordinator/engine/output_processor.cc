@@ -53,15 +53,16 @@ ProcessedToken OutputProcessor::Process(int32_t token, int64_t num_outputs) {
   ProcessedToken out;
   // Before min_tokens the workers never sample EOS / stop ids; stop strings are not matched.
   const bool below_min = num_outputs < config_.min_tokens;
-  bool stop_token =
-      !below_min &&
-      (!config_.ignore_eos && std::find(config_.eos_token_ids.begin(), config_.eos_token_ids.end(),
-                                        token) != config_.eos_token_ids.end()) ||
-      std::find(config_.stop_token_ids.begin(), config_.stop_token_ids.end(), token) !=
-          config_.stop_token_ids.end();
-  if (stop_token) {
+  const bool eos = !config_.ignore_eos &&
+                   std::find(config_.eos_token_ids.begin(), config_.eos_token_ids.end(), token) !=
+                       config_.eos_token_ids.end();
+  const bool listed = std::find(config_.stop_token_ids.begin(), config_.stop_token_ids.end(),
+                                token) != config_.stop_token_ids.end();
+  if (!below_min && (eos || listed)) {
     out.finished = true;
     out.finish_reason = FinishReason::kStop;
+    // As vLLM: stop_reason is the stop token id that ended the request, none for EOS.
+    if (listed && !eos) out.stop_token_id = token;
   } else if (detok_ != nullptr) {
     pending_ += detok_->Push(token);
     if (below_min) {

@@ -29,6 +29,7 @@ struct ProcessedToken {
   bool finished = false;
   FinishReason finish_reason = FinishReason::kNone;
   std::string stop_reason;        // the matched stop string
+  int32_t stop_token_id = -1;     // the stop_token_ids entry that ended it (not EOS), else -1
 };
 
 class OutputProcessor {

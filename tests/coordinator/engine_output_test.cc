@@ -36,7 +36,8 @@ class EngineOutput : public ::testing::Test {
   // `deltas` receives every output's text.
   Stream Run(const std::vector<int32_t>& script, std::vector<std::string> stop, int max_tokens,
              std::vector<std::string>* deltas = nullptr,
-             std::vector<int32_t> eos = {}, int min_tokens = 0) {
+             std::vector<int32_t> eos = {}, int min_tokens = 0,
+             std::vector<int32_t> stop_token_ids = {}) {
     FakeStepExecutor executor(
         64, 16, [script](const std::vector<int32_t>&, uint64_t, int64_t index) {
           return script[index % script.size()];
@@ -56,6 +57,7 @@ class EngineOutput : public ::testing::Test {
     r.sampling.max_tokens = max_tokens;
     r.sampling.stop = std::move(stop);
     r.sampling.min_tokens = min_tokens;
+    r.sampling.stop_token_ids = std::move(stop_token_ids);
     EXPECT_TRUE(engine
                     ->Submit(r,
                              [&](GenerateOutput out) {
@@ -153,6 +155,22 @@ TEST_F(EngineOutput, EosTokenEndsWithoutText) {
   EXPECT_EQ(s.finish_reason, FinishReason::kStop);
   EXPECT_EQ(s.tokens.back(), *im_end);
   EXPECT_EQ(s.usage.completion_tokens, static_cast<int64_t>(script.size()));
+  EXPECT_EQ(s.stop_token_id, -1);  // EOS is not a stop_reason (as in vLLM)
+  EXPECT_EQ(s.stop_reason, "");
+}
+
+TEST_F(EngineOutput, AStopTokenIdIsReportedAsTheStopReason) {
+  std::optional<int32_t> im_end = tokenizer_->TokenToId("<|im_end|>");
+  ASSERT_TRUE(im_end.has_value());
+  std::vector<int32_t> script = tokenizer_->Encode("Fine, thanks");
+  script.push_back(*im_end);
+  Stream s = Run(script, {}, 100, nullptr, {}, 0, {*im_end});
+  EXPECT_EQ(s.text, "Fine, thanks");
+  EXPECT_EQ(s.finish_reason, FinishReason::kStop);
+  EXPECT_EQ(s.stop_token_id, *im_end);
+  // Also an EOS id: EOS wins, no stop_reason.
+  Stream both = Run(script, {}, 100, nullptr, {*im_end}, 0, {*im_end});
+  EXPECT_EQ(both.stop_token_id, -1);
 }
 
 TEST_F(EngineOutput, StopStringsAreNotMatchedBeforeMinTokens) {

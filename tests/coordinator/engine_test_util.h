@@ -22,6 +22,7 @@ struct Stream {
   bool finished = false;
   FinishReason finish_reason = FinishReason::kNone;
   std::string stop_reason;
+  int32_t stop_token_id = -1;
   absl::Status status;
   Usage usage;
 };
@@ -42,6 +43,7 @@ class Collector {
         s.finished = true;
         s.finish_reason = out.finish_reason;
         s.stop_reason = out.stop_reason;
+        s.stop_token_id = out.stop_token_id;
         s.status = out.status;
         cv_.notify_all();
       }

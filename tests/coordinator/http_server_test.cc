@@ -93,10 +93,11 @@ class ScriptedEngine : public Engine {
     std::lock_guard<std::mutex> lock(mu_);
     ready_ = ready;
   }
-  void set_finish(FinishReason finish, std::string stop_reason = "") {
+  void set_finish(FinishReason finish, std::string stop_reason = "", int32_t stop_token_id = -1) {
     std::lock_guard<std::mutex> lock(mu_);
     finish_ = finish;
     stop_reason_ = std::move(stop_reason);
+    stop_token_id_ = stop_token_id;
   }
   void hold() {
     std::lock_guard<std::mutex> lock(mu_);
@@ -192,6 +193,7 @@ class ScriptedEngine : public Engine {
         out.finished = true;
         out.finish_reason = finish_;
         out.stop_reason = stop_reason_;
+        out.stop_token_id = stop_token_id_;
         out.usage.cached_prompt_tokens = 2;
       }
       outputs.push_back(std::move(out));
@@ -209,6 +211,7 @@ class ScriptedEngine : public Engine {
   std::vector<std::string> pieces_ = {"Hello", ",", " world"};
   FinishReason finish_ = FinishReason::kStop;
   std::string stop_reason_;
+  int32_t stop_token_id_ = -1;
   int64_t max_model_len_ = 64;
   bool ready_ = true;
   bool hold_ = false;
@@ -462,6 +465,21 @@ TEST_F(HttpServerTest, ChatStreamSseFramingIsByteExact) {
                    R"("finish_reason":"stop","stop_reason":null}]})",
                    "\n\n", "data: [DONE]\n\n");
   EXPECT_EQ(r.body, expected);
+}
+
+TEST_F(HttpServerTest, StopReasonIsTheStopStringOrTheStopTokenId) {
+  StartServer();
+  engine_.set_finish(FinishReason::kStop, "", 151645);
+  Response by_id = PostOnce("/v1/completions", R"({"prompt": "Say hi", "max_tokens": 5})");
+  ASSERT_EQ(by_id.status, 200) << by_id.body;
+  json c = json::parse(by_id.body)["choices"][0];
+  EXPECT_EQ(c["finish_reason"], "stop");
+  EXPECT_EQ(c["stop_reason"], 151645);
+  engine_.set_finish(FinishReason::kStop, "STOP");
+  Response by_text = PostOnce("/v1/chat/completions",
+                              R"({"messages": [{"role": "user", "content": "hi"}]})");
+  ASSERT_EQ(by_text.status, 200) << by_text.body;
+  EXPECT_EQ(json::parse(by_text.body)["choices"][0]["stop_reason"], "STOP");
 }
 
 TEST_F(HttpServerTest, CompletionStreamEndsWithUsageChunkThenDone) {
