@@ -288,6 +288,70 @@ absl::StatusOr<DeviceContext*> ContextFor(
   return Activate(device);
 }
 
+// ---- Graphs ------------------------------------------------------------------------------------
+
+absl::StatusOr<CudaGraph> CudaGraph::Capture(int device,
+                                             const std::function<absl::Status()>& body) {
+  ASSIGN_OR_RETURN(DeviceContext * ctx, Activate(device));
+  CachingAllocatorCore& core = CachingAllocator::Get().core();
+  RETURN_IF_ERROR(core.BeginRetainingFrees(device));
+  CudaGraph g;
+  g.device_ = device;
+  const cudaError_t begin = cudaStreamBeginCapture(ctx->stream(), cudaStreamCaptureModeRelaxed);
+  absl::Status status = begin == cudaSuccess
+                            ? body()
+                            : ToStatus(begin, "cudaStreamBeginCapture", __FILE__, __LINE__);
+  if (begin == cudaSuccess) {
+    const cudaError_t end = cudaStreamEndCapture(ctx->stream(), &g.graph_);
+    if (status.ok() && end != cudaSuccess) {
+      status = ToStatus(end, "cudaStreamEndCapture (did the body synchronise or copy?)",
+                        __FILE__, __LINE__);
+    }
+    if (end != cudaSuccess) cudaGetLastError();
+  }
+  g.retained_ = core.EndRetainingFrees(device);
+  if (!status.ok()) return status;  // ~CudaGraph releases the graph and the retained blocks
+  CUDA_RETURN_IF_ERROR(cudaGraphInstantiate(&g.exec_, g.graph_, 0));
+  CUDA_RETURN_IF_ERROR(cudaGraphGetNodes(g.graph_, nullptr, &g.num_nodes_));
+  return g;
+}
+
+CudaGraph::CudaGraph(CudaGraph&& other) noexcept { *this = std::move(other); }
+
+CudaGraph& CudaGraph::operator=(CudaGraph&& other) noexcept {
+  if (this != &other) {
+    Reset();
+    device_ = other.device_;
+    graph_ = other.graph_;
+    exec_ = other.exec_;
+    num_nodes_ = other.num_nodes_;
+    retained_ = std::move(other.retained_);
+    other.graph_ = nullptr;
+    other.exec_ = nullptr;
+    other.retained_.clear();
+  }
+  return *this;
+}
+
+void CudaGraph::Reset() {
+  if (exec_) cudaGraphExecDestroy(exec_);
+  if (graph_) cudaGraphDestroy(graph_);
+  exec_ = nullptr;
+  graph_ = nullptr;
+  // Replays still queued on the stream run before any later user of these blocks (one stream).
+  if (!retained_.empty()) CachingAllocator::Get().core().ReleaseRetained(device_, retained_);
+  retained_.clear();
+}
+
+CudaGraph::~CudaGraph() { Reset(); }
+
+absl::Status CudaGraph::Replay() {
+  if (exec_ == nullptr) return absl::FailedPreconditionError("CudaGraph: nothing captured");
+  ASSIGN_OR_RETURN(DeviceContext * ctx, Activate(device_));
+  CUDA_RETURN_IF_ERROR(cudaGraphLaunch(exec_, ctx->stream()));
+  return absl::OkStatus();
+}
+
 // ---- Registration ------------------------------------------------------------------------------
 
 namespace {

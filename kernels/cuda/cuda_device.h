@@ -16,7 +16,9 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <initializer_list>
+#include <vector>
 #include <utility>
 #include <memory>
 #include <mutex>
@@ -123,6 +125,7 @@ class CachingAllocator final : public DeviceAllocator {
   static CachingAllocator& Get();  // process-wide, never destroyed (outlives every tensor)
   absl::StatusOr<std::shared_ptr<Buffer>> Allocate(Device device, size_t bytes) override;
   AllocatorStats Stats(int device) const { return core_.Stats(device); }
+  CachingAllocatorCore& core() { return core_; }
   absl::Status EmptyCache() { return core_.EmptyCache(); }
   static size_t RoundSize(size_t bytes) { return CachingAllocatorCore::RoundSize(bytes); }
 
@@ -171,6 +174,38 @@ class DeviceContext {
   std::mutex upload_mutex_;  // one upload at a time uses the staging chunks
   std::unique_ptr<PinnedHostBuffer> staging_[2];
   std::unique_ptr<Event> staging_done_[2];
+};
+
+// A CUDA graph of work captured from a device's context stream, replayed with one launch: the
+// decode step of a fixed batch shape, whose dozens of kernel launches would otherwise each cost
+// host time. Capture runs `body` once with the stream in capture mode (relaxed, so a first-time
+// cudaMalloc inside is allowed); body must only enqueue work on the context stream: no
+// synchronisation, no host<->device copies, no reading results. Run body once outside capture
+// first, so lazily created state (RoPE tables on the device, allocator blocks, cuBLASLt plans)
+// exists. Every device block the captured kernels touched and that was freed during the capture
+// stays reserved for the graph until it is destroyed (CachingAllocatorCore::BeginRetainingFrees).
+// The graph reads and writes the exact buffers used during capture: to run it on new inputs, copy
+// them into those buffers. Move-only.
+class CudaGraph {
+ public:
+  static absl::StatusOr<CudaGraph> Capture(int device, const std::function<absl::Status()>& body);
+  CudaGraph(CudaGraph&& other) noexcept;
+  CudaGraph& operator=(CudaGraph&& other) noexcept;
+  CudaGraph(const CudaGraph&) = delete;
+  CudaGraph& operator=(const CudaGraph&) = delete;
+  ~CudaGraph();
+  // Enqueues one replay on the context stream (returns without waiting).
+  absl::Status Replay();
+  size_t num_nodes() const { return num_nodes_; }
+
+ private:
+  CudaGraph() = default;
+  void Reset();
+  int device_ = 0;
+  cudaGraph_t graph_ = nullptr;
+  cudaGraphExec_t exec_ = nullptr;
+  size_t num_nodes_ = 0;
+  std::vector<CachingAllocatorCore::RetainedBlock> retained_;
 };
 
 // Makes `device` current on the calling thread and returns its context.

@@ -193,3 +193,51 @@ TEST(CachingAllocatorCore, ConcurrentAllocationsKeepCountsConsistent) {
 
 }  // namespace
 }  // namespace tessera::cuda
+
+namespace tessera::cuda {
+namespace {
+
+TEST(CachingAllocatorCore, BlocksFreedDuringACaptureAreNotReusedUntilReleased) {
+  FakeDeviceMemory raw(64 * kMiB);
+  CachingAllocatorCore alloc(&raw);
+  ASSERT_TRUE(alloc.BeginRetainingFrees(0).ok());
+  void* scratch_ptr = nullptr;
+  {
+    auto scratch = alloc.Allocate(Device::Cuda(0), 4096);  // a captured kernel's scratch
+    ASSERT_TRUE(scratch.ok());
+    scratch_ptr = (*scratch)->data();
+  }
+  std::vector<CachingAllocatorCore::RetainedBlock> retained = alloc.EndRetainingFrees(0);
+  ASSERT_EQ(retained.size(), 1u);
+  EXPECT_EQ(retained[0].ptr, scratch_ptr);
+  EXPECT_EQ(alloc.Stats(0).retained_bytes, 4096u);
+  EXPECT_EQ(alloc.Stats(0).cached_bytes, 0u);
+  // While the graph lives, a new tensor of the same size gets another block.
+  auto other = alloc.Allocate(Device::Cuda(0), 4096);
+  ASSERT_TRUE(other.ok());
+  EXPECT_NE((*other)->data(), scratch_ptr);
+  // Destroying the graph returns the block to the cache.
+  alloc.ReleaseRetained(0, retained);
+  EXPECT_EQ(alloc.Stats(0).retained_bytes, 0u);
+  EXPECT_EQ(alloc.CachedBlocks(0, 4096), 1u);
+  auto again = alloc.Allocate(Device::Cuda(0), 4096);
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ((*again)->data(), scratch_ptr);
+  other->reset();
+  again->reset();
+  ASSERT_TRUE(alloc.EmptyCache().ok());
+}
+
+TEST(CachingAllocatorCore, RetainingIsPerDeviceAndDoesNotNest) {
+  FakeDeviceMemory raw(64 * kMiB);
+  CachingAllocatorCore alloc(&raw);
+  ASSERT_TRUE(alloc.BeginRetainingFrees(0).ok());
+  EXPECT_EQ(alloc.BeginRetainingFrees(0).code(), absl::StatusCode::kFailedPrecondition);
+  { auto b = alloc.Allocate(Device::Cuda(1), 512); ASSERT_TRUE(b.ok()); }  // device 1: cached
+  EXPECT_EQ(alloc.CachedBlocks(1, 512), 1u);
+  EXPECT_TRUE(alloc.EndRetainingFrees(0).empty());
+  ASSERT_TRUE(alloc.EmptyCache().ok());
+}
+
+}  // namespace
+}  // namespace tessera::cuda

@@ -70,9 +70,46 @@ void CachingAllocatorCore::Release(int device, void* ptr, size_t size_class, siz
   CHECK_GE(stats.allocated_bytes, size_class) << "caching allocator: double free";
   stats.allocated_bytes -= size_class;
   stats.requested_bytes -= requested;
-  stats.cached_bytes += size_class;
   ++stats.num_frees;
+  auto retaining = retaining_.find(device);
+  if (retaining != retaining_.end()) {
+    stats.retained_bytes += size_class;
+    retaining->second.push_back({ptr, size_class});
+    return;
+  }
+  stats.cached_bytes += size_class;
   free_lists_[device][size_class].push_back(ptr);
+}
+
+absl::Status CachingAllocatorCore::BeginRetainingFrees(int device) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (retaining_.count(device) != 0) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "cuda:", device, " is already capturing a graph; captures on one device cannot nest"));
+  }
+  retaining_[device];
+  return absl::OkStatus();
+}
+
+std::vector<CachingAllocatorCore::RetainedBlock> CachingAllocatorCore::EndRetainingFrees(
+    int device) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  auto it = retaining_.find(device);
+  if (it == retaining_.end()) return {};
+  std::vector<RetainedBlock> blocks = std::move(it->second);
+  retaining_.erase(it);
+  return blocks;
+}
+
+void CachingAllocatorCore::ReleaseRetained(int device, const std::vector<RetainedBlock>& blocks) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  AllocatorStats& stats = stats_[device];
+  for (const RetainedBlock& b : blocks) {
+    CHECK_GE(stats.retained_bytes, b.size_class) << "caching allocator: retained block twice";
+    stats.retained_bytes -= b.size_class;
+    stats.cached_bytes += b.size_class;
+    free_lists_[device][b.size_class].push_back(b.ptr);
+  }
 }
 
 AllocatorStats CachingAllocatorCore::Stats(int device) const {

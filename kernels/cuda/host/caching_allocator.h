@@ -48,6 +48,7 @@ struct AllocatorStats {
   size_t requested_bytes = 0;        // bytes asked for by the blocks handed out now
   size_t reserved_bytes = 0;         // obtained from the raw allocator (allocated + cached)
   size_t cached_bytes = 0;           // in free lists
+  size_t retained_bytes = 0;         // freed while a graph was being captured, held for it
   size_t peak_allocated_bytes = 0;
   size_t peak_reserved_bytes = 0;
   uint64_t num_allocs = 0;           // Allocate calls that succeeded
@@ -83,6 +84,20 @@ class CachingAllocatorCore {
   // Number of cached blocks of one size class (tests).
   size_t CachedBlocks(int device, size_t size_class) const;
 
+  // CUDA graph capture. A captured graph keeps addressing every block its kernels used, including
+  // scratch that was freed during the capture; handing such a block to a later tensor would let a
+  // replay overwrite it. Between BeginRetainingFrees(device) and EndRetainingFrees(device), blocks
+  // freed on that device are therefore kept out of the free lists and returned to the caller (the
+  // graph), which gives them back with ReleaseRetained once it is destroyed. One capture per
+  // device at a time: a second Begin is FAILED_PRECONDITION.
+  struct RetainedBlock {
+    void* ptr;
+    size_t size_class;
+  };
+  absl::Status BeginRetainingFrees(int device);
+  std::vector<RetainedBlock> EndRetainingFrees(int device);
+  void ReleaseRetained(int device, const std::vector<RetainedBlock>& blocks);
+
  private:
   void Release(int device, void* ptr, size_t size_class, size_t requested);
   absl::Status EmptyCacheLocked(int device);
@@ -91,6 +106,7 @@ class CachingAllocatorCore {
   mutable std::mutex mutex_;
   std::map<int, AllocatorStats> stats_;
   std::map<int, std::map<size_t, std::vector<void*>>> free_lists_;
+  std::map<int, std::vector<RetainedBlock>> retaining_;  // devices capturing a graph now
 };
 
 }  // namespace tessera::cuda
