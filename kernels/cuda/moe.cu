@@ -9,11 +9,15 @@
 // arbitrary; every row is computed independently and MoeUnpermute adds a token's slots in slot
 // order, so the results do not depend on it). Ids outside [0, num_experts) are dropped (their
 // slot position is -1 and contributes nothing).
-// MoeExpertLinear: grid (expert, tile of 8 output features); each warp owns one feature and walks
+// MoeExpertLinear: the experts' pointer table is uploaded once per weight set and cached (so
+// after a first call the op is CUDA-graph capturable); grid (expert, tile of 8 output features); each warp owns one feature and walks
 // its expert's rows 8 at a time, dequantising the weight row in registers (f32, bf16, f16, fp8 e4m3
 // with block scales) -- the GEMV path of Linear per expert. Decode-sized segments read each
 // expert weight once; large prefill segments re-read it per 8 rows (correct, not yet fast: a
 // grouped tensor-core GEMM over device-resident segment sizes is the performance path to write).
+#include <map>
+#include <mutex>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -134,6 +138,33 @@ __global__ void UnpermuteKernel(const float* expert_out, int64_t ld_in, const in
   }
 }
 
+// The device copy of an expert pointer table, uploaded once per distinct table: the key is the
+// table's content (every pointer), so a cached copy is always exact, and later calls (including
+// ones inside a CUDA graph capture) enqueue no host-to-device copy.
+absl::StatusOr<Tensor> ExpertTable(DeviceContext* ctx, Device device,
+                                   const std::vector<ExpertWeight>& host) {
+  static std::mutex mutex;
+  static auto* cache = new std::map<std::pair<int, std::vector<const void*>>, Tensor>();
+  std::vector<const void*> key;
+  key.reserve(3 * host.size());
+  for (const ExpertWeight& e : host) {
+    key.push_back(e.w);
+    key.push_back(e.scale_inv);
+    key.push_back(e.bias);
+  }
+  std::lock_guard<std::mutex> lock(mutex);
+  auto it = cache->find({device.index, key});
+  if (it != cache->end()) return it->second;
+  const size_t bytes = sizeof(ExpertWeight) * host.size();
+  ASSIGN_OR_RETURN(Tensor table,
+                   Tensor::Empty({static_cast<int64_t>(bytes)}, DType::kU8, device));
+  CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(table.raw_data(), host.data(), bytes,
+                                       cudaMemcpyHostToDevice, ctx->stream()));
+  CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(ctx->stream()));  // `host` is pageable and local
+  (*cache)[{device.index, std::move(key)}] = table;
+  return table;
+}
+
 absl::Status Check2d(const Tensor& t, absl::string_view name, DType dtype) {
   if (!t.defined() || t.ndim() != 2 || t.dtype() != dtype ||
       (t.dim(1) > 1 && t.stride(1) != 1)) {
@@ -227,13 +258,7 @@ absl::Status MoeExpertLinear(const Tensor& x, bool gather_from_tokens,
         " do not match weights [", n, ", ", k, "] and ", perm.slot_pos.numel(), " slots"));
   }
   ASSIGN_OR_RETURN(DeviceContext * ctx, ContextFor("MoeExpertLinear", {{"x", &x}, {"out", &out}}));
-  ASSIGN_OR_RETURN(Tensor table, Tensor::Empty({static_cast<int64_t>(sizeof(ExpertWeight) *
-                                                                     host.size())},
-                                               DType::kU8, x.device()));
-  // From pageable memory: the call returns once `host` has been staged, so it may go out of scope.
-  CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(table.raw_data(), host.data(),
-                                       sizeof(ExpertWeight) * host.size(),
-                                       cudaMemcpyHostToDevice, ctx->stream()));
+  ASSIGN_OR_RETURN(Tensor table, ExpertTable(ctx, x.device(), host));
   SegArgs a{};
   a.x = x.data<float>();
   a.ldx = x.dim(0) > 1 ? x.stride(0) : k;
