@@ -42,7 +42,7 @@ absl::StatusOr<nlohmann::json> ReadJsonFile(const std::string& path) {
 // several threads fill a large tensor much faster than one.
 absl::Status ReadBytesParallel(const SafetensorsFile& file, uint64_t offset, void* dst,
                                size_t bytes) {
-  constexpr size_t kPiece = size_t{2} << 20;
+  constexpr size_t kPiece = size_t{1} << 20;
   if (bytes < 2 * kPiece) return file.ReadBytes(offset, dst, bytes);
   const int64_t pieces = static_cast<int64_t>((bytes + kPiece - 1) / kPiece);
   absl::Mutex mu;
