@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <fstream>
 #include <random>
@@ -45,6 +46,16 @@ uint64_t PeakRssBytes() {
 struct WeightBytes {
   uint64_t total = 0;            // every tensor in the checkpoint
   uint64_t read_per_token = 0;   // what one decoded token streams from memory
+  uint64_t dense = 0;            // read_per_token without the routed experts
+  uint64_t experts = 0;          // all routed experts
+  double active_fraction = 1.0;  // top_k / num_experts
+
+  // Bytes one decode step of `batch` sequences streams, with routing spread uniformly (the
+  // expected number of distinct experts a layer's `batch` tokens select).
+  uint64_t ReadPerStep(int batch) const {
+    const double untouched = std::pow(1.0 - active_fraction, batch);
+    return dense + static_cast<uint64_t>(experts * (1.0 - untouched));
+  }
 };
 
 // Weights one decode token reads: everything but the embedding table (one row) and the routed
@@ -64,14 +75,16 @@ WeightBytes CountWeightBytes(const Checkpoint& ckpt, const ModelConfig& config) 
   }
   const double active_fraction =
       config.num_experts > 0 ? double(config.num_experts_per_tok) / config.num_experts : 1.0;
-  w.read_per_token = w.total - embed_bytes - expert_bytes +
-                     static_cast<uint64_t>(expert_bytes * active_fraction);
-  if (config.tie_word_embeddings) w.read_per_token += embed_bytes;  // lm_head reads the table
+  w.dense = w.total - embed_bytes - expert_bytes;
+  if (config.tie_word_embeddings) w.dense += embed_bytes;  // lm_head reads the table
+  w.experts = expert_bytes;
+  w.active_fraction = active_fraction;
+  w.read_per_token = w.ReadPerStep(1);
   return w;
 }
 
 absl::Status Run(const std::string& model_dir, int threads, int prompt_tokens,
-                 int decode_tokens, WeightResidency residency) {
+                 int decode_tokens, WeightResidency residency, int batch) {
   ThreadPool::SetDefaultThreads(threads);
   std::printf("measuring read bandwidth with %d threads...\n", threads);
   // The limit is measured before and after the timed work and the larger value kept, so a slow
@@ -90,7 +103,13 @@ absl::Status Run(const std::string& model_dir, int threads, int prompt_tokens,
 
   ModelRunnerOptions options;
   options.block_size = 16;
-  options.num_blocks = (prompt_tokens + decode_tokens) / options.block_size + 2;
+  // Room for the batch-1 sequence and `batch` more of kBatchPrompt tokens each.
+  constexpr int kBatchPrompt = 16;
+  options.num_blocks = (prompt_tokens + decode_tokens + 2) / options.block_size + 2;
+  if (batch > 1) {
+    options.num_blocks +=
+        batch * ((kBatchPrompt + decode_tokens + 2) / options.block_size + 2);
+  }
   options.max_tokens_per_step = prompt_tokens;
   ASSIGN_OR_RETURN(std::unique_ptr<ModelRunner> runner,
                    ModelRunner::Create(std::move(loaded.model), options));
@@ -115,6 +134,27 @@ absl::Status Run(const std::string& model_dir, int threads, int prompt_tokens,
   for (int i = 0; i < decode_tokens; ++i) RETURN_IF_ERROR(runner->Step().status());
   const double decode_s = Now() - t1;
 
+  // Batched decode: `batch` sequences decoding together (what a server does with concurrent
+  // requests); prompts are prefilled first, then decode_tokens steps of `batch` tokens are timed.
+  double batch_tps = 0.0;
+  if (batch > 1) {
+    RETURN_IF_ERROR(runner->RemoveSequence(1));
+    for (int b = 0; b < batch; ++b) {
+      std::vector<int32_t> p(kBatchPrompt);
+      for (int32_t& t : p) t = static_cast<int32_t>(rng() % vocab);
+      RETURN_IF_ERROR(runner->AddSequence(100 + b, p, greedy));
+    }
+    RETURN_IF_ERROR(runner->Step().status());  // prefill of every prompt
+    RETURN_IF_ERROR(runner->Step().status());  // warm-up decode step
+    const double t2 = Now();
+    int64_t produced = 0;
+    for (int i = 0; i < decode_tokens; ++i) {
+      ASSIGN_OR_RETURN(std::vector<StepOutput> out, runner->Step());
+      produced += static_cast<int64_t>(out.size());
+    }
+    batch_tps = produced / (Now() - t2);
+  }
+
   const uint64_t peak_rss = PeakRssBytes();  // before the second probe's 1 GiB buffer
   const double bandwidth = std::max(bandwidth_before, bench::MeasureReadBandwidth(threads));
   std::printf("read bandwidth: %.2f GB/s (best of before %.2f and after the run)\n",
@@ -128,6 +168,13 @@ absl::Status Run(const std::string& model_dir, int threads, int prompt_tokens,
               "\n",
               decode_tps, decode_tokens, 100.0 * decode_tps / roofline_tps, roofline_tps);
   std::printf("prefill : %.2f tokens/s (%d-token prompt)\n", prefill_tps, prompt_tokens);
+  if (batch > 1) {
+    const double batch_roofline = batch * bandwidth / static_cast<double>(weights.ReadPerStep(batch));
+    std::printf("decode  : %.2f tokens/s aggregate (batch %d, %.3f GB read per step with uniform "
+                "routing) = %.1f%% of the roofline %.2f tokens/s\n",
+                batch_tps, batch, weights.ReadPerStep(batch) / 1e9,
+                100.0 * batch_tps / batch_roofline, batch_roofline);
+  }
   std::printf("memory  : peak RSS %.3f GB = %.3fx (weights %.3f GB + KV cache %.3f GB)\n",
               peak_rss / 1e9, double(peak_rss) / double(weights.total + kv_bytes),
               weights.total / 1e9, kv_bytes / 1e9);
@@ -135,6 +182,7 @@ absl::Status Run(const std::string& model_dir, int threads, int prompt_tokens,
               "\n",
               decode_tps, decode_tps / roofline_tps, prefill_tps,
               double(peak_rss) / double(weights.total + kv_bytes));
+  if (batch > 1) std::printf("RESULT batch=%d batch_decode_tps=%.3f\n", batch, batch_tps);
   return absl::OkStatus();
 }
 
@@ -151,9 +199,12 @@ int main(int argc, char** argv) {
   flags.AddInt("decode-tokens", &decode_tokens, "decoded tokens timed");
   std::string weights = "copy";
   flags.AddString("weights", &weights, "copy (huge-page memory) or mmap (page cache in place)");
+  int batch = 1;
+  flags.AddInt("batch", &batch, "also time decode of this many sequences together (> 1)");
   return tessera::RunCommand(flags, argc, argv, [&]() -> absl::Status {
     if (model.empty()) return absl::InvalidArgumentError("--model is required");
     ASSIGN_OR_RETURN(tessera::WeightResidency residency, tessera::ParseWeightResidency(weights));
-    return tessera::Run(model, threads, prompt_tokens, decode_tokens, residency);
+    if (batch < 1) return absl::InvalidArgumentError("--batch must be >= 1");
+    return tessera::Run(model, threads, prompt_tokens, decode_tokens, residency, batch);
   });
 }
