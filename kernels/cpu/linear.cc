@@ -108,6 +108,21 @@ GemvFn ActiveGemv() {
 
 absl::Status RunLinear(const LinearArgs& a);
 
+// The opt-in bf16 dot-product path (SetBf16DotGemm): bf16 weights on an AVX512_BF16 CPU.
+bool UseBf16Dot(const LinearArgs& a) {
+  return a.w_dtype == DType::kBF16 && ActiveIsa() == Isa::kAvx512 && HasAvx512Bf16() &&
+         Bf16DotGemmEnabled();
+}
+
+// Rounds a's x rows to bf16 into `storage` (rows padded with zeros to a multiple of 32) and
+// points a.xb at them.
+void AttachBf16X(LinearArgs& a, std::vector<uint16_t>& storage) {
+  a.ldxb = (a.k + 31) / 32 * 32;
+  storage.resize(static_cast<size_t>(a.m * a.ldxb));
+  avx512::ConvertRowsToBf16(a.x, a.ldx, a.m, a.k, storage.data(), a.ldxb);
+  a.xb = storage.data();
+}
+
 }  // namespace
 
 absl::Status LinearCpu(const Tensor& x, const LinearWeight& w, const Tensor& bias, Tensor& out) {
@@ -118,6 +133,7 @@ absl::Status LinearGroupCpu(absl::Span<const LinearProblem> problems) {
   // Decode-sized problems are cut into 16-column units and dealt out as chunks of one parallel
   // job (the same column split LinearCpu uses, across problems); the rest run one by one.
   std::vector<LinearArgs> gemvs;
+  std::vector<std::vector<uint16_t>> xb(problems.size());
   int64_t total_bytes = 0, total_work = 0;
   for (const LinearProblem& p : problems) {
     LinearArgs a = MakeLinearArgs(*p.x, *p.w, p.bias, *p.out);
@@ -126,6 +142,7 @@ absl::Status LinearGroupCpu(absl::Span<const LinearProblem> problems) {
       RETURN_IF_ERROR(RunLinear(a));
       continue;
     }
+    if (UseBf16Dot(a)) AttachBf16X(a, xb[gemvs.size()]);
     total_bytes += a.n * a.k * static_cast<int64_t>(DTypeSize(a.w_dtype));
     total_work += a.m * a.n * a.k;
     gemvs.push_back(a);
@@ -164,7 +181,9 @@ absl::Status LinearGroupCpu(absl::Span<const LinearProblem> problems) {
 
 namespace {
 
-absl::Status RunLinear(const LinearArgs& a) {
+absl::Status RunLinear(const LinearArgs& args) {
+  LinearArgs a = args;
+  std::vector<uint16_t> xb;  // activations rounded to bf16 for the opt-in vdpbf16ps path
   if (a.m == 0 || a.n == 0) return absl::OkStatus();
   if (a.k == 0) {
     for (int64_t i = 0; i < a.m; ++i) {
@@ -191,6 +210,7 @@ absl::Status RunLinear(const LinearArgs& a) {
   ThreadPool& pool = ThreadPool::Default();
   const int64_t work = a.m * a.n * a.k;
   const int64_t threads = work < kMinParallelWork ? 1 : pool.num_threads();
+  if (UseBf16Dot(a)) AttachBf16X(a, xb);
 
   if (a.m <= kGemvMaxRows) {
     // Contiguous column ranges, a multiple of 16 columns (64-byte output lines) each, so every
@@ -222,22 +242,14 @@ absl::Status RunLinear(const LinearArgs& a) {
   const int64_t row_chunks =
       std::min<int64_t>((a.m + 7) / 8, std::max<int64_t>(1, threads / col_chunks));
   const int64_t items = col_chunks * row_chunks;
-  std::vector<uint16_t> xb;  // activations rounded to bf16 for the vdpbf16ps GEMM
-  int64_t ldxb = 0;
-  if (isa == Isa::kAvx512 && a.w_dtype == DType::kBF16 && HasAvx512Bf16() &&
-      Bf16DotGemmEnabled()) {
-    ldxb = (a.k + 1) / 2 * 2;
-    xb.resize(static_cast<size_t>(a.m * ldxb));
-    avx512::ConvertRowsToBf16(a.x, a.ldx, a.m, a.k, xb.data(), ldxb);
-  }
   auto run = [&](int64_t item) {
     const int64_t cc = item % col_chunks, rc = item / col_chunks;
     const int64_t j0 = std::min(a.n, panels * cc / col_chunks * panel);
     const int64_t j1 = std::min(a.n, panels * (cc + 1) / col_chunks * panel);
     const int64_t i0 = a.m * rc / row_chunks, i1 = a.m * (rc + 1) / row_chunks;
     if (j0 >= j1 || i0 >= i1) return;
-    if (!xb.empty()) {
-      avx512::GemmBf16Dot(a, xb.data(), ldxb, i0, i1, j0, j1);
+    if (a.xb != nullptr) {
+      avx512::GemmBf16Dot(a, a.xb, a.ldxb, i0, i1, j0, j1);
     } else {
       gemm(a, i0, i1, j0, j1);
     }

@@ -41,6 +41,10 @@ struct LinearArgs {
   const float* bias = nullptr;  // [n] or nullptr
   float* out = nullptr;         // [m, n], row stride ldo
   int64_t ldo = 0;
+  // Set by the dispatcher for the opt-in bf16 dot-product path (bf16 weights, AVX512_BF16, see
+  // SetBf16DotGemm): x rounded to bf16, rows ldxb elements apart, zero-padded to a multiple of 32.
+  const uint16_t* xb = nullptr;
+  int64_t ldxb = 0;
 };
 
 // out = x · Wᵀ (+ bias) on the CPU; operands already validated by ValidateLinearArgs.
@@ -67,12 +71,16 @@ void ConvertRowsToBf16(const float* x, int64_t ldx, int64_t m, int64_t k, uint16
 // (xb: [m, ldxb] from ConvertRowsToBf16) with vdpbf16ps; f32 accumulation.
 void GemmBf16Dot(const LinearArgs& a, const uint16_t* xb, int64_t ldxb, int64_t i0, int64_t i1,
                  int64_t j0, int64_t j1);
+// Requires AVX512_BF16, bf16 weights and a.xb: the GEMV (m <= kGemvMaxRows) with vdpbf16ps.
+// Gemv() takes this path whenever a.xb is set.
+void GemvBf16Dot(const LinearArgs& a, int64_t j0, int64_t j1);
 }  // namespace avx512
 
-// Whether the prefill GEMM may round activations to bf16 and use AVX512_BF16 dot products
-// (vdpbf16ps, twice the f32 FMA rate) for bf16 weights, as llama.cpp and oneDNN do: relative
-// error ~1e-3 instead of f32-exact. Off unless TESSERA_LINEAR_BF16_DOT=1 or enabled here.
-// Decode (m <= kGemvMaxRows) and non-bf16 weights are never affected.
+// Whether Linear on bf16 weights may round activations to bf16 and use AVX512_BF16 dot products
+// (vdpbf16ps: twice the f32 FMA rate, and no weight conversion), as llama.cpp and oneDNN do:
+// relative error ~1e-3 instead of f32-exact. Applies to the prefill GEMM and the decode GEMV
+// (GemvBf16Dot). Off unless TESSERA_LINEAR_BF16_DOT=1 or enabled here; other weight dtypes are
+// never affected.
 bool Bf16DotGemmEnabled();
 void SetBf16DotGemm(bool enabled);
 

@@ -122,7 +122,8 @@ INSTANTIATE_TEST_SUITE_P(Rows, LinearRowsTest,
                                                               Isa::kAvx512),
                                             ::testing::Range<int64_t>(1, 18)));
 
-// The opt-in AVX512_BF16 prefill GEMM (activations rounded to bf16, vdpbf16ps): bf16 error level.
+// The opt-in AVX512_BF16 path (activations rounded to bf16, vdpbf16ps), decode GEMV (m <= 8) and
+// prefill GEMM: bf16 error level.
 class LinearBf16DotTest
     : public ::testing::TestWithParam<std::tuple<int64_t, std::pair<int64_t, int64_t>>> {};
 
@@ -146,7 +147,7 @@ TEST_P(LinearBf16DotTest, MatchesReferenceToBf16Precision) {
 
 INSTANTIATE_TEST_SUITE_P(
     Shapes, LinearBf16DotTest,
-    ::testing::Combine(::testing::Values(9, 33, 130),
+    ::testing::Combine(::testing::Values(1, 2, 3, 4, 5, 8, 9, 33, 130),
                        ::testing::Values(std::make_pair<int64_t, int64_t>(1, 1),
                                          std::make_pair<int64_t, int64_t>(17, 129),
                                          std::make_pair<int64_t, int64_t>(300, 1025),
@@ -310,8 +311,14 @@ namespace tessera {
 namespace {
 
 // LinearGroup: a mix of decode-sized (grouped) and prefill-sized (run alone) problems of every
-// weight dtype, with and without bias, gives exactly what Linear gives on each problem.
-TEST(LinearGroupTest, EqualsLinearOnEveryProblem) {
+// weight dtype, with and without bias, gives exactly what Linear gives on each problem; with the
+// opt-in bf16 dot-product path too (both then round x to bf16 the same way).
+class LinearGroupTest : public ::testing::TestWithParam<bool> {};
+
+TEST_P(LinearGroupTest, EqualsLinearOnEveryProblem) {
+  const bool bf16_dot = GetParam();
+  if (bf16_dot && !cpu::HasAvx512Bf16()) GTEST_SKIP() << "no AVX512_BF16 on this CPU";
+  cpu::SetBf16DotGemm(bf16_dot);
   const DType dtypes[] = {DType::kF32, DType::kBF16, DType::kF16, DType::kF8E4M3};
   const Shape3 shapes[] = {{1, 768, 2048}, {1, 2048, 768}, {3, 100, 37},
                                         {8, 48, 300},   {17, 64, 96},   {1, 5, 1},
@@ -342,11 +349,16 @@ TEST(LinearGroupTest, EqualsLinearOnEveryProblem) {
     ASSERT_EQ(outs[i].numel(), ref.numel());
     const float* a = outs[i].data<float>();
     const float* b = ref.data<float>();
-    for (int64_t j = 0; j < ref.numel(); ++j) ASSERT_EQ(a[j], b[j]) << "problem " << i << " at " << j;
+    for (int64_t j = 0; j < ref.numel(); ++j) {
+      ASSERT_EQ(a[j], b[j]) << "problem " << i << " at " << j;
+    }
   }
+  cpu::SetBf16DotGemm(false);
 }
 
-TEST(LinearGroupTest, ErrorsNameTheProblem) {
+INSTANTIATE_TEST_SUITE_P(Bf16Dot, LinearGroupTest, ::testing::Bool());
+
+TEST(LinearGroupErrors, ErrorsNameTheProblem) {
   Tensor x = RandomTensor({1, 8}, 1);
   LinearWeight w = MakeWeight(DType::kF32, 4, 9, 2);
   Tensor out = Tensor::Empty({1, 4}, DType::kF32).value();
