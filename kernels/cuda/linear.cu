@@ -52,6 +52,8 @@ __global__ void __launch_bounds__(kGemvWarps * 32) GemvKernel(GemvArgs a) {
   for (int r = 0; r < kGemvMaxRows; ++r) acc[r] = 0.0f;
   int64_t k0 = 0;
   if (a.vectorized) {
+    // Unrolled so several 16-byte weight loads are in flight per lane before their FMAs.
+#pragma unroll 4
     for (int64_t base = static_cast<int64_t>(lane) * kVec; base + kVec <= a.k;
          base += 32 * kVec) {
       const uint4 raw = *reinterpret_cast<const uint4*>(wrow + base);
