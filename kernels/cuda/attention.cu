@@ -20,6 +20,7 @@
 #include "kernels/base/status.h"
 #include "kernels/cuda/device_util.cuh"
 #include "kernels/cuda/host/attention_plan.h"
+#include "kernels/cuda/host/kernel_math.h"
 #include "kernels/cuda/ops_cuda.h"
 
 namespace tessera::cuda {
@@ -54,21 +55,10 @@ struct AttnArgs {
   int num_splits;
 };
 
-// The sequence of query row t and its position, or false when t is outside every sequence.
+// The sequence of query row t and its position (kernels/cuda/host/kernel_math.h).
 __device__ __forceinline__ bool FindSequence(const AttnArgs& a, int64_t t, int64_t* seq,
                                              int64_t* pos) {
-  if (a.num_seqs <= 0) return false;
-  const int64_t first = a.qsl[0], last = a.qsl[a.num_seqs * a.qsl_s];
-  if (t < first || t >= last) return false;
-  int64_t lo = 0, hi = a.num_seqs - 1;
-  while (lo < hi) {
-    const int64_t mid = (lo + hi + 1) / 2;
-    if (a.qsl[mid * a.qsl_s] <= t) lo = mid; else hi = mid - 1;
-  }
-  const int64_t begin = a.qsl[lo * a.qsl_s], end = a.qsl[(lo + 1) * a.qsl_s];
-  *seq = lo;
-  *pos = static_cast<int64_t>(a.seq_lens[lo * a.sl_s]) - (end - begin) + (t - begin);
-  return true;
+  return FindQueryRow(a.qsl, a.qsl_s, a.seq_lens, a.sl_s, a.num_seqs, t, seq, pos);
 }
 
 __global__ void PagedAttentionKernel(AttnArgs a) {
@@ -87,12 +77,8 @@ __global__ void PagedAttentionKernel(AttnArgs a) {
   }
   __syncthreads();
 
-  const int64_t end = min(pos + 1, a.max_blocks * a.block_size);
-  const int64_t start = a.window > 0 ? max(int64_t{0}, pos - a.window + 1) : int64_t{0};
-  const int64_t n = max(int64_t{0}, end - start);
-  const int64_t per_split = (n + a.num_splits - 1) / a.num_splits;
-  const int64_t k0 = start + split * per_split;
-  const int64_t k1 = min(end, k0 + per_split);
+  int64_t k0, k1;
+  SplitKeyRange(pos, a.max_blocks * a.block_size, a.window, a.num_splits, split, &k0, &k1);
   const int64_t g = h / a.group;
 
   float m = -INFINITY, l = 0.0f;

@@ -26,6 +26,7 @@
 #include "kernels/base/status.h"
 #include "kernels/cpu/sampling.h"
 #include "kernels/cuda/device_util.cuh"
+#include "kernels/cuda/host/kernel_math.h"
 #include "kernels/cuda/ops_cuda.h"
 
 namespace tessera::cuda {
@@ -81,12 +82,6 @@ __device__ int BlockMinInt(int v, int* scratch) {
   int m = INT_MAX;
   for (int w = 0; w < static_cast<int>(blockDim.x >> 5); ++w) m = min(m, scratch[w]);
   return m;
-}
-
-__device__ __forceinline__ uint64_t RankKey(float l, int i) {
-  const uint32_t u = __float_as_uint(l);
-  const uint32_t ordered = (u & 0x80000000u) ? ~u : (u | 0x80000000u);
-  return (static_cast<uint64_t>(ordered) << 32) | (0xFFFFFFFFu - static_cast<uint32_t>(i));
 }
 
 __global__ void __launch_bounds__(kSampleThreads)
@@ -159,14 +154,13 @@ __global__ void __launch_bounds__(kSampleThreads)
     // 4. Rank cut-offs.
     uint64_t cut = 0;
     if (p.top_k > 0 && p.top_k < vocab) {
-      uint64_t k_cut = 0;
-      for (int b = 63; b >= 0; --b) {
-        const uint64_t cand = k_cut | (uint64_t{1} << b);
+      cut = LargestKeyWhere([&](uint64_t candidate) {
         int count = 0;
-        for (int i = threadIdx.x; i < vocab; i += blockDim.x) count += RankKey(l[i], i) >= cand;
-        if (BlockSumT(count, iscratch) >= p.top_k) k_cut = cand;
-      }
-      cut = k_cut;
+        for (int i = threadIdx.x; i < vocab; i += blockDim.x) {
+          count += RankKey(l[i], i) >= candidate;
+        }
+        return BlockSumT(count, iscratch) >= p.top_k;
+      });
     }
     if (p.top_p < 1.0f) {
       // Weight of the keys >= key_cut inside the top-k set; non-increasing in key_cut.
@@ -180,12 +174,7 @@ __global__ void __launch_bounds__(kSampleThreads)
       };
       const double target = static_cast<double>(p.top_p) * mass_from(cut);
       // The largest K with mass_from(K) >= target (>= cut, since mass_from(cut) is the total).
-      uint64_t p_cut = 0;
-      for (int b = 63; b >= 0; --b) {
-        const uint64_t cand = p_cut | (uint64_t{1} << b);
-        if (mass_from(cand) >= target) p_cut = cand;
-      }
-      cut = p_cut;
+      cut = LargestKeyWhere([&](uint64_t candidate) { return mass_from(candidate) >= target; });
     }
     // 5. Draw along ascending indices.
     const int chunk = (vocab + blockDim.x - 1) / blockDim.x;
