@@ -205,10 +205,7 @@ absl::Status RunServe(const ServeOptions& o) {
 
   // The OpenAI-compatible HTTP API (coordinator/api/http_server.h); --http-port 0 disables it.
   std::unique_ptr<api::HttpServer> http;
-  if (o.http_port != 0 && tokenizer == nullptr) {
-    LOG(WARNING) << "serve: no tokenizer, so no OpenAI HTTP API on port " << o.http_port
-                 << " (it needs text); the gRPC API takes token ids";
-  } else if (o.http_port != 0) {
+  if (o.http_port != 0) {
     api::HttpApiContext hc;
     hc.host = o.host;
     hc.port = o.http_port;
@@ -216,7 +213,8 @@ absl::Status RunServe(const ServeOptions& o) {
     hc.model_type = config.model_type;
     hc.served_model_name = model_name;
     hc.engine = &router;
-    hc.tokenizer = tokenizer.get();
+    hc.tokenizer = tokenizer.get();  // null: token-id completions only
+    hc.vocab_size = static_cast<int32_t>(config.vocab_size);
     hc.metrics_text = [&metrics] { return metrics.Render(); };
     ASSIGN_OR_RETURN(http, api::StartHttpApi(o.http, hc));
   }

@@ -608,13 +608,38 @@ void AddHttpApiFlags(FlagParser* parser, HttpApiFlags* flags) {
   parser->AddInt("max-request-bytes", &flags->max_body_bytes, "largest HTTP request body");
 }
 
+namespace {
+
+// The stand-in for a model without a tokenizer: ids in [0, vocab_size) have no text. Text
+// prompts never reach it (token_ids_only rejects them first).
+class NoTextTokenizer final : public Tokenizer {
+ public:
+  explicit NoTextTokenizer(int32_t vocab_size) : vocab_size_(vocab_size) {}
+  int32_t vocab_size() const override { return vocab_size_; }
+  std::optional<int32_t> TokenToId(absl::string_view) const override { return std::nullopt; }
+  std::optional<std::string> IdToToken(int32_t) const override { return std::nullopt; }
+  bool IsSpecial(int32_t) const override { return false; }
+  absl::string_view format() const override { return "none"; }
+  bool AppendTokenBytes(int32_t id, bool, DecodeState*, std::string*) const override {
+    return id >= 0 && id < vocab_size_;
+  }
+
+ private:
+  std::vector<int32_t> EncodeImpl(absl::string_view, bool) const override { return {}; }
+  const int32_t vocab_size_;
+};
+
+}  // namespace
+
 absl::StatusOr<std::unique_ptr<HttpServer>> StartHttpApi(const HttpApiFlags& flags,
                                                          const HttpApiContext& context) {
   if (context.engine == nullptr) return absl::InvalidArgumentError("StartHttpApi: no engine");
+  std::unique_ptr<Tokenizer> stand_in;
   if (context.tokenizer == nullptr) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "the HTTP API needs the model's tokenizer, and none was found in ", context.model_dir,
-        ": add tokenizer.json (or tokenizer.model / tiktoken.model), or pass --http-port 0"));
+    if (context.vocab_size <= 0) {
+      return absl::InvalidArgumentError("StartHttpApi: no tokenizer and no vocab_size");
+    }
+    stand_in = std::make_unique<NoTextTokenizer>(context.vocab_size);
   }
   HttpServerOptions o;
   o.host = context.host;
@@ -632,6 +657,19 @@ absl::StatusOr<std::unique_ptr<HttpServer>> StartHttpApi(const HttpApiFlags& fla
   }
   o.service.served_model_names = {context.served_model_name};
   o.service.metrics_text = context.metrics_text;
+  if (stand_in != nullptr) {
+    o.service.token_ids_only = true;
+    o.service.no_tokenizer_reason =
+        absl::StrCat("none in ", context.model_dir, "; add tokenizer.json to serve text");
+    LOG(WARNING) << "http: no tokenizer in " << context.model_dir
+                 << ": /v1/completions takes token-id prompts only and answers without text; "
+                    "chat answers 400";
+    auto server =
+        std::make_unique<HttpServer>(*context.engine, *stand_in, std::move(o));
+    server->Own(std::move(stand_in));
+    RETURN_IF_ERROR(server->Start());
+    return server;
+  }
 
   // Chat template: --chat-template, else the model's (special tokens from the model either way).
   auto loaded = std::make_shared<LoadedChatTemplate>();

@@ -62,8 +62,12 @@ class HttpServer {
 
   OpenAiService& service();
 
+  // Keeps `tokenizer` alive as long as the server (StartHttpApi's stand-in tokenizer).
+  void Own(std::unique_ptr<Tokenizer> tokenizer) { owned_tokenizer_ = std::move(tokenizer); }
+
  private:
   class Impl;
+  std::unique_ptr<Tokenizer> owned_tokenizer_;  // destroyed after impl_
   std::unique_ptr<Impl> impl_;
 };
 
@@ -89,11 +93,15 @@ struct HttpApiContext {
   std::string model_type;         // config.json model_type (output format detection)
   std::string served_model_name;
   Engine* engine = nullptr;       // must outlive the server
-  const Tokenizer* tokenizer = nullptr;  // must outlive the server; required
+  // Must outlive the server. Null: the API serves token-id completions only (see
+  // OpenAiServiceOptions::token_ids_only) with `vocab_size` ids.
+  const Tokenizer* tokenizer = nullptr;
+  int32_t vocab_size = 0;
   std::function<std::string()> metrics_text;  // the engine's registry, appended to /metrics
 };
 // Loads the chat template, picks the output format and starts the server. A model without a
-// chat template still serves /v1/completions (chat answers 400, logged at start).
+// chat template still serves /v1/completions (chat answers 400, logged at start); one without a
+// tokenizer serves token-id completions only (logged at start).
 absl::StatusOr<std::unique_ptr<HttpServer>> StartHttpApi(const HttpApiFlags& flags,
                                                          const HttpApiContext& context);
 

@@ -357,7 +357,9 @@ class OpenAiService::Job : public std::enable_shared_from_this<OpenAiService::Jo
   }
 
   // Token text for logprobs: the token's own bytes (may be part of a UTF-8 character).
+  // Without a tokenizer (token_ids_only): "token_id:N", vLLM's return_tokens_as_token_ids form.
   std::string TokenBytes(int32_t id) const {
+    if (tokenizer_.format() == "none") return absl::StrCat("token_id:", id);
     Tokenizer::DecodeState state;
     state.at_start = false;
     std::string bytes;
@@ -763,6 +765,11 @@ void OpenAiService::HandleChat(absl::string_view body, std::shared_ptr<ResponseS
   if (auto err = ParseChatRequest(parsed, &req)) return RespondError(*sink, *err);
   ModelInfo info;
   if (auto err = CheckModel(req.model, &info)) return RespondError(*sink, *err);
+  if (options_.token_ids_only) {
+    return RespondError(*sink, BadRequest(absl::StrCat(
+        "this server has no tokenizer (", options_.no_tokenizer_reason,
+        "), so chat is unavailable; send token-id prompts to /v1/completions")));
+  }
   if (!options_.render_chat) {
     return RespondError(*sink, BadRequest("this model has no chat template; use /v1/completions "
                                           "or start the server with a chat template"));
@@ -812,6 +819,17 @@ void OpenAiService::HandleCompletion(absl::string_view body, std::shared_ptr<Res
   if (auto err = ParseCompletionRequest(parsed, &req)) return RespondError(*sink, *err);
   ModelInfo info;
   if (auto err = CheckModel(req.model, &info)) return RespondError(*sink, *err);
+  if (options_.token_ids_only) {
+    for (const PromptInput& in : req.prompts) {
+      if (!in.is_ids) {
+        return RespondError(
+            *sink, BadRequest(absl::StrCat("this server has no tokenizer (",
+                                           options_.no_tokenizer_reason,
+                                           "); send the prompt as an array of token ids"),
+                              "prompt"));
+      }
+    }
+  }
   std::string model =
       options_.served_model_names.empty() ? info.name : options_.served_model_names[0];
   auto job = std::make_shared<Job>(false, engine_, tokenizer_, shared_, sink, model, req);

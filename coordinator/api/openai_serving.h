@@ -71,6 +71,11 @@ struct OpenAiServiceOptions {
   // need the markers (vLLM does the same for tool and harmony parsers).
   OutputFormat output_format = OutputFormat::kPlain;
   bool parse_reasoning = true;  // false: reasoning stays in the content
+  // No tokenizer (vLLM's --skip-tokenizer-init): /v1/completions takes token-id prompts only and
+  // answers with empty text (usage, logprob values and finish reasons as usual); text prompts
+  // and chat answer 400 saying so. `no_tokenizer_reason` names what is missing.
+  bool token_ids_only = false;
+  std::string no_tokenizer_reason;
   // Extra Prometheus text for /metrics (the engine's registry); appended after the HTTP metrics.
   std::function<std::string()> metrics_text;
 };

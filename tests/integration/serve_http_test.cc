@@ -131,9 +131,10 @@ std::vector<int32_t> RandomIds(int n, uint64_t seed) {
 }
 
 // Greedy `tessera generate` on `prompt` alone (the batching-independent reference).
-std::vector<int32_t> Reference(const std::vector<int32_t>& prompt, int max_tokens) {
+std::vector<int32_t> Reference(const std::string& model, const std::vector<int32_t>& prompt,
+                               int max_tokens) {
   const std::string out = testing::MakeTempDir("serve_http_ref") + "/out.json";
-  ChildProcess gen({testing::TesseraBinary(), "generate", "--model", ModelDir(), "--prompt-ids",
+  ChildProcess gen({testing::TesseraBinary(), "generate", "--model", model, "--prompt-ids",
                     absl::StrJoin(prompt, ","), "--max-tokens", absl::StrCat(max_tokens),
                     "--temperature", "0", "--threads", "1", "--json"},
                    out);
@@ -332,7 +333,7 @@ TEST_F(ServeHttpTest, SharedPrefixHitsThePrefixCacheWithIdenticalOutput) {
     last = r;
   }
   ASSERT_TRUE(reader->Finish().ok());
-  EXPECT_EQ(tokens, Reference(b, 8));
+  EXPECT_EQ(tokens, Reference(ModelDir(), b, 8));
   EXPECT_EQ(last.usage().cached_prompt_tokens(), 64);
 
   const double hits_after = MetricSum(server_->Metrics(), "tessera:prefix_cache_hits_total");
@@ -371,6 +372,46 @@ TEST_F(ServeHttpTest, PerWorkerStepTimeAndHeartbeatAgeMove) {
   EXPECT_GE(ages.size(), 3u);
 }
 
+// A model directory without a tokenizer still gets the HTTP API, for token-id completions only
+// (vLLM's --skip-tokenizer-init): what `tessera bench serve` needs on a bare checkpoint.
+TEST(ServeHttpNoTokenizerTest, TokenIdCompletionsWorkAndTextIsRefused) {
+  const std::string model = testing::TinyModelDir("qwen3_moe");  // no tokenizer files
+  const int http_port = testing::FreePort();
+  ChildProcess server({testing::TesseraBinary(), "serve", "--model", model, "--http-port",
+                       absl::StrCat(http_port), "--grpc-port", absl::StrCat(testing::FreePort()),
+                       "--local-workers", "1", "--worker-threads", "1"},
+                      testing::MakeTempDir("serve_notok") + "/serve.log");
+  ASSERT_TRUE(testing::WaitFor(
+      [&] { return Http(http_port, http::verb::get, "/health").status == 200; },
+      milliseconds(90000)))
+      << server.Log();
+  const std::vector<int32_t> prompt = {5, 17, 300, 2, 9};
+  nlohmann::json req = {{"prompt", prompt}, {"max_tokens", 6}, {"temperature", 0},
+                        {"logprobs", 2}};
+  HttpResponse ok = Http(http_port, http::verb::post, "/v1/completions", req.dump());
+  ASSERT_EQ(ok.status, 200) << ok.body;
+  nlohmann::json j = nlohmann::json::parse(ok.body);
+  EXPECT_EQ(j["choices"][0]["text"], "");
+  EXPECT_EQ(j["usage"]["prompt_tokens"], 5);
+  const std::vector<int32_t> expected = Reference(model, prompt, 6);
+  ASSERT_EQ(j["choices"][0]["logprobs"]["tokens"].size(), expected.size());
+  for (size_t t = 0; t < expected.size(); ++t) {
+    EXPECT_EQ(j["choices"][0]["logprobs"]["tokens"][t], absl::StrCat("token_id:", expected[t]));
+  }
+  EXPECT_EQ(j["choices"][0]["logprobs"]["top_logprobs"][0].size(), 2u);
+
+  HttpResponse text = Http(http_port, http::verb::post, "/v1/completions",
+                           R"({"prompt": "hello", "max_tokens": 2})");
+  EXPECT_EQ(text.status, 400);
+  EXPECT_THAT(text.body, ::testing::HasSubstr("no tokenizer"));
+  HttpResponse chat = Http(http_port, http::verb::post, "/v1/chat/completions",
+                           R"({"messages": [{"role": "user", "content": "hi"}]})");
+  EXPECT_EQ(chat.status, 400);
+  EXPECT_THAT(chat.body, ::testing::HasSubstr("no tokenizer"));
+  server.Kill(SIGTERM);
+  EXPECT_EQ(server.Wait(milliseconds(15000)), 0) << server.Log();
+}
+
 // A KV cache of 16 blocks of 8 tokens per instance (2 KiB of KV per token for this model): at
 // most 128 tokens in flight per instance, while 8 requests of 24 + 24 tokens want 384.
 TEST(ServeHttpPreemptionTest, TinyKvCacheForcesPreemptionAndOutputsStayExact) {
@@ -400,7 +441,7 @@ TEST(ServeHttpPreemptionTest, TinyKvCacheForcesPreemptionAndOutputsStayExact) {
   for (int i = 0; i < kRequests; ++i) {
     auto [status, tokens] = futures[i].get();
     ASSERT_TRUE(status.ok()) << i << ": " << status.error_message() << "\n" << server.Log();
-    EXPECT_EQ(tokens, Reference(prompts[i], kMaxTokens)) << "request " << i;
+    EXPECT_EQ(tokens, Reference(ModelDir(), prompts[i], kMaxTokens)) << "request " << i;
   }
   const std::string metrics = server.Metrics();
   EXPECT_GT(MetricSum(metrics, "tessera:num_preemptions_total"), 0) << metrics;
