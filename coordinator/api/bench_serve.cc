@@ -1,9 +1,11 @@
 #include "coordinator/api/bench_serve.h"
 
 // Boost 1.74's asio/awaitable.hpp uses std::exchange without including <utility>.
-#include <utility>
-
 #include <algorithm>
+#include <boost/asio.hpp>
+#include <boost/asio/redirect_error.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -12,12 +14,8 @@
 #include <memory>
 #include <optional>
 #include <random>
+#include <utility>
 #include <vector>
-
-#include <boost/asio.hpp>
-#include <boost/asio/redirect_error.hpp>
-#include <boost/beast/core.hpp>
-#include <boost/beast/http.hpp>
 
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
@@ -243,9 +241,10 @@ struct Target {
 absl::StatusOr<Target> ParseUrl(const std::string& url) {
   absl::string_view rest = url;
   if (absl::StartsWith(rest, "https://")) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "--url ", url, ": https is not supported by bench serve; benchmark the server's plain "
-        "HTTP port (or put a TLS-terminating proxy in front of the client)"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("--url ", url,
+                     ": https is not supported by bench serve; benchmark the server's plain "
+                     "HTTP port (or put a TLS-terminating proxy in front of the client)"));
   }
   if (!absl::ConsumePrefix(&rest, "http://")) {
     return absl::InvalidArgumentError(
@@ -336,8 +335,7 @@ class Bench {
         body["messages"] = nlohmann::json::array(
             {{{"role", "user"}, {"content", text.ok() ? *text : std::string("hello")}}});
         body["max_completion_tokens"] = o_.output_len;
-      }
-      else {
+      } else {
         body["prompt"] = ids;
       }
       body["max_tokens"] = o_.output_len;
@@ -405,9 +403,9 @@ class Bench {
       co_return;
     }
     if (res.result_int() != 200) {
-      *result = absl::FailedPreconditionError(
-          absl::StrCat("GET ", target_.base, "/models at ", o_.url, ": HTTP ", res.result_int(),
-                       ": ", Truncate(res.body())));
+      *result = absl::FailedPreconditionError(absl::StrCat("GET ", target_.base, "/models at ",
+                                                           o_.url, ": HTTP ", res.result_int(),
+                                                           ": ", Truncate(res.body())));
       co_return;
     }
     nlohmann::json j = nlohmann::json::parse(res.body(), nullptr, false);
@@ -437,12 +435,11 @@ class Bench {
       ++done_;
       if (!records_[i].success) ++failed_;
       end_ = Clock::now();
-      if (o_.progress && (end_ - last_progress_ >= std::chrono::seconds(1) ||
-                          done_ == o_.num_prompts)) {
+      if (o_.progress &&
+          (end_ - last_progress_ >= std::chrono::seconds(1) || done_ == o_.num_prompts)) {
         last_progress_ = end_;
         std::fprintf(stderr, "bench serve: %d/%d requests done (%d failed), %.1f s\n", done_,
-                     o_.num_prompts, failed_,
-                     std::chrono::duration<double>(end_ - start_).count());
+                     o_.num_prompts, failed_, std::chrono::duration<double>(end_ - start_).count());
       }
     }
     if (c.open) c.Close();
@@ -470,9 +467,8 @@ class Bench {
       rec.latency = std::chrono::duration<double>(Clock::now() - t0).count();
       c.Close();
     };
-    const auto req = Request(http::verb::post,
-                             o_.endpoint == "chat" ? "/chat/completions" : "/completions",
-                             bodies_[i]);
+    const auto req = Request(
+        http::verb::post, o_.endpoint == "chat" ? "/chat/completions" : "/completions", bodies_[i]);
     beast::error_code ec;
     std::optional<http::response_parser<http::buffer_body>> parser;
     // A kept-alive connection the server closed meanwhile fails at write or header time:
@@ -535,7 +531,8 @@ class Bench {
           if (auto d = ch.find("delta"); d != ch.end() && d->is_object()) {
             for (const char* key : {"content", "reasoning_content", "reasoning", "tool_calls"}) {
               auto v = d->find(key);
-              if (v != d->end() && !v->is_null() && !(v->is_string() && v->get_ref<const std::string&>().empty())) {
+              if (v != d->end() && !v->is_null() &&
+                  !(v->is_string() && v->get_ref<const std::string&>().empty())) {
                 output = true;
               }
             }
@@ -676,8 +673,7 @@ int RunBenchCommand(int argc, char** argv) {
                  "usage: tessera bench serve --url URL --concurrency N --num-prompts M "
                  "--input-len I --output-len O [--json] ...\n"
                  "Run 'tessera bench serve --help' for every flag.\n");
-    return argc >= 2 && (std::string(argv[1]) == "--help" || std::string(argv[1]) == "-h") ? 0
-                                                                                           : 2;
+    return argc >= 2 && (std::string(argv[1]) == "--help" || std::string(argv[1]) == "-h") ? 0 : 2;
   }
   FlagParser parser("bench serve",
                     "benchmark an OpenAI-compatible server: streaming requests with random "

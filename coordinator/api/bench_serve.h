@@ -44,22 +44,22 @@ class SseParser {
  private:
   void Line(absl::string_view line, const Callback& on_event);
 
-  std::string line_;            // the current, unterminated line
-  std::string data_;            // data of the current event
+  std::string line_;  // the current, unterminated line
+  std::string data_;  // data of the current event
   bool has_data_ = false;
-  bool skip_lf_ = false;        // the previous chunk ended with CR: a leading LF belongs to it
+  bool skip_lf_ = false;  // the previous chunk ended with CR: a leading LF belongs to it
 };
 
 // What one request measured. Times are seconds.
 struct RequestRecord {
   bool success = false;
-  std::string error;                // first failure: "HTTP 400: {...}", connection errors, ...
-  double start = 0;                 // since the benchmark start
-  double ttft = 0;                  // start -> first output chunk
-  double latency = 0;               // start -> end of the stream (E2E)
-  std::vector<double> itl;          // gaps between consecutive output chunks
-  int64_t prompt_tokens = 0;        // usage.prompt_tokens (else the number of ids sent)
-  int64_t output_tokens = 0;        // usage.completion_tokens (else the output chunks)
+  std::string error;          // first failure: "HTTP 400: {...}", connection errors, ...
+  double start = 0;           // since the benchmark start
+  double ttft = 0;            // start -> first output chunk
+  double latency = 0;         // start -> end of the stream (E2E)
+  std::vector<double> itl;    // gaps between consecutive output chunks
+  int64_t prompt_tokens = 0;  // usage.prompt_tokens (else the number of ids sent)
+  int64_t output_tokens = 0;  // usage.completion_tokens (else the output chunks)
 };
 
 struct LatencyStats {
@@ -67,16 +67,16 @@ struct LatencyStats {
 };
 
 struct BenchResult {
-  std::string model;                 // the model benchmarked (--model or discovered)
+  std::string model;  // the model benchmarked (--model or discovered)
   int64_t completed = 0;
   int64_t failed = 0;
   std::string first_error;
   double duration_s = 0;
-  int64_t total_input_tokens = 0;    // successful requests only (as vLLM)
+  int64_t total_input_tokens = 0;  // successful requests only (as vLLM)
   int64_t total_output_tokens = 0;
-  double request_throughput = 0;     // completed requests / s
-  double output_throughput = 0;      // output tokens / s (aggregate decode throughput)
-  double total_token_throughput = 0; // (input + output) tokens / s
+  double request_throughput = 0;      // completed requests / s
+  double output_throughput = 0;       // output tokens / s (aggregate decode throughput)
+  double total_token_throughput = 0;  // (input + output) tokens / s
   LatencyStats ttft, tpot, itl, e2el;
 };
 
@@ -93,19 +93,19 @@ BenchResult ComputeBenchResult(const std::vector<RequestRecord>& records, double
 
 struct ServeBenchOptions {
   std::string url = "http://127.0.0.1:8000";  // server root, or a base ending in /v1
-  std::string model;            // empty: the first id of GET /v1/models
-  std::string endpoint = "completions";  // completions | chat
-  std::string api_key;          // Authorization: Bearer (empty: none)
-  int concurrency = 1;          // requests in flight (connections)
+  std::string model;                          // empty: the first id of GET /v1/models
+  std::string endpoint = "completions";       // completions | chat
+  std::string api_key;                        // Authorization: Bearer (empty: none)
+  int concurrency = 1;                        // requests in flight (connections)
   int num_prompts = 100;
   int input_len = 128;
   int output_len = 128;
-  double request_rate = 0;      // requests/s of a Poisson arrival process; 0 = all at once
-  uint64_t seed = 0;            // prompts and arrival times
-  int64_t vocab_size = 32000;   // random ids are uniform in [0, vocab_size)
-  std::string tokenizer_dir;    // optional: vocab size from it; needed by --endpoint chat
-  double timeout_s = 300;       // a request fails when the server sends nothing for this long
-  bool progress = true;         // progress lines on stderr
+  double request_rate = 0;     // requests/s of a Poisson arrival process; 0 = all at once
+  uint64_t seed = 0;           // prompts and arrival times
+  int64_t vocab_size = 32000;  // random ids are uniform in [0, vocab_size)
+  std::string tokenizer_dir;   // optional: vocab size from it; needed by --endpoint chat
+  double timeout_s = 300;      // a request fails when the server sends nothing for this long
+  bool progress = true;        // progress lines on stderr
 };
 
 // Runs the benchmark. Errors (not request failures, which are counted): bad options, an

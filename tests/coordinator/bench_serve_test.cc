@@ -111,7 +111,7 @@ TEST(BenchStats, TpotExcludesTheFirstTokenAndItlPoolsEveryGap) {
   BenchResult r = ComputeBenchResult(records, 2.0);
   EXPECT_EQ(r.completed, 3);
   EXPECT_EQ(r.failed, 0);
-  EXPECT_NEAR(r.tpot.mean, 75.0, 1e-9);          // requests with > 1 token: 100 and 50
+  EXPECT_NEAR(r.tpot.mean, 75.0, 1e-9);  // requests with > 1 token: 100 and 50
   EXPECT_NEAR(r.tpot.p50, 75.0, 1e-9);
   EXPECT_NEAR(r.itl.mean, (100 * 3 + 20 + 80) / 5.0, 1e-9);  // 5 gaps pooled
   EXPECT_NEAR(r.itl.p50, 100.0, 1e-9);
@@ -158,9 +158,9 @@ TEST(BenchStats, JsonHasVllmKeysAndTheReportHasEverySection) {
   EXPECT_TRUE(j["first_error"].is_null());
   EXPECT_NEAR(j["mean_tpot_ms"].get<double>(), 10.0, 1e-9);
   const std::string text = BenchResultToText(r, o);
-  for (const char* line : {"Successful requests:", "Output token throughput (tok/s):",
-                           "Mean TTFT (ms):", "P99 TPOT (ms):", "Median ITL (ms):",
-                           "P90 E2EL (ms):"}) {
+  for (const char* line :
+       {"Successful requests:", "Output token throughput (tok/s):", "Mean TTFT (ms):",
+        "P99 TPOT (ms):", "Median ITL (ms):", "P90 E2EL (ms):"}) {
     EXPECT_THAT(text, ::testing::HasSubstr(line));
   }
 }

@@ -7,6 +7,9 @@
 // - per-worker step time and heartbeat age exist in /metrics and move;
 // - a KV cache too small for the concurrent requests forces preemptions (counted in /metrics)
 //   and every output still equals `tessera generate` on its prompt alone.
+#include <boost/asio.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
 #include <chrono>
 #include <future>
 #include <memory>
@@ -17,16 +20,12 @@
 #include <utility>
 #include <vector>
 
-#include <boost/asio.hpp>
-#include <boost/beast/core.hpp>
-#include <boost/beast/http.hpp>
-
 #include "absl/strings/match.h"
-#include "coordinator/api/bench_serve.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "coordinator/api/bench_serve.h"
 #include "gmock/gmock.h"
 #include "grpcpp/generic/generic_stub.h"
 #include "grpcpp/grpcpp.h"
@@ -153,8 +152,8 @@ struct Completion {
 
 // Greedy /v1/completions on token ids (text and usage come back; ids are compared over gRPC).
 Completion Complete(int port, const std::vector<int32_t>& prompt, int max_tokens) {
-  nlohmann::json req = {{"model", kModelName}, {"prompt", prompt},
-                        {"max_tokens", max_tokens}, {"temperature", 0}};
+  nlohmann::json req = {
+      {"model", kModelName}, {"prompt", prompt}, {"max_tokens", max_tokens}, {"temperature", 0}};
   HttpResponse r = Http(port, http::verb::post, "/v1/completions", req.dump());
   Completion c;
   c.status = r.status;
@@ -167,14 +166,25 @@ class Server {
   explicit Server(std::vector<std::string> extra) {
     http_port_ = testing::FreePort();
     grpc_port_ = testing::FreePort();
-    std::vector<std::string> args = {testing::TesseraBinary(), "serve", "--model", ModelDir(),
-                                     "--served-model-name", kModelName, "--http-port",
-                                     absl::StrCat(http_port_), "--grpc-port",
-                                     absl::StrCat(grpc_port_), "--local-workers", "2",
-                                     "--worker-threads", "1", "--block-size", "8"};
+    std::vector<std::string> args = {testing::TesseraBinary(),
+                                     "serve",
+                                     "--model",
+                                     ModelDir(),
+                                     "--served-model-name",
+                                     kModelName,
+                                     "--http-port",
+                                     absl::StrCat(http_port_),
+                                     "--grpc-port",
+                                     absl::StrCat(grpc_port_),
+                                     "--local-workers",
+                                     "2",
+                                     "--worker-threads",
+                                     "1",
+                                     "--block-size",
+                                     "8"};
     args.insert(args.end(), extra.begin(), extra.end());
-    process_ = std::make_unique<ChildProcess>(
-        args, testing::MakeTempDir("serve_http") + "/serve.log");
+    process_ =
+        std::make_unique<ChildProcess>(args, testing::MakeTempDir("serve_http") + "/serve.log");
     const bool up = testing::WaitFor(
         [&] {
           return Http(http_port_, http::verb::get, "/health").status == 200 ||
@@ -184,8 +194,7 @@ class Server {
     CHECK(up && !process_->Wait(milliseconds(0)).has_value()) << process_->Log();
     // Both instances ready (/health is 200 once any replica serves; the model's gRPC health is
     // SERVING once every instance is), so sequential requests all go to the first instance.
-    CHECK(testing::WaitFor([&] { return ModelServing(); }, milliseconds(60000)))
-        << process_->Log();
+    CHECK(testing::WaitFor([&] { return ModelServing(); }, milliseconds(60000))) << process_->Log();
   }
   ~Server() {
     process_->Kill(SIGTERM);
@@ -200,18 +209,19 @@ class Server {
     grpc::ClientContext ctx;
     ctx.set_deadline(std::chrono::system_clock::now() + milliseconds(2000));
     // HealthCheckRequest { service = 1: kModelName }
-    const std::string req = absl::StrCat("\x0a", std::string(1, char(sizeof(kModelName) - 1)),
-                                         kModelName);
+    const std::string req =
+        absl::StrCat("\x0a", std::string(1, char(sizeof(kModelName) - 1)), kModelName);
     grpc::Slice slice(req);
     grpc::ByteBuffer request(&slice, 1), response;
     std::promise<grpc::Status> done;
-    stub.UnaryCall(&ctx, "/grpc.health.v1.Health/Check", grpc::StubOptions(), &request,
-                   &response, [&](grpc::Status st) { done.set_value(st); });
+    stub.UnaryCall(&ctx, "/grpc.health.v1.Health/Check", grpc::StubOptions(), &request, &response,
+                   [&](grpc::Status st) { done.set_value(st); });
     if (!done.get_future().get().ok()) return false;
     std::vector<grpc::Slice> slices;
     (void)response.Dump(&slices);
     std::string bytes;
-    for (const grpc::Slice& sl : slices) bytes.append(reinterpret_cast<const char*>(sl.begin()), sl.size());
+    for (const grpc::Slice& sl : slices)
+      bytes.append(reinterpret_cast<const char*>(sl.begin()), sl.size());
     return bytes == std::string("\x08\x01", 2);  // status = SERVING
   }
   std::string Metrics() const { return Http(http_port_, http::verb::get, "/metrics").body; }
@@ -237,9 +247,14 @@ class ServeHttpTest : public ::testing::Test {
 
 // Runs `tessera bench serve --json` against the suite's server with `flags` added.
 nlohmann::json RunBench(int port, const std::vector<std::string>& flags) {
-  std::vector<std::string> args = {testing::TesseraBinary(), "bench", "serve", "--url",
-                                   absl::StrCat("http://127.0.0.1:", port), "--tokenizer",
-                                   ModelDir(), "--json"};
+  std::vector<std::string> args = {testing::TesseraBinary(),
+                                   "bench",
+                                   "serve",
+                                   "--url",
+                                   absl::StrCat("http://127.0.0.1:", port),
+                                   "--tokenizer",
+                                   ModelDir(),
+                                   "--json"};
   args.insert(args.end(), flags.begin(), flags.end());
   ChildProcess bench(args, testing::MakeTempDir("bench_serve") + "/bench.log");
   std::optional<int> code = bench.Wait(milliseconds(120000));
@@ -253,9 +268,9 @@ nlohmann::json RunBench(int port, const std::vector<std::string>& flags) {
 }
 
 TEST_F(ServeHttpTest, BenchServeJsonCountsEveryTokenAndOrdersPercentiles) {
-  nlohmann::json j = RunBench(server_->http_port(),
-                              {"--concurrency", "4", "--num-prompts", "10", "--input-len", "32",
-                               "--output-len", "12", "--seed", "1"});
+  nlohmann::json j =
+      RunBench(server_->http_port(), {"--concurrency", "4", "--num-prompts", "10", "--input-len",
+                                      "32", "--output-len", "12", "--seed", "1"});
   ASSERT_TRUE(j.is_object());
   EXPECT_EQ(j["model"], kModelName);
   EXPECT_EQ(j["completed"], 10);
@@ -381,13 +396,12 @@ TEST(ServeHttpNoTokenizerTest, TokenIdCompletionsWorkAndTextIsRefused) {
                        absl::StrCat(http_port), "--grpc-port", absl::StrCat(testing::FreePort()),
                        "--local-workers", "1", "--worker-threads", "1"},
                       testing::MakeTempDir("serve_notok") + "/serve.log");
-  ASSERT_TRUE(testing::WaitFor(
-      [&] { return Http(http_port, http::verb::get, "/health").status == 200; },
-      milliseconds(90000)))
+  ASSERT_TRUE(
+      testing::WaitFor([&] { return Http(http_port, http::verb::get, "/health").status == 200; },
+                       milliseconds(90000)))
       << server.Log();
   const std::vector<int32_t> prompt = {5, 17, 300, 2, 9};
-  nlohmann::json req = {{"prompt", prompt}, {"max_tokens", 6}, {"temperature", 0},
-                        {"logprobs", 2}};
+  nlohmann::json req = {{"prompt", prompt}, {"max_tokens", 6}, {"temperature", 0}, {"logprobs", 2}};
   HttpResponse ok = Http(http_port, http::verb::post, "/v1/completions", req.dump());
   ASSERT_EQ(ok.status, 200) << ok.body;
   nlohmann::json j = nlohmann::json::parse(ok.body);
@@ -434,7 +448,8 @@ TEST(ServeHttpPreemptionTest, TinyKvCacheForcesPreemptionAndOutputsStayExact) {
       auto reader = stub->Generate(&ctx, req);
       std::vector<int32_t> tokens;
       v1::GenerateResponse r;
-      while (reader->Read(&r)) tokens.insert(tokens.end(), r.token_ids().begin(), r.token_ids().end());
+      while (reader->Read(&r))
+        tokens.insert(tokens.end(), r.token_ids().begin(), r.token_ids().end());
       return std::make_pair(reader->Finish(), tokens);
     }));
   }
