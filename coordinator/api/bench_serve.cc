@@ -1,11 +1,6 @@
 #include "coordinator/api/bench_serve.h"
 
-// Boost 1.74's asio/awaitable.hpp uses std::exchange without including <utility>.
 #include <algorithm>
-#include <boost/asio.hpp>
-#include <boost/asio/redirect_error.hpp>
-#include <boost/beast/core.hpp>
-#include <boost/beast/http.hpp>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -14,8 +9,13 @@
 #include <memory>
 #include <optional>
 #include <random>
-#include <utility>
+#include <utility>  // before Boost: 1.74's asio/awaitable.hpp uses std::exchange without it
 #include <vector>
+
+#include <boost/asio.hpp>
+#include <boost/asio/redirect_error.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
 
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"

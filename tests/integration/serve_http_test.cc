@@ -7,9 +7,6 @@
 // - per-worker step time and heartbeat age exist in /metrics and move;
 // - a KV cache too small for the concurrent requests forces preemptions (counted in /metrics)
 //   and every output still equals `tessera generate` on its prompt alone.
-#include <boost/asio.hpp>
-#include <boost/beast/core.hpp>
-#include <boost/beast/http.hpp>
 #include <chrono>
 #include <future>
 #include <memory>
@@ -19,6 +16,10 @@
 #include <thread>
 #include <utility>
 #include <vector>
+
+#include <boost/asio.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
 
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
