@@ -30,6 +30,7 @@ const std::vector<Command>& Commands() {
       {"serve", "serve a model: gRPC API, cluster, local workers", RunServeCommand},
       {"worker", "join a coordinator (tessera serve) and execute its steps", RunWorkerCommand},
       {"chat-template", "render a conversation with a model's chat template", RunChatTemplate},
+      {"jinja-render", "render any Jinja template with JSON variables (tests)", RunJinjaRender},
       {"make-model", "write a deterministic random-weight checkpoint (HF layout)", RunMakeModel},
       {"parse-output", "split model output into content, reasoning and tool calls", RunParseOutput},
       {"plan", "sharding plan and per-device memory of a model from its config.json", RunPlan},

@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "coordinator/text/chat_template.h"
 #include "coordinator/text/jinja/builtins.h"
+#include "coordinator/text/jinja/errors.h"
 #include "coordinator/text/tokenizer.h"
 #include "kernels/base/flags.h"
 #include "kernels/base/status.h"
@@ -188,6 +189,75 @@ int RunChatTemplate(int argc, char** argv) {
     out["prompt"] = prompt;
     if (tokenizer) out["prompt_ids"] = tokenizer->Encode(prompt, /*allow_special=*/true);
     WriteOut(out.dump(-1, ' ', false, Json::error_handler_t::replace) + "\n");
+    return absl::OkStatus();
+  });
+}
+
+namespace {
+
+// One template rendered with `context`: {"output"} or {"error", "kind", "raise_exception"?}.
+Json RenderOne(const std::string& source, const Json& context) {
+  Json r = Json::object();
+  absl::StatusOr<ChatTemplate> t = ChatTemplate::Parse(source);
+  absl::StatusOr<std::string> out = t.ok() ? t->Render(context)
+                                           : absl::StatusOr<std::string>(t.status());
+  if (out.ok()) {
+    r["output"] = *out;
+    return r;
+  }
+  r["error"] = std::string(out.status().message());
+  const jinja::ErrorKind kind = jinja::ErrorKindOf(out.status());
+  r["kind"] = jinja::ErrorKindName(kind);
+  if (kind == jinja::ErrorKind::kRaised) r["raise_exception"] = RaisedMessage(out.status());
+  return r;
+}
+
+}  // namespace
+
+int RunJinjaRender(int argc, char** argv) {
+  FlagParser parser("jinja-render", "render any Jinja template with JSON variables (tests)");
+  std::string template_path, context_text, batch_path;
+  parser.AddString("template", &template_path, "template file");
+  parser.AddString("context", &context_text, "JSON object of template variables");
+  parser.AddString("batch", &batch_path,
+                   "JSON file: list of {\"template\", \"context\"}; prints a JSON array");
+  return RunCommand(parser, argc, argv, [&]() -> absl::Status {
+    if (template_path.empty() == batch_path.empty()) {
+      return absl::InvalidArgumentError("give exactly one of --template FILE or --batch FILE");
+    }
+    if (!batch_path.empty()) {
+      ASSIGN_OR_RETURN(Json cases, ReadJson(batch_path, "--batch"));
+      if (!cases.is_array()) return absl::InvalidArgumentError("--batch: expected a JSON list");
+      Json results = Json::array();
+      for (const Json& c : cases) {
+        if (!c.is_object() || !c.contains("template") || !c["template"].is_string()) {
+          return absl::InvalidArgumentError("--batch: each case needs a \"template\" string");
+        }
+        const Json context = c.contains("context") ? c["context"] : Json::object();
+        if (!context.is_object()) {
+          return absl::InvalidArgumentError("--batch: \"context\" must be a JSON object");
+        }
+        results.push_back(RenderOne(c["template"].get<std::string>(), context));
+      }
+      WriteOut(results.dump(-1, ' ', false, Json::error_handler_t::replace) + "\n");
+      return absl::OkStatus();
+    }
+    ASSIGN_OR_RETURN(std::string source, ReadText(template_path));
+    Json context = Json::object();
+    if (!context_text.empty()) {
+      ASSIGN_OR_RETURN(context, ParseJson(context_text, "--context"));
+      if (!context.is_object()) return absl::InvalidArgumentError("--context must be an object");
+    }
+    absl::StatusOr<ChatTemplate> t = ChatTemplate::Parse(std::move(source));
+    if (!t.ok()) return Annotate(t.status(), template_path);
+    absl::StatusOr<std::string> out = t->Render(context);
+    if (!out.ok()) {
+      return jinja::WithMessagePrefix(out.status(),
+                               absl::StrCat(template_path, " (",
+                                            jinja::ErrorKindName(jinja::ErrorKindOf(out.status())),
+                                            " error): "));
+    }
+    WriteOut(*out);
     return absl::OkStatus();
   });
 }

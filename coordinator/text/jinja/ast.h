@@ -37,6 +37,7 @@ struct Expr {
     kAnd,        // a and b
     kOr,         // a or b
     kBinary,     // a op b
+    kCompare,    // args[0] ops[0] args[1] ops[1] args[2] ... (chained comparison, as Python)
     kCond,       // b if a else c   (a = condition, b = true value, c = false value or null)
     kList,       // [args]
     kTuple,      // (args)
@@ -48,11 +49,17 @@ struct Expr {
   Value value;
   std::string name;
   BinOp op = BinOp::kAdd;
+  std::vector<BinOp> ops;  // kCompare
   bool negated = false;  // kTest: "is not"
   ExprPtr a, b, c, d;
   std::vector<ExprPtr> args;
   std::vector<ExprPtr> args2;
   std::vector<std::pair<std::string, ExprPtr>> kwargs;
+  ExprPtr dyn_args;    // call(*dyn_args)
+  ExprPtr dyn_kwargs;  // call(**dyn_kwargs)
+  // Resolved at parse time; null for an unknown name, which fails when evaluated ("No filter
+  // named 'x' found.") -- Jinja defers that error to runtime inside if / conditional expressions
+  // and rejects the template at parse time elsewhere.
   FilterFn filter = nullptr;
   TestFn test = nullptr;
 };
@@ -76,6 +83,8 @@ struct Stmt {
     kContinue,
     kScope,        // body in its own scope (with, HF's generation block)
     kWith,         // with targets = exprs: body
+    kAutoescape,   // autoescape expr: body (outputs are HTML-escaped when expr is true)
+    kNoLoader,     // include / import / from / extends: fails (HF's environment has no loader)
   };
   Kind kind;
   int line = 0;

@@ -14,14 +14,13 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "coordinator/text/jinja/errors.h"
 #include "coordinator/text/jinja/interpreter.h"
 #include "coordinator/text/jinja/parser.h"
 #include "kernels/base/status.h"
 
 namespace tessera::jinja {
 namespace {
-
-absl::Status TypeError(absl::string_view msg) { return absl::InvalidArgumentError(msg); }
 
 // Binds positional and keyword arguments to parameter names; unset parameters stay Undefined
 // (with an empty hint), so callers test is_undefined() for "not given".
@@ -499,7 +498,7 @@ absl::StatusOr<Value> StrMethod(const Value& self, absl::string_view name, CallA
       if (close == std::string::npos) return TypeError("Single '{' encountered in format string");
       std::string field = s.substr(i + 1, close - i - 1);
       if (field.find_first_of(":!") != std::string::npos) {
-        return absl::UnimplementedError("str.format: format specs and conversions are not "
+        return JinjaError(ErrorKind::kUnsupported, "str.format: format specs and conversions are not "
                                         "supported");
       }
       const Value* v = nullptr;
@@ -1274,7 +1273,7 @@ absl::StatusOr<Value> GRange(Interpreter&, CallArgs& args) {
   std::vector<Value> out;
   for (int64_t i = start; step > 0 ? i < stop : i > stop; i += step) {
     if (out.size() >= 100000) {
-      return absl::OutOfRangeError(
+      return ValueError(
           "Range too big. The sandbox blocks ranges larger than MAX_RANGE (100000).");
     }
     out.push_back(Value::Int(i));
@@ -1322,7 +1321,7 @@ absl::StatusOr<Value> GDict(Interpreter&, CallArgs& args) {
 
 absl::StatusOr<Value> GRaise(Interpreter&, CallArgs& args) {
   std::string msg = args.positional.empty() ? "" : args.positional[0].Str();
-  return absl::FailedPreconditionError(absl::StrCat(kRaiseExceptionPrefix, msg));
+  return JinjaError(ErrorKind::kRaised, absl::StrCat(kRaiseExceptionPrefix, msg));
 }
 
 absl::StatusOr<Value> GStrftime(Interpreter&, CallArgs& args) {

@@ -1,11 +1,13 @@
 #include "coordinator/text/jinja/interpreter.h"
 
 #include <cmath>
+#include <optional>
 #include <utility>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "coordinator/text/jinja/builtins.h"
+#include "coordinator/text/jinja/errors.h"
 #include "coordinator/text/jinja/parser.h"
 #include "kernels/base/status.h"
 
@@ -16,47 +18,83 @@ constexpr int kMaxCallDepth = 200;
 
 absl::Status Located(absl::Status status, int line, int column) {
   if (status.ok() || absl::StartsWith(status.message(), "template line ")) return status;
-  return absl::Status(status.code(), absl::StrCat("template line ", line, ", column ", column,
-                                                  ": ", status.message()));
+  return WithMessagePrefix(status, absl::StrCat("template line ", line, ", column ", column, ": "));
 }
 
-absl::Status TypeError(absl::string_view msg) { return absl::InvalidArgumentError(msg); }
-
 bool IsIntLike(const Value& v) { return v.is_int() || v.is_bool(); }
+
+// Python integers are unbounded; ours are 64-bit (no chat template computes such numbers).
+absl::Status IntegerOverflow() {
+  return JinjaError(ErrorKind::kUnsupported,
+                    "integer result does not fit in 64 bits (Python would compute it exactly)");
+}
+
+// MarkupSafe's escape() of a value's str().
+std::string HtmlEscape(absl::string_view s) {
+  std::string out;
+  out.reserve(s.size());
+  for (char c : s) {
+    switch (c) {
+      case '&': out += "&amp;"; break;
+      case '<': out += "&lt;"; break;
+      case '>': out += "&gt;"; break;
+      case '"': out += "&#34;"; break;
+      case '\'': out += "&#39;"; break;
+      default: out.push_back(c);
+    }
+  }
+  return out;
+}
+
+// The text a value contributes to Markup: unchanged when it is Markup, else escaped.
+std::string MarkupText(const Value& v) {
+  return v.is_markup() ? v.str() : HtmlEscape(v.Str());
+}
 
 absl::StatusOr<Value> Arith(BinOp op, const Value& a, const Value& b) {
   static const char* const kSym[] = {"+", "-", "*", "/", "//", "%", "**"};
   const char* sym = kSym[static_cast<int>(op)];
   if (a.is_undefined()) return UndefinedError(a);
-  if (b.is_undefined()) return UndefinedError(b);
+  if (b.is_undefined() && !(op == BinOp::kMod && a.is_string())) return UndefinedError(b);
   if (a.is_number() && b.is_number()) {
     const bool ints = IsIntLike(a) && IsIntLike(b);
     const double x = a.float_value();
     const double y = b.float_value();
     switch (op) {
-      case BinOp::kAdd: return ints ? Value::Int(a.int_value() + b.int_value()) : Value::Float(x + y);
-      case BinOp::kSub: return ints ? Value::Int(a.int_value() - b.int_value()) : Value::Float(x - y);
-      case BinOp::kMul: return ints ? Value::Int(a.int_value() * b.int_value()) : Value::Float(x * y);
+      case BinOp::kAdd:
+      case BinOp::kSub:
+      case BinOp::kMul: {
+        if (!ints) {
+          return Value::Float(op == BinOp::kAdd ? x + y : op == BinOp::kSub ? x - y : x * y);
+        }
+        int64_t r;
+        const bool overflow =
+            op == BinOp::kAdd   ? __builtin_add_overflow(a.int_value(), b.int_value(), &r)
+            : op == BinOp::kSub ? __builtin_sub_overflow(a.int_value(), b.int_value(), &r)
+                                : __builtin_mul_overflow(a.int_value(), b.int_value(), &r);
+        if (overflow) return IntegerOverflow();
+        return Value::Int(r);
+      }
       case BinOp::kDiv:
-        if (y == 0) return TypeError(ints ? "division by zero" : "float division by zero");
+        if (y == 0) return ValueError(ints ? "division by zero" : "float division by zero");
         return Value::Float(x / y);
       case BinOp::kFloorDiv:
         if (ints) {
-          if (b.int_value() == 0) return TypeError("integer division or modulo by zero");
+          if (b.int_value() == 0) return ValueError("integer division or modulo by zero");
           int64_t q = a.int_value() / b.int_value();
           if ((a.int_value() % b.int_value() != 0) && ((a.int_value() < 0) != (b.int_value() < 0))) --q;
           return Value::Int(q);
         }
-        if (y == 0) return TypeError("float floor division by zero");
+        if (y == 0) return ValueError("float floor division by zero");
         return Value::Float(std::floor(x / y));
       case BinOp::kMod:
         if (ints) {
-          if (b.int_value() == 0) return TypeError("integer division or modulo by zero");
+          if (b.int_value() == 0) return ValueError("integer division or modulo by zero");
           int64_t r = a.int_value() % b.int_value();
           if (r != 0 && ((r < 0) != (b.int_value() < 0))) r += b.int_value();
           return Value::Int(r);
         }
-        if (y == 0) return TypeError("float modulo");
+        if (y == 0) return ValueError("float modulo");
         {
           double r = std::fmod(x, y);
           if (r != 0 && ((r < 0) != (y < 0))) r += y;
@@ -65,35 +103,46 @@ absl::StatusOr<Value> Arith(BinOp op, const Value& a, const Value& b) {
       case BinOp::kPow:
         if (ints && b.int_value() >= 0) {
           int64_t r = 1;
-          for (int64_t i = 0; i < b.int_value(); ++i) r *= a.int_value();
+          for (int64_t i = 0; i < b.int_value(); ++i) {
+            if (__builtin_mul_overflow(r, a.int_value(), &r)) return IntegerOverflow();
+            if (r == 0 || r == 1) break;
+          }
           return Value::Int(r);
+        }
+        if (x == 0 && y < 0) {
+          return ValueError("0.0 cannot be raised to a negative power");
         }
         return Value::Float(std::pow(x, y));
       default: break;
     }
   }
   if (op == BinOp::kAdd) {
+    if (a.is_markup() && (b.is_string() || b.is_number() || b.is_none())) {
+      return Value::Markup(a.str() + MarkupText(b));  // Markup.__add__ escapes the other side
+    }
+    if (b.is_markup() && a.is_string()) return Value::Markup(MarkupText(a) + b.str());
     if (a.is_string() && b.is_string()) return Value::String(a.str() + b.str());
-    if (a.is_list() && b.is_list() && a.is_tuple() == b.is_tuple()) {
+    if (a.is_list() && b.is_list() && a.seq_kind() == b.seq_kind() &&
+        (a.is_plain_list() || a.is_tuple())) {
       std::vector<Value> items = a.list();
       items.insert(items.end(), b.list().begin(), b.list().end());
       return Value::List(std::move(items), a.is_tuple());
     }
-    if (a.is_string() || a.is_list()) {
+    if (a.is_string() || a.is_plain_list() || a.is_tuple()) {
       return TypeError(absl::StrCat("can only concatenate ", a.TypeName(), " (not \"",
                                     b.TypeName(), "\") to ", a.TypeName()));
     }
   }
   if (op == BinOp::kMul) {
-    const Value* seq = (a.is_string() || a.is_list()) ? &a : (b.is_string() || b.is_list()) ? &b
-                                                                                           : nullptr;
+    auto is_seq = [](const Value& v) { return v.is_string() || v.is_plain_list() || v.is_tuple(); };
+    const Value* seq = is_seq(a) ? &a : is_seq(b) ? &b : nullptr;
     const Value* n = seq == &a ? &b : &a;
     if (seq != nullptr && IsIntLike(*n)) {
       const int64_t count = std::max<int64_t>(0, n->int_value());
       if (seq->is_string()) {
         std::string out;
         for (int64_t i = 0; i < count; ++i) out += seq->str();
-        return Value::String(std::move(out));
+        return seq->is_markup() ? Value::Markup(std::move(out)) : Value::String(std::move(out));
       }
       std::vector<Value> items;
       for (int64_t i = 0; i < count; ++i) {
@@ -105,6 +154,23 @@ absl::StatusOr<Value> Arith(BinOp op, const Value& a, const Value& b) {
       return TypeError(absl::StrCat("can't multiply sequence by non-int of type '",
                                     n->TypeName(), "'"));
     }
+  }
+  if (op == BinOp::kMod && a.is_markup()) {
+    // Markup.__mod__ escapes the arguments.
+    Value escaped;
+    if (b.is_tuple()) {
+      std::vector<Value> items;
+      for (const Value& x : b.list()) items.push_back(Value::Markup(MarkupText(x)));
+      escaped = Value::List(std::move(items), true);
+    } else if (b.is_dict()) {
+      std::vector<std::pair<std::string, Value>> items;
+      for (const auto& [k, x] : b.dict()) items.emplace_back(k, Value::Markup(MarkupText(x)));
+      escaped = Value::Dict(std::move(items));
+    } else {
+      escaped = Value::Markup(MarkupText(b));
+    }
+    ASSIGN_OR_RETURN(Value r, PercentFormat(a.str(), escaped));
+    return Value::Markup(r.str());
   }
   if (op == BinOp::kMod && a.is_string()) return PercentFormat(a.str(), b);
   return TypeError(absl::StrCat("unsupported operand type(s) for ", sym, ": '", a.TypeName(),
@@ -121,11 +187,14 @@ absl::StatusOr<bool> Contains(const Value& container, const Value& item) {
       }
       return container.str().find(item.str()) != std::string::npos;
     case Value::Type::kList:
-      for (const Value& v : container.list()) {
+      for (const Value& v : container.Consume()) {
         if (Equals(v, item)) return true;
       }
       return false;
     case Value::Type::kDict:
+      if (item.is_plain_list() || item.is_dict() || item.is_namespace()) {
+        return TypeError(absl::StrCat("unhashable type: '", item.TypeName(), "'"));
+      }
       if (!item.is_string()) return false;
       return container.Find(item.str()) != nullptr;
     default:
@@ -151,7 +220,7 @@ absl::StatusOr<Value> SliceValue(const Value& v, const Value& start, const Value
   if (v.is_string()) {
     cps = DecodeUtf8(v.str());
     n = static_cast<int64_t>(cps.size());
-  } else if (v.is_list()) {
+  } else if (v.is_subscriptable_seq()) {
     n = static_cast<int64_t>(v.list().size());
   } else if (v.is_undefined()) {
     return UndefinedError(v);
@@ -189,17 +258,30 @@ absl::StatusOr<Value> SliceValue(const Value& v, const Value& start, const Value
   return Value::List(std::move(items), v.is_tuple());
 }
 
+// Python attributes whose name starts with "_" exist on every object (__class__, __len__, ...):
+// the sandbox refuses them (an Undefined that raises SecurityError when used).
+bool IsUnsafeAttribute(const Value& obj, absl::string_view name) {
+  if (!absl::StartsWith(name, "__") || !absl::EndsWith(name, "__")) return false;
+  return !(obj.is_dict() && obj.Find(name) != nullptr);
+}
+
+Value UnsafeUndefined(const Value& obj, absl::string_view name) {
+  return Value::Undefined(absl::StrCat("access to attribute '", name, "' of '", obj.TypeName(),
+                                       "' object is unsafe."),
+                          /*unsafe=*/true);
+}
+
 }  // namespace
 
 absl::Status UndefinedError(const Value& v) {
-  if (v.undefined_unsafe()) return absl::PermissionDeniedError(v.undefined_hint());
-  return absl::InvalidArgumentError(v.undefined_hint());
+  return JinjaError(v.undefined_unsafe() ? ErrorKind::kSecurity : ErrorKind::kUndefined,
+                    v.undefined_hint());
 }
 
 absl::StatusOr<std::vector<Value>> Iterate(const Value& v) {
   switch (v.type()) {
     case Value::Type::kUndefined: return std::vector<Value>();
-    case Value::Type::kList: return v.list();
+    case Value::Type::kList: return v.Consume();
     case Value::Type::kDict: {
       std::vector<Value> keys;
       keys.reserve(v.dict().size());
@@ -224,11 +306,13 @@ absl::StatusOr<int64_t> Length(const Value& v) {
   switch (v.type()) {
     case Value::Type::kUndefined: return 0;
     case Value::Type::kString: return static_cast<int64_t>(CodePointCount(v.str()));
-    case Value::Type::kList: return static_cast<int64_t>(v.list().size());
+    case Value::Type::kList:
+      if (!v.has_len()) break;
+      return static_cast<int64_t>(v.list().size());
     case Value::Type::kDict: return static_cast<int64_t>(v.dict().size());
-    default:
-      return TypeError(absl::StrCat("object of type '", v.TypeName(), "' has no len()"));
+    default: break;
   }
+  return TypeError(absl::StrCat("object of type '", v.TypeName(), "' has no len()"));
 }
 
 absl::StatusOr<int> Compare(const Value& a, const Value& b, absl::string_view op) {
@@ -245,7 +329,8 @@ absl::StatusOr<int> Compare(const Value& a, const Value& b, absl::string_view op
     const int c = a.str().compare(b.str());
     return c < 0 ? -1 : c > 0 ? 1 : 0;
   }
-  if (a.is_list() && b.is_list() && a.is_tuple() == b.is_tuple()) {
+  if (a.is_list() && b.is_list() && a.seq_kind() == b.seq_kind() &&
+      (a.is_plain_list() || a.is_tuple())) {
     const auto& x = a.list();
     const auto& y = b.list();
     for (size_t i = 0; i < x.size() && i < y.size(); ++i) {
@@ -351,9 +436,24 @@ absl::Status Interpreter::ExecStmt(const Stmt& s, Frame* frame) {
     case Stmt::Kind::kText: out_->append(s.text); return absl::OkStatus();
     case Stmt::Kind::kOutput: {
       ASSIGN_OR_RETURN(Value v, Eval(*s.expr, frame));
-      v.AppendStr(out_);
+      if (autoescape_ && !v.is_markup()) {
+        if (v.is_undefined()) return absl::OkStatus();
+        out_->append(HtmlEscape(v.Str()));
+      } else {
+        v.AppendStr(out_);
+      }
       return absl::OkStatus();
     }
+    case Stmt::Kind::kAutoescape: {
+      ASSIGN_OR_RETURN(Value on, Eval(*s.expr, frame));
+      const bool saved = autoescape_;
+      autoescape_ = on.Truthy();
+      absl::Status st = Exec(s.body, frame);
+      autoescape_ = saved;
+      return st;
+    }
+    case Stmt::Kind::kNoLoader:
+      return Located(TypeError("no loader for this environment specified"), s.line, s.column);
     case Stmt::Kind::kIf:
       for (const auto& [cond, body] : s.branches) {
         ASSIGN_OR_RETURN(Value c, Eval(*cond, frame));
@@ -369,8 +469,9 @@ absl::Status Interpreter::ExecStmt(const Stmt& s, Frame* frame) {
       if (!s.attr.empty()) {
         const Value* ns = frame->Find(s.targets[0]);
         if (ns == nullptr || !ns->is_namespace()) {
-          return Located(TypeError("cannot assign attribute on non-namespace object"), s.line,
-                         s.column);
+          return Located(JinjaError(ErrorKind::kRuntime,
+                                    "cannot assign attribute on non-namespace object"),
+                         s.line, s.column);
         }
         auto& items = ns->mutable_namespace();
         for (auto& kv : items) {
@@ -459,7 +560,7 @@ absl::Status Interpreter::ExecFor(const Stmt& s, Frame* frame, const Value& iter
             return TypeError("loop() takes exactly one argument (the iterable to recurse into)");
           }
           if (call_depth_ >= kMaxCallDepth) {
-            return absl::ResourceExhaustedError(
+            return JinjaError(ErrorKind::kRuntime, 
                 absl::StrCat("recursive loop deeper than ", kMaxCallDepth, " levels"));
           }
           std::string buf;
@@ -479,6 +580,15 @@ absl::Status Interpreter::ExecFor(const Stmt& s, Frame* frame, const Value& iter
       "cycle", [current](Interpreter&, CallArgs& args) -> absl::StatusOr<Value> {
         if (args.positional.empty()) return TypeError("no items for cycling given");
         return args.positional[static_cast<size_t>(*current) % args.positional.size()];
+      });
+  // loop.changed(*values): true when the values differ from the previous call's.
+  auto last_changed = std::make_shared<std::optional<Value>>();
+  const Value changed = Value::Callable(
+      "changed", [last_changed](Interpreter&, CallArgs& args) -> absl::StatusOr<Value> {
+        Value v = Value::List(args.positional, /*tuple=*/true);
+        if (*last_changed && Equals(**last_changed, v)) return Value::Bool(false);
+        *last_changed = std::move(v);
+        return Value::Bool(true);
       });
   const Value no_prev = Value::Undefined("there is no previous item");
   const Value no_next = Value::Undefined("there is no next item");
@@ -507,6 +617,7 @@ absl::Status Interpreter::ExecFor(const Stmt& s, Frame* frame, const Value& iter
     loop.emplace_back("previtem", i > 0 ? items[i - 1] : no_prev);
     loop.emplace_back("nextitem", i + 1 < n ? items[i + 1] : no_next);
     loop.emplace_back("cycle", cycle);
+    loop.emplace_back("changed", changed);
     if (s.recursive) loop.emplace_back("\x01" "call", recurse);
     f->Set("loop", Value::Dict(std::move(loop)));
     RETURN_IF_ERROR(Exec(s.body, f));
@@ -530,7 +641,7 @@ Value Interpreter::MakeMacro(const Stmt& s, Frame* closure, bool is_caller) {
 
 absl::StatusOr<Value> Interpreter::InvokeMacro(const Stmt& s, Frame* closure, CallArgs& args) {
   if (call_depth_ >= kMaxCallDepth) {
-    return absl::ResourceExhaustedError(
+    return JinjaError(ErrorKind::kRuntime, 
         absl::StrCat("macro '", s.name, "' recursed deeper than ", kMaxCallDepth, " calls"));
   }
   const std::string& name = s.kind == Stmt::Kind::kMacro ? s.name : std::string("caller");
@@ -607,6 +718,18 @@ absl::Status Interpreter::EvalArgs(const Expr& e, Frame* frame, CallArgs* args) 
     ASSIGN_OR_RETURN(Value v, Eval(*a, frame));
     args->keyword.emplace_back(k, std::move(v));
   }
+  if (e.dyn_args) {
+    ASSIGN_OR_RETURN(Value v, Eval(*e.dyn_args, frame));
+    ASSIGN_OR_RETURN(std::vector<Value> items, Iterate(v));
+    for (Value& x : items) args->positional.push_back(std::move(x));
+  }
+  if (e.dyn_kwargs) {
+    ASSIGN_OR_RETURN(Value v, Eval(*e.dyn_kwargs, frame));
+    if (!v.is_dict()) {
+      return TypeError(absl::StrCat("argument after ** must be a mapping, not ", v.TypeName()));
+    }
+    for (const auto& [k, x] : v.dict()) args->keyword.emplace_back(k, x);
+  }
   return absl::OkStatus();
 }
 
@@ -628,6 +751,7 @@ absl::StatusOr<Value> Interpreter::Call(const Value& callee, CallArgs& args) {
 
 absl::StatusOr<Value> Interpreter::GetAttr(const Value& obj, absl::string_view name) {
   if (obj.is_undefined()) return UndefinedError(obj);
+  if (IsUnsafeAttribute(obj, name)) return UnsafeUndefined(obj, name);
   absl::StatusOr<Value> method = BoundMethod(obj, name);
   if (method.ok()) return method;
   if (obj.is_dict() || obj.is_namespace()) {
@@ -640,11 +764,11 @@ absl::StatusOr<Value> Interpreter::GetAttr(const Value& obj, absl::string_view n
 
 absl::StatusOr<Value> Interpreter::GetItem(const Value& obj, const Value& key) {
   if (obj.is_undefined()) return UndefinedError(obj);
-  if (obj.is_dict() && key.is_string()) {
+  if ((obj.is_dict() || obj.is_namespace()) && key.is_string()) {
     const Value* v = obj.Find(key.str());
     if (v != nullptr) return *v;
   }
-  if ((obj.is_list() || obj.is_string()) && (key.is_int() || key.is_bool())) {
+  if ((obj.is_subscriptable_seq() || obj.is_string()) && (key.is_int() || key.is_bool())) {
     if (obj.is_list()) {
       const int64_t n = static_cast<int64_t>(obj.list().size());
       const int64_t i = NormalizeIndex(key.int_value(), n);
@@ -661,6 +785,7 @@ absl::StatusOr<Value> Interpreter::GetItem(const Value& obj, const Value& key) {
     }
   }
   if (key.is_string()) {
+    if (IsUnsafeAttribute(obj, key.str())) return UnsafeUndefined(obj, key.str());
     absl::StatusOr<Value> method = BoundMethod(obj, key.str());
     if (method.ok()) return method;
     return Value::Undefined(
@@ -669,6 +794,35 @@ absl::StatusOr<Value> Interpreter::GetItem(const Value& obj, const Value& key) {
   std::string k;
   key.AppendRepr(&k);
   return Value::Undefined(absl::StrCat(obj.TypeRepr(), " has no element ", k));
+}
+
+absl::StatusOr<bool> CompareOp(BinOp op, const Value& a, const Value& b) {
+  switch (op) {
+    case BinOp::kEq: return Equals(a, b);
+    case BinOp::kNe: return !Equals(a, b);
+    case BinOp::kLt: {
+      ASSIGN_OR_RETURN(int c, Compare(a, b, "<"));
+      return c < 0;
+    }
+    case BinOp::kLe: {
+      ASSIGN_OR_RETURN(int c, Compare(a, b, "<="));
+      return c <= 0;
+    }
+    case BinOp::kGt: {
+      ASSIGN_OR_RETURN(int c, Compare(a, b, ">"));
+      return c > 0;
+    }
+    case BinOp::kGe: {
+      ASSIGN_OR_RETURN(int c, Compare(a, b, ">="));
+      return c >= 0;
+    }
+    case BinOp::kIn: return Contains(b, a);
+    case BinOp::kNotIn: {
+      ASSIGN_OR_RETURN(bool in, Contains(b, a));
+      return !in;
+    }
+    default: return absl::InternalError("not a comparison operator");
+  }
 }
 
 absl::StatusOr<Value> Interpreter::EvalBinary(const Expr& e, Frame* frame) {
@@ -681,31 +835,16 @@ absl::StatusOr<Value> Interpreter::EvalBinary(const Expr& e, Frame* frame) {
       b.AppendStr(&s);
       return Value::String(std::move(s));
     }
-    case BinOp::kEq: return Value::Bool(Equals(a, b));
-    case BinOp::kNe: return Value::Bool(!Equals(a, b));
-    case BinOp::kLt: {
-      ASSIGN_OR_RETURN(int c, Compare(a, b, "<"));
-      return Value::Bool(c < 0);
-    }
-    case BinOp::kLe: {
-      ASSIGN_OR_RETURN(int c, Compare(a, b, "<="));
-      return Value::Bool(c <= 0);
-    }
-    case BinOp::kGt: {
-      ASSIGN_OR_RETURN(int c, Compare(a, b, ">"));
-      return Value::Bool(c > 0);
-    }
-    case BinOp::kGe: {
-      ASSIGN_OR_RETURN(int c, Compare(a, b, ">="));
-      return Value::Bool(c >= 0);
-    }
-    case BinOp::kIn: {
-      ASSIGN_OR_RETURN(bool in, Contains(b, a));
-      return Value::Bool(in);
-    }
+    case BinOp::kEq:
+    case BinOp::kNe:
+    case BinOp::kLt:
+    case BinOp::kLe:
+    case BinOp::kGt:
+    case BinOp::kGe:
+    case BinOp::kIn:
     case BinOp::kNotIn: {
-      ASSIGN_OR_RETURN(bool in, Contains(b, a));
-      return Value::Bool(!in);
+      ASSIGN_OR_RETURN(bool r, CompareOp(e.op, a, b));
+      return Value::Bool(r);
     }
     default: return Arith(e.op, a, b);
   }
@@ -749,12 +888,20 @@ absl::StatusOr<Value> Interpreter::EvalInner(const Expr& e, Frame* frame) {
       ASSIGN_OR_RETURN(Value input, Eval(*e.a, frame));
       CallArgs args;
       RETURN_IF_ERROR(EvalArgs(e, frame, &args));
+      if (e.filter == nullptr) {
+        return JinjaError(ErrorKind::kRuntime, absl::StrCat("No filter named '", e.name,
+                                                            "' found."));
+      }
       return e.filter(*this, input, args);
     }
     case Expr::Kind::kTest: {
       ASSIGN_OR_RETURN(Value input, Eval(*e.a, frame));
       CallArgs args;
       RETURN_IF_ERROR(EvalArgs(e, frame, &args));
+      if (e.test == nullptr) {
+        return JinjaError(ErrorKind::kRuntime, absl::StrCat("No test named '", e.name,
+                                                            "' found."));
+      }
       ASSIGN_OR_RETURN(bool r, e.test(*this, input, args));
       return Value::Bool(r != e.negated);
     }
@@ -786,6 +933,16 @@ absl::StatusOr<Value> Interpreter::EvalInner(const Expr& e, Frame* frame) {
       return Eval(*e.b, frame);
     }
     case Expr::Kind::kBinary: return EvalBinary(e, frame);
+    case Expr::Kind::kCompare: {
+      ASSIGN_OR_RETURN(Value left, Eval(*e.args[0], frame));
+      for (size_t i = 0; i < e.ops.size(); ++i) {
+        ASSIGN_OR_RETURN(Value right, Eval(*e.args[i + 1], frame));
+        ASSIGN_OR_RETURN(bool r, CompareOp(e.ops[i], left, right));
+        if (!r) return Value::Bool(false);
+        left = std::move(right);
+      }
+      return Value::Bool(true);
+    }
     case Expr::Kind::kCond: {
       ASSIGN_OR_RETURN(Value c, Eval(*e.a, frame));
       if (c.Truthy()) return Eval(*e.b, frame);
@@ -810,7 +967,7 @@ absl::StatusOr<Value> Interpreter::EvalInner(const Expr& e, Frame* frame) {
         ASSIGN_OR_RETURN(Value k, Eval(*e.args[i], frame));
         ASSIGN_OR_RETURN(Value v, Eval(*e.args2[i], frame));
         if (!k.is_string()) {
-          return absl::UnimplementedError(
+          return JinjaError(ErrorKind::kUnsupported, 
               absl::StrCat("dict literal keys must be strings here (got ", k.TypeName(), ")"));
         }
         bool replaced = false;

@@ -1,11 +1,17 @@
 #include "coordinator/text/jinja/parser.h"
 
 #include <cctype>
+#include <cstring>
 #include <string>
 #include <utility>
 #include <vector>
 
+#ifdef TESSERA_HAVE_ICU
+#include <unicode/uchar.h>
+#endif
+
 #include "absl/strings/str_cat.h"
+#include "coordinator/text/jinja/errors.h"
 #include "kernels/base/status.h"
 
 namespace tessera::jinja {
@@ -24,7 +30,7 @@ struct Token {
 };
 
 absl::Status ErrorAt(int line, int column, absl::string_view message) {
-  return absl::InvalidArgumentError(
+  return JinjaError(ErrorKind::kSyntax,
       absl::StrCat("template line ", line, ", column ", column, ": ", message));
 }
 
@@ -119,7 +125,8 @@ class Lexer {
           tokens_.push_back(MakeToken(is_block ? Tok::kBlockEnd : Tok::kVarEnd, "", p));
           line_starting = after > 0 && src_[after - 1] == '\n';
           // {% raw %}: everything up to {% endraw %} is text.
-          if (is_block && tokens_.size() == first_token + 2 &&
+          // Jinja's raw_begin accepts "-%}" but not "+%}" ("{% raw +%}" is an unknown tag).
+          if (is_block && end_mod != '+' && tokens_.size() == first_token + 2 &&
               tokens_[first_token].type == Tok::kName && tokens_[first_token].text == "raw") {
             tokens_.resize(first_token - 1);
             // Jinja's raw_begin has no trim_blocks suffix: undo the newline trim.
@@ -253,6 +260,29 @@ class Lexer {
       const bool after_dot = !tokens_.empty() && tokens_.back().type == Tok::kOp &&
                              tokens_.back().text == ".";
       size_t e = p;
+      // 0x / 0o / 0b integers (underscores allowed between digits), as Jinja's integer_re.
+      if (c == '0' && p + 2 < n && std::strchr("xXoObB", src_[p + 1]) != nullptr) {
+        const char base_ch = static_cast<char>(std::tolower(src_[p + 1]));
+        const int base = base_ch == 'x' ? 16 : base_ch == 'o' ? 8 : 2;
+        auto is_digit = [&](char d) {
+          return base == 16 ? std::isxdigit(static_cast<unsigned char>(d)) != 0
+                            : (d >= '0' && d < static_cast<char>('0' + base));
+        };
+        size_t q = p + 2;
+        std::string digits_text;
+        while (q < n) {
+          if (src_[q] == '_' && q + 1 < n && is_digit(src_[q + 1])) ++q;
+          if (!is_digit(src_[q])) break;
+          digits_text.push_back(src_[q++]);
+        }
+        if (!digits_text.empty()) {
+          Token t = MakeToken(Tok::kInt, src_.substr(p, q - p), p);
+          t.int_value = static_cast<int64_t>(std::strtoull(digits_text.c_str(), nullptr, base));
+          tokens_.push_back(std::move(t));
+          *pp = q;
+          return absl::OkStatus();
+        }
+      }
       auto digits = [&]() {
         while (e < n && (std::isdigit(static_cast<unsigned char>(src_[e])) ||
                          (src_[e] == '_' && e + 1 < n &&
@@ -277,6 +307,13 @@ class Lexer {
           is_float = true;
         } else {
           e = save;
+        }
+      }
+      // An integer starting with 0 is only zeros ("01" lexes as 0 then 1, a syntax error).
+      if (!is_float && c == '0') {
+        e = p + 1;
+        while (e < n && (src_[e] == '0' || (src_[e] == '_' && e + 1 < n && src_[e + 1] == '0'))) {
+          ++e;
         }
       }
       std::string text;
@@ -326,6 +363,28 @@ class Lexer {
           case 'r': out.push_back('\r'); break;
           case 't': out.push_back('\t'); break;
           case 'v': out.push_back('\v'); break;
+          case 'N': {
+            // \N{UNICODE NAME}
+            const size_t close = src_.find('}', i);
+            bool ok = i < n && src_[i] == '{' && close != std::string::npos;
+#ifdef TESSERA_HAVE_ICU
+            if (ok) {
+              UErrorCode err = U_ZERO_ERROR;
+              const std::string name = src_.substr(i + 1, close - i - 1);
+              const UChar32 cp = u_charFromName(U_UNICODE_CHAR_NAME, name.c_str(), &err);
+              ok = U_SUCCESS(err) && cp >= 0;
+              if (ok) AppendUtf8(static_cast<char32_t>(cp), &out);
+            }
+#else
+            ok = false;
+#endif
+            if (!ok) {
+              Position(p, &line_, &col_);
+              return ErrorAt(line_, col_, "malformed or unknown \\N{...} escape in string literal");
+            }
+            i = close + 1;
+            break;
+          }
           case 'x':
           case 'u':
           case 'U': {
@@ -539,6 +598,40 @@ class Parser {
     if (name == "call") return ParseCallBlock(name_tok);
     if (name == "filter") return ParseFilterBlock(name_tok);
     if (name == "with") return ParseWith(name_tok);
+    if (name == "block") {
+      // A standalone template renders its blocks in place.
+      auto s = NewStmt(Stmt::Kind::kScope, name_tok);
+      RETURN_IF_ERROR(ExpectName().status());
+      if (IsName("scoped")) ++i_;
+      if (IsName("required")) ++i_;
+      RETURN_IF_ERROR(ExpectBlockEnd());
+      std::string end;
+      const int saved = loop_depth_;
+      loop_depth_ = 0;
+      absl::Status st = ParseBody({"endblock"}, &s->body, &end);
+      loop_depth_ = saved;
+      RETURN_IF_ERROR(st);
+      if (Peek().type == Tok::kName) ++i_;  // {% endblock name %}
+      RETURN_IF_ERROR(ExpectBlockEnd());
+      return s;
+    }
+    if (name == "autoescape") {
+      auto s = NewStmt(Stmt::Kind::kAutoescape, name_tok);
+      ASSIGN_OR_RETURN(s->expr, ParseExpr(true));
+      RETURN_IF_ERROR(ExpectBlockEnd());
+      std::string end;
+      RETURN_IF_ERROR(ParseBody({"endautoescape"}, &s->body, &end));
+      RETURN_IF_ERROR(ExpectBlockEnd());
+      return s;
+    }
+    if (name == "include" || name == "import" || name == "from" || name == "extends") {
+      // Parsed (template name and modifiers skipped); rendering fails like Jinja without a
+      // loader, which is how Hugging Face's environment is set up.
+      auto s = NewStmt(Stmt::Kind::kNoLoader, name_tok);
+      while (Peek().type != Tok::kBlockEnd && Peek().type != Tok::kEof) ++i_;
+      RETURN_IF_ERROR(ExpectBlockEnd());
+      return s;
+    }
     if (name == "generation") {
       // Hugging Face's AssistantTracker extension: renders its body unchanged.
       auto s = NewStmt(Stmt::Kind::kScope, name_tok);
@@ -558,7 +651,8 @@ class Parser {
     }
     static const char* const kEndTags[] = {"endif", "endfor", "else", "elif", "endset",
                                            "endmacro", "endcall", "endfilter", "endwith",
-                                           "endgeneration", "endraw"};
+                                           "endgeneration", "endraw", "endblock",
+                                           "endautoescape"};
     for (const char* e : kEndTags) {
       if (name == e) return Error(name_tok, absl::StrCat("unexpected '", name, "' tag"));
     }
@@ -566,7 +660,7 @@ class Parser {
     return Error(name_tok,
                  absl::StrCat("unknown or unsupported tag '", name,
                               "' (supported: if, for, set, macro, call, filter, with, raw, "
-                              "break, continue, generation)"));
+                              "break, continue, block, autoescape, generation)"));
   }
 
   absl::StatusOr<StmtPtr> ParseIf(const Token& at) {
@@ -600,7 +694,11 @@ class Parser {
     while (IsOp(",")) {
       ++i_;
       s->target_tuple = true;
-      if (Peek().type != Tok::kName) break;
+      // "for a, in x" ends the tuple; "set a, = x" does not (Jinja's parse_tuple).
+      if (!allow_attr && IsName("in")) break;
+      if (Peek().type != Tok::kName) {
+        return Error(Peek(), absl::StrCat("unexpected ", Describe(Peek())));
+      }
       ASSIGN_OR_RETURN(std::string n, ExpectName());
       s->targets.push_back(n);
     }
@@ -842,6 +940,7 @@ class Parser {
 
   absl::StatusOr<ExprPtr> ParseCompare() {
     ASSIGN_OR_RETURN(ExprPtr left, ParseMath1());
+    ExprPtr chain;  // kCompare once a second operator follows
     while (true) {
       BinOp op;
       if (IsOp("==")) {
@@ -862,17 +961,17 @@ class Parser {
         op = BinOp::kNotIn;
         ++i_;
       } else {
-        return left;
+        return chain ? std::move(chain) : std::move(left);
       }
       const Token& op_tok = Next();
       ASSIGN_OR_RETURN(ExprPtr right, ParseMath1());
-      // Chained comparisons (a < b < c) evaluate left to right as ((a < b) < c); Jinja would
-      // evaluate them like Python (a < b and b < c). No chat template chains comparisons.
-      auto e = NewExpr(Expr::Kind::kBinary, op_tok);
-      e->op = op;
-      e->a = std::move(left);
-      e->b = std::move(right);
-      left = std::move(e);
+      // a < b < c means (a < b and b < c), b evaluated once, as in Python.
+      if (!chain) {
+        chain = NewExpr(Expr::Kind::kCompare, op_tok);
+        chain->args.push_back(std::move(left));
+      }
+      chain->ops.push_back(op);
+      chain->args.push_back(std::move(right));
     }
   }
 
@@ -1051,7 +1150,14 @@ class Parser {
       first = false;
       if (IsOp(")")) break;
       if (IsOp("*") || IsOp("**")) {
-        return Error(Peek(), "*args / **kwargs in calls are not supported");
+        const bool star2 = IsOp("**");
+        ++i_;
+        ASSIGN_OR_RETURN(ExprPtr v, ParseExpr(true));
+        (star2 ? call->dyn_kwargs : call->dyn_args) = std::move(v);
+        continue;
+      }
+      if (call->dyn_kwargs || (call->dyn_args && !(Peek().type == Tok::kName && IsOp("=", 1)))) {
+        return Error(Peek(), "invalid syntax for function call expression");
       }
       if (Peek().type == Tok::kName && IsOp("=", 1)) {
         std::string name = Next().text;
@@ -1145,9 +1251,6 @@ class Parser {
       auto e = NewExpr(Expr::Kind::kFilter, at);
       e->name = name;
       e->filter = FindFilter(name);
-      if (e->filter == nullptr) {
-        return Error(at, absl::StrCat("no filter named '", name, "'"));
-      }
       e->a = std::move(node);
       if (IsOp("(")) RETURN_IF_ERROR(ParseCallArgs(e.get()));
       node = std::move(e);
@@ -1166,16 +1269,11 @@ class Parser {
           ++i_;
           negated = true;
         }
-        const Token& name_tok = Peek();
         std::string name;
         if (Peek().type == Tok::kName) {
           name = Next().text;
-        } else if (IsOp("==") || IsOp("!=") || IsOp("<") || IsOp("<=") || IsOp(">") ||
-                   IsOp(">=")) {
-          name = Next().text;
         } else {
-          return Error(Peek(), absl::StrCat("expected a test name after 'is', got ",
-                                            Describe(Peek())));
+          return Error(Peek(), absl::StrCat("expected token 'name', got ", Describe(Peek())));
         }
         while (IsOp(".")) {
           ++i_;
@@ -1186,19 +1284,16 @@ class Parser {
         e->name = name;
         e->negated = negated;
         e->test = FindTest(name);
-        if (e->test == nullptr) {
-          return Error(name_tok, absl::StrCat("no test named '", name, "'"));
-        }
         e->a = std::move(node);
         if (IsOp("(")) {
           RETURN_IF_ERROR(ParseCallArgs(e.get()));
         } else {
           const Token& n = Peek();
+          if (IsName("is")) return Error(n, "You cannot chain multiple tests with is");
           const bool arg_start =
               n.type == Tok::kString || n.type == Tok::kInt || n.type == Tok::kFloat ||
               (n.type == Tok::kName && n.text != "else" && n.text != "or" && n.text != "and" &&
-               n.text != "if" && n.text != "is" && n.text != "in" && n.text != "not" &&
-               n.text != "recursive") ||
+               n.text != "if" && n.text != "in" && n.text != "not" && n.text != "recursive") ||
               IsOp("[") || IsOp("{");
           if (arg_start) {
             ASSIGN_OR_RETURN(ExprPtr arg, ParsePrimary());
@@ -1217,6 +1312,70 @@ class Parser {
   size_t i_ = 0;
   int loop_depth_ = 0;
 };
+
+// Unknown filters and tests reject the template at parse time, except where Jinja's compiler is in
+// a "soft" frame (an if statement's test and branches, a conditional expression) and defers the
+// error to when the filter is actually called. Loops, macros and blocks nested inside an if get a
+// fresh, non-soft frame, as in Jinja.
+absl::Status CheckNames(const Expr& e, bool soft);
+
+absl::Status CheckNames(const Body& body, bool soft);
+
+absl::Status CheckNames(const ExprPtr& e, bool soft) {
+  return e ? CheckNames(*e, soft) : absl::OkStatus();
+}
+
+absl::Status CheckNames(const Expr& e, bool soft) {
+  if (e.kind == Expr::Kind::kCond) soft = true;
+  if (!soft && e.kind == Expr::Kind::kFilter && e.filter == nullptr) {
+    return ErrorAt(e.line, e.column, absl::StrCat("No filter named '", e.name, "'."));
+  }
+  if (!soft && e.kind == Expr::Kind::kTest && e.test == nullptr) {
+    return ErrorAt(e.line, e.column, absl::StrCat("No test named '", e.name, "'."));
+  }
+  for (const ExprPtr* sub : {&e.a, &e.b, &e.c, &e.d, &e.dyn_args, &e.dyn_kwargs}) {
+    RETURN_IF_ERROR(CheckNames(*sub, soft));
+  }
+  for (const ExprPtr& x : e.args) RETURN_IF_ERROR(CheckNames(x, soft));
+  for (const ExprPtr& x : e.args2) RETURN_IF_ERROR(CheckNames(x, soft));
+  for (const auto& [k, x] : e.kwargs) RETURN_IF_ERROR(CheckNames(x, soft));
+  return absl::OkStatus();
+}
+
+absl::Status CheckNames(const Body& body, bool soft) {
+  for (const StmtPtr& s : body) {
+    switch (s->kind) {
+      case Stmt::Kind::kIf:
+        for (const auto& [cond, branch] : s->branches) {
+          RETURN_IF_ERROR(CheckNames(cond, true));
+          RETURN_IF_ERROR(CheckNames(branch, true));
+        }
+        RETURN_IF_ERROR(CheckNames(s->else_body, true));
+        continue;
+      case Stmt::Kind::kSetBlock:
+      case Stmt::Kind::kFilterBlock:
+        RETURN_IF_ERROR(CheckNames(s->expr, false));
+        break;
+      case Stmt::Kind::kFor:
+        RETURN_IF_ERROR(CheckNames(s->expr, soft));
+        RETURN_IF_ERROR(CheckNames(s->loop_filter, false));
+        break;
+      case Stmt::Kind::kMacro:
+        break;
+      case Stmt::Kind::kAutoescape:
+        RETURN_IF_ERROR(CheckNames(s->expr, soft));
+        RETURN_IF_ERROR(CheckNames(s->body, soft));
+        continue;
+      default:
+        RETURN_IF_ERROR(CheckNames(s->expr, soft));
+    }
+    for (const auto& [name, def] : s->params) RETURN_IF_ERROR(CheckNames(def, false));
+    for (const ExprPtr& v : s->values) RETURN_IF_ERROR(CheckNames(v, soft));
+    RETURN_IF_ERROR(CheckNames(s->body, false));
+    RETURN_IF_ERROR(CheckNames(s->else_body, false));
+  }
+  return absl::OkStatus();
+}
 
 std::string Normalize(absl::string_view source, bool keep_trailing_newline) {
   std::string out;
@@ -1239,7 +1398,9 @@ absl::StatusOr<Body> ParseTemplate(absl::string_view source, const ParseOptions&
   Lexer lexer(Normalize(source, options.keep_trailing_newline), options);
   ASSIGN_OR_RETURN(std::vector<Token> tokens, lexer.Run());
   Parser parser(std::move(tokens));
-  return parser.ParseAll();
+  ASSIGN_OR_RETURN(Body body, parser.ParseAll());
+  RETURN_IF_ERROR(CheckNames(body, /*soft=*/false));
+  return body;
 }
 
 }  // namespace tessera::jinja

@@ -5,17 +5,25 @@
 #include <cmath>
 #include <cstdio>
 
+#ifdef TESSERA_HAVE_ICU
+#include <unicode/uchar.h>
+#endif
+
 #include "absl/strings/str_cat.h"
+#include "coordinator/text/jinja/errors.h"
 
 namespace tessera::jinja {
 namespace {
 
 struct StringData : HeapData {
   std::string s;
+  bool markup = false;
 };
 struct ListData : HeapData {
   std::vector<Value> items;
-  bool tuple = false;
+  SeqKind kind = SeqKind::kList;
+  bool consumed = false;  // kGenerator: already iterated
+  int64_t start = 0, stop = 0, step = 1;  // kRange
 };
 struct DictData : HeapData {
   std::vector<std::pair<std::string, Value>> items;
@@ -42,8 +50,25 @@ const std::vector<std::pair<std::string, Value>>& EmptyDict() {
   return *d;
 }
 
+// Python's str.isprintable() per code point: not Cc, Cf, Cs, Co, Cn, Zl, Zp, Zs (space excepted).
 bool IsPrintable(char32_t c) {
   if (c < 0x20 || c == 0x7f) return false;
+  if (c < 0x7f) return true;
+#ifdef TESSERA_HAVE_ICU
+  switch (u_charType(static_cast<UChar32>(c))) {
+    case U_CONTROL_CHAR:
+    case U_FORMAT_CHAR:
+    case U_SURROGATE:
+    case U_PRIVATE_USE_CHAR:
+    case U_UNASSIGNED:
+    case U_LINE_SEPARATOR:
+    case U_PARAGRAPH_SEPARATOR:
+    case U_SPACE_SEPARATOR:
+      return false;
+    default:
+      return true;
+  }
+#endif
   if (c >= 0x80 && c <= 0xa0) return false;
   if (c == 0xad) return false;
   if (c == 0x1680 || (c >= 0x2000 && c <= 0x200f) || (c >= 0x2028 && c <= 0x202f) ||
@@ -133,6 +158,10 @@ absl::Status DumpJsonImpl(const Value& v, const JsonOptions& o, int depth, std::
     case Value::Type::kString: AppendJsonString(v.str(), o.ensure_ascii, out);
       return absl::OkStatus();
     case Value::Type::kList: {
+      if (!v.is_plain_list() && !v.is_tuple()) {
+        return TypeError(
+            absl::StrCat("Object of type ", v.TypeName(), " is not JSON serializable"));
+      }
       const auto& items = v.list();
       if (items.empty()) {
         out->append("[]");
@@ -176,7 +205,7 @@ absl::Status DumpJsonImpl(const Value& v, const JsonOptions& o, int depth, std::
       return absl::OkStatus();
     }
     default:
-      return absl::InvalidArgumentError(
+      return TypeError(
           absl::StrCat("Object of type ", v.TypeName(), " is not JSON serializable"));
   }
 }
@@ -200,12 +229,34 @@ Value Value::String(std::string s) {
   return v;
 }
 
+Value Value::Markup(std::string s) {
+  Value v(Type::kString);
+  auto d = std::make_shared<StringData>();
+  d->s = std::move(s);
+  d->markup = true;
+  v.heap_ = std::move(d);
+  return v;
+}
+
 Value Value::List(std::vector<Value> items, bool tuple) {
+  return Sequence(std::move(items), tuple ? SeqKind::kTuple : SeqKind::kList);
+}
+
+Value Value::Sequence(std::vector<Value> items, SeqKind kind) {
   Value v(Type::kList);
   auto d = std::make_shared<ListData>();
   d->items = std::move(items);
-  d->tuple = tuple;
+  d->kind = kind;
   v.heap_ = std::move(d);
+  return v;
+}
+
+Value Value::Range(std::vector<Value> items, int64_t start, int64_t stop, int64_t step) {
+  Value v = Sequence(std::move(items), SeqKind::kRange);
+  auto* d = static_cast<ListData*>(v.heap_.get());
+  d->start = start;
+  d->stop = stop;
+  d->step = step;
   return v;
 }
 
@@ -260,7 +311,33 @@ Value Value::FromJson(const nlohmann::ordered_json& j) {
 }
 
 bool Value::is_tuple() const {
-  return type_ == Type::kList && static_cast<const ListData*>(heap_.get())->tuple;
+  return type_ == Type::kList && static_cast<const ListData*>(heap_.get())->kind == SeqKind::kTuple;
+}
+bool Value::is_markup() const {
+  return type_ == Type::kString && static_cast<const StringData*>(heap_.get())->markup;
+}
+SeqKind Value::seq_kind() const {
+  return type_ == Type::kList ? static_cast<const ListData*>(heap_.get())->kind : SeqKind::kList;
+}
+bool Value::is_subscriptable_seq() const {
+  if (type_ != Type::kList) return false;
+  const SeqKind k = seq_kind();
+  return k == SeqKind::kList || k == SeqKind::kTuple || k == SeqKind::kRange;
+}
+bool Value::has_len() const {
+  return type_ == Type::kString || type_ == Type::kDict ||
+         (type_ == Type::kList && seq_kind() != SeqKind::kGenerator);
+}
+std::vector<Value> Value::Consume() const {
+  if (type_ != Type::kList) return {};
+  auto* d = static_cast<ListData*>(heap_.get());
+  if (d->kind != SeqKind::kGenerator) return d->items;
+  if (d->consumed) return {};
+  d->consumed = true;
+  return d->items;
+}
+std::vector<Value>& Value::mutable_list() const {
+  return static_cast<ListData*>(heap_.get())->items;
 }
 const std::string& Value::str() const {
   if (type_ != Type::kString) return EmptyString();
@@ -307,7 +384,7 @@ bool Value::Truthy() const {
     case Type::kInt: return i_ != 0;
     case Type::kFloat: return f_ != 0.0;
     case Type::kString: return !str().empty();
-    case Type::kList: return !list().empty();
+    case Type::kList: return seq_kind() == SeqKind::kGenerator || !list().empty();
     case Type::kDict: return !dict().empty();
     default: return true;
   }
@@ -330,7 +407,7 @@ void Value::AppendStr(std::string* out) const {
 
 void Value::AppendRepr(std::string* out) const {
   switch (type_) {
-    case Type::kUndefined: return;
+    case Type::kUndefined: out->append("Undefined"); return;
     case Type::kNone: out->append("None"); return;
     case Type::kBool: out->append(i_ ? "True" : "False"); return;
     case Type::kInt: absl::StrAppend(out, i_); return;
@@ -338,6 +415,22 @@ void Value::AppendRepr(std::string* out) const {
     case Type::kString: AppendStringRepr(str(), out); return;
     case Type::kList: {
       const bool tuple = is_tuple();
+      const char* wrap = nullptr;
+      switch (seq_kind()) {
+        case SeqKind::kRange: {
+          const auto* d = static_cast<const ListData*>(heap_.get());
+          absl::StrAppend(out, "range(", d->start, ", ", d->stop);
+          if (d->step != 1) absl::StrAppend(out, ", ", d->step);
+          out->push_back(')');
+          return;
+        }
+        case SeqKind::kGenerator: out->append("<generator object>"); return;
+        case SeqKind::kDictKeys: wrap = "dict_keys("; break;
+        case SeqKind::kDictValues: wrap = "dict_values("; break;
+        case SeqKind::kDictItems: wrap = "dict_items("; break;
+        default: break;
+      }
+      if (wrap != nullptr) out->append(wrap);
       out->push_back(tuple ? '(' : '[');
       const auto& items = list();
       for (size_t i = 0; i < items.size(); ++i) {
@@ -346,6 +439,7 @@ void Value::AppendRepr(std::string* out) const {
       }
       if (tuple && items.size() == 1) out->push_back(',');
       out->push_back(tuple ? ')' : ']');
+      if (wrap != nullptr) out->push_back(')');
       return;
     }
     case Type::kDict:
@@ -378,7 +472,16 @@ std::string Value::TypeName() const {
     case Type::kInt: return "int";
     case Type::kFloat: return "float";
     case Type::kString: return "str";
-    case Type::kList: return is_tuple() ? "tuple" : "list";
+    case Type::kList:
+      switch (seq_kind()) {
+        case SeqKind::kTuple: return "tuple";
+        case SeqKind::kDictKeys: return "dict_keys";
+        case SeqKind::kDictValues: return "dict_values";
+        case SeqKind::kDictItems: return "dict_items";
+        case SeqKind::kRange: return "range";
+        case SeqKind::kGenerator: return "generator";
+        default: return "list";
+      }
     case Type::kDict: return "dict";
     case Type::kNamespace: return "Namespace";
     case Type::kCallable: return "function";
@@ -403,7 +506,8 @@ bool Equals(const Value& a, const Value& b) {
     case Value::Type::kNone: return true;
     case Value::Type::kString: return a.str() == b.str();
     case Value::Type::kList: {
-      if (a.is_tuple() != b.is_tuple()) return false;
+      if (a.seq_kind() != b.seq_kind()) return false;
+      if (a.seq_kind() == SeqKind::kGenerator) return &a.list() == &b.list();
       const auto& x = a.list();
       const auto& y = b.list();
       if (x.size() != y.size()) return false;

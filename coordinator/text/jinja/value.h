@@ -1,7 +1,10 @@
 // Jinja2 runtime values with Python semantics, for the chat-template interpreter.
 //
 // A Value is one of: Undefined (with the hint Jinja would raise when it is used), None, bool, int
-// (int64), float (double), str (UTF-8, indexed by code point like Python), list / tuple, dict
+// (int64), float (double), str (UTF-8, indexed by code point like Python; a str may be Markup,
+// the result of |escape / |safe, which escapes what is added to it), a sequence (list, tuple, the
+// dict views keys() / values() / items(), range(), or a one-shot generator as returned by
+// |map / |select / |reverse ...: see SeqKind), dict
 // (string keys, insertion order kept like a Python dict), namespace (the only mutable object, as
 // in Jinja's sandbox), or a callable (macro, builtin, bound method, loop). Conversions follow
 // Python exactly where templates can observe them: str() / repr() of containers and floats,
@@ -40,6 +43,13 @@ struct HeapData {
   virtual ~HeapData() = default;
 };
 
+// The Python type behind a sequence Value. Templates can observe it: repr ("dict_keys([...])",
+// "range(0, 3)"), subscripting (views and generators are not subscriptable), len() and
+// truthiness (a generator has no len() and is always true), JSON (only list/tuple serialise),
+// and a generator is exhausted once iterated.
+enum class SeqKind : uint8_t { kList, kTuple, kDictKeys, kDictValues, kDictItems, kRange,
+                               kGenerator };
+
 class Value {
  public:
   enum class Type : uint8_t {
@@ -74,7 +84,10 @@ class Value {
     return v;
   }
   static Value String(std::string s);
+  static Value Markup(std::string s);
   static Value List(std::vector<Value> items, bool tuple = false);
+  static Value Sequence(std::vector<Value> items, SeqKind kind);
+  static Value Range(std::vector<Value> items, int64_t start, int64_t stop, int64_t step);
   static Value Dict(std::vector<std::pair<std::string, Value>> items);
   static Value Namespace(std::vector<std::pair<std::string, Value>> items);
   static Value Callable(std::string name, NativeFn fn);
@@ -91,8 +104,15 @@ class Value {
     return type_ == Type::kInt || type_ == Type::kFloat || type_ == Type::kBool;
   }
   bool is_string() const { return type_ == Type::kString; }
+  bool is_markup() const;
+  // Any sequence (see SeqKind); is_plain_list(): a Python list.
   bool is_list() const { return type_ == Type::kList; }
+  bool is_plain_list() const { return is_list() && seq_kind() == SeqKind::kList; }
   bool is_tuple() const;
+  SeqKind seq_kind() const;
+  // list / tuple / range: len() and subscripts; views have len() but no subscripts.
+  bool is_subscriptable_seq() const;
+  bool has_len() const;
   bool is_dict() const { return type_ == Type::kDict; }
   bool is_namespace() const { return type_ == Type::kNamespace; }
   bool is_callable() const { return type_ == Type::kCallable; }
@@ -102,6 +122,10 @@ class Value {
   double float_value() const { return type_ == Type::kFloat ? f_ : static_cast<double>(i_); }
   const std::string& str() const;
   const std::vector<Value>& list() const;
+  // Iterating: a generator yields its items once, then nothing (Python's exhausted iterator).
+  std::vector<Value> Consume() const;
+  // list.pop / list.clear (allowed by Jinja's immutable sandbox): mutate the shared list.
+  std::vector<Value>& mutable_list() const;
   const std::vector<std::pair<std::string, Value>>& dict() const;  // dict or namespace items
   std::vector<std::pair<std::string, Value>>& mutable_namespace() const;
   const std::string& callable_name() const;
