@@ -704,22 +704,38 @@ TEST(ChatTemplateJinjaTest, UnknownFilterFailsAtParse) {
   ExpectError(R"__(line 1
 {{ x | nosuchfilter }})__",
               R"__({})__",
-              R"__(no filter named 'nosuchfilter')__", 2, 8);
+              R"__(No filter named 'nosuchfilter'.)__", 2, 8);
 }
 
 // python: "No test named 'nosuchtest' found."
-TEST(ChatTemplateJinjaTest, UnknownTestFailsAtParse) {
+// Inside an if, Jinja defers the unknown-test error to when the test runs.
+TEST(ChatTemplateJinjaTest, UnknownTestInIfFailsWhenEvaluated) {
   ExpectError(R"__({% if x is nosuchtest %}{% endif %})__",
               R"__({})__",
-              R"__(no test named 'nosuchtest')__", 1, 12);
+              R"__(No test named 'nosuchtest' found.)__", 1, 12);
+  ExpectRender(R"__({% if false %}{{ x is nosuchtest }}{% endif %}ok)__", R"__({})__", "ok");
+}
+
+// python: "No test named 'nosuchtest'." (TemplateAssertionError at compile time)
+TEST(ChatTemplateJinjaTest, UnknownTestOutsideIfFailsAtParse) {
+  absl::StatusOr<ChatTemplate> t = ChatTemplate::Parse("{{ x is nosuchtest }}");
+  ASSERT_FALSE(t.ok());
+  EXPECT_THAT(std::string(t.status().message()), HasSubstr("No test named 'nosuchtest'."));
 }
 
 // python: 'no loader for this environment specified'
-TEST(ChatTemplateJinjaTest, UnknownTagFails) {
+TEST(ChatTemplateJinjaTest, IncludeFailsWithoutLoader) {
   ExpectError(R"__(ok
   {% include 'x' %})__",
               R"__({})__",
-              R"__(unknown or unsupported tag 'include')__", 2, 6);
+              R"__(no loader for this environment specified)__", 2, 6);
+}
+
+// python: "Encountered unknown tag 'nosuchtag'."
+TEST(ChatTemplateJinjaTest, UnknownTagFails) {
+  absl::StatusOr<ChatTemplate> t = ChatTemplate::Parse("{% nosuchtag %}");
+  ASSERT_FALSE(t.ok());
+  EXPECT_THAT(std::string(t.status().message()), HasSubstr("unknown or unsupported tag"));
 }
 
 // python: "Unexpected end of template. Jinja was looking for the following tags: 'elif' or 'else' or 'endif'. The innermost block that needs to be closed is 'if'."

@@ -7,16 +7,13 @@
 #include <initializer_list>
 #include <optional>
 
-#ifdef TESSERA_HAVE_ICU
-#include <unicode/ucasemap.h>
-#endif
-
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "coordinator/text/jinja/errors.h"
 #include "coordinator/text/jinja/interpreter.h"
 #include "coordinator/text/jinja/parser.h"
+#include "coordinator/text/jinja/text_format.h"
 #include "kernels/base/status.h"
 
 namespace tessera::jinja {
@@ -64,62 +61,8 @@ absl::StatusOr<std::string> StrArg(absl::string_view fn, const Value& v) {
   return v.str();
 }
 
-#ifdef TESSERA_HAVE_ICU
-// Full Unicode case mapping (root locale, like Python's str.lower/upper) for non-ASCII text.
-std::optional<std::string> IcuCase(const std::string& s, bool upper) {
-  UErrorCode err = U_ZERO_ERROR;
-  UCaseMap* map = ucasemap_open("", 0, &err);
-  if (U_FAILURE(err)) return std::nullopt;
-  std::string out(s.size() * 3 + 16, '\0');
-  auto run = [&]() {
-    err = U_ZERO_ERROR;
-    return upper ? ucasemap_utf8ToUpper(map, out.data(), static_cast<int32_t>(out.size()),
-                                        s.data(), static_cast<int32_t>(s.size()), &err)
-                 : ucasemap_utf8ToLower(map, out.data(), static_cast<int32_t>(out.size()),
-                                        s.data(), static_cast<int32_t>(s.size()), &err);
-  };
-  int32_t n = run();
-  if (err == U_BUFFER_OVERFLOW_ERROR) {
-    out.resize(static_cast<size_t>(n));
-    n = run();
-  }
-  ucasemap_close(map);
-  if (U_FAILURE(err)) return std::nullopt;
-  out.resize(static_cast<size_t>(n));
-  return out;
-}
-#endif
-
-bool HasNonAscii(const std::string& s) {
-  for (char c : s) {
-    if (static_cast<unsigned char>(c) >= 0x80) return true;
-  }
-  return false;
-}
-
-// Python str.lower() / str.upper(): ASCII fast path, ICU for other scripts when built with it.
-std::string AsciiLower(std::string s) {
-#ifdef TESSERA_HAVE_ICU
-  if (HasNonAscii(s)) {
-    if (std::optional<std::string> r = IcuCase(s, false)) return *r;
-  }
-#endif
-  for (char& c : s) {
-    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
-  }
-  return s;
-}
-std::string AsciiUpper(std::string s) {
-#ifdef TESSERA_HAVE_ICU
-  if (HasNonAscii(s)) {
-    if (std::optional<std::string> r = IcuCase(s, true)) return *r;
-  }
-#endif
-  for (char& c : s) {
-    if (c >= 'a' && c <= 'z') c = static_cast<char>(c - 'a' + 'A');
-  }
-  return s;
-}
+std::string AsciiLower(const std::string& s) { return PyLower(s); }
+std::string AsciiUpper(const std::string& s) { return PyUpper(s); }
 bool IsAsciiAlpha(char32_t c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); }
 
 std::string Encode(const std::vector<char32_t>& cps, size_t b, size_t e) {
@@ -157,9 +100,7 @@ std::vector<std::string> PySplitWhitespace(const std::string& s, int64_t maxspli
       while (i < n && IsPyWhitespace(cps[i])) ++i;
       if (i >= n) break;
       if (maxsplit >= 0 && static_cast<int64_t>(out.size()) == maxsplit) {
-        size_t e = n;
-        while (e > i && IsPyWhitespace(cps[e - 1])) --e;
-        out.push_back(Encode(cps, i, e));
+        out.push_back(Encode(cps, i, n));  // the rest, trailing whitespace kept
         break;
       }
       size_t j = i;
@@ -174,9 +115,7 @@ std::vector<std::string> PySplitWhitespace(const std::string& s, int64_t maxspli
     while (e > 0 && IsPyWhitespace(cps[e - 1])) --e;
     if (e == 0) break;
     if (maxsplit >= 0 && static_cast<int64_t>(out.size()) == maxsplit) {
-      size_t b = 0;
-      while (b < e && IsPyWhitespace(cps[b])) ++b;
-      out.push_back(Encode(cps, b, e));
+      out.push_back(Encode(cps, 0, e));  // the rest, leading whitespace kept
       break;
     }
     size_t j = e;
@@ -275,43 +214,23 @@ std::string PyReplace(const std::string& s, const std::string& old, const std::s
   return out;
 }
 
-// Python str.title(): first cased letter of each run of letters upper, the rest lower (ASCII).
-std::string PyTitle(const std::string& s) {
-  std::string out = s;
-  bool prev_cased = false;
-  for (char& c : out) {
-    const bool alpha = IsAsciiAlpha(static_cast<unsigned char>(c));
-    if (alpha) {
-      c = prev_cased ? static_cast<char>(std::tolower(c)) : static_cast<char>(std::toupper(c));
-    }
-    prev_cased = alpha;
+// str.center / ljust / rjust (width in code points; center puts the odd extra pad on the left
+// when the width is odd, as CPython does).
+std::string PyJustify(const std::string& s, absl::string_view how, int64_t width,
+                      const std::string& fill) {
+  const int64_t len = static_cast<int64_t>(CodePointCount(s));
+  if (width <= len) return s;
+  const int64_t pad = width - len;
+  int64_t left = 0;
+  if (how == "center") {
+    left = pad / 2 + (pad & width & 1);
+  } else if (how == "rjust") {
+    left = pad;
   }
-  return out;
-}
-
-std::string PyCapitalize(const std::string& s) {
-  std::string out = AsciiLower(s);
-  if (!out.empty() && out[0] >= 'a' && out[0] <= 'z') out[0] = static_cast<char>(out[0] - 32);
-  return out;
-}
-
-// Jinja's do_title: capitalise words split at whitespace and -({[<.
-std::string JinjaTitle(const std::string& s) {
   std::string out;
-  bool word_start = true;
-  for (char c : s) {
-    const bool sep = std::isspace(static_cast<unsigned char>(c)) || c == '-' || c == '(' ||
-                     c == '{' || c == '[' || c == '<';
-    if (sep) {
-      out.push_back(c);
-      word_start = true;
-    } else if (word_start) {
-      out.push_back(static_cast<char>(std::toupper(static_cast<unsigned char>(c))));
-      word_start = false;
-    } else {
-      out.push_back(static_cast<char>(std::tolower(static_cast<unsigned char>(c))));
-    }
-  }
+  for (int64_t i = 0; i < left; ++i) out += fill;
+  out += s;
+  for (int64_t i = left; i < pad; ++i) out += fill;
   return out;
 }
 
@@ -344,7 +263,8 @@ Value DictItems(const Value& d) {
   return Value::List(std::move(items));
 }
 
-absl::StatusOr<Value> StrMethod(const Value& self, absl::string_view name, CallArgs& args) {
+absl::StatusOr<Value> StrMethod(Interpreter& in, const Value& self, absl::string_view name,
+                                CallArgs& args) {
   const std::string& s = self.str();
   if (name == "startswith" || name == "endswith") {
     ASSIGN_OR_RETURN(auto a, Bind(name, args, {"prefix", "start", "end"}));
@@ -375,7 +295,7 @@ absl::StatusOr<Value> StrMethod(const Value& self, absl::string_view name, CallA
       return StringList(PySplitWhitespace(s, maxsplit, name == "rsplit"));
     }
     ASSIGN_OR_RETURN(std::string sep, StrArg(name, a[0]));
-    if (sep.empty()) return TypeError("empty separator");
+    if (sep.empty()) return ValueError("empty separator");
     return StringList(PySplit(s, sep, maxsplit, name == "rsplit"));
   }
   if (name == "strip" || name == "lstrip" || name == "rstrip") {
@@ -429,7 +349,7 @@ absl::StatusOr<Value> StrMethod(const Value& self, absl::string_view name, CallA
     }
     size_t f = (name == "find" || name == "index") ? view.find(sub) : view.rfind(sub);
     if (f == absl::string_view::npos) {
-      if (name == "index" || name == "rindex") return TypeError("substring not found");
+      if (name == "index" || name == "rindex") return ValueError("substring not found");
       return Value::Int(-1);
     }
     return Value::Int(CpIndex(s, b + f));
@@ -456,6 +376,8 @@ absl::StatusOr<Value> StrMethod(const Value& self, absl::string_view name, CallA
       name == "islower" || name == "isupper") {
     ASSIGN_OR_RETURN(auto a, Bind(name, args, {}));
     (void)a;
+    if (name == "islower") return Value::Bool(PyIsLower(s));
+    if (name == "isupper") return Value::Bool(PyIsUpper(s));
     std::vector<char32_t> cps = DecodeUtf8(s);
     if (cps.empty()) return Value::Bool(false);
     bool ok = true, cased = false;
@@ -478,10 +400,83 @@ absl::StatusOr<Value> StrMethod(const Value& self, absl::string_view name, CallA
     if (name == "islower" || name == "isupper") ok = ok && cased;
     return Value::Bool(ok);
   }
+  if (name == "zfill") {
+    ASSIGN_OR_RETURN(auto a, Bind(name, args, {"width"}));
+    ASSIGN_OR_RETURN(int64_t width, IntArg(name, a[0], 0));
+    std::vector<char32_t> cps = DecodeUtf8(s);
+    if (static_cast<int64_t>(cps.size()) >= width) return self;
+    const size_t fill = static_cast<size_t>(width) - cps.size();
+    const bool sign = !cps.empty() && (cps[0] == '+' || cps[0] == '-');
+    return Value::String((sign ? Encode(cps, 0, 1) : "") + std::string(fill, '0') +
+                         Encode(cps, sign ? 1 : 0, cps.size()));
+  }
+  if (name == "center" || name == "ljust" || name == "rjust") {
+    ASSIGN_OR_RETURN(auto a, Bind(name, args, {"width", "fillchar"}));
+    ASSIGN_OR_RETURN(int64_t width, IntArg(name, a[0], 0));
+    std::string fill = " ";
+    if (Given(a[1])) {
+      if (!a[1].is_string() || CodePointCount(a[1].str()) != 1) {
+        return TypeError("The fill character must be exactly one character long");
+      }
+      fill = a[1].str();
+    }
+    return Value::String(PyJustify(s, name, width, fill));
+  }
+  if (name == "partition" || name == "rpartition") {
+    ASSIGN_OR_RETURN(auto a, Bind(name, args, {"sep"}));
+    ASSIGN_OR_RETURN(std::string sep, StrArg(name, a[0]));
+    if (sep.empty()) return ValueError("empty separator");
+    const size_t f = name == "partition" ? s.find(sep) : s.rfind(sep);
+    std::vector<Value> parts;
+    if (f == std::string::npos) {
+      parts = name == "partition"
+                  ? std::vector<Value>{self, Value::String(""), Value::String("")}
+                  : std::vector<Value>{Value::String(""), Value::String(""), self};
+    } else {
+      parts = {Value::String(s.substr(0, f)), Value::String(sep),
+               Value::String(s.substr(f + sep.size()))};
+    }
+    return Value::List(std::move(parts), /*tuple=*/true);
+  }
+  if (name == "removeprefix" || name == "removesuffix") {
+    ASSIGN_OR_RETURN(auto a, Bind(name, args, {"affix"}));
+    ASSIGN_OR_RETURN(std::string affix, StrArg(name, a[0]));
+    if (name == "removeprefix" && absl::StartsWith(s, affix)) {
+      return Value::String(s.substr(affix.size()));
+    }
+    if (name == "removesuffix" && !affix.empty() && absl::EndsWith(s, affix)) {
+      return Value::String(s.substr(0, s.size() - affix.size()));
+    }
+    return self;
+  }
+  if (name == "casefold") {
+    ASSIGN_OR_RETURN(auto a, Bind(name, args, {}));
+    (void)a;
+    return Value::String(PyLower(s));
+  }
+  if (name == "expandtabs") {
+    ASSIGN_OR_RETURN(auto a, Bind(name, args, {"tabsize"}));
+    ASSIGN_OR_RETURN(int64_t tabsize, IntArg(name, a[0], 8));
+    std::string out;
+    int64_t col = 0;
+    for (char32_t c : DecodeUtf8(s)) {
+      if (c == '\t') {
+        const int64_t spaces = tabsize > 0 ? tabsize - col % tabsize : 0;
+        out.append(static_cast<size_t>(spaces), ' ');
+        col += spaces;
+      } else {
+        AppendUtf8(c, &out);
+        col = (c == '\n' || c == '\r') ? 0 : col + 1;
+      }
+    }
+    return Value::String(std::move(out));
+  }
   if (name == "format") {
-    // str.format with automatic / numbered / named fields and no format specs.
+    // str.format: automatic / numbered / named fields, [key] and .attr lookups, !r / !s / !a
+    // conversions and format specs.
     std::string out;
     size_t auto_index = 0;
+    bool manual = false;
     for (size_t i = 0; i < s.size(); ++i) {
       const char c = s[i];
       if ((c == '{' || c == '}') && i + 1 < s.size() && s[i + 1] == c) {
@@ -489,33 +484,79 @@ absl::StatusOr<Value> StrMethod(const Value& self, absl::string_view name, CallA
         ++i;
         continue;
       }
-      if (c == '}') return TypeError("Single '}' encountered in format string");
+      if (c == '}') return ValueError("Single '}' encountered in format string");
       if (c != '{') {
         out.push_back(c);
         continue;
       }
-      size_t close = s.find('}', i);
-      if (close == std::string::npos) return TypeError("Single '{' encountered in format string");
+      const size_t close = s.find('}', i);
+      if (close == std::string::npos) return ValueError("Single '{' encountered in format string");
       std::string field = s.substr(i + 1, close - i - 1);
-      if (field.find_first_of(":!") != std::string::npos) {
-        return JinjaError(ErrorKind::kUnsupported, "str.format: format specs and conversions are not "
-                                        "supported");
+      std::string spec;
+      char conversion = '\0';
+      if (const size_t colon = field.find(':'); colon != std::string::npos) {
+        spec = field.substr(colon + 1);
+        field.resize(colon);
       }
-      const Value* v = nullptr;
-      if (field.empty() || std::all_of(field.begin(), field.end(), ::isdigit)) {
-        const size_t idx = field.empty() ? auto_index++ : std::stoul(field);
+      if (const size_t bang = field.find('!'); bang != std::string::npos) {
+        if (bang + 2 != field.size() || std::strchr("rsa", field[bang + 1]) == nullptr) {
+          return ValueError("Unknown conversion specifier in format string");
+        }
+        conversion = field[bang + 1];
+        field.resize(bang);
+      }
+      const size_t name_end = std::min(field.find_first_of(".["), field.size());
+      const std::string arg_name = field.substr(0, name_end);
+      Value v;
+      if (arg_name.empty() || std::all_of(arg_name.begin(), arg_name.end(), ::isdigit)) {
+        if (arg_name.empty() ? manual : auto_index > 0) {
+          return ValueError("cannot switch from manual field specification to automatic field "
+                            "numbering");
+        }
+        manual = !arg_name.empty();
+        const size_t idx = arg_name.empty() ? auto_index++ : std::stoul(arg_name);
         if (idx >= args.positional.size()) {
-          return TypeError(absl::StrCat("Replacement index ", idx,
-                                        " out of range for positional args tuple"));
+          return ValueError(absl::StrCat("Replacement index ", idx,
+                                         " out of range for positional args tuple"));
         }
-        v = &args.positional[idx];
+        v = args.positional[idx];
       } else {
+        bool found = false;
         for (const auto& kv : args.keyword) {
-          if (kv.first == field) v = &kv.second;
+          if (kv.first == arg_name) {
+            v = kv.second;
+            found = true;
+          }
         }
-        if (v == nullptr) return TypeError(absl::StrCat("KeyError: '", field, "'"));
+        if (!found) return ValueError(absl::StrCat("'", arg_name, "'"));
       }
-      v->AppendStr(&out);
+      // .attr and [key] lookups
+      size_t p = name_end;
+      while (p < field.size()) {
+        if (field[p] == '.') {
+          const size_t e = std::min(field.find_first_of(".[", p + 1), field.size());
+          ASSIGN_OR_RETURN(v, in.GetAttr(v, field.substr(p + 1, e - p - 1)));
+          p = e;
+        } else {
+          const size_t e = field.find(']', p);
+          if (e == std::string::npos) return ValueError("Missing ']' in format string");
+          const std::string key = field.substr(p + 1, e - p - 1);
+          const bool numeric = !key.empty() && std::all_of(key.begin(), key.end(), ::isdigit);
+          ASSIGN_OR_RETURN(v, in.GetItem(v, numeric ? Value::Int(std::stoll(key))
+                                                    : Value::String(key)));
+          if (v.is_undefined()) return ValueError(absl::StrCat("'", key, "'"));
+          p = e + 1;
+        }
+      }
+      if (conversion == 'r' || conversion == 'a') {
+        std::string r;
+        v.AppendRepr(&r);
+        v = Value::String(std::move(r));
+      } else if (conversion == 's') {
+        v = Value::String(v.Str());
+      }
+      ASSIGN_OR_RETURN(std::string piece, FormatWithSpec(v, spec));
+      out += piece;
       i = close;
     }
     return Value::String(std::move(out));
@@ -527,13 +568,14 @@ absl::StatusOr<Value> DictMethod(const Value& self, absl::string_view name, Call
   if (name == "items" || name == "keys" || name == "values" || name == "copy") {
     ASSIGN_OR_RETURN(auto a, Bind(name, args, {}));
     (void)a;
-    if (name == "items") return DictItems(self);
     if (name == "copy") return Value::Dict(self.dict());
+    if (name == "items") return Value::Sequence(DictItems(self).list(), SeqKind::kDictItems);
     std::vector<Value> items;
     for (const auto& kv : self.dict()) {
       items.push_back(name == "keys" ? Value::String(kv.first) : kv.second);
     }
-    return Value::List(std::move(items));
+    return Value::Sequence(std::move(items),
+                           name == "keys" ? SeqKind::kDictKeys : SeqKind::kDictValues);
   }
   if (name == "get") {
     ASSIGN_OR_RETURN(auto a, Bind(name, args, {"key", "default"}));
@@ -557,10 +599,29 @@ absl::StatusOr<Value> ListMethod(const Value& self, absl::string_view name, Call
         ++n;
       }
     }
-    if (name == "index") return TypeError("value is not in list");
+    if (name == "index") return ValueError("value is not in list");
     return Value::Int(n);
   }
   if (name == "copy") return Value::List(self.list(), self.is_tuple());
+  // Jinja's immutable sandbox refuses append/extend/insert/remove/sort/reverse but not these.
+  if (name == "pop") {
+    ASSIGN_OR_RETURN(auto a, Bind(name, args, {"index"}));
+    std::vector<Value>& items = self.mutable_list();
+    if (items.empty()) return ValueError("pop from empty list");
+    ASSIGN_OR_RETURN(int64_t i, IntArg(name, a[0], -1));
+    const int64_t n = static_cast<int64_t>(items.size());
+    if (i < 0) i += n;
+    if (i < 0 || i >= n) return ValueError("pop index out of range");
+    Value v = items[static_cast<size_t>(i)];
+    items.erase(items.begin() + i);
+    return v;
+  }
+  if (name == "clear") {
+    ASSIGN_OR_RETURN(auto a, Bind(name, args, {}));
+    (void)a;
+    self.mutable_list().clear();
+    return Value::None();
+  }
   return absl::NotFoundError("");
 }
 
@@ -569,7 +630,8 @@ bool IsStrMethod(absl::string_view n) {
       "startswith", "endswith", "split", "rsplit", "strip", "lstrip", "rstrip", "replace",
       "lower", "upper", "title", "capitalize", "swapcase", "find", "rfind", "index", "rindex",
       "count", "splitlines", "join", "isdigit", "isalpha", "isalnum", "isspace", "islower",
-      "isupper", "format"};
+      "isupper", "format", "zfill", "center", "ljust", "rjust", "partition", "rpartition",
+      "removeprefix", "removesuffix", "casefold", "expandtabs"};
   for (const char* k : kNames) {
     if (n == k) return true;
   }
@@ -640,7 +702,10 @@ absl::StatusOr<Value> FFirst(Interpreter&, const Value& v, CallArgs&) {
 }
 
 absl::StatusOr<Value> FLast(Interpreter&, const Value& v, CallArgs&) {
-  if (v.is_undefined()) return UndefinedError(v);
+  // next(iter(reversed(seq))): a generator is not reversible.
+  if (v.seq_kind() == SeqKind::kGenerator) {
+    return TypeError("'generator' object is not reversible");
+  }
   ASSIGN_OR_RETURN(std::vector<Value> items, Iterate(v));
   if (items.empty()) return Value::Undefined("No last item, sequence was empty.");
   return items.back();
@@ -700,22 +765,15 @@ absl::StatusOr<Value> FDefault(Interpreter&, const Value& v, CallArgs& args) {
 }
 
 absl::StatusOr<Value> FSafe(Interpreter&, const Value& v, CallArgs&) {
-  return v.is_string() ? v : Value::String(v.Str());
+  return v.is_markup() ? v : Value::Markup(v.Str());
 }
 
+// escape: Markup passes unchanged; forceescape escapes Markup's text again.
 absl::StatusOr<Value> FEscape(Interpreter&, const Value& v, CallArgs&) {
-  std::string out;
-  for (char c : v.Str()) {
-    switch (c) {
-      case '&': out += "&amp;"; break;
-      case '<': out += "&lt;"; break;
-      case '>': out += "&gt;"; break;
-      case '"': out += "&#34;"; break;
-      case '\'': out += "&#39;"; break;
-      default: out.push_back(c);
-    }
-  }
-  return Value::String(std::move(out));
+  return v.is_markup() ? v : Value::Markup(HtmlEscape(v.Str()));
+}
+absl::StatusOr<Value> FForceEscape(Interpreter&, const Value& v, CallArgs&) {
+  return Value::Markup(HtmlEscape(v.Str()));
 }
 
 absl::StatusOr<Value> FIndent(Interpreter&, const Value& v, CallArgs& args) {
@@ -788,7 +846,7 @@ absl::StatusOr<Value> FUnique(Interpreter& in, const Value& v, CallArgs& args) {
       out.push_back(item);
     }
   }
-  return Value::List(std::move(out));
+  return Value::Sequence(std::move(out), SeqKind::kGenerator);
 }
 
 absl::StatusOr<std::vector<Value>> SortValues(Interpreter& in, std::vector<Value> items,
@@ -817,13 +875,49 @@ absl::StatusOr<std::vector<Value>> SortValues(Interpreter& in, std::vector<Value
 absl::StatusOr<Value> FSort(Interpreter& in, const Value& v, CallArgs& args) {
   ASSIGN_OR_RETURN(auto a, Bind("sort", args, {"reverse", "case_sensitive", "attribute"}));
   ASSIGN_OR_RETURN(std::vector<Value> items, Iterate(v));
+  if (a[2].is_string() && a[2].str().find(',') != std::string::npos) {
+    // attribute="a,b": sort by the tuple of attributes (make_multi_attrgetter).
+    std::vector<std::pair<Value, size_t>> keyed;
+    for (size_t i = 0; i < items.size(); ++i) {
+      std::vector<Value> parts;
+      for (absl::string_view part : absl::StrSplit(a[2].str(), ',')) {
+        ASSIGN_OR_RETURN(Value k, SortKey(in, items[i], Value::String(std::string(part)),
+                                          a[1].Truthy()));
+        parts.push_back(std::move(k));
+      }
+      keyed.emplace_back(Value::List(std::move(parts)), i);
+    }
+    std::vector<Value> keys;
+    for (auto& [k, i] : keyed) keys.push_back(k);
+    ASSIGN_OR_RETURN(std::vector<Value> order,
+                     SortValues(in, std::move(keys), Value(), true, a[0].Truthy()));
+    // SortValues is stable and returns keys; map them back through their positions.
+    std::vector<Value> out;
+    std::vector<bool> used(items.size(), false);
+    for (const Value& k : order) {
+      for (size_t i = 0; i < keyed.size(); ++i) {
+        if (!used[i] && &keyed[i].first.list() == &k.list()) {
+          used[i] = true;
+          out.push_back(items[keyed[i].second]);
+          break;
+        }
+      }
+    }
+    return Value::List(std::move(out));
+  }
   ASSIGN_OR_RETURN(items, SortValues(in, std::move(items), a[2], a[1].Truthy(), a[0].Truthy()));
   return Value::List(std::move(items));
 }
 
 absl::StatusOr<Value> FDictsort(Interpreter& in, const Value& v, CallArgs& args) {
   ASSIGN_OR_RETURN(auto a, Bind("dictsort", args, {"case_sensitive", "by", "reverse"}));
-  if (!v.is_dict()) return TypeError("dictsort: can only sort a mapping");
+  if (v.is_undefined()) return UndefinedError(v);
+  if (!v.is_dict()) {
+    return TypeError(absl::StrCat("'", v.TypeName(), "' object has no attribute 'items'"));
+  }
+  if (Given(a[1]) && !(a[1].is_string() && (a[1].str() == "key" || a[1].str() == "value"))) {
+    return JinjaError(ErrorKind::kRuntime, "You can only sort by either \"key\" or \"value\"");
+  }
   const bool by_value = a[1].is_string() && a[1].str() == "value";
   Value items = DictItems(v);
   ASSIGN_OR_RETURN(std::vector<Value> sorted,
@@ -832,33 +926,51 @@ absl::StatusOr<Value> FDictsort(Interpreter& in, const Value& v, CallArgs& args)
   return Value::List(std::move(sorted));
 }
 
+// Strings reverse to strings; sequences and dicts to a reversed iterator (a generator here);
+// iterators, which reversed() refuses, to a list.
 absl::StatusOr<Value> FReverse(Interpreter&, const Value& v, CallArgs&) {
   if (v.is_string()) {
     std::vector<char32_t> cps = DecodeUtf8(v.str());
     std::reverse(cps.begin(), cps.end());
     return Value::String(Encode(cps, 0, cps.size()));
   }
+  const bool to_list = v.seq_kind() == SeqKind::kGenerator;
   ASSIGN_OR_RETURN(std::vector<Value> items, Iterate(v));
   std::reverse(items.begin(), items.end());
-  return Value::List(std::move(items));
+  return to_list ? Value::List(std::move(items))
+                 : Value::Sequence(std::move(items), SeqKind::kGenerator);
 }
 
 absl::StatusOr<Value> FRound(Interpreter&, const Value& v, CallArgs& args) {
   ASSIGN_OR_RETURN(auto a, Bind("round", args, {"precision", "method"}));
   ASSIGN_OR_RETURN(int64_t precision, IntArg("round", a[0], 0));
   const std::string method = a[1].is_string() ? a[1].str() : "common";
-  if (!v.is_number()) return TypeError("round: value must be a number");
-  const double scale = std::pow(10.0, static_cast<double>(precision));
-  double x = v.float_value() * scale;
+  if (method != "common" && method != "ceil" && method != "floor") {
+    return JinjaError(ErrorKind::kRuntime, "method must be common, ceil or floor");
+  }
+  if (!v.is_number()) {
+    return TypeError(absl::StrCat("type ", v.TypeName(), " doesn't define __round__ method"));
+  }
   if (method == "common") {
     if (v.is_int() || v.is_bool()) return Value::Int(v.int_value());
-    x = std::nearbyint(x);
-  } else if (method == "ceil") {
+    // Python's round(x, n): correctly rounded (half to even on the exact binary value).
+    const double x = v.float_value();
+    if (!std::isfinite(x)) return v;
+    if (precision >= 0) {
+      char buf[512];
+      std::snprintf(buf, sizeof(buf), "%.*f", static_cast<int>(std::min<int64_t>(precision, 300)),
+                    x);
+      return Value::Float(std::strtod(buf, nullptr));
+    }
+    const double pow10 = std::pow(10.0, static_cast<double>(-precision));
+    return Value::Float(std::nearbyint(x / pow10) * pow10);
+  }
+  const double scale = std::pow(10.0, static_cast<double>(precision));
+  double x = v.float_value() * scale;
+  if (method == "ceil") {
     x = std::ceil(x);
   } else if (method == "floor") {
     x = std::floor(x);
-  } else {
-    return TypeError("method must be common, ceil or floor");
   }
   return Value::Float(x / scale);
 }
@@ -869,21 +981,96 @@ absl::StatusOr<Value> FAbs(Interpreter&, const Value& v, CallArgs&) {
   return TypeError(absl::StrCat("bad operand type for abs(): '", v.TypeName(), "'"));
 }
 
+// Removes "_" between digits (Python numeric literals in strings); nullopt when misplaced.
+std::optional<std::string> StripDigitUnderscores(const std::string& s) {
+  std::string out;
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (s[i] != '_') {
+      out.push_back(s[i]);
+      continue;
+    }
+    if (i == 0 || i + 1 >= s.size() || !std::isxdigit(static_cast<unsigned char>(s[i + 1])) ||
+        !(std::isxdigit(static_cast<unsigned char>(s[i - 1])) ||
+          std::strchr("xXoObB", s[i - 1]) != nullptr)) {
+      return std::nullopt;
+    }
+  }
+  return out;
+}
+
+// Python int(s, base).
+std::optional<int64_t> PyParseInt(const std::string& text, int64_t base) {
+  std::optional<std::string> clean = StripDigitUnderscores(PyStrip(text, Value(), true, true));
+  if (!clean || clean->empty() || base == 1 || base < 0 || base > 36) return std::nullopt;
+  std::string s = *clean;
+  bool neg = false;
+  if (s[0] == '+' || s[0] == '-') {
+    neg = s[0] == '-';
+    s = s.substr(1);
+  }
+  if (s.size() > 1 && s[0] == '0' && std::strchr("xXoObB", s[1]) != nullptr) {
+    const char p = static_cast<char>(std::tolower(s[1]));
+    const int64_t prefix_base = p == 'x' ? 16 : p == 'o' ? 8 : 2;
+    if (base == 0 || base == prefix_base) {
+      base = prefix_base;
+      s = s.substr(2);
+    }
+  }
+  if (base == 0) {
+    if (s.size() > 1 && s[0] == '0' && s.find_first_not_of('0') != std::string::npos) {
+      return std::nullopt;  // "012" is not a base-0 literal
+    }
+    base = 10;
+  }
+  if (s.empty()) return std::nullopt;
+  errno = 0;
+  char* end = nullptr;
+  const long long r = std::strtoll(s.c_str(), &end, static_cast<int>(base));
+  if (end == nullptr || *end != '\0' || errno != 0 || s[0] == '+' || s[0] == '-' ||
+      std::isspace(static_cast<unsigned char>(s[0]))) {
+    return std::nullopt;
+  }
+  return neg ? -r : r;
+}
+
+// Python float(s).
+std::optional<double> PyParseFloat(const std::string& text) {
+  std::optional<std::string> clean = StripDigitUnderscores(PyStrip(text, Value(), true, true));
+  if (!clean || clean->empty()) return std::nullopt;
+  const std::string& s = *clean;
+  const std::string body = (s[0] == '+' || s[0] == '-') ? s.substr(1) : s;
+  const std::string lower = PyLower(body);
+  if (lower == "inf" || lower == "infinity" || lower == "nan") {
+    return std::strtod(s.c_str(), nullptr);
+  }
+  if (body.empty() || body.find_first_not_of("0123456789.eE+-") != std::string::npos) {
+    return std::nullopt;
+  }
+  char* end = nullptr;
+  const double d = std::strtod(s.c_str(), &end);
+  if (end == nullptr || *end != '\0') return std::nullopt;
+  return d;
+}
+
+// |int: int(value) (strings in `base`), else int(float(value)), else the default.
 absl::StatusOr<Value> FInt(Interpreter&, const Value& v, CallArgs& args) {
   ASSIGN_OR_RETURN(auto a, Bind("int", args, {"default", "base"}));
   const Value def = Given(a[0]) ? a[0] : Value::Int(0);
+  if (v.is_undefined()) return UndefinedError(v);
   if (v.is_int() || v.is_bool()) return Value::Int(v.int_value());
-  if (v.is_float()) return Value::Int(static_cast<int64_t>(v.float_value()));
+  auto from_float = [&](double d) -> absl::StatusOr<Value> {
+    if (std::isnan(d)) return def;
+    if (std::isinf(d)) return ValueError("cannot convert float infinity to integer");
+    if (std::fabs(d) >= 9.2e18) {
+      return JinjaError(ErrorKind::kUnsupported, "integer does not fit in 64 bits");
+    }
+    return Value::Int(static_cast<int64_t>(d));
+  };
+  if (v.is_float()) return from_float(v.float_value());
   if (v.is_string()) {
     ASSIGN_OR_RETURN(int64_t base, IntArg("int", a[1], 10));
-    std::string s = PyStrip(v.str(), Value(), true, true);
-    s.erase(std::remove(s.begin(), s.end(), '_'), s.end());
-    char* end = nullptr;
-    errno = 0;
-    long long r = std::strtoll(s.c_str(), &end, static_cast<int>(base));
-    if (!s.empty() && end != nullptr && *end == '\0' && errno == 0) return Value::Int(r);
-    double d = std::strtod(s.c_str(), &end);
-    if (!s.empty() && end != nullptr && *end == '\0') return Value::Int(static_cast<int64_t>(d));
+    if (std::optional<int64_t> r = PyParseInt(v.str(), base)) return Value::Int(*r);
+    if (std::optional<double> d = PyParseFloat(v.str())) return from_float(*d);
   }
   return def;
 }
@@ -891,20 +1078,18 @@ absl::StatusOr<Value> FInt(Interpreter&, const Value& v, CallArgs& args) {
 absl::StatusOr<Value> FFloat(Interpreter&, const Value& v, CallArgs& args) {
   ASSIGN_OR_RETURN(auto a, Bind("float", args, {"default"}));
   const Value def = Given(a[0]) ? a[0] : Value::Float(0.0);
+  if (v.is_undefined()) return UndefinedError(v);
   if (v.is_number()) return Value::Float(v.float_value());
   if (v.is_string()) {
-    std::string s = PyStrip(v.str(), Value(), true, true);
-    char* end = nullptr;
-    double d = std::strtod(s.c_str(), &end);
-    if (!s.empty() && end != nullptr && *end == '\0') return Value::Float(d);
+    if (std::optional<double> d = PyParseFloat(v.str())) return Value::Float(*d);
   }
   return def;
 }
 
 absl::StatusOr<Value> FItems(Interpreter&, const Value& v, CallArgs&) {
-  if (v.is_undefined()) return Value::List({});
+  if (v.is_undefined()) return Value::Sequence({}, SeqKind::kGenerator);
   if (!v.is_dict()) return TypeError("Can only get item pairs from a mapping.");
-  return DictItems(v);
+  return Value::Sequence(DictItems(v).list(), SeqKind::kGenerator);
 }
 
 absl::StatusOr<Value> FMap(Interpreter& in, const Value& v, CallArgs& args) {
@@ -930,7 +1115,7 @@ absl::StatusOr<Value> FMap(Interpreter& in, const Value& v, CallArgs& args) {
       if (x.is_undefined() && Given(def)) x = def;
       out.push_back(std::move(x));
     }
-    return Value::List(std::move(out));
+    return Value::Sequence(std::move(out), SeqKind::kGenerator);
   }
   if (args.positional.empty() || !args.positional[0].is_string()) {
     return TypeError("map: give a filter name or attribute=");
@@ -943,7 +1128,7 @@ absl::StatusOr<Value> FMap(Interpreter& in, const Value& v, CallArgs& args) {
     ASSIGN_OR_RETURN(Value x, in.ApplyFilterByName(filter, item, fa));
     out.push_back(std::move(x));
   }
-  return Value::List(std::move(out));
+  return Value::Sequence(std::move(out), SeqKind::kGenerator);
 }
 
 absl::StatusOr<Value> SelectImpl(Interpreter& in, const Value& v, CallArgs& args, bool by_attr,
@@ -978,7 +1163,7 @@ absl::StatusOr<Value> SelectImpl(Interpreter& in, const Value& v, CallArgs& args
     }
     if (r == keep_if) out.push_back(item);
   }
-  return Value::List(std::move(out));
+  return Value::Sequence(std::move(out), SeqKind::kGenerator);
 }
 
 absl::StatusOr<Value> FSelect(Interpreter& in, const Value& v, CallArgs& a) {
@@ -1029,7 +1214,7 @@ absl::StatusOr<Value> FBatch(Interpreter&, const Value& v, CallArgs& args) {
     }
     out.push_back(Value::List(std::move(cur)));
   }
-  return Value::List(std::move(out));
+  return Value::Sequence(std::move(out), SeqKind::kGenerator);
 }
 
 absl::StatusOr<Value> MinMax(Interpreter& in, const Value& v, CallArgs& args, bool want_max) {
@@ -1063,18 +1248,11 @@ absl::StatusOr<Value> FSum(Interpreter& in, const Value& v, CallArgs& args) {
   Value acc = Given(a[1]) ? a[1] : Value::Int(0);
   for (const Value& item : items) {
     Value x = item;
-    if (Given(a[0])) {
+    if (Given(a[0]) && !a[0].is_none()) {
       ASSIGN_OR_RETURN(x, GetPath(in, item, a[0]));
     }
-    if (!x.is_number() || !acc.is_number()) {
-      return TypeError(absl::StrCat("unsupported operand type(s) for +: '", acc.TypeName(),
-                                    "' and '", x.TypeName(), "'"));
-    }
-    if (acc.is_float() || x.is_float()) {
-      acc = Value::Float(acc.float_value() + x.float_value());
-    } else {
-      acc = Value::Int(acc.int_value() + x.int_value());
-    }
+    if (acc.is_string()) return TypeError("sum() can't sum strings [use ''.join(seq) instead]");
+    ASSIGN_OR_RETURN(acc, Arith(BinOp::kAdd, acc, x));
   }
   return acc;
 }
@@ -1082,6 +1260,12 @@ absl::StatusOr<Value> FSum(Interpreter& in, const Value& v, CallArgs& args) {
 absl::StatusOr<Value> FAttr(Interpreter&, const Value& v, CallArgs& args) {
   ASSIGN_OR_RETURN(auto a, Bind("attr", args, {"name"}));
   ASSIGN_OR_RETURN(std::string name, StrArg("attr", a[0]));
+  if (v.is_undefined()) return UndefinedError(v);
+  if (absl::StartsWith(name, "__") && absl::EndsWith(name, "__")) {
+    return Value::Undefined(absl::StrCat("access to attribute '", name, "' of '", v.TypeName(),
+                                         "' object is unsafe."),
+                            /*unsafe=*/true);
+  }
   absl::StatusOr<Value> m = BoundMethod(v, name);
   if (m.ok()) return m;
   if (v.is_namespace()) {
@@ -1100,26 +1284,232 @@ absl::StatusOr<Value> FFormat(Interpreter&, const Value& v, CallArgs& args) {
   return PercentFormat(v.Str(), Value::List(args.positional, /*tuple=*/true));
 }
 
+absl::StatusOr<Value> FCenter(Interpreter&, const Value& v, CallArgs& args) {
+  ASSIGN_OR_RETURN(auto a, Bind("center", args, {"width"}));
+  ASSIGN_OR_RETURN(int64_t width, IntArg("center", a[0], 80));
+  return Value::String(PyJustify(v.Str(), "center", width, " "));
+}
+
+absl::StatusOr<Value> FFilesizeformat(Interpreter&, const Value& v, CallArgs& args) {
+  ASSIGN_OR_RETURN(auto a, Bind("filesizeformat", args, {"binary"}));
+  double bytes;
+  if (v.is_number()) {
+    bytes = v.float_value();
+  } else if (v.is_string() && PyParseFloat(v.str())) {
+    bytes = *PyParseFloat(v.str());
+  } else if (v.is_string()) {
+    return ValueError(absl::StrCat("could not convert string to float: ", v.Str()));
+  } else {
+    return TypeError(absl::StrCat("float() argument must be a string or a real number, not '",
+                                  v.TypeName(), "'"));
+  }
+  const bool binary = a[0].Truthy();
+  const double base = binary ? 1024 : 1000;
+  static const char* const kBinary[] = {"KiB", "MiB", "GiB", "TiB", "PiB", "EiB", "ZiB", "YiB"};
+  static const char* const kDecimal[] = {"kB", "MB", "GB", "TB", "PB", "EB", "ZB", "YB"};
+  if (bytes == 1) return Value::String("1 Byte");
+  if (bytes < base) {
+    return Value::String(absl::StrCat(static_cast<int64_t>(bytes), " Bytes"));
+  }
+  double unit = base;
+  char buf[64];
+  for (int i = 0; i < 8; ++i) {
+    unit = std::pow(base, i + 2);
+    if (bytes < unit || i == 7) {
+      std::snprintf(buf, sizeof(buf), "%.1f %s", base * bytes / unit,
+                    binary ? kBinary[i] : kDecimal[i]);
+      break;
+    }
+  }
+  return Value::String(buf);
+}
+
+// Jinja's make_attrgetter with a default: the attribute path, `def` when it is undefined,
+// lower-cased strings unless case-sensitive.
+absl::StatusOr<Value> GroupKey(Interpreter& in, const Value& item, const Value& attribute,
+                               const Value& def, bool lower) {
+  ASSIGN_OR_RETURN(Value k, GetPath(in, item, attribute));
+  if (k.is_undefined() && Given(def)) k = def;
+  if (lower && k.is_string()) k = Value::String(PyLower(k.str()));
+  return k;
+}
+
+// groupby: sorted by the key, then consecutive equal keys grouped into (grouper, list) tuples.
+absl::StatusOr<Value> FGroupby(Interpreter& in, const Value& v, CallArgs& args) {
+  ASSIGN_OR_RETURN(auto a, Bind("groupby", args, {"attribute", "default", "case_sensitive"}));
+  ASSIGN_OR_RETURN(std::vector<Value> items, Iterate(v));
+  const bool lower = !a[2].Truthy();
+  std::vector<Value> keys;
+  for (const Value& item : items) {
+    ASSIGN_OR_RETURN(Value k, GroupKey(in, item, a[0], a[1], lower));
+    keys.push_back(std::move(k));
+  }
+  std::vector<size_t> order(items.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+  absl::Status err;
+  std::stable_sort(order.begin(), order.end(), [&](size_t x, size_t y) {
+    absl::StatusOr<int> c = Compare(keys[x], keys[y], "<");
+    if (!c.ok()) {
+      err = c.status();
+      return false;
+    }
+    return *c < 0;
+  });
+  RETURN_IF_ERROR(err);
+  std::vector<Value> groups;
+  size_t i = 0;
+  while (i < order.size()) {
+    size_t j = i;
+    std::vector<Value> members;
+    while (j < order.size() && Equals(keys[order[j]], keys[order[i]])) {
+      members.push_back(items[order[j++]]);
+    }
+    Value grouper = keys[order[i]];
+    if (lower) {
+      ASSIGN_OR_RETURN(grouper, GroupKey(in, members[0], a[0], a[1], false));
+    }
+    std::vector<Value> pair;
+    pair.push_back(std::move(grouper));
+    pair.push_back(Value::List(std::move(members)));
+    groups.push_back(Value::Sequence(std::move(pair), SeqKind::kGroupTuple));
+    i = j;
+  }
+  return Value::List(std::move(groups));
+}
+
+absl::StatusOr<Value> FPprint(Interpreter&, const Value& v, CallArgs&) {
+  return Value::String(PrettyRepr(v));
+}
+
+absl::StatusOr<Value> FSlice(Interpreter&, const Value& v, CallArgs& args) {
+  ASSIGN_OR_RETURN(auto a, Bind("slice", args, {"slices", "fill_with"}));
+  ASSIGN_OR_RETURN(int64_t slices, IntArg("slice", a[0], 1));
+  ASSIGN_OR_RETURN(std::vector<Value> seq, Iterate(v));
+  if (slices <= 0) return Value::Sequence({}, SeqKind::kGenerator);
+  const int64_t length = static_cast<int64_t>(seq.size());
+  const int64_t per = length / slices;
+  const int64_t extra = length % slices;
+  int64_t offset = 0;
+  std::vector<Value> out;
+  for (int64_t k = 0; k < slices; ++k) {
+    const int64_t start = offset + k * per;
+    if (k < extra) ++offset;
+    const int64_t end = offset + (k + 1) * per;
+    std::vector<Value> part(seq.begin() + start, seq.begin() + end);
+    if (Given(a[1]) && !a[1].is_none() && k >= extra) part.push_back(a[1]);
+    out.push_back(Value::List(std::move(part)));
+  }
+  return Value::Sequence(std::move(out), SeqKind::kGenerator);
+}
+
+absl::StatusOr<Value> FStriptags(Interpreter&, const Value& v, CallArgs&) {
+  return Value::Markup(StripTags(v.Str()));
+}
+
+absl::StatusOr<Value> FUrlencode(Interpreter& in, const Value& v, CallArgs&) {
+  if (v.is_string() || !(v.is_list() || v.is_dict() || v.is_undefined())) {
+    return Value::String(UrlQuote(v.Str(), "/"));
+  }
+  auto quote_qs = [](const Value& x) {
+    std::string q = UrlQuote(x.Str(), "");
+    std::string out;
+    for (size_t i = 0; i < q.size(); ++i) {
+      if (q.compare(i, 3, "%20") == 0) {
+        out.push_back('+');
+        i += 2;
+      } else {
+        out.push_back(q[i]);
+      }
+    }
+    return out;
+  };
+  std::vector<Value> items;
+  if (v.is_dict()) {
+    items = DictItems(v).list();
+  } else {
+    ASSIGN_OR_RETURN(items, Iterate(v));
+  }
+  std::string out;
+  for (size_t i = 0; i < items.size(); ++i) {
+    ASSIGN_OR_RETURN(std::vector<Value> kv, Iterate(items[i]));
+    if (kv.size() != 2) {
+      return ValueError(absl::StrCat("too many values to unpack (expected 2)"));
+    }
+    if (i > 0) out.push_back('&');
+    out += quote_qs(kv[0]) + "=" + quote_qs(kv[1]);
+  }
+  (void)in;
+  return Value::String(std::move(out));
+}
+
+absl::StatusOr<Value> FWordwrap(Interpreter&, const Value& v, CallArgs& args) {
+  ASSIGN_OR_RETURN(auto a, Bind("wordwrap", args, {"width", "break_long_words", "wrapstring",
+                                                   "break_on_hyphens"}));
+  ASSIGN_OR_RETURN(int64_t width, IntArg("wordwrap", a[0], 79));
+  if (width <= 0) return ValueError(absl::StrCat("invalid width ", width, " (must be > 0)"));
+  const bool break_long = Given(a[1]) ? a[1].Truthy() : true;
+  const bool break_hyphens = Given(a[3]) ? a[3].Truthy() : true;
+  const std::string wrap = a[2].is_string() ? a[2].str() : "\n";
+  std::string out;
+  bool first = true;
+  for (const std::string& line : PySplitLines(v.Str(), false)) {
+    if (!first) out += wrap;
+    first = false;
+    std::vector<std::string> wrapped = TextWrap(line, width, break_long, break_hyphens);
+    for (size_t i = 0; i < wrapped.size(); ++i) {
+      if (i > 0) out += wrap;
+      out += wrapped[i];
+    }
+  }
+  return Value::String(std::move(out));
+}
+
+absl::StatusOr<Value> FXmlattr(Interpreter&, const Value& v, CallArgs& args) {
+  ASSIGN_OR_RETURN(auto a, Bind("xmlattr", args, {"autospace"}));
+  if (!v.is_dict()) {
+    return TypeError(absl::StrCat("'", v.TypeName(), "' object has no attribute 'items'"));
+  }
+  std::string out;
+  for (const auto& [k, x] : v.dict()) {
+    if (x.is_none() || x.is_undefined()) continue;
+    if (k.find_first_of(" \t\n\r\f\v/>=") != std::string::npos) {
+      std::string r;
+      AppendStringRepr(k, &r);
+      return ValueError(absl::StrCat("Invalid character in attribute name: ", r));
+    }
+    if (!out.empty()) out.push_back(' ');
+    out += HtmlEscape(k) + "=\"" + (x.is_markup() ? x.str() : HtmlEscape(x.Str())) + "\"";
+  }
+  const bool autospace = Given(a[0]) ? a[0].Truthy() : true;
+  if (autospace && !out.empty()) out = " " + out;
+  return Value::String(std::move(out));
+}
+
 struct NamedFilter {
   const char* name;
   FilterFn fn;
 };
 const NamedFilter kFilters[] = {
     {"abs", FAbs},         {"attr", FAttr},           {"batch", FBatch},
-    {"capitalize", FCapitalize}, {"count", FLength},  {"d", FDefault},
+    {"capitalize", FCapitalize}, {"center", FCenter}, {"count", FLength},  {"d", FDefault},
     {"default", FDefault}, {"dictsort", FDictsort},   {"e", FEscape},
     {"escape", FEscape},   {"first", FFirst},         {"float", FFloat},
-    {"forceescape", FEscape}, {"format", FFormat},    {"indent", FIndent},
+    {"filesizeformat", FFilesizeformat},
+    {"forceescape", FForceEscape}, {"format", FFormat},    {"groupby", FGroupby},
+    {"indent", FIndent},
     {"int", FInt},
     {"items", FItems},     {"join", FJoin},           {"last", FLast},
     {"length", FLength},   {"list", FList},           {"lower", FLower},
     {"map", FMap},         {"max", FMax},             {"min", FMin},
+    {"pprint", FPprint},
     {"reject", FReject},   {"rejectattr", FRejectAttr}, {"replace", FReplace},
     {"reverse", FReverse}, {"round", FRound},         {"safe", FSafe},
-    {"select", FSelect},   {"selectattr", FSelectAttr}, {"sort", FSort},
-    {"string", FString},   {"sum", FSum},             {"title", FTitle},
+    {"select", FSelect},   {"selectattr", FSelectAttr}, {"slice", FSlice},
+    {"sort", FSort},       {"string", FString},       {"striptags", FStriptags},
+    {"sum", FSum},         {"title", FTitle},
     {"tojson", FJson},     {"trim", FTrim},           {"truncate", FTruncate},
-    {"unique", FUnique},   {"upper", FUpper},         {"wordcount", FWordcount},
+    {"unique", FUnique},   {"upper", FUpper},         {"urlencode", FUrlencode},
+    {"wordcount", FWordcount}, {"wordwrap", FWordwrap}, {"xmlattr", FXmlattr},
 };
 
 // ---- tests ----
@@ -1148,31 +1538,32 @@ TESSERA_JINJA_TEST(TNumber, v.is_number())
 TESSERA_JINJA_TEST(TString, v.is_string())
 TESSERA_JINJA_TEST(TMapping, v.is_dict())
 TESSERA_JINJA_TEST(TIterable,
-                   v.is_undefined() || v.is_string() || v.is_list() || v.is_dict())
-TESSERA_JINJA_TEST(TSequence,
-                   v.is_undefined() || v.is_string() || v.is_list() || v.is_dict())
+                   v.is_undefined() || v.is_string() || v.is_list() || v.is_dict() ||
+                       v.is_namespace())
+// Sized and indexable: str, list, tuple, range, dict (not dict views or generators).
+TESSERA_JINJA_TEST(TSequence, v.is_undefined() || v.is_string() || v.is_subscriptable_seq() ||
+                                  v.is_dict())
 TESSERA_JINJA_TEST(TCallable, v.is_callable())
-TESSERA_JINJA_TEST(TEscaped, false)
-TESSERA_JINJA_TEST(TLower, v.is_string() && AsciiLower(v.str()) == v.str() &&
-                               AsciiUpper(v.str()) != v.str())
-TESSERA_JINJA_TEST(TUpper, v.is_string() && AsciiUpper(v.str()) == v.str() &&
-                               AsciiLower(v.str()) != v.str())
+TESSERA_JINJA_TEST(TEscaped, v.is_markup())
+TESSERA_JINJA_TEST(TLower, PyIsLower(v.Str()))
+TESSERA_JINJA_TEST(TUpper, PyIsUpper(v.Str()))
 #undef TESSERA_JINJA_TEST
 
+// value % n == 0, with Python's % (so strings format, floats work, zero divides).
+absl::StatusOr<bool> ModIsZero(const Value& v, const Value& n) {
+  ASSIGN_OR_RETURN(Value r, Arith(BinOp::kMod, v, n));
+  return Equals(r, Value::Int(0));
+}
 absl::StatusOr<bool> TOdd(Interpreter&, const Value& v, CallArgs&) {
-  if (!v.is_int() && !v.is_bool()) return TypeError("test 'odd' needs an integer");
-  return (v.int_value() % 2) != 0;
+  ASSIGN_OR_RETURN(Value r, Arith(BinOp::kMod, v, Value::Int(2)));
+  return Equals(r, Value::Int(1));
 }
 absl::StatusOr<bool> TEven(Interpreter&, const Value& v, CallArgs&) {
-  if (!v.is_int() && !v.is_bool()) return TypeError("test 'even' needs an integer");
-  return (v.int_value() % 2) == 0;
+  return ModIsZero(v, Value::Int(2));
 }
 absl::StatusOr<bool> TDivisibleBy(Interpreter&, const Value& v, CallArgs& args) {
   ASSIGN_OR_RETURN(Value n, OneArg("divisibleby", args));
-  if (!v.is_number() || !n.is_number()) return TypeError("divisibleby needs numbers");
-  if (v.is_float() || n.is_float()) return std::fmod(v.float_value(), n.float_value()) == 0;
-  if (n.int_value() == 0) return TypeError("integer division or modulo by zero");
-  return v.int_value() % n.int_value() == 0;
+  return ModIsZero(v, n);
 }
 absl::StatusOr<bool> TEq(Interpreter&, const Value& v, CallArgs& args) {
   ASSIGN_OR_RETURN(Value o, OneArg("eq", args));
@@ -1217,7 +1608,8 @@ absl::StatusOr<bool> TIn(Interpreter&, const Value& v, CallArgs& args) {
 absl::StatusOr<bool> TSameAs(Interpreter&, const Value& v, CallArgs& args) {
   ASSIGN_OR_RETURN(Value o, OneArg("sameas", args));
   if (v.type() != o.type()) return false;
-  if (v.is_none() || v.is_bool() || v.is_int()) return Equals(v, o);
+  // Python's small ints, None, booleans and (interned) strings are the same objects.
+  if (v.is_none() || v.is_bool() || v.is_int() || v.is_string()) return Equals(v, o);
   if (v.is_list() || v.is_dict() || v.is_namespace()) {
     return v.is_list() ? &v.list() == &o.list() : &v.dict() == &o.dict();
   }
@@ -1269,7 +1661,7 @@ absl::StatusOr<Value> GRange(Interpreter&, CallArgs& args) {
   } else {
     return TypeError(absl::StrCat("range expected 1 to 3 arguments, got ", v.size()));
   }
-  if (step == 0) return TypeError("range() arg 3 must not be zero");
+  if (step == 0) return ValueError("range() arg 3 must not be zero");
   std::vector<Value> out;
   for (int64_t i = start; step > 0 ? i < stop : i > stop; i += step) {
     if (out.size() >= 100000) {
@@ -1278,7 +1670,7 @@ absl::StatusOr<Value> GRange(Interpreter&, CallArgs& args) {
     }
     out.push_back(Value::Int(i));
   }
-  return Value::List(std::move(out));
+  return Value::Range(std::move(out), start, stop, step);
 }
 
 absl::StatusOr<Value> GNamespace(Interpreter&, CallArgs& args) {
@@ -1319,6 +1711,20 @@ absl::StatusOr<Value> GDict(Interpreter&, CallArgs& args) {
   return Value::Dict(std::move(items));
 }
 
+// joiner(sep=", "): a callable returning "" the first time and `sep` afterwards.
+absl::StatusOr<Value> GJoiner(Interpreter&, CallArgs& args) {
+  ASSIGN_OR_RETURN(auto a, Bind("joiner", args, {"sep"}));
+  const std::string sep = Given(a[0]) ? a[0].Str() : ", ";
+  auto used = std::make_shared<bool>(false);
+  return Value::Callable("joiner", [sep, used](Interpreter&, CallArgs&) -> absl::StatusOr<Value> {
+    if (!*used) {
+      *used = true;
+      return Value::String("");
+    }
+    return Value::String(sep);
+  });
+}
+
 absl::StatusOr<Value> GRaise(Interpreter&, CallArgs& args) {
   std::string msg = args.positional.empty() ? "" : args.positional[0].Str();
   return JinjaError(ErrorKind::kRaised, absl::StrCat(kRaiseExceptionPrefix, msg));
@@ -1343,6 +1749,7 @@ const std::vector<std::pair<std::string, Value>>& GlobalFunctions() {
       {"range", Value::Callable("range", GRange)},
       {"namespace", Value::Callable("namespace", GNamespace)},
       {"dict", Value::Callable("dict", GDict)},
+      {"joiner", Value::Callable("joiner", GJoiner)},
       {"raise_exception", Value::Callable("raise_exception", GRaise)},
       {"strftime_now", Value::Callable("strftime_now", GStrftime)},
   };
@@ -1353,8 +1760,8 @@ absl::StatusOr<Value> BoundMethod(const Value& obj, absl::string_view name) {
   const std::string n(name);
   if (obj.is_string()) {
     if (!IsStrMethod(name)) return absl::NotFoundError("");
-    return Value::Callable(n, [obj, n](Interpreter&, CallArgs& args) {
-      return StrMethod(obj, n, args);
+    return Value::Callable(n, [obj, n](Interpreter& in, CallArgs& args) {
+      return StrMethod(in, obj, n, args);
     });
   }
   if (obj.is_dict()) {
@@ -1371,15 +1778,15 @@ absl::StatusOr<Value> BoundMethod(const Value& obj, absl::string_view name) {
     }
     return absl::NotFoundError("");
   }
-  if (obj.is_list()) {
-    if (name == "index" || name == "count" || (name == "copy" && !obj.is_tuple())) {
+  if (obj.is_plain_list() || obj.is_tuple() || obj.seq_kind() == SeqKind::kRange) {
+    if (name == "index" || name == "count" ||
+        (obj.is_plain_list() && (name == "copy" || name == "pop" || name == "clear"))) {
       return Value::Callable(n, [obj, n](Interpreter&, CallArgs& args) {
         return ListMethod(obj, n, args);
       });
     }
-    if (!obj.is_tuple() && (name == "append" || name == "extend" || name == "insert" ||
-                            name == "pop" || name == "remove" || name == "clear" ||
-                            name == "sort" || name == "reverse")) {
+    if (obj.is_plain_list() && (name == "append" || name == "extend" || name == "insert" ||
+                                name == "remove" || name == "sort" || name == "reverse")) {
       return Value::Undefined(
           absl::StrCat("access to attribute '", name, "' of 'list' object is unsafe."), true);
     }
@@ -1468,6 +1875,11 @@ absl::StatusOr<Value> PercentFormat(const std::string& fmt, const Value& args) {
       case 'X':
       case 'o':
       case 'c': {
+        if (conv == 'c' && arg->is_string()) {
+          if (CodePointCount(arg->str()) != 1) return TypeError("%c requires int or char");
+          piece = arg->str();
+          break;
+        }
         if (!arg->is_number()) {
           return TypeError(absl::StrCat("%", std::string(1, conv), " format: a real number is "
                                         "required, not ", arg->TypeName()));

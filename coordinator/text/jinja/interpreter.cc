@@ -9,6 +9,7 @@
 #include "coordinator/text/jinja/builtins.h"
 #include "coordinator/text/jinja/errors.h"
 #include "coordinator/text/jinja/parser.h"
+#include "coordinator/text/jinja/text_format.h"
 #include "kernels/base/status.h"
 
 namespace tessera::jinja {
@@ -29,27 +30,12 @@ absl::Status IntegerOverflow() {
                     "integer result does not fit in 64 bits (Python would compute it exactly)");
 }
 
-// MarkupSafe's escape() of a value's str().
-std::string HtmlEscape(absl::string_view s) {
-  std::string out;
-  out.reserve(s.size());
-  for (char c : s) {
-    switch (c) {
-      case '&': out += "&amp;"; break;
-      case '<': out += "&lt;"; break;
-      case '>': out += "&gt;"; break;
-      case '"': out += "&#34;"; break;
-      case '\'': out += "&#39;"; break;
-      default: out.push_back(c);
-    }
-  }
-  return out;
-}
-
 // The text a value contributes to Markup: unchanged when it is Markup, else escaped.
 std::string MarkupText(const Value& v) {
   return v.is_markup() ? v.str() : HtmlEscape(v.Str());
 }
+
+}  // namespace
 
 absl::StatusOr<Value> Arith(BinOp op, const Value& a, const Value& b) {
   static const char* const kSym[] = {"+", "-", "*", "/", "//", "%", "**"};
@@ -122,8 +108,8 @@ absl::StatusOr<Value> Arith(BinOp op, const Value& a, const Value& b) {
     }
     if (b.is_markup() && a.is_string()) return Value::Markup(MarkupText(a) + b.str());
     if (a.is_string() && b.is_string()) return Value::String(a.str() + b.str());
-    if (a.is_list() && b.is_list() && a.seq_kind() == b.seq_kind() &&
-        (a.is_plain_list() || a.is_tuple())) {
+    if (a.is_list() && b.is_list() &&
+        ((a.is_plain_list() && b.is_plain_list()) || (a.is_tuple() && b.is_tuple()))) {
       std::vector<Value> items = a.list();
       items.insert(items.end(), b.list().begin(), b.list().end());
       return Value::List(std::move(items), a.is_tuple());
@@ -176,6 +162,8 @@ absl::StatusOr<Value> Arith(BinOp op, const Value& a, const Value& b) {
   return TypeError(absl::StrCat("unsupported operand type(s) for ", sym, ": '", a.TypeName(),
                                 "' and '", b.TypeName(), "'"));
 }
+
+namespace {
 
 absl::StatusOr<bool> Contains(const Value& container, const Value& item) {
   switch (container.type()) {
@@ -230,7 +218,7 @@ absl::StatusOr<Value> SliceValue(const Value& v, const Value& start, const Value
   int64_t st = 1;
   ASSIGN_OR_RETURN(bool has_step, as_opt(step, &st));
   if (!has_step) st = 1;
-  if (st == 0) return TypeError("slice step cannot be zero");
+  if (st == 0) return ValueError("slice step cannot be zero");
   int64_t lo = 0, hi = 0;
   ASSIGN_OR_RETURN(bool has_lo, as_opt(start, &lo));
   ASSIGN_OR_RETURN(bool has_hi, as_opt(stop, &hi));
@@ -329,8 +317,8 @@ absl::StatusOr<int> Compare(const Value& a, const Value& b, absl::string_view op
     const int c = a.str().compare(b.str());
     return c < 0 ? -1 : c > 0 ? 1 : 0;
   }
-  if (a.is_list() && b.is_list() && a.seq_kind() == b.seq_kind() &&
-      (a.is_plain_list() || a.is_tuple())) {
+  if (a.is_list() && b.is_list() &&
+      ((a.is_plain_list() && b.is_plain_list()) || (a.is_tuple() && b.is_tuple()))) {
     const auto& x = a.list();
     const auto& y = b.list();
     for (size_t i = 0; i < x.size() && i < y.size(); ++i) {
@@ -420,7 +408,7 @@ absl::Status Interpreter::Assign(const Stmt& s, Frame* frame,
                    s.line, s.column);
   }
   if (items->size() != targets.size()) {
-    return Located(TypeError(items->size() < targets.size()
+    return Located(ValueError(items->size() < targets.size()
                                  ? absl::StrCat("not enough values to unpack (expected ",
                                                 targets.size(), ", got ", items->size(), ")")
                                  : absl::StrCat("too many values to unpack (expected ",
@@ -752,6 +740,9 @@ absl::StatusOr<Value> Interpreter::Call(const Value& callee, CallArgs& args) {
 absl::StatusOr<Value> Interpreter::GetAttr(const Value& obj, absl::string_view name) {
   if (obj.is_undefined()) return UndefinedError(obj);
   if (IsUnsafeAttribute(obj, name)) return UnsafeUndefined(obj, name);
+  if (obj.seq_kind() == SeqKind::kGroupTuple && (name == "grouper" || name == "list")) {
+    return obj.list()[name == "grouper" ? 0 : 1];
+  }
   absl::StatusOr<Value> method = BoundMethod(obj, name);
   if (method.ok()) return method;
   if (obj.is_dict() || obj.is_namespace()) {
@@ -988,14 +979,18 @@ absl::StatusOr<Value> Interpreter::EvalInner(const Expr& e, Frame* frame) {
 absl::StatusOr<Value> Interpreter::ApplyFilterByName(absl::string_view name, const Value& input,
                                                      CallArgs& args) {
   FilterFn f = FindFilter(name);
-  if (f == nullptr) return TypeError(absl::StrCat("no filter named '", name, "'"));
+  if (f == nullptr) {
+    return JinjaError(ErrorKind::kRuntime, absl::StrCat("No filter named '", name, "'."));
+  }
   return f(*this, input, args);
 }
 
 absl::StatusOr<bool> Interpreter::ApplyTestByName(absl::string_view name, const Value& input,
                                                   CallArgs& args) {
   TestFn t = FindTest(name);
-  if (t == nullptr) return TypeError(absl::StrCat("no test named '", name, "'"));
+  if (t == nullptr) {
+    return JinjaError(ErrorKind::kRuntime, absl::StrCat("No test named '", name, "'."));
+  }
   return t(*this, input, args);
 }
 

@@ -71,6 +71,8 @@ class Interpreter {
 absl::StatusOr<std::vector<Value>> Iterate(const Value& v);
 absl::StatusOr<int64_t> Length(const Value& v);
 absl::StatusOr<int> Compare(const Value& a, const Value& b, absl::string_view op);
+// a op b for an arithmetic operator (+ - * / // % **), Python semantics.
+absl::StatusOr<Value> Arith(BinOp op, const Value& a, const Value& b);
 // a op b for a comparison operator (== != < <= > >= in, not in).
 absl::StatusOr<bool> CompareOp(BinOp op, const Value& a, const Value& b);
 absl::Status UndefinedError(const Value& v);

@@ -1263,13 +1263,14 @@ class Parser {
       if (IsOp("|")) {
         ASSIGN_OR_RETURN(node, ParseFilterChain(std::move(node), false));
       } else if (IsName("is")) {
-        const Token& at = Next();
+        ++i_;
         bool negated = false;
         if (IsName("not")) {
           ++i_;
           negated = true;
         }
         std::string name;
+        const Token& name_tok = Peek();
         if (Peek().type == Tok::kName) {
           name = Next().text;
         } else {
@@ -1280,7 +1281,7 @@ class Parser {
           ASSIGN_OR_RETURN(std::string part, ExpectName());
           name += "." + part;
         }
-        auto e = NewExpr(Expr::Kind::kTest, at);
+        auto e = NewExpr(Expr::Kind::kTest, name_tok);
         e->name = name;
         e->negated = negated;
         e->test = FindTest(name);

@@ -311,7 +311,9 @@ Value Value::FromJson(const nlohmann::ordered_json& j) {
 }
 
 bool Value::is_tuple() const {
-  return type_ == Type::kList && static_cast<const ListData*>(heap_.get())->kind == SeqKind::kTuple;
+  if (type_ != Type::kList) return false;
+  const SeqKind k = static_cast<const ListData*>(heap_.get())->kind;
+  return k == SeqKind::kTuple || k == SeqKind::kGroupTuple;
 }
 bool Value::is_markup() const {
   return type_ == Type::kString && static_cast<const StringData*>(heap_.get())->markup;
@@ -322,7 +324,7 @@ SeqKind Value::seq_kind() const {
 bool Value::is_subscriptable_seq() const {
   if (type_ != Type::kList) return false;
   const SeqKind k = seq_kind();
-  return k == SeqKind::kList || k == SeqKind::kTuple || k == SeqKind::kRange;
+  return k == SeqKind::kList || is_tuple() || k == SeqKind::kRange;
 }
 bool Value::has_len() const {
   return type_ == Type::kString || type_ == Type::kDict ||
@@ -474,7 +476,8 @@ std::string Value::TypeName() const {
     case Type::kString: return "str";
     case Type::kList:
       switch (seq_kind()) {
-        case SeqKind::kTuple: return "tuple";
+        case SeqKind::kTuple:
+        case SeqKind::kGroupTuple: return "tuple";
         case SeqKind::kDictKeys: return "dict_keys";
         case SeqKind::kDictValues: return "dict_values";
         case SeqKind::kDictItems: return "dict_items";
@@ -506,7 +509,7 @@ bool Equals(const Value& a, const Value& b) {
     case Value::Type::kNone: return true;
     case Value::Type::kString: return a.str() == b.str();
     case Value::Type::kList: {
-      if (a.seq_kind() != b.seq_kind()) return false;
+      if (a.seq_kind() != b.seq_kind() && !(a.is_tuple() && b.is_tuple())) return false;
       if (a.seq_kind() == SeqKind::kGenerator) return &a.list() == &b.list();
       const auto& x = a.list();
       const auto& y = b.list();

@@ -47,8 +47,9 @@ struct HeapData {
 // "range(0, 3)"), subscripting (views and generators are not subscriptable), len() and
 // truthiness (a generator has no len() and is always true), JSON (only list/tuple serialise),
 // and a generator is exhausted once iterated.
-enum class SeqKind : uint8_t { kList, kTuple, kDictKeys, kDictValues, kDictItems, kRange,
-                               kGenerator };
+// kGroupTuple: |groupby's (grouper, list) namedtuple, a tuple with those two attributes.
+enum class SeqKind : uint8_t { kList, kTuple, kGroupTuple, kDictKeys, kDictValues, kDictItems,
+                               kRange, kGenerator };
 
 class Value {
  public:
