@@ -84,7 +84,7 @@ __device__ int BlockMinInt(int v, int* scratch) {
   return m;
 }
 
-__global__ void __launch_bounds__(kSampleThreads)
+__global__ void __launch_bounds__(kSampleThreads, 1)
     SampleKernel(float* logits, int64_t row_stride, int vocab, float* weights,
                  const RowParams* params, const PenEntry* entries, float* raw_saved,
                  RowResult* results) {
