@@ -218,6 +218,25 @@ def corpus():
                                                                        "big": 12345678901234, "neg": -3.25,
                                                                        "flags": [True, False, None]}, "call00008")]},
                               {"role": "tool", "tool_call_id": "call00008", "content": "ok"}], tools=TOOLS)
+    add("reasoning_with_tool_calls", [SYS, U1,
+                                      {"role": "assistant", "content": "",
+                                       "reasoning_content": "Need the weather tool.",
+                                       "tool_calls": [call("get_weather", {"location": "Paris"}, "call00009")]},
+                                      {"role": "tool", "tool_call_id": "call00009", "name": "get_weather",
+                                       "content": [{"type": "text", "text": "22C, sunny"}]},
+                                      {"role": "assistant", "content": "Sunny, 22C.",
+                                       "reasoning_content": "Tool says sunny."}, U2], tools=TOOLS)
+    add("tool_result_list_content_no_gen", [U1,
+                                            {"role": "assistant", "content": None,
+                                             "tool_calls": [call("get_time", {}, "call00010")]},
+                                            {"role": "tool", "tool_call_id": "call00010",
+                                             "content": [{"type": "text", "text": "12:00"}]}],
+        tools=[NOARG_TOOL], gen=False)
+    add("two_system_messages", [SYS, {"role": "system", "content": "Second system."}, U1])
+    add("developer_role", [{"role": "developer", "content": "Developer rules."}, U1])
+    add("system_only", [SYS], gen=True)
+    add("multi_part_assistant", [U1, {"role": "assistant", "content": [{"type": "text", "text": "Part A. "},
+                                                                       {"type": "text", "text": "Part B."}]}, U2])
     # Real conversations from mistral-common's samples (tool calls with JSON-string arguments).
     for sample in sorted(glob.glob(os.path.join(DATA, "mistral_v1", "samples", "*", "sample.json"))):
         with open(sample, encoding="utf-8") as f:

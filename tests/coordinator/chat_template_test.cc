@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "coordinator/text/jinja/errors.h"
 #include "coordinator/text/tokenizer.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -1062,6 +1063,81 @@ TEST(ChatTemplateTest, LoadReportsTemplateErrorsWithFile) {
   ASSERT_FALSE(loaded.ok());
   EXPECT_THAT(std::string(loaded.status().message()), HasSubstr("tokenizer_config.json"));
   EXPECT_THAT(std::string(loaded.status().message()), HasSubstr("template line 1, column 7"));
+}
+
+// ---- Python semantics that are easy to get subtly wrong (tests/coordinator/
+// jinja_conformance_test.py compares hundreds more against jinja2) ----
+
+TEST(ChatTemplateJinjaTest, ChainedComparisonsAreConjunctions) {
+  ExpectRender("{{ 1 < 2 < 3 }} {{ 1 < 3 < 2 }} {{ 0 < x <= 5 }}", R"({"x": 5})",
+               "True False True");
+}
+
+TEST(ChatTemplateJinjaTest, GeneratorFilterResultIsTruthyEvenWhenEmpty) {
+  ExpectRender("{% if xs|select('none') %}truthy{% endif %} {{ xs|select('none')|list|length }}",
+               R"({"xs": [1, 2]})", "truthy 0");
+}
+
+TEST(ChatTemplateJinjaTest, GeneratorIsExhaustedAfterOneIteration) {
+  ExpectRender("{% set g = xs|map('string') %}{{ g|join(',') }}|{{ g|join(',') }}|",
+               R"({"xs": [1, 2]})", "1,2||");
+}
+
+TEST(ChatTemplateJinjaTest, GeneratorHasNoLength) {
+  ExpectError("{{ xs|select|length }}", R"({"xs": [1]})",
+              "object of type 'generator' has no len()", 1, 14);
+}
+
+// python: select over an int renders "<generator ...>"; the TypeError comes on iteration.
+TEST(ChatTemplateJinjaTest, GeneratorFilterFailsOnlyWhenConsumed) {
+  ExpectRender("{% set g = 1|select %}ok", "{}", "ok");
+  ExpectError("{{ (1|select)|list }}", "{}", "'int' object is not iterable", 1, 15);
+}
+
+TEST(ChatTemplateJinjaTest, EscapeReturnsMarkupThatEscapesWhatIsAdded) {
+  ExpectRender("{{ ('<b>'|e) + '<i>' }} {{ '<b>'|e|e }} {{ ('<b>'|e) ~ '<i>' }}", "{}",
+               "&lt;b&gt;&lt;i&gt; &lt;b&gt; &lt;b&gt;<i>");
+}
+
+TEST(ChatTemplateJinjaTest, ListPopIsAllowedAndMutates) {
+  ExpectRender("{% set last = xs.pop() %}{{ last }} {{ xs }}", R"({"xs": [1, 2, 3]})",
+               "3 [1, 2]");
+}
+
+TEST(ChatTemplateJinjaTest, DictViewsAndRangePrintLikePython) {
+  ExpectRender("{{ d.items() }} {{ d.keys()|list }} {{ range(2, 5) }}", R"({"d": {"a": 1}})",
+               "dict_items([('a', 1)]) ['a'] range(2, 5)");
+}
+
+TEST(ChatTemplateJinjaTest, StrFormatSpecs) {
+  ExpectRender("{{ '{:>6.2f}|{:^7}|{:,}|{!r}'.format(3.14159, 'mid', 1234567, 'q') }}", "{}",
+               "  3.14|  mid  |1,234,567|'q'");
+}
+
+TEST(ChatTemplateJinjaTest, TextFilters) {
+  ExpectRender("{{ 'Ab'|center(6) }}|{{ 'a b c d e'|wordwrap(3) }}|{{ '<p>x  y</p>'|striptags }}",
+               "{}", "  Ab  |a b\nc d\ne|x y");
+}
+
+TEST(ChatTemplateJinjaTest, GroupbySortsAndGroups) {
+  ExpectRender(
+      "{% for k, g in xs|groupby('t') %}{{ k }}={{ g|map(attribute='n')|join(',') }};{% endfor %}",
+      R"({"xs": [{"t": "b", "n": 1}, {"t": "a", "n": 2}, {"t": "b", "n": 3}]})", "a=2;b=1,3;");
+}
+
+TEST(ChatTemplateJinjaTest, ErrorsCarryTheirJinjaKind) {
+  auto kind_of = [](const std::string& source) {
+    absl::StatusOr<ChatTemplate> t = ChatTemplate::Parse(source);
+    if (!t.ok()) return jinja::ErrorKindOf(t.status());
+    return jinja::ErrorKindOf(t->Render(Json::object()).status());
+  };
+  EXPECT_EQ(kind_of("{{ missing.x }}"), jinja::ErrorKind::kUndefined);
+  EXPECT_EQ(kind_of("{{ 1 + 'a' }}"), jinja::ErrorKind::kType);
+  EXPECT_EQ(kind_of("{{ 1 / 0 }}"), jinja::ErrorKind::kValue);
+  EXPECT_EQ(kind_of("{{ [].append(1) }}"), jinja::ErrorKind::kSecurity);
+  EXPECT_EQ(kind_of("{{ raise_exception('no') }}"), jinja::ErrorKind::kRaised);
+  EXPECT_EQ(kind_of("{% if %}"), jinja::ErrorKind::kSyntax);
+  EXPECT_EQ(kind_of("{{ range(200000)|length }}"), jinja::ErrorKind::kValue);
 }
 
 TEST(ChatTemplateTest, RealTemplatesParse) {

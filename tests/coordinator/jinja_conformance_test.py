@@ -12,6 +12,7 @@ same message).
 Env: TESSERA_BIN (see tests/CMakeLists.txt). Run directly to print every mismatch.
 """
 
+import copy
 import json
 import os
 import subprocess
@@ -82,7 +83,8 @@ def error_kind(e):
 
 def python_result(template, context):
     try:
-        return {"output": ENV.from_string(template).render(**context)}
+        # A copy: templates may mutate lists (list.pop is allowed by the sandbox).
+        return {"output": ENV.from_string(template).render(**copy.deepcopy(context))}
     except Exception as e:  # noqa: BLE001 - every failure is compared by kind
         r = {"kind": error_kind(e), "error": f"{type(e).__name__}: {e}"}
         if r["kind"] == "raised":

@@ -778,6 +778,11 @@ absl::StatusOr<Value> FForceEscape(Interpreter&, const Value& v, CallArgs&) {
 
 absl::StatusOr<Value> FIndent(Interpreter&, const Value& v, CallArgs& args) {
   ASSIGN_OR_RETURN(auto a, Bind("indent", args, {"width", "first", "blank"}));
+  // Jinja appends "\n" to the value and calls splitlines(): only strings work.
+  if (v.is_undefined()) return UndefinedError(v);
+  if (!v.is_string()) {
+    return TypeError(absl::StrCat("indent: '", v.TypeName(), "' object is not a string"));
+  }
   std::string ind;
   if (a[0].is_string()) {
     ind = a[0].str();
@@ -1184,6 +1189,13 @@ absl::StatusOr<Value> FTruncate(Interpreter&, const Value& v, CallArgs& args) {
   ASSIGN_OR_RETURN(int64_t length, IntArg("truncate", a[0], 255));
   ASSIGN_OR_RETURN(int64_t leeway, IntArg("truncate", a[3], 5));
   const std::string end = a[2].is_string() ? a[2].str() : "...";
+  if (!v.is_string()) {
+    // len(s) <= length + leeway returns s unchanged; longer non-strings cannot be cut.
+    ASSIGN_OR_RETURN(int64_t n, Length(v));
+    if (n <= length + leeway) return v;
+    return TypeError(absl::StrCat("can only concatenate ", v.TypeName(), " (not \"str\") to ",
+                                  v.TypeName()));
+  }
   std::vector<char32_t> cps = DecodeUtf8(v.Str());
   const int64_t end_len = static_cast<int64_t>(CodePointCount(end));
   if (length < end_len) return TypeError("expected length >= len(end)");
@@ -1485,12 +1497,22 @@ absl::StatusOr<Value> FXmlattr(Interpreter&, const Value& v, CallArgs& args) {
   return Value::String(std::move(out));
 }
 
+// Jinja's map / select / reject / selectattr / rejectattr / unique / batch / slice / items are
+// generators: their body (and its errors) runs when the result is iterated. Ours run eagerly and
+// keep a failure for the moment the result is consumed (raise_exception still fails at once).
+template <FilterFn F>
+absl::StatusOr<Value> Lazily(Interpreter& in, const Value& v, CallArgs& args) {
+  absl::StatusOr<Value> r = F(in, v, args);
+  if (r.ok() || ErrorKindOf(r.status()) == ErrorKind::kRaised) return r;
+  return Value::FailedGenerator(r.status());
+}
+
 struct NamedFilter {
   const char* name;
   FilterFn fn;
 };
 const NamedFilter kFilters[] = {
-    {"abs", FAbs},         {"attr", FAttr},           {"batch", FBatch},
+    {"abs", FAbs},         {"attr", FAttr},           {"batch", Lazily<FBatch>},
     {"capitalize", FCapitalize}, {"center", FCenter}, {"count", FLength},  {"d", FDefault},
     {"default", FDefault}, {"dictsort", FDictsort},   {"e", FEscape},
     {"escape", FEscape},   {"first", FFirst},         {"float", FFloat},
@@ -1498,17 +1520,17 @@ const NamedFilter kFilters[] = {
     {"forceescape", FForceEscape}, {"format", FFormat},    {"groupby", FGroupby},
     {"indent", FIndent},
     {"int", FInt},
-    {"items", FItems},     {"join", FJoin},           {"last", FLast},
+    {"items", Lazily<FItems>},     {"join", FJoin},           {"last", FLast},
     {"length", FLength},   {"list", FList},           {"lower", FLower},
-    {"map", FMap},         {"max", FMax},             {"min", FMin},
+    {"map", Lazily<FMap>},         {"max", FMax},             {"min", FMin},
     {"pprint", FPprint},
-    {"reject", FReject},   {"rejectattr", FRejectAttr}, {"replace", FReplace},
+    {"reject", Lazily<FReject>},   {"rejectattr", Lazily<FRejectAttr>}, {"replace", FReplace},
     {"reverse", FReverse}, {"round", FRound},         {"safe", FSafe},
-    {"select", FSelect},   {"selectattr", FSelectAttr}, {"slice", FSlice},
+    {"select", Lazily<FSelect>},   {"selectattr", Lazily<FSelectAttr>}, {"slice", Lazily<FSlice>},
     {"sort", FSort},       {"string", FString},       {"striptags", FStriptags},
     {"sum", FSum},         {"title", FTitle},
     {"tojson", FJson},     {"trim", FTrim},           {"truncate", FTruncate},
-    {"unique", FUnique},   {"upper", FUpper},         {"urlencode", FUrlencode},
+    {"unique", Lazily<FUnique>},   {"upper", FUpper},         {"urlencode", FUrlencode},
     {"wordcount", FWordcount}, {"wordwrap", FWordwrap}, {"xmlattr", FXmlattr},
 };
 

@@ -175,6 +175,7 @@ absl::StatusOr<bool> Contains(const Value& container, const Value& item) {
       }
       return container.str().find(item.str()) != std::string::npos;
     case Value::Type::kList:
+      RETURN_IF_ERROR(container.deferred_error());
       for (const Value& v : container.Consume()) {
         if (Equals(v, item)) return true;
       }
@@ -213,7 +214,8 @@ absl::StatusOr<Value> SliceValue(const Value& v, const Value& start, const Value
   } else if (v.is_undefined()) {
     return UndefinedError(v);
   } else {
-    return TypeError(absl::StrCat("'", v.TypeName(), "' object is not subscriptable"));
+    // The sandbox's getitem turns the TypeError into an Undefined.
+    return Value::Undefined(absl::StrCat(v.TypeRepr(), " has no element slice"));
   }
   int64_t st = 1;
   ASSIGN_OR_RETURN(bool has_step, as_opt(step, &st));
@@ -269,7 +271,9 @@ absl::Status UndefinedError(const Value& v) {
 absl::StatusOr<std::vector<Value>> Iterate(const Value& v) {
   switch (v.type()) {
     case Value::Type::kUndefined: return std::vector<Value>();
-    case Value::Type::kList: return v.Consume();
+    case Value::Type::kList:
+      RETURN_IF_ERROR(v.deferred_error());
+      return v.Consume();
     case Value::Type::kDict: {
       std::vector<Value> keys;
       keys.reserve(v.dict().size());

@@ -24,6 +24,7 @@ struct ListData : HeapData {
   SeqKind kind = SeqKind::kList;
   bool consumed = false;  // kGenerator: already iterated
   int64_t start = 0, stop = 0, step = 1;  // kRange
+  absl::Status error;                     // kGenerator: raised when iterated
 };
 struct DictData : HeapData {
   std::vector<std::pair<std::string, Value>> items;
@@ -249,6 +250,17 @@ Value Value::Sequence(std::vector<Value> items, SeqKind kind) {
   d->kind = kind;
   v.heap_ = std::move(d);
   return v;
+}
+
+Value Value::FailedGenerator(absl::Status error) {
+  Value v = Sequence({}, SeqKind::kGenerator);
+  static_cast<ListData*>(v.heap_.get())->error = std::move(error);
+  return v;
+}
+
+absl::Status Value::deferred_error() const {
+  if (type_ != Type::kList) return absl::OkStatus();
+  return static_cast<const ListData*>(heap_.get())->error;
 }
 
 Value Value::Range(std::vector<Value> items, int64_t start, int64_t stop, int64_t step) {

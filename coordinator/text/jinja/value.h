@@ -89,6 +89,9 @@ class Value {
   static Value List(std::vector<Value> items, bool tuple = false);
   static Value Sequence(std::vector<Value> items, SeqKind kind);
   static Value Range(std::vector<Value> items, int64_t start, int64_t stop, int64_t step);
+  // A generator whose body fails when iterated (Jinja's generator filters run lazily, so a bad
+  // input only fails when the result is consumed).
+  static Value FailedGenerator(absl::Status error);
   static Value Dict(std::vector<std::pair<std::string, Value>> items);
   static Value Namespace(std::vector<std::pair<std::string, Value>> items);
   static Value Callable(std::string name, NativeFn fn);
@@ -125,6 +128,8 @@ class Value {
   const std::vector<Value>& list() const;
   // Iterating: a generator yields its items once, then nothing (Python's exhausted iterator).
   std::vector<Value> Consume() const;
+  // The error a FailedGenerator raises when iterated; OK otherwise.
+  absl::Status deferred_error() const;
   // list.pop / list.clear (allowed by Jinja's immutable sandbox): mutate the shared list.
   std::vector<Value>& mutable_list() const;
   const std::vector<std::pair<std::string, Value>>& dict() const;  // dict or namespace items
