@@ -884,6 +884,37 @@ def hf_patterns():
     case(g, "{{ message.content|string if message.content is not none else '' }}", message={"content": [{"a": 1}]})
 
 
+def fuzz_regressions():
+    """Divergences found by a seeded random-expression fuzzer, kept as regressions."""
+    g = "fuzz"
+    ctx = {"x": 3, "y": -1.5, "s": "Hello World", "d": {"k": "v", "b": 2}, "xs": [3, 1, 2]}
+    case(g, "{{ ({}|safe) + none }}", **ctx)
+    case(g, "{{ {'k': 1} not in d.keys() }}", **ctx)
+    case(g, "{{ [] in d.items() }}", **ctx)
+    case(g, "{{ [] in d.values() }} {{ 'v' in d.values() }} {{ ('k', 'v') in d.items() }}", **ctx)
+    case(g, "{{ false % y }} {{ 0.0 % -2 }} {{ -0.0 % 2 }} {{ 3 % -1.5 }}", **ctx)
+    case(g, "{{ '%s' % [1] }}|{{ 'a' % [] }}|{{ 'a' % {} }}|{{ '%s' % {'a': 1} }}", **ctx)
+    case(g, "{{ 'a' % 'b' }}", **ctx)
+    case(g, "{{ missing is callable }} {{ ns is iterable }} {{ d is iterable }}", ns=None, **ctx)
+    case(g, "{% set ns = namespace(k=1) %}{{ ns is iterable }} {{ ns is mapping }}", **ctx)
+    case(g, "{{ 1|reverse }}", **ctx)
+    case(g, "{{ none|reverse }}", **ctx)
+    case(g, "{{ missing|filesizeformat }}", **ctx)
+    case(g, "{{ missing|xmlattr }}", **ctx)
+    case(g, "{{ x[1:] }}", **ctx)
+    case(g, "{{ d[1:] }}", **ctx)
+    case(g, "{{ missing[1:] }}", **ctx)
+    case(g, "{{ (xs|select('odd'))[0] }}|{{ (d.keys())[0] }}|{{ (xs|select)[1:] }}", **ctx)
+    case(g, "{{ (true|map(attribute='k'))|list }}", **ctx)
+    case(g, "{{ (1|unique) is defined }} {{ (1|batch(2)) is iterable }}", **ctx)
+    case(g, "{{ (1|batch(2))|list }}", **ctx)
+    case(g, "{{ (xs|items)|selectattr('k')|int }}", **ctx)
+    case(g, "{{ [1, 2]|indent(2) }}", **ctx)
+    case(g, "{{ 0|truncate(5, leeway=0) }}", **ctx)
+    case(g, "{{ [1, 2]|truncate(5) }} {{ missing|truncate }}|", **ctx)
+    case(g, "{{ (xs|select('odd')|items).upper() }}", **ctx)
+
+
 def main_cases():
     CASES.clear()
     filters()
@@ -898,6 +929,7 @@ def main_cases():
     whitespace()
     strings_and_values()
     hf_patterns()
+    fuzz_regressions()
     return CASES
 
 

@@ -940,6 +940,9 @@ absl::StatusOr<Value> FReverse(Interpreter&, const Value& v, CallArgs&) {
     return Value::String(Encode(cps, 0, cps.size()));
   }
   const bool to_list = v.seq_kind() == SeqKind::kGenerator;
+  if (!(v.is_list() || v.is_dict() || v.is_undefined())) {
+    return JinjaError(ErrorKind::kRuntime, "argument must be iterable");
+  }
   ASSIGN_OR_RETURN(std::vector<Value> items, Iterate(v));
   std::reverse(items.begin(), items.end());
   return to_list ? Value::List(std::move(items))
@@ -1304,6 +1307,7 @@ absl::StatusOr<Value> FCenter(Interpreter&, const Value& v, CallArgs& args) {
 
 absl::StatusOr<Value> FFilesizeformat(Interpreter&, const Value& v, CallArgs& args) {
   ASSIGN_OR_RETURN(auto a, Bind("filesizeformat", args, {"binary"}));
+  if (v.is_undefined()) return UndefinedError(v);
   double bytes;
   if (v.is_number()) {
     bytes = v.float_value();
@@ -1478,6 +1482,7 @@ absl::StatusOr<Value> FWordwrap(Interpreter&, const Value& v, CallArgs& args) {
 
 absl::StatusOr<Value> FXmlattr(Interpreter&, const Value& v, CallArgs& args) {
   ASSIGN_OR_RETURN(auto a, Bind("xmlattr", args, {"autospace"}));
+  if (v.is_undefined()) return UndefinedError(v);
   if (!v.is_dict()) {
     return TypeError(absl::StrCat("'", v.TypeName(), "' object has no attribute 'items'"));
   }
@@ -1560,12 +1565,12 @@ TESSERA_JINJA_TEST(TNumber, v.is_number())
 TESSERA_JINJA_TEST(TString, v.is_string())
 TESSERA_JINJA_TEST(TMapping, v.is_dict())
 TESSERA_JINJA_TEST(TIterable,
-                   v.is_undefined() || v.is_string() || v.is_list() || v.is_dict() ||
-                       v.is_namespace())
+                   v.is_undefined() || v.is_string() || v.is_list() || v.is_dict())
 // Sized and indexable: str, list, tuple, range, dict (not dict views or generators).
 TESSERA_JINJA_TEST(TSequence, v.is_undefined() || v.is_string() || v.is_subscriptable_seq() ||
                                   v.is_dict())
-TESSERA_JINJA_TEST(TCallable, v.is_callable())
+// Undefined defines __call__ (to raise), so Python's callable() is true for it.
+TESSERA_JINJA_TEST(TCallable, v.is_callable() || v.is_undefined())
 TESSERA_JINJA_TEST(TEscaped, v.is_markup())
 TESSERA_JINJA_TEST(TLower, PyIsLower(v.Str()))
 TESSERA_JINJA_TEST(TUpper, PyIsUpper(v.Str()))
@@ -1821,8 +1826,8 @@ absl::StatusOr<Value> PercentFormat(const std::string& fmt, const Value& args) {
   const bool mapping = args.is_dict();
   if (args.is_tuple()) {
     positional = args.list();
-  } else if (!mapping) {
-    positional.push_back(args);
+  } else {
+    positional.push_back(args);  // a mapping is also the single argument of a plain '%s'
   }
   size_t next = 0;
   std::string out;
@@ -1861,7 +1866,6 @@ absl::StatusOr<Value> PercentFormat(const std::string& fmt, const Value& args) {
       continue;
     }
     if (arg == nullptr) {
-      if (mapping) return TypeError("format requires a mapping");
       if (next >= positional.size()) return TypeError("not enough arguments for format string");
       arg = &positional[next++];
     }
@@ -1937,7 +1941,10 @@ absl::StatusOr<Value> PercentFormat(const std::string& fmt, const Value& args) {
     }
     out += piece;
   }
-  if (!mapping && next < positional.size()) {
+  // Python skips this check when the argument is a non-tuple object with __getitem__
+  // ('%s' % [1] formats the list; 'a' % [] is 'a').
+  const bool indexable = args.is_list() && !args.is_tuple() && args.is_subscriptable_seq();
+  if (!mapping && !indexable && next < positional.size()) {
     return TypeError("not all arguments converted during string formatting");
   }
   return Value::String(std::move(out));

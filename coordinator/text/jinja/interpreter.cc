@@ -84,6 +84,7 @@ absl::StatusOr<Value> Arith(BinOp op, const Value& a, const Value& b) {
         {
           double r = std::fmod(x, y);
           if (r != 0 && ((r < 0) != (y < 0))) r += y;
+          if (r == 0) r = std::copysign(0.0, y);  // Python: a zero result takes y's sign
           return Value::Float(r);
         }
       case BinOp::kPow:
@@ -103,7 +104,7 @@ absl::StatusOr<Value> Arith(BinOp op, const Value& a, const Value& b) {
     }
   }
   if (op == BinOp::kAdd) {
-    if (a.is_markup() && (b.is_string() || b.is_number() || b.is_none())) {
+    if (a.is_markup() && b.is_string()) {
       return Value::Markup(a.str() + MarkupText(b));  // Markup.__add__ escapes the other side
     }
     if (b.is_markup() && a.is_string()) return Value::Markup(MarkupText(a) + b.str());
@@ -176,6 +177,11 @@ absl::StatusOr<bool> Contains(const Value& container, const Value& item) {
       return container.str().find(item.str()) != std::string::npos;
     case Value::Type::kList:
       RETURN_IF_ERROR(container.deferred_error());
+      // dict_keys is set-like: the item must be hashable.
+      if (container.seq_kind() == SeqKind::kDictKeys &&
+          (item.is_plain_list() || item.is_dict() || item.is_namespace())) {
+        return TypeError(absl::StrCat("unhashable type: '", item.TypeName(), "'"));
+      }
       for (const Value& v : container.Consume()) {
         if (Equals(v, item)) return true;
       }
@@ -213,9 +219,11 @@ absl::StatusOr<Value> SliceValue(const Value& v, const Value& start, const Value
     n = static_cast<int64_t>(v.list().size());
   } else if (v.is_undefined()) {
     return UndefinedError(v);
+  } else if (v.is_dict()) {
+    // Jinja compiles slices to a plain Python subscript (no sandbox getitem fallback).
+    return TypeError("unhashable type: 'slice'");
   } else {
-    // The sandbox's getitem turns the TypeError into an Undefined.
-    return Value::Undefined(absl::StrCat(v.TypeRepr(), " has no element slice"));
+    return TypeError(absl::StrCat("'", v.TypeName(), "' object is not subscriptable"));
   }
   int64_t st = 1;
   ASSIGN_OR_RETURN(bool has_step, as_opt(step, &st));
