@@ -86,8 +86,7 @@ std::vector<double> ArrivalTimes(int n, double rate, uint64_t seed) {
   if (rate <= 0) return out;
   std::mt19937_64 rng(seed ^ 0x9e3779b97f4a7c15ULL);  // not the prompts' stream
   std::exponential_distribution<double> gap(rate);
-  double t = 0;
-  for (double& a : out) a = t += gap(rng);
+  for (size_t i = 1; i < out.size(); ++i) out[i] = out[i - 1] + gap(rng);
   return out;
 }
 

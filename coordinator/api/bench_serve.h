@@ -80,8 +80,8 @@ struct BenchResult {
   LatencyStats ttft, tpot, itl, e2el;
 };
 
-// Release times (seconds after the start) of `n` requests: a Poisson process of `rate` per second
-// (exponential gaps drawn from `seed`, the first request after one gap), or all 0 when rate <= 0.
+// Release times (seconds after the start) of `n` requests: the first at 0, then a Poisson process
+// of `rate` per second (exponential gaps drawn from `seed`), as vLLM; all 0 when rate <= 0.
 std::vector<double> ArrivalTimes(int n, double rate, uint64_t seed);
 
 // numpy.percentile(values, p) with the default linear interpolation; 0 for no values.
