@@ -15,6 +15,7 @@ Env: TESSERA_BIN (see tests/CMakeLists.txt). Run directly to print every mismatc
 import copy
 import json
 import os
+import random
 import subprocess
 import sys
 import tempfile
@@ -933,6 +934,71 @@ def main_cases():
     return CASES
 
 
+# ---- seeded random templates: nested if / for / set / macro / namespace / comments with
+# random whitespace control over chat-like data (the shapes real chat templates are made of) ----
+
+FUZZ_EXPRS = ["m.role", "m.content", "loop.index", "loop.first", "ns.n", "x", "m.content|trim", "m.content is string",
+         "m.tool_calls|length", "m.role == 'user'", "messages|length", "loop.last", "(m.content or '')|upper",
+         "m.get('name', 'anon')", "i", "loop.previtem.role if loop.previtem is defined", "caller is defined",
+         "m['content'][:3]", "messages[loop.index0 - 1].role", "ns.n * 2", "x ~ '!'", "'tools' if tools else 'none'"]
+FUZZ_CONDS = ["m.role == 'user'", "loop.first", "loop.last", "m.content is none", "m.content is string",
+         "ns.n > 1", "x is defined", "tools", "m.tool_calls is defined", "not loop.last and m.role != 'system'",
+         "i is odd", "add_generation_prompt"]
+FUZZ_WS = ["", "-"]
+
+def _random_tag(r, body):
+    a, b = r.choice(FUZZ_WS), r.choice(FUZZ_WS)
+    return "{%" + a + " " + body + " " + b + "%}"
+
+def _random_out(r):
+    a, b = r.choice(FUZZ_WS), r.choice(FUZZ_WS)
+    return "{{" + a + " " + r.choice(FUZZ_EXPRS) + " " + b + "}}"
+
+def _random_text(r):
+    return r.choice(["", "\n", "  ", "<|im_start|>", "\n  ", " | ", "x\n", "\t", "[INST] "])
+
+def _random_block(r, depth):
+    parts = []
+    for _ in range(r.randint(1, 4)):
+        k = r.random()
+        parts.append(_random_text(r))
+        if depth > 2 or k < 0.35:
+            parts.append(_random_out(r))
+        elif k < 0.55:
+            parts.append(_random_tag(r, "if " + r.choice(FUZZ_CONDS)) + _random_block(r, depth + 1) +
+                         (_random_tag(r, "elif " + r.choice(FUZZ_CONDS)) + _random_block(r, depth + 1) if r.random() < 0.3 else "") +
+                         (_random_tag(r, "else") + _random_block(r, depth + 1) if r.random() < 0.4 else "") + _random_tag(r, "endif"))
+        elif k < 0.7:
+            parts.append(_random_tag(r, "for m in messages" + (" if m.role != 'tool'" if r.random() < 0.3 else "")) +
+                         _random_block(r, depth + 1) + _random_tag(r, "endfor"))
+        elif k < 0.8:
+            parts.append(_random_tag(r, "set ns.n = ns.n + 1"))
+        elif k < 0.87:
+            parts.append(_random_tag(r, "set x = " + r.choice(FUZZ_EXPRS)))
+        elif k < 0.93:
+            parts.append("{#" + r.choice(FUZZ_WS) + " c " + r.choice(FUZZ_WS) + "#}")
+        else:
+            parts.append(_random_tag(r, "for i in range(2)") + _random_block(r, depth + 1) + _random_tag(r, "endfor"))
+        parts.append(_random_text(r))
+    return "".join(parts)
+
+FUZZ_MSGS = [{"role": "system", "content": " sys "}, {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": None, "tool_calls": [{"function": {"name": "f", "arguments": {"a": 1}}}]},
+        {"role": "tool", "content": "res", "name": "f"}, {"role": "user", "content": [{"type": "text", "text": "p"}]}]
+
+def random_statement_cases(seed, n):
+    r = random.Random(seed)
+    out_ = []
+    for i in range(n):
+        tpl = "{%- set ns = namespace(n=0) %}" + _random_block(r, 0)
+        if r.random() < 0.3:
+            tpl = tpl + "{% macro render(m) %}" + _random_block(r, 1) + "{% endmacro %}{% for m in messages %}{{ render(m) }}{% endfor %}"
+        out_.append({"name": f"random{seed}#{i}", "template": tpl,
+                     "context": {"messages": FUZZ_MSGS, "m": FUZZ_MSGS[r.randint(0, 4)], "i": r.randint(0, 3), "tools": None if r.random() < 0.5 else [{"n": 1}],
+                                 "add_generation_prompt": r.random() < 0.5}})
+    return out_
+
+
 # ---- running both -------------------------------------------------------------------------
 
 def run_tessera(cases):
@@ -980,6 +1046,14 @@ def test_corpus_matches_python_jinja2():
     print(f"{len(cases)} templates: {stats}")
     assert not bad, "\n".join(bad) + f"\n({len(bad)} of {len(cases)} differ)"
     assert stats["output"] > 200 and stats["error"] > 50, stats
+
+
+def test_random_statement_templates_match_python_jinja2():
+    cases = random_statement_cases(seed=7, n=300)
+    bad, stats = mismatches(cases)
+    print(f"{len(cases)} random templates: {stats}")
+    assert not bad, "\n".join(bad[:10]) + f"\n({len(bad)} of {len(cases)} differ)"
+    assert stats["output"] > 100, stats
 
 
 def main():

@@ -465,14 +465,18 @@ absl::Status Interpreter::ExecStmt(const Stmt& s, Frame* frame) {
       return ExecFor(s, frame, iterable, 1);
     }
     case Stmt::Kind::kSet: {
-      ASSIGN_OR_RETURN(Value v, Eval(*s.expr, frame));
       if (!s.attr.empty()) {
-        const Value* ns = frame->Find(s.targets[0]);
-        if (ns == nullptr || !ns->is_namespace()) {
+        // Jinja checks the target before evaluating the value.
+        const Value* target = frame->Find(s.targets[0]);
+        if (target == nullptr || !target->is_namespace()) {
           return Located(JinjaError(ErrorKind::kRuntime,
                                     "cannot assign attribute on non-namespace object"),
                          s.line, s.column);
         }
+      }
+      ASSIGN_OR_RETURN(Value v, Eval(*s.expr, frame));
+      if (!s.attr.empty()) {
+        const Value* ns = frame->Find(s.targets[0]);
         auto& items = ns->mutable_namespace();
         for (auto& kv : items) {
           if (kv.first == s.attr) {
