@@ -914,6 +914,8 @@ def fuzz_regressions():
     case(g, "{{ 0|truncate(5, leeway=0) }}", **ctx)
     case(g, "{{ [1, 2]|truncate(5) }} {{ missing|truncate }}|", **ctx)
     case(g, "{{ (xs|select('odd')|items).upper() }}", **ctx)
+    case(g, "{{ range(3)[::-1] }} {{ range(10)[2:8:2] }} {{ range(10)[-3:] }} {{ range(5)[1] }}", **ctx)
+    case(g, "{{ (false|unique)|reverse }}", **ctx)
 
 
 def main_cases():

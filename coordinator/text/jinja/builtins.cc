@@ -61,8 +61,6 @@ absl::StatusOr<std::string> StrArg(absl::string_view fn, const Value& v) {
   return v.str();
 }
 
-std::string AsciiLower(const std::string& s) { return PyLower(s); }
-std::string AsciiUpper(const std::string& s) { return PyUpper(s); }
 bool IsAsciiAlpha(char32_t c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); }
 
 std::string Encode(const std::vector<char32_t>& cps, size_t b, size_t e) {
@@ -316,8 +314,8 @@ absl::StatusOr<Value> StrMethod(Interpreter& in, const Value& self, absl::string
       name == "swapcase") {
     ASSIGN_OR_RETURN(auto a, Bind(name, args, {}));
     (void)a;
-    if (name == "lower") return Value::String(AsciiLower(s));
-    if (name == "upper") return Value::String(AsciiUpper(s));
+    if (name == "lower") return Value::String(PyLower(s));
+    if (name == "upper") return Value::String(PyUpper(s));
     if (name == "title") return Value::String(PyTitle(s));
     if (name == "capitalize") return Value::String(PyCapitalize(s));
     std::string out = s;
@@ -734,10 +732,10 @@ absl::StatusOr<Value> FList(Interpreter&, const Value& v, CallArgs&) {
 }
 
 absl::StatusOr<Value> FLower(Interpreter&, const Value& v, CallArgs&) {
-  return Value::String(AsciiLower(v.Str()));
+  return Value::String(PyLower(v.Str()));
 }
 absl::StatusOr<Value> FUpper(Interpreter&, const Value& v, CallArgs&) {
-  return Value::String(AsciiUpper(v.Str()));
+  return Value::String(PyUpper(v.Str()));
 }
 absl::StatusOr<Value> FTitle(Interpreter&, const Value& v, CallArgs&) {
   return Value::String(JinjaTitle(v.Str()));
@@ -829,7 +827,7 @@ absl::StatusOr<Value> SortKey(Interpreter& in, const Value& item, const Value& a
   if (Given(attribute) && !attribute.is_none()) {
     ASSIGN_OR_RETURN(k, GetPath(in, item, attribute));
   }
-  if (!case_sensitive && k.is_string()) return Value::String(AsciiLower(k.str()));
+  if (!case_sensitive && k.is_string()) return Value::String(PyLower(k.str()));
   return k;
 }
 
@@ -940,10 +938,14 @@ absl::StatusOr<Value> FReverse(Interpreter&, const Value& v, CallArgs&) {
     return Value::String(Encode(cps, 0, cps.size()));
   }
   const bool to_list = v.seq_kind() == SeqKind::kGenerator;
-  if (!(v.is_list() || v.is_dict() || v.is_undefined())) {
+  absl::StatusOr<std::vector<Value>> iterated =
+      (v.is_list() || v.is_dict() || v.is_undefined()) ? Iterate(v)
+                                                      : TypeError("not iterable");
+  if (!iterated.ok()) {
+    if (ErrorKindOf(iterated.status()) != ErrorKind::kType) return iterated.status();
     return JinjaError(ErrorKind::kRuntime, "argument must be iterable");
   }
-  ASSIGN_OR_RETURN(std::vector<Value> items, Iterate(v));
+  std::vector<Value> items = std::move(*iterated);
   std::reverse(items.begin(), items.end());
   return to_list ? Value::List(std::move(items))
                  : Value::Sequence(std::move(items), SeqKind::kGenerator);

@@ -253,6 +253,12 @@ absl::StatusOr<Value> SliceValue(const Value& v, const Value& start, const Value
   std::vector<Value> items;
   items.reserve(idx.size());
   for (int64_t i : idx) items.push_back(v.list()[static_cast<size_t>(i)]);
+  if (v.seq_kind() == SeqKind::kRange) {  // a slice of a range is a range
+    int64_t r_start, r_stop, r_step;
+    v.range_args(&r_start, &r_stop, &r_step);
+    return Value::Range(std::move(items), r_start + lo * r_step, r_start + hi * r_step,
+                        r_step * st);
+  }
   return Value::List(std::move(items), v.is_tuple());
 }
 

@@ -194,7 +194,7 @@ absl::StatusOr<std::string> FormatWithSpec(const Value& v, absl::string_view spe
   if (i < rest.size()) type = rest[i++];
   if (i < rest.size()) return ValueError("Invalid format specifier");
   if (zero && align == '\0') {
-    fill = "0";
+    fill.assign(1, '0');  // (not = "0": GCC 12 -Wrestrict false positive)
     align = '=';
   }
 

@@ -258,6 +258,13 @@ Value Value::FailedGenerator(absl::Status error) {
   return v;
 }
 
+void Value::range_args(int64_t* start, int64_t* stop, int64_t* step) const {
+  const auto* d = static_cast<const ListData*>(heap_.get());
+  *start = d->start;
+  *stop = d->stop;
+  *step = d->step;
+}
+
 absl::Status Value::deferred_error() const {
   if (type_ != Type::kList) return absl::OkStatus();
   return static_cast<const ListData*>(heap_.get())->error;

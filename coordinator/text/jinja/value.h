@@ -128,6 +128,8 @@ class Value {
   const std::vector<Value>& list() const;
   // Iterating: a generator yields its items once, then nothing (Python's exhausted iterator).
   std::vector<Value> Consume() const;
+  // range(start, stop, step) of a SeqKind::kRange value.
+  void range_args(int64_t* start, int64_t* stop, int64_t* step) const;
   // The error a FailedGenerator raises when iterated; OK otherwise.
   absl::Status deferred_error() const;
   // list.pop / list.clear (allowed by Jinja's immutable sandbox): mutate the shared list.
