@@ -302,7 +302,10 @@ class OpenAiService::Job : public std::enable_shared_from_this<OpenAiService::Jo
         text = c.echo + text;
         c.echo.clear();
       }
-      if (stream_ && (!text.empty() || out.finished || !logprobs.is_null())) {
+      // Without a tokenizer every new token gets its (empty-text) chunk, so clients still see
+      // tokens arrive one by one (vLLM sends a chunk per token too).
+      const bool token_chunk = tokenizer_.format() == "none" && !out.token_ids.empty();
+      if (stream_ && (!text.empty() || out.finished || !logprobs.is_null() || token_chunk)) {
         ojson payload = text;
         SendChunk(c, std::move(payload), out.finished ? FinishReasonText(c.finish) : nullptr,
                   std::move(logprobs));

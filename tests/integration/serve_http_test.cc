@@ -415,6 +415,17 @@ TEST(ServeHttpNoTokenizerTest, TokenIdCompletionsWorkAndTextIsRefused) {
   }
   EXPECT_EQ(j["choices"][0]["logprobs"]["top_logprobs"][0].size(), 2u);
 
+  // Streaming: one chunk per token although there is no text (then the finish and [DONE]).
+  req["stream"] = true;
+  req.erase("logprobs");
+  HttpResponse stream = Http(http_port, http::verb::post, "/v1/completions", req.dump());
+  ASSERT_EQ(stream.status, 200) << stream.body;
+  int chunks = 0;
+  for (absl::string_view line : absl::StrSplit(stream.body, '\n')) {
+    if (absl::StartsWith(line, "data: {")) ++chunks;
+  }
+  EXPECT_EQ(chunks, 6) << stream.body;
+
   HttpResponse text = Http(http_port, http::verb::post, "/v1/completions",
                            R"({"prompt": "hello", "max_tokens": 2})");
   EXPECT_EQ(text.status, 400);
