@@ -34,6 +34,7 @@
 #include "kernels/base/logging.h"
 #include "nlohmann/json.hpp"
 #include "tessera/v1/generation.grpc.pb.h"
+#include "tests/integration/generation_util.h"
 #include "tests/integration/process_util.h"
 #include "tests/test_util.h"
 #include "worker/make_model.h"
@@ -133,17 +134,7 @@ std::vector<int32_t> RandomIds(int n, uint64_t seed) {
 // Greedy `tessera generate` on `prompt` alone (the batching-independent reference).
 std::vector<int32_t> Reference(const std::string& model, const std::vector<int32_t>& prompt,
                                int max_tokens) {
-  const std::string out = testing::MakeTempDir("serve_http_ref") + "/out.json";
-  ChildProcess gen({testing::TesseraBinary(), "generate", "--model", model, "--prompt-ids",
-                    absl::StrJoin(prompt, ","), "--max-tokens", absl::StrCat(max_tokens),
-                    "--temperature", "0", "--threads", "1", "--json"},
-                   out);
-  std::optional<int> code = gen.Wait(milliseconds(60000));
-  CHECK(code.has_value() && *code == 0) << gen.Log();
-  const std::string text = gen.Log();
-  const size_t brace = text.find('{');
-  CHECK(brace != std::string::npos) << text;
-  return nlohmann::json::parse(text.substr(brace))["output_ids"].get<std::vector<int32_t>>();
+  return testing::GreedyReference(model, prompt, max_tokens);
 }
 
 struct Completion {

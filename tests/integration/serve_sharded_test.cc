@@ -16,6 +16,7 @@
 #include "kernels/base/logging.h"
 #include "nlohmann/json.hpp"
 #include "tessera/v1/generation.grpc.pb.h"
+#include "tests/integration/generation_util.h"
 #include "tests/integration/process_util.h"
 #include "tests/test_util.h"
 #include "worker/make_model.h"
@@ -29,39 +30,14 @@ using testing::ChildProcess;
 std::string ModelDir() { return testing::TinyModelDir("qwen3_moe"); }
 
 std::vector<int32_t> Reference(const std::vector<int32_t>& prompt, int max_tokens) {
-  const std::string out = testing::MakeTempDir("serve_sharded_ref") + "/out.json";
-  ChildProcess gen({testing::TesseraBinary(), "generate", "--model", ModelDir(), "--prompt-ids",
-                    absl::StrJoin(prompt, ","), "--max-tokens", absl::StrCat(max_tokens),
-                    "--temperature", "0", "--threads", "1", "--json"},
-                   out);
-  std::optional<int> code = gen.Wait(milliseconds(60000));
-  CHECK(code.has_value() && *code == 0) << gen.Log();
-  const std::string text = gen.Log();
-  nlohmann::json j = nlohmann::json::parse(text.substr(text.find('{')));
-  return j["output_ids"].get<std::vector<int32_t>>();
+  return testing::GreedyReference(ModelDir(), prompt, max_tokens);
 }
 
-struct Result {
-  grpc::Status status;
-  std::vector<int32_t> tokens;
-};
+using Result = testing::GreedyStreamResult;
 
 Result Generate(const std::shared_ptr<grpc::Channel>& channel, const std::vector<int32_t>& prompt,
                 int max_tokens) {
-  auto stub = v1::Generation::NewStub(channel);
-  v1::GenerateRequest req;
-  req.mutable_prompt_token_ids()->Add(prompt.begin(), prompt.end());
-  req.mutable_sampling()->set_temperature(0);
-  req.mutable_sampling()->set_max_tokens(max_tokens);
-  grpc::ClientContext ctx;
-  ctx.set_deadline(std::chrono::system_clock::now() + milliseconds(60000));
-  auto reader = stub->Generate(&ctx, req);
-  Result r;
-  v1::GenerateResponse msg;
-  while (reader->Read(&msg)) r.tokens.insert(r.tokens.end(), msg.token_ids().begin(),
-                                             msg.token_ids().end());
-  r.status = reader->Finish();
-  return r;
+  return testing::GreedyStream(channel, prompt, max_tokens);
 }
 
 class ServeShardedTest : public ::testing::TestWithParam<std::string> {};

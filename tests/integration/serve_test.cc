@@ -22,6 +22,7 @@
 #include "kernels/base/logging.h"
 #include "nlohmann/json.hpp"
 #include "tessera/v1/generation.grpc.pb.h"
+#include "tests/integration/generation_util.h"
 #include "tests/integration/process_util.h"
 #include "tests/test_util.h"
 #include "worker/make_model.h"
@@ -148,19 +149,7 @@ class ServeTest : public ::testing::Test {
   }
 
   static std::vector<int32_t> Reference(const std::vector<int32_t>& prompt, int max_tokens) {
-    const std::string dir = testing::MakeTempDir("serve_ref");
-    const std::string out = dir + "/out.json";
-    ChildProcess gen({testing::TesseraBinary(), "generate", "--model", ModelDir(), "--prompt-ids",
-                      absl::StrJoin(prompt, ","), "--max-tokens", absl::StrCat(max_tokens),
-                      "--temperature", "0", "--threads", "1", "--json"},
-                     out);
-    std::optional<int> code = gen.Wait(milliseconds(60000));
-    CHECK(code.has_value() && *code == 0) << gen.Log();
-    const std::string text = gen.Log();
-    const size_t brace = text.find('{');
-    CHECK(brace != std::string::npos) << text;
-    nlohmann::json j = nlohmann::json::parse(text.substr(brace));
-    return j["output_ids"].get<std::vector<int32_t>>();
+    return testing::GreedyReference(ModelDir(), prompt, max_tokens);
   }
 
   static inline ChildProcess* server_ = nullptr;
