@@ -251,6 +251,16 @@ absl::Status AllReduceStage(const Shard& shard, bool partial, Tensor& t) {
   return comm->AllReduce(t, ReduceOp::kSum);
 }
 
+absl::Status FeedForward(const Shard& shard, const MoeBlock* moe, const GatedMlp* mlp,
+                         const Tensor& x, Tensor& delta) {
+  if (moe != nullptr) {
+    RETURN_IF_ERROR(moe->Forward(x, delta));
+    return AllReduceStage(shard, moe->partial(), delta);
+  }
+  RETURN_IF_ERROR(mlp->Forward(x, delta));
+  return AllReduceSum(shard, shard.tp_size > 1, delta);
+}
+
 // ---- Weight loading ----------------------------------------------------------------------------
 
 absl::Status LinearLayer::Forward(const Tensor& x, Tensor& out) const {

@@ -301,6 +301,11 @@ class MoeBlock {
   LinearLayer shared_gate_;                 // [1, hidden] when spec_.shared_gate
 };
 
+// A decoder layer's feed-forward half into `delta`: the MoE block when `moe` is set (partial
+// sums reduced over the stage), else the dense gated MLP (reduced over the tp group).
+absl::Status FeedForward(const Shard& shard, const MoeBlock* moe, const GatedMlp* mlp,
+                         const Tensor& x, Tensor& delta);
+
 // ---- Grouped-query attention -------------------------------------------------------------------
 
 struct AttentionSpec {

@@ -71,13 +71,7 @@ absl::Status DecoderModel::ForwardHidden(const Tensor& input_ids, const Attentio
       RETURN_IF_ERROR(layer.attention->Forward(x, b, k_cache, v_cache, delta));
       RETURN_IF_ERROR(AllReduceSum(shard_, layer.attention->partial(), delta));
       RETURN_IF_ERROR(AddRmsNorm(residual, delta, layer.post_norm, eps_, x));
-      if (layer.moe) {
-        RETURN_IF_ERROR(layer.moe->Forward(x, delta));
-        RETURN_IF_ERROR(AllReduceStage(shard_, layer.moe->partial(), delta));
-      } else {
-        RETURN_IF_ERROR(layer.mlp->Forward(x, delta));
-        RETURN_IF_ERROR(AllReduceSum(shard_, shard_.tp_size > 1, delta));
-      }
+      RETURN_IF_ERROR(FeedForward(shard_, layer.moe.get(), layer.mlp.get(), x, delta));
     }
     return absl::OkStatus();
   };
