@@ -28,19 +28,12 @@ namespace {
 
 using std::chrono::milliseconds;
 using testing::ChildProcess;
+using testing::GreedyReference;
+using testing::GreedyStream;
+using testing::GreedyStreamResult;
 
 std::string ModelDir() { return testing::TinyModelDir("qwen2_moe"); }
 
-std::vector<int32_t> Reference(const std::vector<int32_t>& prompt, int max_tokens) {
-  return testing::GreedyReference(ModelDir(), prompt, max_tokens);
-}
-
-using Result = testing::GreedyStreamResult;
-
-Result Generate(const std::shared_ptr<grpc::Channel>& channel, const std::vector<int32_t>& prompt,
-                int max_tokens) {
-  return testing::GreedyStream(channel, prompt, max_tokens);
-}
 
 // Layout flags and the number of local workers (one instance).
 struct Layout {
@@ -62,20 +55,21 @@ TEST_P(ServeDpAttentionTest, DataParallelRanksServeTheirOwnRequestsLikeOneRank) 
   ChildProcess server(args, log);
   auto channel = grpc::CreateChannel(absl::StrCat("127.0.0.1:", port),
                                      grpc::InsecureChannelCredentials());
-  ASSERT_TRUE(testing::WaitFor([&] { return Generate(channel, {1}, 1).status.ok(); },
+  ASSERT_TRUE(testing::WaitFor([&] { return GreedyStream(channel, {1}, 1).status.ok(); },
                                milliseconds(90000)))
       << server.Log();
   const std::vector<std::vector<int32_t>> prompts = {
       {1, 2, 3, 4, 5}, {9, 8, 7}, {100, 200, 300, 400, 500, 511, 7, 8, 9}, {42},
       {5, 4, 3, 2, 1, 0}, {77, 66}};
-  std::vector<std::future<Result>> streams;
+  std::vector<std::future<GreedyStreamResult>> streams;
   for (const auto& p : prompts) {
-    streams.push_back(std::async(std::launch::async, [&, p] { return Generate(channel, p, 10); }));
+    streams.push_back(
+        std::async(std::launch::async, [&, p] { return GreedyStream(channel, p, 10); }));
   }
   for (size_t i = 0; i < prompts.size(); ++i) {
-    Result r = streams[i].get();
+    GreedyStreamResult r = streams[i].get();
     ASSERT_TRUE(r.status.ok()) << r.status.error_message() << "\n" << server.Log();
-    EXPECT_EQ(r.tokens, Reference(prompts[i], 10)) << "prompt " << i;
+    EXPECT_EQ(r.tokens, GreedyReference(ModelDir(), prompts[i], 10)) << "prompt " << i;
   }
   server.Kill(SIGTERM);
   ASSERT_TRUE(server.Wait(milliseconds(15000)).has_value());

@@ -26,19 +26,12 @@ namespace {
 
 using std::chrono::milliseconds;
 using testing::ChildProcess;
+using testing::GreedyReference;
+using testing::GreedyStream;
+using testing::GreedyStreamResult;
 
 std::string ModelDir() { return testing::TinyModelDir("qwen3_moe"); }
 
-std::vector<int32_t> Reference(const std::vector<int32_t>& prompt, int max_tokens) {
-  return testing::GreedyReference(ModelDir(), prompt, max_tokens);
-}
-
-using Result = testing::GreedyStreamResult;
-
-Result Generate(const std::shared_ptr<grpc::Channel>& channel, const std::vector<int32_t>& prompt,
-                int max_tokens) {
-  return testing::GreedyStream(channel, prompt, max_tokens);
-}
 
 class ServeShardedTest : public ::testing::TestWithParam<std::string> {};
 
@@ -56,17 +49,18 @@ TEST_P(ServeShardedTest, ShardedInstanceMatchesOneRank) {
   const std::vector<std::vector<int32_t>> prompts = {
       {1, 2, 3, 4, 5}, {9, 8, 7}, {100, 200, 300, 400, 500, 511, 7, 8, 9}, {42}};
   // Wait until the sharded instance is loaded and serving.
-  ASSERT_TRUE(testing::WaitFor([&] { return Generate(channel, {1}, 1).status.ok(); },
+  ASSERT_TRUE(testing::WaitFor([&] { return GreedyStream(channel, {1}, 1).status.ok(); },
                                milliseconds(90000)))
       << server.Log();
-  std::vector<std::future<Result>> streams;
+  std::vector<std::future<GreedyStreamResult>> streams;
   for (const auto& p : prompts) {
-    streams.push_back(std::async(std::launch::async, [&, p] { return Generate(channel, p, 12); }));
+    streams.push_back(
+        std::async(std::launch::async, [&, p] { return GreedyStream(channel, p, 12); }));
   }
   for (size_t i = 0; i < prompts.size(); ++i) {
-    Result r = streams[i].get();
+    GreedyStreamResult r = streams[i].get();
     ASSERT_TRUE(r.status.ok()) << r.status.error_message() << "\n" << server.Log();
-    EXPECT_EQ(r.tokens, Reference(prompts[i], 12)) << "prompt " << i;
+    EXPECT_EQ(r.tokens, GreedyReference(ModelDir(), prompts[i], 12)) << "prompt " << i;
   }
   server.Kill(SIGTERM);
   EXPECT_TRUE(server.Wait(milliseconds(15000)).has_value());
