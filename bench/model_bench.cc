@@ -110,7 +110,8 @@ absl::Status Run(const std::string& model_dir, int threads, int prompt_tokens,
     options.num_blocks +=
         batch * ((kBatchPrompt + decode_tokens + 2) / options.block_size + 2);
   }
-  options.max_tokens_per_step = prompt_tokens;
+  // Large enough for the batch-1 prompt and for every batched prompt in one step.
+  options.max_tokens_per_step = std::max(prompt_tokens, batch * kBatchPrompt);
   ASSIGN_OR_RETURN(std::unique_ptr<ModelRunner> runner,
                    ModelRunner::Create(std::move(loaded.model), options));
   const uint64_t kv_bytes = static_cast<uint64_t>(runner->kv_cache().nbytes());
@@ -144,12 +145,22 @@ absl::Status Run(const std::string& model_dir, int threads, int prompt_tokens,
       for (int32_t& t : p) t = static_cast<int32_t>(rng() % vocab);
       RETURN_IF_ERROR(runner->AddSequence(100 + b, p, greedy));
     }
-    RETURN_IF_ERROR(runner->Step().status());  // prefill of every prompt
-    RETURN_IF_ERROR(runner->Step().status());  // warm-up decode step
+    // Prefill every prompt, then one warm-up step that decodes all `batch` sequences.
+    do {
+      RETURN_IF_ERROR(runner->Step().status());
+    } while (runner->last_prefill_tokens() > 0);
+    if (runner->last_decode_tokens() != batch) {
+      return absl::InternalError(absl::StrCat("batched warm-up step decoded ",
+                                              runner->last_decode_tokens(), " tokens, expected ",
+                                              batch));
+    }
     const double t2 = Now();
     int64_t produced = 0;
     for (int i = 0; i < decode_tokens; ++i) {
       ASSIGN_OR_RETURN(std::vector<StepOutput> out, runner->Step());
+      if (runner->last_prefill_tokens() != 0 || runner->last_decode_tokens() != batch) {
+        return absl::InternalError("a timed batched step was not a pure decode step");
+      }
       produced += static_cast<int64_t>(out.size());
     }
     batch_tps = produced / (Now() - t2);
