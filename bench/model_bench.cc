@@ -209,7 +209,7 @@ int main(int argc, char** argv) {
   flags.AddInt("prompt-tokens", &prompt_tokens, "prefill prompt length");
   flags.AddInt("decode-tokens", &decode_tokens, "decoded tokens timed");
   std::string weights = "copy";
-  flags.AddString("weights", &weights, "copy (huge-page memory) or mmap (page cache in place)");
+  flags.AddString("weights", &weights, tessera::kWeightResidencyHelp);
   int batch = 1;
   flags.AddInt("batch", &batch, "also time decode of this many sequences together (> 1)");
   return tessera::RunCommand(flags, argc, argv, [&]() -> absl::Status {

@@ -301,10 +301,7 @@ int RunServeCommand(int argc, char** argv) {
     if (!kv_memory.empty()) {
       ASSIGN_OR_RETURN(o.kv_cache_memory, ParseBytes("kv-cache-memory", kv_memory));
     }
-    absl::StatusOr<WeightResidency> weights = ParseWeightResidency(o.worker_weights);
-    if (!weights.ok()) {
-      return absl::InvalidArgumentError(absl::StrCat("--worker-weights: ", weights.status().message()));
-    }
+    RETURN_IF_ERROR(ParseWeightResidency(o.worker_weights, "--worker-weights").status());
     return RunServe(o);
   });
 }

@@ -276,9 +276,7 @@ int RunGenerate(int argc, char** argv) {
   parser.AddInt("seed", &o.seed, "sampling seed (< 0: unseeded)");
   parser.AddInt("threads", &threads, "kernel threads (0 = default)");
   std::string weights = "copy";
-  parser.AddString("weights", &weights,
-                   "copy: read weights into huge-page memory (faster decode); mmap: use them in "
-                   "place from the page cache (faster start)");
+  parser.AddString("weights", &weights, kWeightResidencyHelp);
   parser.AddBool("json", &json, "print one JSON object");
   parser.AddString("dump-logits", &o.dump_logits, "write logits [steps, vocab] f32 to this .npy");
   parser.AddInt("block-size", &o.block_size, "KV cache block size in tokens");

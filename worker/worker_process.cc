@@ -261,7 +261,7 @@ class Session {
               << a.model_dir();
     const auto t0 = Clock::now();
     ModelLoadOptions load;
-    load.weights = ParseWeightResidency(options_.weights).value_or(WeightResidency::kCopied);
+    load.weights = options_.weights;
     if (a.world_size() > 1) {
       // The instance's Gloo group (bootstrapped through the coordinator's Rendezvous service);
       // the model's layout comes from the assignment's mesh (worker/models/layers.h Shard).
@@ -405,7 +405,6 @@ absl::Status RunWorker(const WorkerOptions& options) {
   if (options.coordinator.empty()) {
     return absl::InvalidArgumentError("--coordinator HOST:PORT is required");
   }
-  RETURN_IF_ERROR(ParseWeightResidency(options.weights).status());
   if (options.threads > 0) ThreadPool::SetDefaultThreads(options.threads);
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(-1);
@@ -457,15 +456,15 @@ int RunWorkerCommand(int argc, char** argv) {
   parser.AddString("coordinator", &o.coordinator, "HOST:PORT of `tessera serve`'s gRPC port");
   parser.AddString("device", &o.device, "cpu or cuda:N");
   parser.AddInt("threads", &o.threads, "kernel threads (0 = default)");
-  parser.AddString("weights", &o.weights,
-                   "copy: read weights into huge-page memory (faster decode); mmap: use them in "
-                   "place from the page cache (faster start, shared between processes)");
+  std::string weights = "copy";
+  parser.AddString("weights", &weights, kWeightResidencyHelp);
   parser.AddString("join-token", &o.join_token, "the coordinator's --join-token");
   parser.AddString("worker-id", &o.worker_id, "stable id of this worker (default: assigned)");
   parser.AddDouble("reconnect-timeout", &reconnect_s,
                    "seconds to keep reconnecting to a lost coordinator before exiting");
   return RunCommand(parser, argc, argv, [&]() -> absl::Status {
     o.reconnect_timeout = std::chrono::milliseconds(static_cast<int64_t>(reconnect_s * 1000));
+    ASSIGN_OR_RETURN(o.weights, ParseWeightResidency(weights));
     return RunWorker(o);
   });
 }

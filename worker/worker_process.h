@@ -21,6 +21,7 @@
 #include <string>
 
 #include "absl/status/status.h"
+#include "worker/checkpoint/checkpoint.h"
 
 namespace tessera {
 
@@ -28,7 +29,7 @@ struct WorkerOptions {
   std::string coordinator;   // host:port of the coordinator's gRPC server
   std::string device = "cpu";  // "cpu" or "cuda:N" (UNIMPLEMENTED for now)
   int threads = 0;           // kernel threads (0 = default)
-  std::string weights = "copy";  // "copy" (huge-page memory) or "mmap" (page cache in place)
+  WeightResidency weights = WeightResidency::kCopied;  // --weights copy|mmap
   std::string join_token;
   std::string worker_id;     // empty: the coordinator assigns one
   std::chrono::milliseconds reconnect_timeout{30000};

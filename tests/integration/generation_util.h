@@ -5,6 +5,8 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
+#include <future>
 #include <memory>
 #include <optional>
 #include <string>
@@ -13,6 +15,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "grpcpp/grpcpp.h"
+#include "gtest/gtest.h"
 #include "kernels/base/logging.h"
 #include "nlohmann/json.hpp"
 #include "tessera/v1/generation.grpc.pb.h"
@@ -61,6 +64,24 @@ inline GreedyStreamResult GreedyStream(const std::shared_ptr<grpc::Channel>& cha
   }
   r.status = reader->Finish();
   return r;
+}
+
+// Streams every prompt concurrently (greedy, max_tokens each) and expects each stream to end OK
+// with exactly GreedyReference's tokens; `log` (the server's log) is printed on a failure.
+inline void ExpectConcurrentStreamsMatchReference(
+    const std::shared_ptr<grpc::Channel>& channel, const std::string& model,
+    const std::vector<std::vector<int32_t>>& prompts, int max_tokens,
+    const std::function<std::string()>& log) {
+  std::vector<std::future<GreedyStreamResult>> streams;
+  for (const auto& p : prompts) {
+    streams.push_back(std::async(std::launch::async,
+                                 [&, p] { return GreedyStream(channel, p, max_tokens); }));
+  }
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    GreedyStreamResult r = streams[i].get();
+    ASSERT_TRUE(r.status.ok()) << r.status.error_message() << "\n" << log();
+    EXPECT_EQ(r.tokens, GreedyReference(model, prompts[i], max_tokens)) << "prompt " << i;
+  }
 }
 
 }  // namespace tessera::testing

@@ -5,7 +5,6 @@
 // `tessera generate` on one rank, and both DP ranks must have run plans (the coordinator logs the
 // per-rank plan counts when it stops).
 #include <chrono>
-#include <future>
 #include <memory>
 #include <regex>
 #include <string>
@@ -28,9 +27,7 @@ namespace {
 
 using std::chrono::milliseconds;
 using testing::ChildProcess;
-using testing::GreedyReference;
 using testing::GreedyStream;
-using testing::GreedyStreamResult;
 
 std::string ModelDir() { return testing::TinyModelDir("qwen2_moe"); }
 
@@ -61,16 +58,8 @@ TEST_P(ServeDpAttentionTest, DataParallelRanksServeTheirOwnRequestsLikeOneRank) 
   const std::vector<std::vector<int32_t>> prompts = {
       {1, 2, 3, 4, 5}, {9, 8, 7}, {100, 200, 300, 400, 500, 511, 7, 8, 9}, {42},
       {5, 4, 3, 2, 1, 0}, {77, 66}};
-  std::vector<std::future<GreedyStreamResult>> streams;
-  for (const auto& p : prompts) {
-    streams.push_back(
-        std::async(std::launch::async, [&, p] { return GreedyStream(channel, p, 10); }));
-  }
-  for (size_t i = 0; i < prompts.size(); ++i) {
-    GreedyStreamResult r = streams[i].get();
-    ASSERT_TRUE(r.status.ok()) << r.status.error_message() << "\n" << server.Log();
-    EXPECT_EQ(r.tokens, GreedyReference(ModelDir(), prompts[i], 10)) << "prompt " << i;
-  }
+  testing::ExpectConcurrentStreamsMatchReference(channel, ModelDir(), prompts, 10,
+                                                 [&] { return server.Log(); });
   server.Kill(SIGTERM);
   ASSERT_TRUE(server.Wait(milliseconds(15000)).has_value());
   // "... N steps carried M plans (per DP rank: a, b)": both DP ranks ran requests.

@@ -3,7 +3,6 @@
 // coordinator's Rendezvous service, load their shards, and concurrent greedy Generate streams give
 // exactly the tokens of `tessera generate` on one rank.
 #include <chrono>
-#include <future>
 #include <memory>
 #include <string>
 #include <vector>
@@ -26,9 +25,7 @@ namespace {
 
 using std::chrono::milliseconds;
 using testing::ChildProcess;
-using testing::GreedyReference;
 using testing::GreedyStream;
-using testing::GreedyStreamResult;
 
 std::string ModelDir() { return testing::TinyModelDir("qwen3_moe"); }
 
@@ -52,16 +49,8 @@ TEST_P(ServeShardedTest, ShardedInstanceMatchesOneRank) {
   ASSERT_TRUE(testing::WaitFor([&] { return GreedyStream(channel, {1}, 1).status.ok(); },
                                milliseconds(90000)))
       << server.Log();
-  std::vector<std::future<GreedyStreamResult>> streams;
-  for (const auto& p : prompts) {
-    streams.push_back(
-        std::async(std::launch::async, [&, p] { return GreedyStream(channel, p, 12); }));
-  }
-  for (size_t i = 0; i < prompts.size(); ++i) {
-    GreedyStreamResult r = streams[i].get();
-    ASSERT_TRUE(r.status.ok()) << r.status.error_message() << "\n" << server.Log();
-    EXPECT_EQ(r.tokens, GreedyReference(ModelDir(), prompts[i], 12)) << "prompt " << i;
-  }
+  testing::ExpectConcurrentStreamsMatchReference(channel, ModelDir(), prompts, 12,
+                                                 [&] { return server.Log(); });
   server.Kill(SIGTERM);
   EXPECT_TRUE(server.Wait(milliseconds(15000)).has_value());
 }

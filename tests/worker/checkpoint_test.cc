@@ -342,6 +342,9 @@ TEST(CheckpointResidencyTest, ParsesTheFlagAndNamesABadValue) {
   EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(bad.status().message(), HasSubstr("'ram'"));
   EXPECT_THAT(bad.status().message(), HasSubstr("mmap"));
+  EXPECT_THAT(bad.status().message(), HasSubstr("--weights"));
+  EXPECT_THAT(ParseWeightResidency("ram", "--worker-weights").status().message(),
+              HasSubstr("--worker-weights 'ram'"));
 }
 
 }  // namespace

@@ -64,11 +64,12 @@ absl::Status ReadBytesParallel(const SafetensorsFile& file, uint64_t offset, voi
 
 }  // namespace
 
-absl::StatusOr<WeightResidency> ParseWeightResidency(absl::string_view text) {
+absl::StatusOr<WeightResidency> ParseWeightResidency(absl::string_view text,
+                                                     absl::string_view flag) {
   if (text == "mmap") return WeightResidency::kMapped;
   if (text == "copy") return WeightResidency::kCopied;
   return absl::InvalidArgumentError(absl::StrCat(
-      "--weights '", text, "': expected 'copy' (read into huge-page memory, fastest decode) or "
+      flag, " '", text, "': expected 'copy' (read into huge-page memory, fastest decode) or "
       "'mmap' (use the page cache in place, fastest start, shared between processes)"));
 }
 

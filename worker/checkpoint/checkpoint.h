@@ -51,8 +51,13 @@ enum class WeightResidency {
   kCopied,  // owned copies read with pread (huge-page backed when large)
 };
 
-// Parses "mmap" / "copy"; INVALID_ARGUMENT names the flag value otherwise.
-absl::StatusOr<WeightResidency> ParseWeightResidency(absl::string_view text);
+// Parses "mmap" / "copy"; otherwise INVALID_ARGUMENT naming `flag` and the value.
+absl::StatusOr<WeightResidency> ParseWeightResidency(absl::string_view text,
+                                                     absl::string_view flag = "--weights");
+// The --help text of a --weights flag.
+inline constexpr char kWeightResidencyHelp[] =
+    "copy: read weights into huge-page memory (faster decode); mmap: use them in place from the "
+    "page cache (faster start, shared between processes)";
 
 class Checkpoint {
  public:

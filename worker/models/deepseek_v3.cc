@@ -39,15 +39,7 @@ class DeepseekV3Model : public Model {
     return ends_.Logits(hidden, logits);
   }
   int last_micro_batches() const override { return ends_.last_micro_batches(); }
-  absl::Status ForwardIdle() override {
-    // A data-parallel rank without tokens joins every MoE layer's dispatch / combine.
-    ASSIGN_OR_RETURN(Tensor none, Tensor::Empty({0, config_.hidden_size}, DType::kF32));
-    Tensor out;
-    for (const Layer& layer : layers_) {
-      if (layer.moe && layer.moe->dispatches()) RETURN_IF_ERROR(layer.moe->Forward(none, out));
-    }
-    return absl::OkStatus();
-  }
+  absl::Status ForwardIdle() override { return ForwardIdleMoe(layers_, config_.hidden_size); }
 
   ModelConfig config_;
   MlaConfig mla_;

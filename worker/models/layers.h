@@ -19,6 +19,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "kernels/base/status.h"
 #include "kernels/base/tensor.h"
 #include "kernels/ops.h"
 #include "worker/attention_batch.h"
@@ -305,6 +306,18 @@ class MoeBlock {
 // sums reduced over the stage), else the dense gated MLP (reduced over the tp group).
 absl::Status FeedForward(const Shard& shard, const MoeBlock* moe, const GatedMlp* mlp,
                          const Tensor& x, Tensor& delta);
+
+// Model::ForwardIdle for decoders whose layers hold an optional `moe` block: a data-parallel
+// rank without tokens joins every dispatching MoE layer's dispatch / combine with zero rows.
+template <typename Layer>
+absl::Status ForwardIdleMoe(const std::vector<Layer>& layers, int64_t hidden_size) {
+  ASSIGN_OR_RETURN(Tensor none, Tensor::Empty({0, hidden_size}, DType::kF32));
+  Tensor out;
+  for (const Layer& layer : layers) {
+    if (layer.moe && layer.moe->dispatches()) RETURN_IF_ERROR(layer.moe->Forward(none, out));
+  }
+  return absl::OkStatus();
+}
 
 // ---- Grouped-query attention -------------------------------------------------------------------
 
