@@ -365,6 +365,7 @@ class OpenAiService::Job : public std::enable_shared_from_this<OpenAiService::Jo
     if (tokenizer_.format() == "none") return absl::StrCat("token_id:", id);
     Tokenizer::DecodeState state;
     state.at_start = false;
+    state.raw_bytes = true;
     std::string bytes;
     tokenizer_.AppendTokenBytes(id, false, &state, &bytes);
     return bytes;

@@ -30,6 +30,7 @@ std::string StreamingDetokenizer::Push(int32_t token_id) {
 
 std::string StreamingDetokenizer::Finish() {
   std::string out;
+  tokenizer_.FinishTokenBytes(&state_, &pending_);
   AppendValidUtf8(pending_, /*final=*/true, replacement_, &out);
   pending_.clear();
   state_ = Tokenizer::DecodeState();

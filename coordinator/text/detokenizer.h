@@ -6,8 +6,12 @@
 // broken UTF-8: bytes of a character split across tokens (byte-level BPE pieces, SentencePiece
 // <0x..> byte pieces, an emoji over 4 tokens) are held back until the character is complete,
 // and replaced by U+FFFD as soon as they can no longer complete one. SentencePiece's leading
-// "▁" of the first visible piece is decided per token (no look-ahead needed). Work per Push is
-// O(bytes of the token + at most 3 held-back bytes): no re-decoding of earlier tokens. An id
+// "▁" of the first visible piece is decided per token (no look-ahead needed). Llama-style
+// tokenizer.json (ByteFallback decoder): a run of <0xNN> byte tokens is held back until the
+// run ends (the next other token, or Finish), because `tokenizers` replaces every byte of a
+// run by U+FFFD when any of it is invalid; this costs one token of latency for such
+// characters and is what makes the stream equal Decode. Work per Push is O(bytes of the token
+// + held-back bytes): no re-decoding of earlier tokens. An id
 // outside the vocabulary contributes nothing (Decode would reject it) and is counted in
 // num_unknown_ids().
 //

@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "coordinator/text/detokenizer.h"
 #include "coordinator/text/tokenizer.h"
 #include "kernels/base/flags.h"
 #include "kernels/base/status.h"
@@ -42,17 +43,33 @@ absl::StatusOr<std::vector<int32_t>> ParseIds(absl::string_view text) {
   return ids;
 }
 
-absl::StatusOr<json> EncodeToJson(const Tokenizer& tok, absl::string_view text,
-                                  bool allow_special) {
+// ids, tokens and the decoded text of `ids`; with `all_decodings` also the text with special
+// tokens skipped and what StreamingDetokenizer produces token by token (both settings).
+absl::StatusOr<json> IdsToJson(const Tokenizer& tok, const std::vector<int32_t>& ids,
+                               bool all_decodings) {
   json j;
-  const std::vector<int32_t> ids = tok.Encode(text, allow_special);
   json tokens = json::array();
   for (int32_t id : ids) tokens.push_back(tok.IdToToken(id).value_or(""));
   ASSIGN_OR_RETURN(std::string decoded, tok.Decode(ids));
   j["ids"] = ids;
   j["tokens"] = std::move(tokens);
   j["text"] = std::move(decoded);
+  if (all_decodings) {
+    ASSIGN_OR_RETURN(j["text_skip_special"], tok.Decode(ids, /*skip_special_tokens=*/true));
+    for (const bool skip : {false, true}) {
+      StreamingDetokenizer stream(tok, skip);
+      std::string text;
+      for (int32_t id : ids) text += stream.Push(id);
+      text += stream.Finish();
+      j[skip ? "stream_skip_special" : "stream"] = std::move(text);
+    }
+  }
   return j;
+}
+
+absl::StatusOr<json> EncodeToJson(const Tokenizer& tok, absl::string_view text,
+                                  bool allow_special, bool all_decodings = false) {
+  return IdsToJson(tok, tok.Encode(text, allow_special), all_decodings);
 }
 
 std::string Dump(const json& j) {
@@ -71,7 +88,10 @@ int RunTokenize(int argc, char** argv) {
                    "tokenizer.model)");
   parser.AddString("text", &text, "text to encode");
   parser.AddString("file", &file, "file whose bytes are encoded");
-  parser.AddString("batch", &batch, "JSON file holding an array of strings to encode");
+  parser.AddString("batch", &batch,
+                   "JSON file holding an array of strings to encode (an element that is an "
+                   "array of ids is decoded); prints per element ids, tokens, text, "
+                   "text_skip_special, stream, stream_skip_special (StreamingDetokenizer)");
   parser.AddString("decode", &decode, "comma-separated token ids to decode instead");
   parser.AddBool("json", &as_json, "print JSON");
   parser.AddBool("no-special", &no_special, "treat special-token text as ordinary text");
@@ -104,11 +124,25 @@ int RunTokenize(int argc, char** argv) {
       }
       json out = json::array();
       for (const json& t : texts) {
-        if (!t.is_string()) {
-          return absl::InvalidArgumentError(
-              absl::StrCat("--batch: '", batch, "' has an element that is not a string"));
+        if (t.is_array()) {
+          std::vector<int32_t> ids;
+          for (const json& id : t) {
+            if (!id.is_number_integer()) {
+              return absl::InvalidArgumentError(absl::StrCat(
+                  "--batch: '", batch, "' has an id array with a non-integer element"));
+            }
+            ids.push_back(id.get<int32_t>());
+          }
+          ASSIGN_OR_RETURN(json j, IdsToJson(*tok, ids, /*all_decodings=*/true));
+          out.push_back(std::move(j));
+          continue;
         }
-        ASSIGN_OR_RETURN(json j, EncodeToJson(*tok, t.get<std::string>(), !no_special));
+        if (!t.is_string()) {
+          return absl::InvalidArgumentError(absl::StrCat(
+              "--batch: '", batch, "' has an element that is neither a string nor ids"));
+        }
+        ASSIGN_OR_RETURN(json j, EncodeToJson(*tok, t.get<std::string>(), !no_special,
+                                              /*all_decodings=*/true));
         out.push_back(std::move(j));
       }
       std::printf("%s\n", Dump(out).c_str());

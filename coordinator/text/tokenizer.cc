@@ -45,6 +45,7 @@ absl::StatusOr<std::string> Tokenizer::Decode(absl::Span<const int32_t> ids,
       bytes.erase(0, before);
     }
   }
+  FinishTokenBytes(&state, &bytes);
   AppendValidUtf8(bytes, /*final=*/true, repl, &out);
   return out;
 }
@@ -90,8 +91,9 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> LoadTokenizer(const std::string& mode
   if (absl::EndsWith(name, ".json")) {
     auto t = Tokenizer::FromFile(file.string());
     if (!t.ok()) {
-      // Llama/Mistral-style tokenizer.json (byte_fallback, Metaspace) is not implemented; such
-      // models also ship the SentencePiece tokenizer.model, which is.
+      // Llama/Mistral-style tokenizer.json (byte_fallback, Metaspace) loads; a tokenizer.json
+      // with a component still unsupported (e.g. a Unigram model) falls back to a
+      // SentencePiece tokenizer.model beside it, with a warning naming the field at fault.
       if (t.status().code() != absl::StatusCode::kInvalidArgument ||
           !from_dir || !fs::is_regular_file(dir / "tokenizer.model", ec)) {
         return t.status();

@@ -1,7 +1,9 @@
 // Tokenizer: the one interface every front end (engine, HTTP API, chat templates, `tessera
 // tokenize`) uses to turn text into token ids and back, whatever the model ships:
 //   - tokenizer.json (Hugging Face `tokenizers`): byte-level BPE (Qwen2/3, DeepSeek-V3, gpt-oss,
-//     GLM, MiniMax) and byte-fallback BPE with Metaspace (Llama/Mistral-style); hf_tokenizer.cc.
+//     GLM, MiniMax) and char-level BPE with byte_fallback, Prepend/Replace normalizers,
+//     Metaspace and ByteFallback/Fuse/Strip decoders (Llama/Mistral/Mixtral-style);
+//     bpe_tokenizer.cc.
 //   - tiktoken.model ("base64(token) rank" lines; Kimi K2), specials from tokenizer_config.json's
 //     added_tokens_decoder; tiktoken_tokenizer.cc.
 //   - tokenizer.model (SentencePiece; Mixtral/Mistral v1) via libsentencepiece;
@@ -38,6 +40,15 @@ class Tokenizer {
     // Output of AppendTokenBytes: an incomplete UTF-8 sequence before this token's bytes can
     // no longer be completed (SentencePiece decodes each run of byte pieces on its own).
     bool ends_byte_run = false;
+    // Input: return each token's own raw bytes (logprobs), without the cross-token decoder
+    // steps (tokenizer.json ByteFallback runs, Strip, Metaspace's first-token rule).
+    bool raw_bytes = false;
+    // tokenizer.json decoders: tokens passed to the decoder so far, leading characters
+    // already stripped (Strip after Fuse), and the pending run of <0xNN> byte tokens, which
+    // ByteFallback turns into text as a whole once it ends (FinishTokenBytes at the end).
+    int64_t num_tokens = 0;
+    int32_t num_stripped = 0;
+    std::string byte_run;
   };
   // How invalid UTF-8 in the decoded bytes is replaced by U+FFFD.
   enum class Replacement { kMaximalSubpart, kPerByte };
@@ -86,10 +97,15 @@ class Tokenizer {
   // Decoding primitive shared by Decode and StreamingDetokenizer: appends the bytes that token
   // `id` contributes to the decoded text to `out` (possibly an incomplete UTF-8 sequence,
   // nothing for a skipped special token) and updates `state`. Returns false for an unknown id.
-  // Decode(ids) == ToValidUtf8 of the concatenated bytes, with replacement(), where an
-  // incomplete sequence is also replaced where `state->ends_byte_run` says so.
+  // Decode(ids) == ToValidUtf8 of the concatenated bytes (then FinishTokenBytes), with
+  // replacement(), where an incomplete sequence is also replaced where
+  // `state->ends_byte_run` says so.
   virtual bool AppendTokenBytes(int32_t id, bool skip_special_tokens, DecodeState* state,
                                 std::string* out) const = 0;
+  // Appends what is still held in `state` at the end of the sequence (tokenizer.json: a run of
+  // byte tokens that was not closed by a later token). Decode and StreamingDetokenizer::Finish
+  // call it once after the last AppendTokenBytes.
+  virtual void FinishTokenBytes(DecodeState* /*state*/, std::string* /*out*/) const {}
   virtual Replacement replacement() const { return Replacement::kMaximalSubpart; }
 
  protected:
