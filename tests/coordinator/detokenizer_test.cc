@@ -3,6 +3,7 @@
 // characters split across tokens held back, SentencePiece's leading space, specials.
 #include "coordinator/text/detokenizer.h"
 
+#include <cstdio>
 #include <fstream>
 #include <map>
 #include <memory>
@@ -150,6 +151,40 @@ TEST_P(DetokenizerFormatTest, StreamEqualsDecodeForInvalidByteSequences) {
   }
 }
 
+
+// A tiny Llama-style tokenizer.json (char-level BPE, byte_fallback, Prepend + Replace
+// normalizer, Replace/ByteFallback/Fuse/Strip decoder) written to a temp dir: <unk> <s> </s>,
+// <0x00>..<0xFF> (ids 3..258), "▁" 259, "H" 260, "i" 261, "▁H" 262, "▁Hi" 263. Expected
+// values below were checked against `tokenizers` 0.22.1 on the same file.
+std::unique_ptr<Tokenizer> LlamaStyleTokenizer() {
+  std::string vocab = R"("<unk>": 0, "<s>": 1, "</s>": 2)";
+  for (int b = 0; b < 256; ++b) {
+    char name[8];
+    std::snprintf(name, sizeof(name), "<0x%02X>", b);
+    absl::StrAppend(&vocab, ", \"", name, "\": ", 3 + b);
+  }
+  absl::StrAppend(&vocab, R"(, "▁": 259, "H": 260, "i": 261, "▁H": 262, "▁Hi": 263)");
+  const std::string path = testing::MakeTempDir("detok_llama") + "/tokenizer.json";
+  std::ofstream(path) << R"({"added_tokens": [)"
+                      << R"({"id": 0, "content": "<unk>", "special": true, "normalized": false},)"
+                      << R"({"id": 1, "content": "<s>", "special": true, "normalized": false},)"
+                      << R"({"id": 2, "content": "</s>", "special": true, "normalized": false}],)"
+                      << R"("normalizer": {"type": "Sequence", "normalizers": [)"
+                      << R"({"type": "Prepend", "prepend": "▁"},)"
+                      << R"({"type": "Replace", "pattern": {"String": " "}, "content": "▁"}]},)"
+                      << R"("pre_tokenizer": null,)"
+                      << R"("decoder": {"type": "Sequence", "decoders": [)"
+                      << R"({"type": "Replace", "pattern": {"String": "▁"}, "content": " "},)"
+                      << R"({"type": "ByteFallback"}, {"type": "Fuse"},)"
+                      << R"({"type": "Strip", "content": " ", "start": 1, "stop": 0}]},)"
+                      << R"("model": {"type": "BPE", "dropout": null, "unk_token": "<unk>",)"
+                      << R"("fuse_unk": true, "byte_fallback": true, "vocab": {)" << vocab
+                      << R"(}, "merges": [["▁", "H"], ["▁H", "i"]]}})";
+  auto tok = Tokenizer::FromFile(path);
+  CHECK(tok.ok()) << tok.status();
+  return *std::move(tok);
+}
+
 INSTANTIATE_TEST_SUITE_P(AllFormats, DetokenizerFormatTest,
                          ::testing::Values("qwen3", "deepseek_v3", "gpt_oss", "mistral_v1",
                                            "tiktoken"));
@@ -204,6 +239,51 @@ TEST(DetokenizerTest, SentencePieceByteRunCutByControlTokenIsReplaced) {
   ASSERT_TRUE(decoded.ok());
   EXPECT_EQ(*decoded, "\uFFFD\uFFFD\uFFFD");
   EXPECT_EQ(Stream(tok, ids, true), *decoded);
+}
+
+TEST(DetokenizerTest, LlamaJsonStripsOnlyTheFirstLeadingSpace) {
+  const auto tok = LlamaStyleTokenizer();
+  ASSERT_EQ(tok->Encode("Hi Hi"), (std::vector<int32_t>{263, 263}));
+  StreamingDetokenizer detok(*tok, false);
+  EXPECT_EQ(detok.Push(263), "Hi");
+  EXPECT_EQ(detok.Push(263), " Hi");
+  EXPECT_EQ(detok.Finish(), "");
+  // "▁" alone first: stripped to nothing, and the next token keeps its space.
+  EXPECT_EQ(detok.Push(259), "");
+  EXPECT_EQ(detok.Push(263), " Hi");
+  EXPECT_EQ(detok.Finish(), "");
+}
+
+TEST(DetokenizerTest, LlamaJsonByteRunIsHeldUntilItEnds) {
+  const auto tok = LlamaStyleTokenizer();
+  const std::vector<int32_t> ids = {263, 3 + 0xE2, 3 + 0x82, 3 + 0xAC, 263};  // Hi€ Hi
+  ASSERT_EQ(tok->Encode("Hi€ Hi"), ids);
+  StreamingDetokenizer detok(*tok, false);
+  EXPECT_EQ(detok.Push(ids[0]), "Hi");
+  EXPECT_EQ(detok.Push(ids[1]), "");
+  EXPECT_EQ(detok.Push(ids[2]), "");
+  EXPECT_EQ(detok.Push(ids[3]), "");  // Complete, but a later byte could still spoil the run.
+  EXPECT_EQ(detok.Push(ids[4]), "€ Hi");
+  EXPECT_EQ(detok.Finish(), "");
+  EXPECT_EQ(*tok->Decode(ids), "Hi€ Hi");
+}
+
+TEST(DetokenizerTest, LlamaJsonInvalidByteRunIsReplacedWhole) {
+  // `tokenizers`' ByteFallback: E2 82 AC FF is not valid UTF-8 as a whole, so all four bytes
+  // become U+FFFD (not "€\uFFFD").
+  const auto tok = LlamaStyleTokenizer();
+  const std::vector<int32_t> ids = {3 + 0xE2, 3 + 0x82, 3 + 0xAC, 3 + 0xFF};
+  EXPECT_EQ(*tok->Decode(ids), "\uFFFD\uFFFD\uFFFD\uFFFD");
+  EXPECT_EQ(Stream(*tok, ids, false), "\uFFFD\uFFFD\uFFFD\uFFFD");
+}
+
+TEST(DetokenizerTest, LlamaJsonSkippedSpecialDoesNotCutAByteRun) {
+  const auto tok = LlamaStyleTokenizer();
+  const std::vector<int32_t> ids = {3 + 0xE2, 3 + 0x82, 1, 3 + 0xAC};
+  EXPECT_EQ(*tok->Decode(ids, true), "€");
+  EXPECT_EQ(Stream(*tok, ids, true), "€");
+  EXPECT_EQ(*tok->Decode(ids, false), "\uFFFD\uFFFD<s>\uFFFD");
+  EXPECT_EQ(Stream(*tok, ids, false), "\uFFFD\uFFFD<s>\uFFFD");
 }
 
 TEST(DetokenizerTest, SkipsSpecialTokensWhenAsked) {
