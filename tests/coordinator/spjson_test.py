@@ -122,11 +122,17 @@ def make_variants(tmp):
         edit(j)
         variants[name] = j
 
-    def hub(j):  # As Mixtral's file: <unk> is an added special token too.
+    def hub(j):  # As Mixtral's file: <unk> is an added special token too, "a b" merges.
         j["added_tokens"].insert(0, {"id": 0, "content": "<unk>", "single_word": False,
                                      "lstrip": False, "rstrip": False, "normalized": False,
                                      "special": True})
+        j["model"]["merges"] = [" ".join(m) for m in j["model"]["merges"]]
     derive("mixtral_hub", legacy, hub)
+
+    def normalized_specials(j):  # Older Llama files: <s> / </s> with normalized: true.
+        for t in j["added_tokens"]:
+            t["normalized"] = True
+    derive("normalized_specials", legacy, normalized_specials)
 
     def no_prefix(j):  # Gemma-style: Replace only, no Strip in the decoder.
         j["normalizer"] = {"type": "Replace", "pattern": {"String": " "}, "content": "▁"}
@@ -264,6 +270,9 @@ class SpTokenizerJsonTest(unittest.TestCase):
 
     def test_spm_shape_unk_fused_without_byte_fallback(self):
         self.check_variant("spm_metaspace_unk")
+
+    def test_added_specials_matched_after_normalization(self):
+        self.check_variant("normalized_specials")
 
     def test_finetune_added_tokens_legacy(self):
         self.check_variant("finetune_legacy")
