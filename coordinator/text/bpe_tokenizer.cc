@@ -5,6 +5,7 @@
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
 
+#include <algorithm>
 #include <fstream>
 #include <functional>
 #include <limits>
@@ -229,6 +230,21 @@ class BpeTokenizer final : public Tokenizer {
     bool prepend = true;      // Metaspace: prepend_scheme is not "never".
   };
   enum class PrependScheme { kAlways, kFirst, kNever };
+  // A char-level pre-tokenizer step: `tokenizers`' Split (String or Regex pattern, any
+  // behavior, invert), or the Metaspace step (see the ms_* members).
+  struct PreStep {
+    enum Behavior { kRemoved, kIsolated, kMergedWithPrevious, kMergedWithNext, kContiguous };
+    bool metaspace = false;
+    std::string literal;        // String pattern ("" when `re` is set).
+    std::unique_ptr<Regex> re;  // Regex pattern.
+    Behavior behavior = kIsolated;
+    bool invert = false;
+  };
+  // A piece of text during char-level pre-tokenization; `first`: starts at input offset 0.
+  struct Piece {
+    std::string text;
+    bool first;
+  };
 
   BpeTokenizer() = default;
   // Fills id_to_token_, is_special_, the byte alphabet and the added-token index from vocab_
@@ -246,6 +262,8 @@ class BpeTokenizer final : public Tokenizer {
   // Char-level: Metaspace pre-tokenizer (if any) and BPE of normalized text; `first` when the
   // text starts at offset 0 of the input (prepend_scheme "first").
   void EncodeCharLevel(absl::string_view text, bool first, std::vector<int32_t>* out) const;
+  // Applies one Split step to `piece`, appending the resulting pieces to `out`.
+  void SplitPiece(const PreStep& step, Piece piece, std::vector<Piece>* out) const;
   // Char-level BPE of one word (chars -> ids, byte fallback / unk, merges), appended to `out`.
   void EncodeWord(absl::string_view word, std::vector<int32_t>* out) const;
   // Applies the merges to `sym` (symbol ids) in place: lowest rank first, leftmost on ties.
@@ -284,7 +302,8 @@ class BpeTokenizer final : public Tokenizer {
   int32_t byte_token_id_[256];  // Id of "<0xNN>", -1 when the vocabulary lacks it.
   absl::flat_hash_map<int32_t, int32_t> char_to_id_;  // Code point -> id of a 1-char token.
   absl::flat_hash_map<std::string, int32_t> model_vocab_;  // model.vocab only.
-  bool metaspace_ = false;  // Metaspace pre-tokenizer.
+  std::vector<PreStep> pre_steps_;  // Char-level pre-tokenizer (Split / Metaspace), in order.
+  bool metaspace_ = false;  // Metaspace pre-tokenizer (one of pre_steps_).
   std::string ms_replacement_;
   PrependScheme ms_scheme_ = PrependScheme::kAlways;
   bool ms_split_ = true;
@@ -602,7 +621,41 @@ absl::StatusOr<std::unique_ptr<BpeTokenizer>> BpeTokenizer::FromHfJson(const std
                                absl::StrCat(path, ": field 'pre_tokenizer.Split.pattern'"));
         if (!re.ok()) return re.status();
         tok->splits_.push_back(*std::move(re));
-      } else if (type == "Metaspace" && tok->char_level_ && pre_steps.size() == 1) {
+      } else if (type == "Split" && tok->char_level_) {
+        PreStep step;
+        const json& pat = s.contains("pattern") ? s["pattern"] : none;
+        if (pat.is_object() && pat.contains("String") && pat["String"].is_string()) {
+          step.literal = pat["String"].get<std::string>();
+          if (step.literal.empty()) return err("pre_tokenizer.Split.pattern.String", "is empty");
+        } else if (pat.is_object() && pat.contains("Regex") && pat["Regex"].is_string()) {
+          auto re = CompileRegex(pat["Regex"].get<std::string>(),
+                                 absl::StrCat(path, ": field 'pre_tokenizer.Split.pattern'"));
+          if (!re.ok()) return re.status();
+          step.re = *std::move(re);
+        } else {
+          return err("pre_tokenizer.Split.pattern", "needs a String or a Regex");
+        }
+        const std::string behavior = s.value("behavior", std::string());
+        if (behavior == "Removed") {
+          step.behavior = PreStep::kRemoved;
+        } else if (behavior == "Isolated") {
+          step.behavior = PreStep::kIsolated;
+        } else if (behavior == "MergedWithPrevious") {
+          step.behavior = PreStep::kMergedWithPrevious;
+        } else if (behavior == "MergedWithNext") {
+          step.behavior = PreStep::kMergedWithNext;
+        } else if (behavior == "Contiguous") {
+          step.behavior = PreStep::kContiguous;
+        } else {
+          return err("pre_tokenizer.Split.behavior", absl::StrCat("'", behavior,
+                                                                  "' is not supported"));
+        }
+        step.invert = s.value("invert", false);
+        tok->pre_steps_.push_back(std::move(step));
+      } else if (type == "Metaspace" && tok->char_level_ && !tok->metaspace_) {
+        PreStep step;
+        step.metaspace = true;
+        tok->pre_steps_.push_back(std::move(step));
         tok->metaspace_ = true;
         tok->ms_replacement_ = s.value("replacement", std::string("\u2581"));
         size_t i = 0;
@@ -630,8 +683,9 @@ absl::StatusOr<std::unique_ptr<BpeTokenizer>> BpeTokenizer::FromHfJson(const std
       } else {
         return err("pre_tokenizer.type",
                    absl::StrCat("'", type, "' is not supported with ",
-                                tok->char_level_ ? "a char-level model (Metaspace alone is)"
-                                                 : "ByteLevel (Split is)"));
+                                tok->char_level_
+                                    ? "a char-level model (Split and one Metaspace are)"
+                                    : "ByteLevel (Split is)"));
       }
     }
 
@@ -969,28 +1023,134 @@ void BpeTokenizer::EncodeWord(absl::string_view word, std::vector<int32_t>* out)
 void BpeTokenizer::EncodeCharLevel(absl::string_view text, bool first,
                                    std::vector<int32_t>* out) const {
   if (text.empty()) return;
-  if (!metaspace_) {
+  if (pre_steps_.empty()) {  // No pre-tokenizer: the whole segment is one word.
     EncodeWord(text, out);
     return;
   }
-  // Metaspace: spaces become the replacement, which is prepended (always; first: only to text
-  // at the start of the input) unless already there; split: each replacement starts a word.
-  std::string s = absl::StrReplaceAll(text, {{" ", ms_replacement_}});
-  const bool prepend = ms_scheme_ == PrependScheme::kAlways ||
-                       (ms_scheme_ == PrependScheme::kFirst && first);
-  if (prepend && !absl::StartsWith(s, ms_replacement_)) s.insert(0, ms_replacement_);
-  if (!ms_split_) {
-    EncodeWord(s, out);
-    return;
+  std::vector<Piece> cur, next;
+  cur.push_back({std::string(text), first});
+  for (const PreStep& step : pre_steps_) {
+    next.clear();
+    for (Piece& p : cur) {
+      if (!step.metaspace) {
+        SplitPiece(step, std::move(p), &next);
+        continue;
+      }
+      // Metaspace: spaces become the replacement, which is prepended (always; first: only to
+      // the piece at the start of the input) unless already there; split: each replacement
+      // starts a new piece (`tokenizers`' MergedWithNext).
+      std::string s = absl::StrReplaceAll(p.text, {{" ", ms_replacement_}});
+      const bool prepend = ms_scheme_ == PrependScheme::kAlways ||
+                           (ms_scheme_ == PrependScheme::kFirst && p.first);
+      if (prepend && !absl::StartsWith(s, ms_replacement_)) s.insert(0, ms_replacement_);
+      if (!ms_split_) {
+        next.push_back({std::move(s), p.first});
+        continue;
+      }
+      absl::string_view rest = s;
+      bool at_start = p.first;
+      while (!rest.empty()) {
+        size_t cut = rest.find(ms_replacement_, absl::StartsWith(rest, ms_replacement_)
+                                                    ? ms_replacement_.size()
+                                                    : 0);
+        if (cut == absl::string_view::npos) cut = rest.size();
+        next.push_back({std::string(rest.substr(0, cut)), at_start});
+        at_start = false;
+        rest.remove_prefix(cut);
+      }
+    }
+    cur.swap(next);
   }
-  absl::string_view rest = s;
-  while (!rest.empty()) {
-    size_t cut = rest.find(ms_replacement_, absl::StartsWith(rest, ms_replacement_)
-                                                ? ms_replacement_.size()
-                                                : 0);
-    if (cut == absl::string_view::npos) cut = rest.size();
-    EncodeWord(rest.substr(0, cut), out);
-    rest.remove_prefix(cut);
+  for (const Piece& p : cur) {
+    if (!p.text.empty()) EncodeWord(p.text, out);
+  }
+}
+
+void BpeTokenizer::SplitPiece(const PreStep& step, Piece piece, std::vector<Piece>* out) const {
+  // Spans covering the piece, each a match of the pattern or not (as `tokenizers`'
+  // find_matches), then grouped by the behavior; empty pieces are dropped.
+  const std::string& t = piece.text;
+  std::vector<std::pair<std::pair<size_t, size_t>, bool>> spans;
+  size_t prev = 0;
+  auto add_match = [&](size_t s, size_t e) {
+    if (s > prev) spans.push_back({{prev, s}, false});
+    spans.push_back({{s, e}, true});
+    prev = e;
+  };
+  if (step.re == nullptr) {
+    for (size_t pos = t.find(step.literal); pos != std::string::npos;
+         pos = t.find(step.literal, pos + step.literal.size())) {
+      add_match(pos, pos + step.literal.size());
+    }
+  } else {
+    std::unique_ptr<pcre2_match_data, void (*)(pcre2_match_data*)> md(
+        pcre2_match_data_create_from_pattern(step.re->code, nullptr), pcre2_match_data_free);
+    size_t pos = 0;
+    uint32_t options = 0;
+    while (pos <= t.size()) {
+      const int rc = pcre2_match(step.re->code, reinterpret_cast<PCRE2_SPTR>(t.data()),
+                                 t.size(), pos, options, md.get(), nullptr);
+      if (rc < 0) break;
+      options = PCRE2_NO_UTF_CHECK;
+      const PCRE2_SIZE* ov = pcre2_get_ovector_pointer(md.get());
+      if (ov[1] > ov[0]) {
+        add_match(ov[0], ov[1]);
+        pos = ov[1];
+      } else {  // Empty match: step over one character.
+        pos = ov[0] + 1;
+        while (pos < t.size() && (static_cast<unsigned char>(t[pos]) & 0xC0) == 0x80) ++pos;
+      }
+    }
+  }
+  if (prev < t.size()) spans.push_back({{prev, t.size()}, false});
+  if (step.invert) {
+    for (auto& sp : spans) sp.second = !sp.second;
+  }
+  std::vector<std::pair<size_t, size_t>> parts;
+  bool previous_match = false;
+  switch (step.behavior) {
+    case PreStep::kRemoved:
+      for (const auto& [range, is_match] : spans) {
+        if (!is_match) parts.push_back(range);
+      }
+      break;
+    case PreStep::kIsolated:
+      for (const auto& [range, is_match] : spans) parts.push_back(range);
+      break;
+    case PreStep::kMergedWithPrevious:
+      for (const auto& [range, is_match] : spans) {
+        if (is_match && !previous_match && !parts.empty()) {
+          parts.back().second = range.second;
+        } else {
+          parts.push_back(range);
+        }
+        previous_match = is_match;
+      }
+      break;
+    case PreStep::kMergedWithNext:
+      for (auto it = spans.rbegin(); it != spans.rend(); ++it) {
+        if (it->second && !previous_match && !parts.empty()) {
+          parts.back().first = it->first.first;
+        } else {
+          parts.push_back(it->first);
+        }
+        previous_match = it->second;
+      }
+      std::reverse(parts.begin(), parts.end());
+      break;
+    case PreStep::kContiguous:
+      for (size_t k = 0; k < spans.size(); ++k) {
+        if (k > 0 && spans[k].second == previous_match) {
+          parts.back().second = spans[k].first.second;
+        } else {
+          parts.push_back(spans[k].first);
+        }
+        previous_match = spans[k].second;
+      }
+      break;
+  }
+  for (const auto& [s, e] : parts) {
+    if (e > s) out->push_back({t.substr(s, e - s), piece.first && s == 0});
   }
 }
 

@@ -88,6 +88,9 @@ def random_corpus(seed, n):
 CASES = CORPUS + random_corpus(20261124, 300)
 
 
+SPLIT_BEHAVIORS = ["Removed", "Isolated", "MergedWithPrevious", "MergedWithNext", "Contiguous"]
+
+
 def convert(legacy):
     """tokenizer.json text made by transformers' LlamaConverter from the SentencePiece model."""
     warnings.filterwarnings("ignore")
@@ -167,6 +170,21 @@ def make_variants(tmp):
     derive("spm_metaspace_bf", first, spm_shape(True))
     derive("spm_metaspace_unk", first, spm_shape(False))
 
+    def gemma(j):  # GemmaConverter's shape: Replace normalizer, Split " " (a no-op after it).
+        j["normalizer"] = {"type": "Replace", "pattern": {"String": " "}, "content": "▁"}
+        j["pre_tokenizer"] = {"type": "Split", "pattern": {"String": " "},
+                              "behavior": "MergedWithPrevious", "invert": False}
+        j["decoder"]["decoders"] = j["decoder"]["decoders"][:3]
+    derive("gemma_shape", legacy, gemma)
+
+    for behavior in SPLIT_BEHAVIORS:
+        def split(j, behavior=behavior):
+            j["pre_tokenizer"] = {"type": "Sequence", "pretokenizers": [
+                {"type": "Split", "pattern": {"Regex": "[0-9]+|[.,!?]| (?=[A-Z])"},
+                 "behavior": behavior, "invert": behavior == "Contiguous"},
+                j["pre_tokenizer"]]}
+        derive(f"split_{behavior}", first, split)
+
     def finetune(j):  # Added tokens past the model vocabulary, as chat fine-tunes add them.
         n = len(j["model"]["vocab"])
         j["added_tokens"] += [
@@ -226,15 +244,15 @@ class SpTokenizerJsonTest(unittest.TestCase):
                 bad.append(f"{name} {field} differs for {key!r} (ids {ids[:40]}):\n"
                            f"  tessera   {got[field]!r}\n  reference {want!r}")
 
-    def check_variant(self, name):
+    def check_variant(self, name, cases=CASES):
         path = self.paths[name]
         ref = tokenizers.Tokenizer.from_file(path)
         bad = []
         for special in (True, False):
             ref.encode_special_tokens = not special
-            got = run_tessera(path, CASES, special)
-            self.assertEqual(len(got), len(CASES))
-            for text, g in zip(CASES, got):
+            got = run_tessera(path, cases, special)
+            self.assertEqual(len(got), len(cases))
+            for text, g in zip(cases, got):
                 want = ref.encode(text, add_special_tokens=False).ids
                 if g["ids"] != want:
                     bad.append(f"{name} special={special} ids differ for {text!r}:\n"
@@ -273,6 +291,14 @@ class SpTokenizerJsonTest(unittest.TestCase):
 
     def test_added_specials_matched_after_normalization(self):
         self.check_variant("normalized_specials")
+
+    def test_gemma_shape_replace_and_split_on_space(self):
+        self.check_variant("gemma_shape")
+
+    def test_split_pre_tokenizer_behaviors_before_metaspace(self):
+        for behavior in SPLIT_BEHAVIORS:
+            with self.subTest(behavior=behavior):
+                self.check_variant(f"split_{behavior}", CASES[:200])
 
     def test_finetune_added_tokens_legacy(self):
         self.check_variant("finetune_legacy")
