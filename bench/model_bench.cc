@@ -20,6 +20,7 @@
 #include "kernels/base/flags.h"
 #include "kernels/base/status.h"
 #include "kernels/base/thread_pool.h"
+#include "kernels/ops.h"
 #include "worker/checkpoint/checkpoint.h"
 #include "worker/checkpoint/model_config.h"
 #include "worker/model_runner.h"
@@ -173,6 +174,9 @@ absl::Status Run(const std::string& model_dir, int threads, int prompt_tokens,
   const double decode_tps = decode_tokens / decode_s;
   const double roofline_tps = bandwidth / static_cast<double>(weights.read_per_token);
   const double prefill_tps = prompt_tokens / prefill_s;
+  const bool bf16_act = GetActivationDType() == ActivationDType::kBF16 && Bf16ActivationsSupported();
+  std::printf("activations: %s into bf16-weight matmuls (--activation-dtype)\n",
+              bf16_act ? "bf16" : "f32");
   std::printf("weights: %.3f GB total, %.3f GB read per decoded token\n", weights.total / 1e9,
               weights.read_per_token / 1e9);
   std::printf("decode  : %.2f tokens/s (batch 1, %d tokens) = %.1f%% of the roofline %.2f tokens/s"
@@ -210,11 +214,16 @@ int main(int argc, char** argv) {
   flags.AddInt("decode-tokens", &decode_tokens, "decoded tokens timed");
   std::string weights = "copy";
   flags.AddString("weights", &weights, tessera::kWeightResidencyHelp);
+  std::string activation_dtype = "f32";
+  flags.AddString("activation-dtype", &activation_dtype, tessera::kActivationDTypeHelp);
   int batch = 1;
   flags.AddInt("batch", &batch, "also time decode of this many sequences together (> 1)");
   return tessera::RunCommand(flags, argc, argv, [&]() -> absl::Status {
     if (model.empty()) return absl::InvalidArgumentError("--model is required");
     ASSIGN_OR_RETURN(tessera::WeightResidency residency, tessera::ParseWeightResidency(weights));
+    ASSIGN_OR_RETURN(const tessera::ActivationDType act,
+                     tessera::ParseActivationDType(activation_dtype, "--activation-dtype"));
+    tessera::SetActivationDType(act);
     if (batch < 1) return absl::InvalidArgumentError("--batch must be >= 1");
     return tessera::Run(model, threads, prompt_tokens, decode_tokens, residency, batch);
   });

@@ -28,6 +28,7 @@
 #include "kernels/base/flags.h"
 #include "kernels/base/logging.h"
 #include "kernels/base/status.h"
+#include "kernels/ops.h"
 #include "worker/checkpoint/checkpoint.h"
 #include "worker/checkpoint/model_config.h"
 
@@ -231,6 +232,7 @@ absl::Status RunServe(const ServeOptions& o) {
       if (!o.join_token.empty()) a.insert(a.end(), {"--join-token", o.join_token});
       if (o.worker_threads > 0) a.insert(a.end(), {"--threads", absl::StrCat(o.worker_threads)});
       a.insert(a.end(), {"--weights", o.worker_weights});
+      a.insert(a.end(), {"--activation-dtype", o.worker_activation_dtype});
       args.push_back(std::move(a));
     }
     supervisor = std::make_unique<LocalWorkerSupervisor>(o.local_workers, std::move(args),
@@ -296,12 +298,16 @@ int RunServeCommand(int argc, char** argv) {
   parser.AddString("worker-weights", &o.worker_weights,
                    "--weights of each local worker: copy (huge-page memory, faster decode) or "
                    "mmap (page cache, faster start, shared between the local workers)");
+  parser.AddString("worker-activation-dtype", &o.worker_activation_dtype,
+                   absl::StrCat("--activation-dtype of each local worker: ", kActivationDTypeHelp));
   api::AddHttpApiFlags(&parser, &o.http);
   return RunCommand(parser, argc, argv, [&]() -> absl::Status {
     if (!kv_memory.empty()) {
       ASSIGN_OR_RETURN(o.kv_cache_memory, ParseBytes("kv-cache-memory", kv_memory));
     }
     RETURN_IF_ERROR(ParseWeightResidency(o.worker_weights, "--worker-weights").status());
+    RETURN_IF_ERROR(
+        ParseActivationDType(o.worker_activation_dtype, "--worker-activation-dtype").status());
     return RunServe(o);
   });
 }

@@ -1,6 +1,7 @@
 // tessera::Linear (kernels/ops.h): validation and device dispatch. CPU tensors go to
 // kernels/cpu/linear.h; CUDA tensors (CUDA builds) to kernels/cuda/linear.cu.
 #include "absl/strings/str_cat.h"
+#include "kernels/base/logging.h"
 #include "kernels/base/status.h"
 #include "kernels/cpu/linear.h"
 #include "kernels/cpu/reference_linear.h"
@@ -23,6 +24,28 @@ absl::Status Linear(const Tensor& x, const LinearWeight& w, const Tensor& bias, 
   }
   return cpu::LinearCpu(x, w, bias, out);
 }
+
+absl::StatusOr<ActivationDType> ParseActivationDType(absl::string_view text,
+                                                     absl::string_view flag) {
+  if (text == "f32" || text == "float32") return ActivationDType::kF32;
+  if (text == "bf16" || text == "bfloat16") return ActivationDType::kBF16;
+  return absl::InvalidArgumentError(
+      absl::StrCat(flag, " '", text, "': expected f32 or bf16"));
+}
+
+void SetActivationDType(ActivationDType dtype) {
+  if (dtype == ActivationDType::kBF16 && !cpu::Bf16DotGemmSupported()) {
+    LOG(WARNING) << "--activation-dtype bf16: this CPU lacks AVX512_BF16 (or AVX-512 is capped "
+                    "by TESSERA_CPU_ISA); matmuls keep f32 activations";
+  }
+  cpu::SetBf16DotGemm(dtype == ActivationDType::kBF16);
+}
+
+ActivationDType GetActivationDType() {
+  return cpu::Bf16DotGemmEnabled() ? ActivationDType::kBF16 : ActivationDType::kF32;
+}
+
+bool Bf16ActivationsSupported() { return cpu::Bf16DotGemmSupported(); }
 
 absl::Status LinearGroup(absl::Span<const LinearProblem> problems) {
   static const Tensor kNoBias;

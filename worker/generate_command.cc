@@ -19,6 +19,7 @@
 #include "kernels/base/flags.h"
 #include "kernels/base/status.h"
 #include "kernels/base/thread_pool.h"
+#include "kernels/ops.h"
 #include "nlohmann/json.hpp"
 #include "parallel/gloo_communicator.h"
 #include "parallel/kv_store.h"
@@ -277,6 +278,8 @@ int RunGenerate(int argc, char** argv) {
   parser.AddInt("threads", &threads, "kernel threads (0 = default)");
   std::string weights = "copy";
   parser.AddString("weights", &weights, kWeightResidencyHelp);
+  std::string activation_dtype = "f32";
+  parser.AddString("activation-dtype", &activation_dtype, kActivationDTypeHelp);
   parser.AddBool("json", &json, "print one JSON object");
   parser.AddString("dump-logits", &o.dump_logits, "write logits [steps, vocab] f32 to this .npy");
   parser.AddInt("block-size", &o.block_size, "KV cache block size in tokens");
@@ -295,6 +298,9 @@ int RunGenerate(int argc, char** argv) {
   return RunCommand(parser, argc, argv, [&]() -> absl::Status {
     if (o.model_dir.empty()) return absl::InvalidArgumentError("--model is required");
     ASSIGN_OR_RETURN(o.weights, ParseWeightResidency(weights));
+    ASSIGN_OR_RETURN(const ActivationDType act, ParseActivationDType(activation_dtype,
+                                                                     "--activation-dtype"));
+    SetActivationDType(act);
     if (!prompt.empty() && !prompt_ids.empty()) {
       return absl::InvalidArgumentError("give either --prompt or --prompt-ids, not both");
     }

@@ -25,6 +25,7 @@
 #include "kernels/base/status.h"
 #include "kernels/base/thread_pool.h"
 #include "kernels/cpu/cpu_features.h"
+#include "kernels/ops.h"
 #include "tessera/v1/cluster.grpc.pb.h"
 #include "worker/models/model.h"
 #include "worker/rendezvous_kv_store.h"
@@ -458,6 +459,8 @@ int RunWorkerCommand(int argc, char** argv) {
   parser.AddInt("threads", &o.threads, "kernel threads (0 = default)");
   std::string weights = "copy";
   parser.AddString("weights", &weights, kWeightResidencyHelp);
+  std::string activation_dtype = "f32";
+  parser.AddString("activation-dtype", &activation_dtype, kActivationDTypeHelp);
   parser.AddString("join-token", &o.join_token, "the coordinator's --join-token");
   parser.AddString("worker-id", &o.worker_id, "stable id of this worker (default: assigned)");
   parser.AddDouble("reconnect-timeout", &reconnect_s,
@@ -465,6 +468,9 @@ int RunWorkerCommand(int argc, char** argv) {
   return RunCommand(parser, argc, argv, [&]() -> absl::Status {
     o.reconnect_timeout = std::chrono::milliseconds(static_cast<int64_t>(reconnect_s * 1000));
     ASSIGN_OR_RETURN(o.weights, ParseWeightResidency(weights));
+    ASSIGN_OR_RETURN(const ActivationDType act, ParseActivationDType(activation_dtype,
+                                                                     "--activation-dtype"));
+    SetActivationDType(act);
     return RunWorker(o);
   });
 }

@@ -52,6 +52,8 @@ bool Bf16DotGemmEnabled() {
   return v == 1;
 }
 
+bool Bf16DotGemmSupported() { return ActiveIsa() == Isa::kAvx512 && HasAvx512Bf16(); }
+
 void SetBf16DotGemm(bool enabled) { g_bf16_dot.store(enabled ? 1 : 0, std::memory_order_relaxed); }
 
 void GemvScalar(const LinearArgs& a, int64_t j0, int64_t j1) {
@@ -90,6 +92,7 @@ LinearArgs MakeLinearArgs(const Tensor& x, const LinearWeight& w, const Tensor* 
   a.bias = bias != nullptr && bias->defined() ? bias->data<float>() : nullptr;
   a.out = static_cast<float*>(out.raw_data());
   a.ldo = a.n;
+  a.f32_input = w.f32_input;
   return a;
 }
 
@@ -110,7 +113,7 @@ absl::Status RunLinear(const LinearArgs& a);
 
 // The opt-in bf16 dot-product path (SetBf16DotGemm): bf16 weights on an AVX512_BF16 CPU.
 bool UseBf16Dot(const LinearArgs& a) {
-  return a.w_dtype == DType::kBF16 && ActiveIsa() == Isa::kAvx512 && HasAvx512Bf16() &&
+  return !a.f32_input && a.w_dtype == DType::kBF16 && Bf16DotGemmSupported() &&
          Bf16DotGemmEnabled();
 }
 

@@ -45,6 +45,7 @@ struct LinearArgs {
   // SetBf16DotGemm): x rounded to bf16, rows ldxb elements apart, zero-padded to a multiple of 32.
   const uint16_t* xb = nullptr;
   int64_t ldxb = 0;
+  bool f32_input = false;  // LinearWeight::f32_input: never take the bf16 dot path
 };
 
 // out = x · Wᵀ (+ bias) on the CPU; operands already validated by ValidateLinearArgs.
@@ -82,6 +83,8 @@ void GemvBf16Dot(const LinearArgs& a, int64_t j0, int64_t j1);
 // (GemvBf16Dot). Off unless TESSERA_LINEAR_BF16_DOT=1 or enabled here; other weight dtypes are
 // never affected.
 bool Bf16DotGemmEnabled();
+// This CPU runs the bf16 dot-product path (AVX-512 active and AVX512_BF16 present).
+bool Bf16DotGemmSupported();
 void SetBf16DotGemm(bool enabled);
 
 }  // namespace tessera::cpu

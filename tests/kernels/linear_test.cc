@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "kernels/base/dtype.h"
 #include "kernels/base/tensor.h"
@@ -366,6 +367,50 @@ TEST(LinearGroupErrors, ErrorsNameTheProblem) {
   absl::Status st = LinearGroup({p});
   EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(st.message().find("problem 0"), std::string::npos) << st;
+}
+
+}  // namespace
+}  // namespace tessera
+
+namespace tessera {
+namespace {
+
+// The public precision switch (--activation-dtype): parsing names the flag, bf16 actually
+// changes the results of a bf16-weight Linear (when the CPU has the path) and a weight marked
+// f32_input (router gates) still gives the f32 result bit for bit.
+TEST(ActivationDTypeTest, ParsesAndNamesTheFlag) {
+  EXPECT_EQ(ParseActivationDType("f32", "--activation-dtype").value(), ActivationDType::kF32);
+  EXPECT_EQ(ParseActivationDType("bfloat16", "--x").value(), ActivationDType::kBF16);
+  const absl::StatusOr<ActivationDType> bad = ParseActivationDType("fp16", "--worker-act");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(bad.status().message()),
+              ::testing::AllOf(::testing::HasSubstr("--worker-act 'fp16'"),
+                               ::testing::HasSubstr("f32 or bf16")));
+}
+
+TEST(ActivationDTypeTest, Bf16RoundsInputsExceptF32InputLayers) {
+  if (!Bf16ActivationsSupported()) GTEST_SKIP() << "no AVX512_BF16 path on this CPU";
+  for (int64_t m : {1, 4, 40}) {
+    LinearWeight w = MakeWeight(DType::kBF16, 96, 256, 7 + m);
+    const Tensor x = RandomTensor({m, 256}, 8 + m);
+    Tensor exact = Tensor::Empty({m, 96}, DType::kF32).value();
+    Tensor rounded = Tensor::Empty({m, 96}, DType::kF32).value();
+    Tensor kept = Tensor::Empty({m, 96}, DType::kF32).value();
+    ASSERT_TRUE(Linear(x, w, Tensor(), exact).ok());
+    SetActivationDType(ActivationDType::kBF16);
+    EXPECT_EQ(GetActivationDType(), ActivationDType::kBF16);
+    const absl::Status s1 = Linear(x, w, Tensor(), rounded);
+    w.f32_input = true;
+    const absl::Status s2 = Linear(x, w, Tensor(), kept);
+    SetActivationDType(ActivationDType::kF32);
+    ASSERT_TRUE(s1.ok() && s2.ok());
+    EXPECT_GT(RelativeError(rounded, exact), 1e-6) << "m=" << m << ": bf16 changed nothing";
+    EXPECT_LT(RelativeError(rounded, exact), 1e-2) << "m=" << m;
+    for (int64_t j = 0; j < exact.numel(); ++j) {
+      ASSERT_EQ(kept.data<float>()[j], exact.data<float>()[j]) << "m=" << m << " at " << j;
+    }
+  }
 }
 
 }  // namespace

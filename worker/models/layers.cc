@@ -467,6 +467,7 @@ absl::StatusOr<MoeBlock> MoeBlock::Load(const Checkpoint& ckpt, absl::string_vie
   const bool down_bias = parts == 1 || shard.stage_rank() == 0;
   ASSIGN_OR_RETURN(moe.router_, LoadLinear(ckpt, absl::StrCat(prefix, ".", spec.gate_name), ne,
                                            h, spec.router_bias, format));
+  moe.router_.weight.f32_input = true;
   if (spec.correction_bias) {
     ASSIGN_OR_RETURN(moe.correction_bias_,
                      LoadF32(ckpt, absl::StrCat(prefix, ".", spec.correction_bias_name), {ne}));
