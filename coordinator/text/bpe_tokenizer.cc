@@ -101,6 +101,24 @@ int32_t NextCodePoint(absl::string_view s, size_t* i) {
   return cp;
 }
 
+// Like NextCodePoint, but strict UTF-8 (continuation bytes, no overlong forms, surrogates or
+// values past U+10FFFF): on a malformed sequence advances one byte and returns -1, so that
+// byte alone goes to byte fallback.
+int32_t NextValidCodePoint(absl::string_view s, size_t* i) {
+  const size_t start = *i;
+  const int32_t cp = NextCodePoint(s, i);
+  const size_t len = *i - start;
+  bool ok = cp >= 0;
+  for (size_t k = 1; ok && k < len; ++k) {
+    ok = (static_cast<unsigned char>(s[start + k]) & 0xC0) == 0x80;
+  }
+  ok = ok && !(len == 2 && cp < 0x80) && !(len == 3 && cp < 0x800) &&
+       !(len == 4 && (cp < 0x10000 || cp > 0x10FFFF)) && !(cp >= 0xD800 && cp <= 0xDFFF);
+  if (ok) return cp;
+  *i = start + 1;
+  return -1;
+}
+
 // NFC of `text`; text that is ASCII, not valid UTF-8, or built without ICU is returned as is.
 std::string Nfc(absl::string_view text) {
   bool ascii = true;
@@ -985,7 +1003,7 @@ void BpeTokenizer::EncodeWord(absl::string_view word, std::vector<int32_t>* out)
     bool unk = false;
     for (size_t i = 0; i < word.size();) {
       const size_t start = i;
-      const int32_t cp = NextCodePoint(word, &i);
+      const int32_t cp = NextValidCodePoint(word, &i);
       auto it = cp >= 0 ? char_to_id_.find(cp) : char_to_id_.end();
       if (it != char_to_id_.end()) {
         if (unk) ids.push_back(unk_id_);

@@ -18,6 +18,7 @@
 #include "kernels/base/logging.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/coordinator/llama_json_test_util.h"
 #include "tests/test_util.h"
 
 namespace tessera {
@@ -365,6 +366,14 @@ TEST(TokenizerTest, NonNfcModelsDoNotNormalize) {
   auto back = tok.Decode(tok.Encode("cafe\xcc\x81"));
   ASSERT_TRUE(back.ok());
   EXPECT_EQ(*back, "cafe\xcc\x81");
+}
+
+TEST(TokenizerTest, LlamaJsonInvalidUtf8InputFallsBackToBytes) {
+  // "\xC3\x28" is not UTF-8 (0x28 is no continuation byte): each byte is its own <0xNN>
+  // token, never the "è" a lax decoder would read.
+  const auto tok = LlamaStyleTokenizer();
+  EXPECT_EQ(tok->Encode("Hi\xC3\x28"), (std::vector<int32_t>{263, 3 + 0xC3, 3 + 0x28}));
+  EXPECT_EQ(tok->Encode("Hi\xC3\xA8"), (std::vector<int32_t>{263, 264}));
 }
 
 TEST(TokenizerTest, InvalidUtf8BytesDecodeAsReplacementCharacters) {
