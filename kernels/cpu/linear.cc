@@ -111,6 +111,29 @@ GemvFn ActiveGemv() {
 
 absl::Status RunLinear(const LinearArgs& a);
 
+// out[0, m)[j0, j1) for m <= kSmallGemmMaxRows with the GEMV kernel: rows of x in balanced chunks
+// of at most kGemvMaxRows, weight columns in blocks of ~128 KiB so that every chunk after the first
+// reads the block from L2 rather than DRAM (the weights still stream from memory once).
+void GemvRowChunks(GemvFn gemv, const LinearArgs& a, int64_t j0, int64_t j1) {
+  if (a.m <= kGemvMaxRows) return gemv(a, j0, j1);
+  const int64_t parts = (a.m + kGemvMaxRows - 1) / kGemvMaxRows;
+  const int64_t row_bytes = a.k * static_cast<int64_t>(DTypeSize(a.w_dtype));
+  const int64_t block =
+      std::max<int64_t>(16, (int64_t{128} << 10) / std::max<int64_t>(1, row_bytes) / 16 * 16);
+  for (int64_t jb = j0; jb < j1; jb += block) {
+    const int64_t je = std::min(j1, jb + block);
+    for (int64_t p = 0; p < parts; ++p) {
+      const int64_t i0 = a.m * p / parts, i1 = a.m * (p + 1) / parts;
+      LinearArgs c = a;
+      c.m = i1 - i0;
+      c.x = a.x + i0 * a.ldx;
+      c.out = a.out + i0 * a.ldo;
+      if (a.xb != nullptr) c.xb = a.xb + i0 * a.ldxb;
+      gemv(c, jb, je);
+    }
+  }
+}
+
 // The opt-in bf16 dot-product path (SetBf16DotGemm): bf16 weights on an AVX512_BF16 CPU.
 bool UseBf16Dot(const LinearArgs& a) {
   return !a.f32_input && a.w_dtype == DType::kBF16 && Bf16DotGemmSupported() &&
@@ -141,7 +164,7 @@ absl::Status LinearGroupCpu(absl::Span<const LinearProblem> problems) {
   for (const LinearProblem& p : problems) {
     LinearArgs a = MakeLinearArgs(*p.x, *p.w, p.bias, *p.out);
     if (a.m == 0 || a.n == 0) continue;
-    if (a.m > kGemvMaxRows || a.k == 0) {
+    if (a.m > kSmallGemmMaxRows || a.k == 0) {
       RETURN_IF_ERROR(RunLinear(a));
       continue;
     }
@@ -173,11 +196,13 @@ absl::Status LinearGroupCpu(absl::Span<const LinearProblem> problems) {
     }
   }
   if (threads <= 1 || chunks.size() <= 1 || total_work < kMinParallelWork) {
-    for (const Chunk& c : chunks) gemv(gemvs[c.problem], c.j0, c.j1);
+    for (const Chunk& c : chunks) GemvRowChunks(gemv, gemvs[c.problem], c.j0, c.j1);
     return absl::OkStatus();
   }
   pool.ParallelFor(static_cast<int64_t>(chunks.size()), 1, [&](int64_t b, int64_t e) {
-    for (int64_t c = b; c < e; ++c) gemv(gemvs[chunks[c].problem], chunks[c].j0, chunks[c].j1);
+    for (int64_t c = b; c < e; ++c) {
+      GemvRowChunks(gemv, gemvs[chunks[c].problem], chunks[c].j0, chunks[c].j1);
+    }
   });
   return absl::OkStatus();
 }
@@ -215,7 +240,7 @@ absl::Status RunLinear(const LinearArgs& args) {
   const int64_t threads = work < kMinParallelWork ? 1 : pool.num_threads();
   if (UseBf16Dot(a)) AttachBf16X(a, xb);
 
-  if (a.m <= kGemvMaxRows) {
+  if (a.m <= kSmallGemmMaxRows) {
     // Contiguous column ranges, a multiple of 16 columns (64-byte output lines) each, so every
     // thread streams its own slices of the weight and no output line is shared. A few chunks per
     // thread (each still >= ~64 KiB of weights) let a thread that got descheduled on a busy
@@ -225,14 +250,14 @@ absl::Status RunLinear(const LinearArgs& args) {
     const int64_t chunks = std::min<int64_t>(
         {units, threads * 4, std::max<int64_t>(threads, (units * unit_bytes) >> 16)});
     if (threads <= 1 || chunks <= 1) {
-      gemv(a, 0, a.n);
+      GemvRowChunks(gemv, a, 0, a.n);
       return absl::OkStatus();
     }
     pool.ParallelFor(chunks, 1, [&](int64_t c0, int64_t c1) {
       for (int64_t c = c0; c < c1; ++c) {
         const int64_t j0 = std::min(a.n, units * c / chunks * 16);
         const int64_t j1 = std::min(a.n, units * (c + 1) / chunks * 16);
-        if (j0 < j1) gemv(a, j0, j1);
+        if (j0 < j1) GemvRowChunks(gemv, a, j0, j1);
       }
     });
     return absl::OkStatus();

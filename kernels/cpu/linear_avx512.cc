@@ -171,6 +171,58 @@ void GemvBf16DotT(const LinearArgs& a, int64_t j0, int64_t j1) {
   }
 }
 
+// MR rows of x against NR weight rows at a time (NR > 1): each line of x is loaded once per NR
+// weight lines instead of once per line. Pays off from m = 4 on, where the single-row stream
+// spends most of its time on x loads (m = 4: 1.1-1.7x in A/B runs, docs/performance.md); for
+// m <= 3 the single stream is faster. Rows left over at the end go through GemvBf16DotT.
+template <int MR, int NR>
+void GemvBf16DotTile(const LinearArgs& a, int64_t j0, int64_t j1) {
+  const uint16_t* w = static_cast<const uint16_t*>(a.w);
+  const int64_t k = a.k;
+  const int64_t kfull = k / 32 * 32;
+  const __mmask32 tail = static_cast<__mmask32>((uint64_t{1} << (k % 32)) - 1);
+  int64_t j = j0;
+  for (; j + NR <= j1; j += NR) {
+    __m512 acc[MR][NR];
+#pragma GCC unroll 8
+    for (int i = 0; i < MR; ++i) {
+#pragma GCC unroll 8
+      for (int r = 0; r < NR; ++r) acc[i][r] = _mm512_setzero_ps();
+    }
+    auto step = [&](int64_t c, const __m512bh (&wv)[NR]) {
+#pragma GCC unroll 8
+      for (int i = 0; i < MR; ++i) {
+        const __m512bh xv = (__m512bh)_mm512_loadu_si512(a.xb + i * a.ldxb + c);
+#pragma GCC unroll 8
+        for (int r = 0; r < NR; ++r) acc[i][r] = _mm512_dpbf16_ps(acc[i][r], xv, wv[r]);
+      }
+    };
+    for (int64_t c = 0; c < kfull; c += 32) {
+      __m512bh wv[NR];
+#pragma GCC unroll 8
+      for (int r = 0; r < NR; ++r) wv[r] = (__m512bh)_mm512_loadu_si512(w + (j + r) * k + c);
+      step(c, wv);
+    }
+    if (tail != 0) {
+      __m512bh wv[NR];
+#pragma GCC unroll 8
+      for (int r = 0; r < NR; ++r) {
+        wv[r] = (__m512bh)_mm512_maskz_loadu_epi16(tail, w + (j + r) * k + kfull);
+      }
+      step(kfull, wv);  // x rows are zero-padded to a multiple of 32
+    }
+#pragma GCC unroll 8
+    for (int i = 0; i < MR; ++i) {
+#pragma GCC unroll 8
+      for (int r = 0; r < NR; ++r) {
+        a.out[i * a.ldo + j + r] =
+            _mm512_reduce_add_ps(acc[i][r]) + (a.bias != nullptr ? a.bias[j + r] : 0.0f);
+      }
+    }
+  }
+  if (j < j1) GemvBf16DotT<MR>(a, j, j1);
+}
+
 }  // namespace
 
 void GemvBf16Dot(const LinearArgs& a, int64_t j0, int64_t j1) {
@@ -178,11 +230,11 @@ void GemvBf16Dot(const LinearArgs& a, int64_t j0, int64_t j1) {
     case 1: return GemvBf16DotT<1>(a, j0, j1);
     case 2: return GemvBf16DotT<2>(a, j0, j1);
     case 3: return GemvBf16DotT<3>(a, j0, j1);
-    case 4: return GemvBf16DotT<4>(a, j0, j1);
-    case 5: return GemvBf16DotT<5>(a, j0, j1);
-    case 6: return GemvBf16DotT<6>(a, j0, j1);
-    case 7: return GemvBf16DotT<7>(a, j0, j1);
-    case 8: return GemvBf16DotT<8>(a, j0, j1);
+    case 4: return GemvBf16DotTile<4, 4>(a, j0, j1);
+    case 5: return GemvBf16DotTile<5, 4>(a, j0, j1);
+    case 6: return GemvBf16DotTile<6, 4>(a, j0, j1);
+    case 7: return GemvBf16DotTile<7, 2>(a, j0, j1);
+    case 8: return GemvBf16DotTile<8, 2>(a, j0, j1);
     default: CHECK(false) << "GemvBf16Dot with m = " << a.m;
   }
 }

@@ -118,10 +118,30 @@ TEST_P(LinearRowsTest, BF16MatchesReferenceForEveryRowCount) {
   EXPECT_LT(RelativeError(out, expected), 1e-3);
 }
 
+// Batched-decode sizes (kGemvMaxRows < m <= kSmallGemmMaxRows: GEMV over row chunks and L2
+// column blocks) for every weight dtype, with a bias, n spanning several column blocks.
+TEST(LinearSmallBatchTest, EveryDtypeMatchesReference) {
+  for (DType dt : {DType::kF32, DType::kBF16, DType::kF16, DType::kF8E4M3}) {
+    for (int64_t m : {int64_t{9}, int64_t{16}, int64_t{20}, cpu::kSmallGemmMaxRows}) {
+      const int64_t n = 200, k = 1030;
+      const LinearWeight w = MakeWeight(dt, n, k, 5 + m);
+      const Tensor x = RandomTensor({m, k}, 6 + m);
+      const Tensor bias = RandomTensor({n}, 7);
+      Tensor out = Tensor::Empty({m, n}, DType::kF32).value();
+      Tensor expected = Tensor::Empty({m, n}, DType::kF32).value();
+      ASSERT_TRUE(Linear(x, w, bias, out).ok());
+      ASSERT_TRUE(ref::Linear(x, w, bias, expected).ok());
+      EXPECT_LT(RelativeError(out, expected), 1e-5) << DTypeName(dt) << " m=" << m;
+    }
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Rows, LinearRowsTest,
                          ::testing::Combine(::testing::Values(Isa::kScalar, Isa::kAvx2,
                                                               Isa::kAvx512),
-                                            ::testing::Range<int64_t>(1, 18)));
+                                            ::testing::Values<int64_t>(1, 2, 3, 4, 5, 6, 7, 8, 9,
+                                                                       12, 16, 17, 24, 31, 32,
+                                                                       33)));
 
 // The opt-in AVX512_BF16 path (activations rounded to bf16, vdpbf16ps), decode GEMV (m <= 8) and
 // prefill GEMM: bf16 error level.
@@ -148,7 +168,7 @@ TEST_P(LinearBf16DotTest, MatchesReferenceToBf16Precision) {
 
 INSTANTIATE_TEST_SUITE_P(
     Shapes, LinearBf16DotTest,
-    ::testing::Combine(::testing::Values(1, 2, 3, 4, 5, 8, 9, 33, 130),
+    ::testing::Combine(::testing::Values(1, 2, 3, 4, 5, 6, 7, 8, 9, 16, 24, 32, 33, 130),
                        ::testing::Values(std::make_pair<int64_t, int64_t>(1, 1),
                                          std::make_pair<int64_t, int64_t>(17, 129),
                                          std::make_pair<int64_t, int64_t>(300, 1025),
@@ -323,7 +343,8 @@ TEST_P(LinearGroupTest, EqualsLinearOnEveryProblem) {
   const DType dtypes[] = {DType::kF32, DType::kBF16, DType::kF16, DType::kF8E4M3};
   const Shape3 shapes[] = {{1, 768, 2048}, {1, 2048, 768}, {3, 100, 37},
                                         {8, 48, 300},   {17, 64, 96},   {1, 5, 1},
-                                        {2, 1000, 130}, {0, 16, 16}};
+                                        {2, 1000, 130}, {0, 16, 16},   {12, 300, 130},
+                                        {40, 64, 96},   {20, 100, 2100}};
   std::vector<Tensor> xs, biases, outs, refs;
   std::vector<LinearWeight> ws;
   const size_t count = std::size(shapes) * std::size(dtypes);
