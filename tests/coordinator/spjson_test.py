@@ -22,6 +22,7 @@ import os
 import random
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 import types
@@ -31,6 +32,8 @@ import warnings
 import tokenizers
 
 TESSERA_BIN = os.environ.get("TESSERA_BIN", "")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from tokenize_cli import run_tessera  # noqa: E402
 TESTDATA = os.environ.get(
     "TESSERA_TESTDATA",
     os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "shared",
@@ -209,19 +212,6 @@ def make_variants(tmp):
     return paths
 
 
-def run_tessera(model, items, special=True):
-    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False,
-                                     encoding="utf-8") as f:
-        json.dump(items, f, ensure_ascii=False)
-        path = f.name
-    try:
-        cmd = [TESSERA_BIN, "tokenize", "--model", model, "--batch", path]
-        if not special:
-            cmd.append("--no-special")
-        out = subprocess.run(cmd, check=True, capture_output=True, timeout=120)
-        return json.loads(out.stdout.decode("utf-8"))
-    finally:
-        os.unlink(path)
 
 
 class SpTokenizerJsonTest(unittest.TestCase):

@@ -34,6 +34,8 @@ import tiktoken
 import tokenizers
 
 TESSERA_BIN = os.environ.get("TESSERA_BIN", "")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from tokenize_cli import run_tessera  # noqa: E402
 TESTDATA = os.environ.get(
     "TESSERA_TESTDATA",
     os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "shared",
@@ -103,19 +105,6 @@ def random_corpus(seed, n):
 CASES = CORPUS + random_corpus(1234, 300)
 
 
-def run_tessera(model, texts, special):
-    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False,
-                                     encoding="utf-8") as f:
-        json.dump(texts, f, ensure_ascii=False)
-        path = f.name
-    try:
-        cmd = [TESSERA_BIN, "tokenize", "--model", model, "--batch", path]
-        if not special:
-            cmd.append("--no-special")
-        out = subprocess.run(cmd, check=True, capture_output=True, timeout=300)
-        return json.loads(out.stdout.decode("utf-8"))
-    finally:
-        os.unlink(path)
 
 
 def byte_decoder():

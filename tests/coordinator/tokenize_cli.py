@@ -1,0 +1,28 @@
+"""Runs `tessera tokenize --batch` for the tokenizer tests (shared by spjson_test.py and
+tokenizer_reference_test.py; not a test itself).
+
+run_tessera(model, items, special=True, timeout=300) writes `items` (texts, or id lists to
+decode) to a temporary JSON file, runs `$TESSERA_BIN tokenize --model MODEL --batch FILE
+[--no-special]` and returns the parsed JSON output (one object per item)."""
+
+import json
+import os
+import subprocess
+import tempfile
+
+TESSERA_BIN = os.environ.get("TESSERA_BIN", "")
+
+
+def run_tessera(model, items, special=True, timeout=300):
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False,
+                                     encoding="utf-8") as f:
+        json.dump(items, f, ensure_ascii=False)
+        path = f.name
+    try:
+        cmd = [TESSERA_BIN, "tokenize", "--model", model, "--batch", path]
+        if not special:
+            cmd.append("--no-special")
+        out = subprocess.run(cmd, check=True, capture_output=True, timeout=timeout)
+        return json.loads(out.stdout.decode("utf-8"))
+    finally:
+        os.unlink(path)
