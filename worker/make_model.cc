@@ -642,6 +642,15 @@ absl::StatusOr<json> BuildMakeModelConfig(const MakeModelOptions& options) {
         absl::StrCat("--dtype ", options.dtype, ": valid are f32, bf16, fp8"));
   }
   config["torch_dtype"] = TorchDtype(dtype);
+  // MiniMax-M2 states partial RoPE only as the legacy `rotary_dim`, which transformers' in-tree
+  // MiniMaxM2Config (5.x before huggingface/transformers#48486) ignores, rotating the whole head.
+  // Writing the equivalent standard field too makes every loader apply the same RoPE.
+  if (config.value("model_type", "") == "minimax_m2" && config.contains("rotary_dim") &&
+      config["rotary_dim"].is_number() && config.contains("head_dim") &&
+      config["head_dim"].is_number() && !config.contains("partial_rotary_factor")) {
+    config["partial_rotary_factor"] =
+        config["rotary_dim"].get<double>() / config["head_dim"].get<double>();
+  }
   if (dtype == DType::kF8E4M3) {
     config["quantization_config"] = {{"quant_method", "fp8"},
                                      {"fmt", "e4m3"},

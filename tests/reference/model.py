@@ -73,6 +73,14 @@ def load_config(model_dir):
     cfg = dict(_COMMON)
     cfg.update(_DEFAULTS[mt])
     cfg.update(raw)
+    # transformers >= 5 saves RoPE as one `rope_parameters` object; a legacy `rope_scaling`
+    # replaces it, and values inside it win over top-level ones (convert_rope_params_to_dict).
+    rp = raw.get("rope_scaling") or raw.get("rope_parameters")
+    if rp:
+        cfg["rope_scaling"] = rp
+        for key in ("rope_theta", "partial_rotary_factor"):
+            if rp.get(key) is not None:
+                cfg[key] = rp[key]
     cfg["num_key_value_heads"] = cfg.get("num_key_value_heads") or cfg["num_attention_heads"]
     if cfg.get("head_dim") is None:
         cfg["head_dim"] = cfg["hidden_size"] // cfg["num_attention_heads"]
@@ -270,8 +278,8 @@ class ReferenceModel:
         if mt in ("qwen3", "qwen3_moe") or (mt == "glm4_moe" and c.get("use_qk_norm")):
             q = rms_norm(q, self.w(p + "q_norm.weight"), eps)  # per head
             k = rms_norm(k, self.w(p + "k_norm.weight"), eps)
-        if mt == "minimax_m2":
-            rdim = c.get("rotary_dim") or hd
+        if mt == "minimax_m2" and c.get("partial_rotary_factor") is None:
+            rdim = c.get("rotary_dim") or hd  # legacy field of the releases
         else:
             rdim = int(hd * c.get("partial_rotary_factor", 1.0))
         cos, sin = rope_cos_sin(c, rdim, positions)

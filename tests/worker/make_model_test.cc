@@ -632,6 +632,21 @@ TEST(MakeModelFromConfigTest, Qwen3MoeKeepsItsStructure) {
   EXPECT_EQ(c["vocab_size"], 151936);
 }
 
+// transformers' in-tree MiniMaxM2Config reads partial RoPE only from partial_rotary_factor, the
+// releases only state the legacy rotary_dim: make-model writes both, consistently.
+TEST(MakeModelFromConfigTest, MiniMaxM2StatesPartialRotaryFactorToo) {
+  json c = ScaledConfig("MiniMaxAI__MiniMax-M2.7", 3, 8, 64);
+  ASSERT_TRUE(c.contains("partial_rotary_factor"));
+  EXPECT_DOUBLE_EQ(c["partial_rotary_factor"].get<double>(),
+                   c["rotary_dim"].get<double>() / c["head_dim"].get<double>());
+  EXPECT_DOUBLE_EQ(c["partial_rotary_factor"].get<double>(), 0.5);
+  MakeModelOptions o;
+  o.arch = "minimax_m2";
+  absl::StatusOr<json> tiny = BuildMakeModelConfig(o);
+  ASSERT_TRUE(tiny.ok()) << tiny.status();
+  EXPECT_DOUBLE_EQ((*tiny)["partial_rotary_factor"].get<double>(), 0.5);
+}
+
 TEST(MakeModelFromConfigTest, AllRealConfigsScaleAndPlan) {
   for (const auto& entry : fs::directory_iterator(testing::TestDataDir() + "/configs")) {
     if (!fs::exists(entry.path() / "config.json")) continue;

@@ -395,6 +395,57 @@ TEST(ModelConfigTest, Llama3RopeScalingAndEosList) {
   EXPECT_EQ(c->eos_token_ids, (std::vector<int64_t>{128001, 128009}));
 }
 
+// transformers >= 5 save_pretrained writes `rope_parameters` (no rope_theta / rope_scaling).
+TEST(ModelConfigTest, TransformersV5RopeParametersObject) {
+  json j = Minimal("LlamaForCausalLM");
+  j["rope_parameters"] = {{"rope_type", "llama3"},
+                          {"rope_theta", 500000.0},
+                          {"factor", 8.0},
+                          {"low_freq_factor", 1.0},
+                          {"high_freq_factor", 4.0},
+                          {"original_max_position_embeddings", 8192}};
+  auto c = ParseModelConfig(j, "synthetic.json");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_DOUBLE_EQ(c->rope_theta, 500000.0);
+  EXPECT_EQ(c->rope_scaling.type, "llama3");
+  EXPECT_DOUBLE_EQ(c->rope_scaling.factor, 8.0);
+  EXPECT_EQ(c->rope_scaling.original_max_position_embeddings, 8192);
+}
+
+TEST(ModelConfigTest, RopeParametersPartialRotaryAndThetaWinOverTopLevel) {
+  json j = Minimal("Glm4MoeForCausalLM");
+  j["rope_theta"] = 10000.0;
+  j["rope_parameters"] = {{"rope_type", "default"},
+                          {"rope_theta", 1000000.0},
+                          {"partial_rotary_factor", 0.25}};
+  auto c = ParseModelConfig(j, "synthetic.json");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_DOUBLE_EQ(c->rope_theta, 1000000.0);
+  EXPECT_EQ(c->rotary_dim, 4);  // 0.25 of head_dim 16, not GLM's default 0.5
+  EXPECT_EQ(c->rope_scaling.type, "");
+}
+
+TEST(ModelConfigTest, MiniMaxM2ExplicitPartialRotaryFactorWinsOverLegacyRotaryDim) {
+  json j = Minimal("MiniMaxM2ForCausalLM");
+  j["head_dim"] = 32;
+  j["rotary_dim"] = 16;
+  auto legacy = ParseModelConfig(j, "synthetic.json");
+  ASSERT_TRUE(legacy.ok()) << legacy.status();
+  EXPECT_EQ(legacy->rotary_dim, 16);
+  j["partial_rotary_factor"] = 0.25;
+  auto c = ParseModelConfig(j, "synthetic.json");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->rotary_dim, 8);
+}
+
+TEST(ModelConfigErrorTest, RopeParametersMustBeAnObject) {
+  json j = Minimal("LlamaForCausalLM");
+  j["rope_parameters"] = 3;
+  auto c = ParseModelConfig(j, "dir/config.json");
+  ASSERT_FALSE(c.ok());
+  EXPECT_THAT(std::string(c.status().message()), HasSubstr("rope_parameters"));
+}
+
 // ---- Errors ----------------------------------------------------------------------------------
 
 TEST(ModelConfigErrorTest, UnknownArchitectureListsSupportedOnes) {

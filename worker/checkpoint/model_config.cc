@@ -9,6 +9,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <sstream>
 #include <utility>
 
@@ -406,6 +407,23 @@ absl::StatusOr<ModelConfig> ParseModelConfig(const json& j, absl::string_view so
   if (fam == ModelFamily::kQwen2Moe) RETURN_IF_ERROR(f.Bool("qkv_bias", &c.attention_bias));
   RETURN_IF_ERROR(f.String("hidden_act", &c.hidden_act));
   RETURN_IF_ERROR(f.Double("rope_theta", &c.rope_theta));
+  // transformers >= 5 saves RoPE as one `rope_parameters` object (rope_type, rope_theta,
+  // partial_rotary_factor and the scaling fields) instead of rope_theta / rope_scaling /
+  // partial_rotary_factor. As RopeParametersMixin.convert_rope_params_to_dict: a legacy
+  // `rope_scaling` replaces the object, and values inside the object win over top-level ones.
+  const json* rope_params = f.Find("rope_scaling");
+  if (rope_params == nullptr) rope_params = f.Find("rope_parameters");
+  if (rope_params != nullptr && !rope_params->is_object()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        source, ": field '", f.Has("rope_scaling") ? "rope_scaling" : "rope_parameters",
+        "' must be an object or null, got ", rope_params->dump()));
+  }
+  std::optional<Fields> rope_fields;
+  if (rope_params != nullptr) {
+    rope_fields.emplace(*rope_params, source + (f.Has("rope_scaling") ? " rope_scaling"
+                                                                      : " rope_parameters"));
+    RETURN_IF_ERROR(rope_fields->Double("rope_theta", &c.rope_theta));
+  }
   if (c.num_attention_heads <= 0) {
     return absl::InvalidArgumentError(
         absl::StrCat(source, ": field 'num_attention_heads' must be positive"));
@@ -427,16 +445,22 @@ absl::StatusOr<ModelConfig> ParseModelConfig(const json& j, absl::string_view so
     RETURN_IF_ERROR(f.Int("head_dim", &c.head_dim));
     double partial = 1.0;
     RETURN_IF_ERROR(f.Double("partial_rotary_factor", &partial));
-    if (fam == ModelFamily::kGlm4Moe && !f.Has("partial_rotary_factor")) partial = 0.5;
+    const bool has_partial = f.Has("partial_rotary_factor") ||
+                             (rope_fields && rope_fields->Has("partial_rotary_factor"));
+    if (rope_fields) RETURN_IF_ERROR(rope_fields->Double("partial_rotary_factor", &partial));
+    if (fam == ModelFamily::kGlm4Moe && !has_partial) partial = 0.5;
     c.rotary_dim = static_cast<int64_t>(static_cast<double>(c.head_dim) * partial);
-    if (fam == ModelFamily::kMiniMaxM2) {
+    // MiniMax-M2 releases give partial RoPE as the legacy `rotary_dim` (their remote-code config
+    // derives partial_rotary_factor = rotary_dim / head_dim). An explicit partial_rotary_factor
+    // (what transformers' in-tree config reads) wins; see docs/decisions.md (HF check).
+    if (fam == ModelFamily::kMiniMaxM2 && !has_partial) {
       c.rotary_dim = 64;
       RETURN_IF_ERROR(f.Int("rotary_dim", &c.rotary_dim));
     }
   }
-  if (const json* rs = f.Find("rope_scaling")) {
+  if (rope_params != nullptr) {
     c.rope_scaling = RopeScalingConfig();
-    RETURN_IF_ERROR(ParseRopeScaling(*rs, source, &c.rope_scaling));
+    RETURN_IF_ERROR(ParseRopeScaling(*rope_params, source, &c.rope_scaling));
   }
 
   // ---- Q/K norm ---------------------------------------------------------------------------

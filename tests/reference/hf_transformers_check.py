@@ -1,0 +1,172 @@
+#!/usr/bin/env python3
+"""Checks Tessera against Hugging Face transformers' own modelling code (not a ctest: CI has no
+torch). tests/reference/ is a numpy reference we wrote; this script closes the gap a mistake shared
+by that reference and the C++ would leave, by running the published PyTorch classes themselves.
+
+How to run (outside the repo's test venv; torch + transformers are big):
+    python3 -m venv /root/.cache/hfcheck-venv
+    /root/.cache/hfcheck-venv/bin/pip install torch transformers==5.15.1 numpy safetensors
+    /root/.cache/hfcheck-venv/bin/python tests/reference/hf_transformers_check.py \
+        --tessera build/cli/tessera [--testdata ../shared/testdata] [--filter SUBSTR] [--keep DIR]
+
+For every case: `tessera make-model` writes a checkpoint (tiny preset or a real config scaled down),
+`tessera generate --temperature 0 --dump-logits L.npy --json` generates 16 tokens, and
+`AutoModelForCausalLM.from_pretrained(DIR, dtype=float32, attn_implementation="eager")` (loaded
+with output_loading_info=True: any missing / unexpected / mismatched key FAILS, it is a layout bug
+in make-model) runs ONE teacher-forced forward over prompt + Tessera's tokens. Row i of L is
+compared with HF's logits at position len(prompt)-1+i: per-row ||a-b||/||b||, plus whether
+Tessera's tokens equal HF's argmax at every position.
+
+Tolerances: f32 1e-4 (expected ~1e-6..1e-5; above 1e-3 is a semantic difference), bf16 1e-4
+(HF computes in f32 from the bf16 file, Tessera widens bf16 weights to f32 too), fp8 2e-2 if HF
+can dequantise the block-fp8 checkpoint on CPU. Prints one table row per case; exit status 1 if
+any case fails.
+"""
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import traceback
+
+import numpy as np
+
+PROMPT = [1, 17, 42, 5, 63, 23, 31, 7, 50, 11, 19]
+MAX_TOKENS = 16
+ARCHS = ["llama", "qwen3", "qwen3_moe", "qwen2_moe", "mixtral", "deepseek_v3", "glm4_moe",
+         "minimax_m2", "gpt_oss"]
+FROM_CONFIGS = ["moonshotai__Kimi-K2-Instruct", "zai-org__GLM-4.5", "zai-org__GLM-4.5-Air",
+                "deepseek-ai__DeepSeek-V3", "deepseek-ai__DeepSeek-R1", "Qwen__Qwen3-30B-A3B",
+                "Qwen__Qwen3-235B-A22B", "mistralai__Mixtral-8x7B-v0.1", "openai__gpt-oss-20b",
+                "openai__gpt-oss-120b", "MiniMaxAI__MiniMax-M2.7"]
+FROM_CONFIG_SCALE = ["--layers", "3", "--experts", "8", "--hidden", "64"]
+FP8_ARCHS = ["deepseek_v3", "minimax_m2", "qwen3_moe"]
+TOL = {"f32": 1e-4, "bf16": 1e-4, "fp8": 2e-2}
+
+
+def rel_err(a, b):
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    if not (np.all(np.isfinite(a)) and np.all(np.isfinite(b))):
+        return float("inf")
+    nb = np.linalg.norm(b)
+    return float(np.linalg.norm(a - b) / nb) if nb > 0 else float(np.linalg.norm(a))
+
+
+def run(cmd, timeout=600):
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    if p.returncode != 0:
+        raise RuntimeError(f"exit {p.returncode}: {' '.join(cmd)}\n{(p.stderr or p.stdout)[-800:]}")
+    return p.stdout
+
+
+def tessera_generate(tessera, ckpt, npy):
+    out = run([tessera, "generate", "--model", ckpt, "--prompt-ids", ",".join(map(str, PROMPT)),
+               "--max-tokens", str(MAX_TOKENS), "--temperature", "0", "--json",
+               "--dump-logits", npy])
+    j = json.loads(out.strip().splitlines()[-1])
+    return j["output_ids"], np.load(npy)
+
+
+def hf_logits(ckpt, ids, dtype_tag):
+    import torch
+    from transformers import AutoModelForCausalLM
+    kwargs = dict(dtype=torch.float32, attn_implementation="eager", output_loading_info=True)
+    if dtype_tag == "fp8":
+        from transformers import FineGrainedFP8Config
+        kwargs["quantization_config"] = FineGrainedFP8Config(dequantize=True)
+    with open(os.path.join(ckpt, "config.json")) as f:
+        raw = json.load(f)
+    if raw.get("model_type") == "kimi_k2":
+        # Kimi K2 ships DeepSeek-V3's remote code (architectures: DeepseekV3ForCausalLM);
+        # transformers has no kimi_k2 type, so its config is read by DeepseekV3Config.
+        from transformers import DeepseekV3Config
+        kwargs["config"] = DeepseekV3Config.from_dict(dict(raw, model_type="deepseek_v3"))
+    model, info = AutoModelForCausalLM.from_pretrained(ckpt, **kwargs)
+    if dtype_tag == "fp8":
+        # Under FineGrainedFP8 (dequantize=True) transformers leaves the unquantised bf16 router
+        # weight (`mlp.gate.weight`) in bf16 even with dtype=float32, and MiniMaxM2TopKRouter
+        # then casts its input to bf16 (~3e-4 logits difference). That is a loading artefact, not
+        # the model's semantics: compare with every parameter in float32, as for bf16 files.
+        model = model.float()
+    bad = {k: v for k, v in info.items() if v and k != "error_msgs"}
+    if info.get("error_msgs"):
+        bad["error_msgs"] = info["error_msgs"]
+    model.eval()
+    with torch.no_grad():
+        out = model(torch.tensor([ids], dtype=torch.long))
+    return out.logits[0].double().numpy(), bad, type(model).__name__
+
+
+def check(tessera, name, make_args, dtype_tag, keep):
+    d = tempfile.mkdtemp(prefix="hfcheck_", dir=keep)
+    ckpt = os.path.join(d, "ckpt")
+    try:
+        run([tessera, "make-model"] + make_args + ["--out", ckpt])
+        toks, L = tessera_generate(tessera, ckpt, os.path.join(d, "L.npy"))
+        ids = PROMPT + toks
+        hf, bad, cls = hf_logits(ckpt, ids, dtype_tag)
+        n = len(toks)
+        rows = [rel_err(L[i], hf[len(PROMPT) - 1 + i]) for i in range(min(n, L.shape[0]))]
+        hf_arg = [int(np.argmax(hf[len(PROMPT) - 1 + i])) for i in range(n)]
+        same = sum(int(a == b) for a, b in zip(toks, hf_arg))
+        ok = (not bad and L.shape[0] == n and max(rows) < TOL[dtype_tag] and same == n)
+        return dict(case=name, cls=cls, prefill=rows[0], decode=max(rows[1:] or [0.0]),
+                    tokens=f"{same}/{n}", ok=ok, loading=bad, first_bad=next(
+                        (i for i, (a, b) in enumerate(zip(toks, hf_arg)) if a != b), None))
+    except Exception as e:  # report and go on with the other cases
+        return dict(case=name, ok=False, error=f"{type(e).__name__}: {e}"[-1500:],
+                    tb=traceback.format_exc()[-1500:])
+    finally:
+        if keep is None:
+            shutil.rmtree(d, ignore_errors=True)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--tessera", default="build/cli/tessera")
+    ap.add_argument("--testdata", default=os.environ.get(
+        "TESSERA_TESTDATA", os.path.join(os.path.dirname(__file__), "../../../shared/testdata")))
+    ap.add_argument("--filter", default="")
+    ap.add_argument("--keep", default=None, help="keep checkpoints + logits under this folder")
+    a = ap.parse_args()
+    tessera = os.path.abspath(a.tessera)
+    cases = []
+    for arch in ARCHS:
+        base = ["--arch", arch, "--preset", "tiny", "--seed", "1"]
+        cases.append((f"f32/{arch}", base + ["--dtype", "f32"], "f32"))
+        cases.append((f"bf16/{arch}", base + ["--dtype", "bf16"], "bf16"))
+    for arch in FP8_ARCHS:
+        cases.append((f"fp8/{arch}", ["--arch", arch, "--preset", "tiny", "--seed", "1",
+                                      "--dtype", "fp8"], "fp8"))
+    for c in FROM_CONFIGS:
+        path = os.path.join(a.testdata, "configs", c, "config.json")
+        if os.path.exists(path):
+            cases.append((f"realcfg/{c}", ["--from-config", path, "--seed", "1", "--dtype", "f32"]
+                          + FROM_CONFIG_SCALE, "f32"))
+    if a.keep:
+        os.makedirs(a.keep, exist_ok=True)
+    failed = 0
+    print(f"{'case':44s} {'HF class':28s} {'prefill':>9s} {'decode':>9s} tokens  ok", flush=True)
+    for name, args, dt in cases:
+        if a.filter not in name:
+            continue
+        r = check(tessera, name, args, dt, a.keep)
+        failed += not r["ok"]
+        if "error" in r:
+            print(f"{name:44s} ERROR {r['error']}", flush=True)
+            continue
+        print(f"{name:44s} {r['cls'][:28]:28s} {r['prefill']:9.2e} {r['decode']:9.2e} "
+              f"{r['tokens']:>6s}  {'ok' if r['ok'] else 'FAIL'}"
+              + (f"  loading={r['loading']}" if r["loading"] else "")
+              + (f"  first_mismatch={r['first_bad']}" if r["first_bad"] is not None else ""),
+              flush=True)
+    print(f"{failed} failed", flush=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
