@@ -101,11 +101,53 @@ def hf_logits(ckpt, ids, dtype_tag):
     return out.logits[0].double().numpy(), bad, type(model).__name__
 
 
-def check(tessera, name, make_args, dtype_tag, keep):
+def resave_with_transformers(ckpt):
+    """Rewrites config.json as transformers' own config class saves it (transformers 5:
+    `rope_parameters` instead of rope_theta / rope_scaling / partial_rotary_factor)."""
+    from transformers import AutoConfig
+    AutoConfig.from_pretrained(ckpt).save_pretrained(ckpt)
+
+
+def patch_config(**fields):
+    def apply(ckpt):
+        path = os.path.join(ckpt, "config.json")
+        with open(path) as f:
+            c = json.load(f)
+        c.update(fields)
+        with open(path, "w") as f:
+            json.dump(c, f, indent=2)
+    return apply
+
+
+# Config-only variants of the tiny checkpoints (same tensors): semantics the presets do not
+# exercise but unseen checkpoints may use.
+VARIANTS = [
+    ("llama", "rope_llama3", patch_config(rope_scaling={
+        "rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+        "original_max_position_embeddings": 16}, max_position_embeddings=4096)),
+    ("llama", "rope_linear", patch_config(rope_scaling={"rope_type": "linear", "factor": 4.0})),
+    ("qwen3", "rope_yarn", patch_config(rope_scaling={
+        "rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 16},
+        max_position_embeddings=4096)),
+    ("mixtral", "sliding_window8", patch_config(sliding_window=8)),
+    ("qwen3_moe", "norm_topk_prob_false", patch_config(norm_topk_prob=False)),
+    ("qwen2_moe", "norm_topk_prob_true", patch_config(norm_topk_prob=True)),
+    ("glm4_moe", "partial_rotary_0.25", patch_config(partial_rotary_factor=0.25)),
+    ("deepseek_v3", "no_group_limit", patch_config(n_group=1, topk_group=1)),
+    ("deepseek_v3", "yarn_mscale", patch_config(rope_scaling={
+        "rope_type": "yarn", "factor": 40.0, "original_max_position_embeddings": 16,
+        "beta_fast": 32, "beta_slow": 1, "mscale": 1.0, "mscale_all_dim": 1.0},
+        max_position_embeddings=4096)),
+]
+
+
+def check(tessera, name, make_args, dtype_tag, keep, edit=None):
     d = tempfile.mkdtemp(prefix="hfcheck_", dir=keep)
     ckpt = os.path.join(d, "ckpt")
     try:
         run([tessera, "make-model"] + make_args + ["--out", ckpt])
+        if edit is not None:
+            edit(ckpt)
         toks, L = tessera_generate(tessera, ckpt, os.path.join(d, "L.npy"))
         ids = PROMPT + toks
         hf, bad, cls = hf_logits(ckpt, ids, dtype_tag)
@@ -137,24 +179,29 @@ def main():
     cases = []
     for arch in ARCHS:
         base = ["--arch", arch, "--preset", "tiny", "--seed", "1"]
-        cases.append((f"f32/{arch}", base + ["--dtype", "f32"], "f32"))
-        cases.append((f"bf16/{arch}", base + ["--dtype", "bf16"], "bf16"))
+        cases.append((f"f32/{arch}", base + ["--dtype", "f32"], "f32", None))
+        cases.append((f"bf16/{arch}", base + ["--dtype", "bf16"], "bf16", None))
+        cases.append((f"v5config/{arch}", base + ["--dtype", "f32"], "f32",
+                      resave_with_transformers))
+    for arch, tag, edit in VARIANTS:
+        cases.append((f"variant/{arch}/{tag}", ["--arch", arch, "--preset", "tiny", "--seed",
+                                                "1", "--dtype", "f32"], "f32", edit))
     for arch in FP8_ARCHS:
         cases.append((f"fp8/{arch}", ["--arch", arch, "--preset", "tiny", "--seed", "1",
-                                      "--dtype", "fp8"], "fp8"))
+                                      "--dtype", "fp8"], "fp8", None))
     for c in FROM_CONFIGS:
         path = os.path.join(a.testdata, "configs", c, "config.json")
         if os.path.exists(path):
             cases.append((f"realcfg/{c}", ["--from-config", path, "--seed", "1", "--dtype", "f32"]
-                          + FROM_CONFIG_SCALE, "f32"))
+                          + FROM_CONFIG_SCALE, "f32", None))
     if a.keep:
         os.makedirs(a.keep, exist_ok=True)
     failed = 0
     print(f"{'case':44s} {'HF class':28s} {'prefill':>9s} {'decode':>9s} tokens  ok", flush=True)
-    for name, args, dt in cases:
+    for name, args, dt, edit in cases:
         if a.filter not in name:
             continue
-        r = check(tessera, name, args, dt, a.keep)
+        r = check(tessera, name, args, dt, a.keep, edit)
         failed += not r["ok"]
         if "error" in r:
             print(f"{name:44s} ERROR {r['error']}", flush=True)
