@@ -17,6 +17,8 @@ Two groups of cases, all run by `ctest -R py_reference_match_test` (plain python
                 exceeds 2 * max|a-b| of that row (so no error that small could flip the argmax)
                 Tessera's token must equal the reference argmax. Positions whose margin is within
                 the error are genuine near-ties and are not judged.
+  bf16act/<arch>  the bf16 rule for `generate --activation-dtype bf16` on the bf16 checkpoint
+                (BF16_ACT_ARCHS; on AVX512_BF16 CPUs the flag must also move the logits).
   realcfg/<config>  f32 rule on real configs from $TESSERA_TESTDATA/configs scaled down by
                 `make-model --from-config C --layers 3 --experts 8 --hidden 64`.
 An architecture in ARCHS whose make-model or generate fails (e.g. not implemented yet) FAILS; it
@@ -49,6 +51,12 @@ ARCHS = ["llama", "qwen3", "qwen3_moe", "qwen2_moe", "mixtral", "deepseek_v3", "
          "minimax_m2", "gpt_oss"]
 BF16_ARCHS = list(ARCHS)
 FP8_ARCHS = ["deepseek_v3", "minimax_m2", "qwen3_moe"]
+# `generate --activation-dtype bf16` (activations rounded to bf16 before bf16-weight matmuls) on
+# the bf16 tiny checkpoints, judged by the bf16 rule. deepseek_v3 and gpt_oss are left out on
+# purpose: on their tiny random checkpoints a 1e-3 rounding flips an expert choice at some
+# position and moves that row by 3e-2 (deepseek_v3) to 1.07 (gpt_oss) -- why the flag is not the
+# default (docs/decisions.md). Each case also requires the flag to change the logits at all.
+BF16_ACT_ARCHS = ["llama", "qwen3", "qwen3_moe", "qwen2_moe", "mixtral", "glm4_moe", "minimax_m2"]
 # Real configs from $TESSERA_TESTDATA/configs scaled down by make-model --from-config (f32): they
 # keep each release's structure (Kimi K2: n_group 1, beta_fast 1, scaling 2.827; GLM-4.5: qk norm,
 # real vocabularies of 150k+ ids).
@@ -388,7 +396,7 @@ class TesseraMatch(unittest.TestCase):
     def tearDown(self):
         shutil.rmtree(self.tmp, ignore_errors=True)
 
-    def run_tessera(self, arch, dtype, from_config=None):
+    def run_tessera(self, arch, dtype, from_config=None, extra_args=()):
         binary = os.environ.get("TESSERA_BIN")
         if not binary or not os.path.exists(binary):
             self.fail(f"TESSERA_BIN not set or missing ({binary!r})")
@@ -408,7 +416,7 @@ class TesseraMatch(unittest.TestCase):
         stdout = _run([binary, "generate", "--model", model_dir,
                        "--prompt-ids", ",".join(map(str, PROMPT)),
                        "--max-tokens", str(MAX_TOKENS), "--temperature", "0",
-                       "--dump-logits", npy, "--json"])
+                       "--dump-logits", npy, "--json"] + list(extra_args))
         try:
             res = json.loads(stdout.strip().splitlines()[-1])
         except (ValueError, IndexError) as e:
@@ -444,8 +452,8 @@ class TesseraMatch(unittest.TestCase):
         worst = max(rel_err(logits[i], ref_logits[i]) for i in range(rows))
         return f"{len(out)} tokens equal, max rel err {worst:.2e}"
 
-    def check_low_precision(self, arch, dtype):
-        ref, out, logits = self.run_tessera(arch, dtype)
+    def check_low_precision(self, arch, dtype, extra_args=()):
+        ref, out, logits = self.run_tessera(arch, dtype, extra_args=extra_args)
         ref_logits = ref.teacher_forced_logits(PROMPT, out)
         worst, judged = 0.0, 0
         for i in range(len(out)):
@@ -462,6 +470,30 @@ class TesseraMatch(unittest.TestCase):
         return f"max rel err {worst:.2e}, {judged}/{len(out)} tokens judged and equal"
 
 
+def cpu_has_avx512_bf16():
+    try:
+        with open("/proc/cpuinfo") as f:
+            return "avx512_bf16" in f.read()
+    except OSError:
+        return False
+
+
+def check_bf16_activations(self, arch):
+    note = self.check_low_precision(arch, "bf16", ["--activation-dtype", "bf16"])
+    if cpu_has_avx512_bf16():
+        # The same checkpoint with f32 activations: the flag must have changed the logits.
+        npy = os.path.join(self.tmp, "tessera_logits.npy")
+        bf16_rows = np.load(npy).astype(np.float64)
+        _run([os.environ["TESSERA_BIN"], "generate", "--model", os.path.join(self.tmp, "model"),
+              "--prompt-ids", ",".join(map(str, PROMPT)), "--max-tokens", "1",
+              "--temperature", "0", "--dump-logits", npy, "--json"])
+        f32_row = np.load(npy).astype(np.float64)[0]
+        moved = rel_err(bf16_rows[0], f32_row)
+        self.assertGreater(moved, 1e-5, "--activation-dtype bf16 did not change the logits")
+        note += f", moved {moved:.1e} from f32 activations"
+    return note
+
+
 def _add_cases():
     def f32_case(arch):
         return lambda self: setattr(self, "note", self.check_f32(arch))
@@ -475,6 +507,9 @@ def _add_cases():
         setattr(TesseraMatch, f"test_bf16_{arch}", low_case(arch, "bf16"))
     for arch in FP8_ARCHS:
         setattr(TesseraMatch, f"test_fp8_{arch}", low_case(arch, "fp8"))
+    for arch in BF16_ACT_ARCHS:
+        setattr(TesseraMatch, f"test_bf16act_{arch}",
+                lambda self, arch=arch: setattr(self, "note", check_bf16_activations(self, arch)))
     for cfg in FROM_CONFIGS:
         setattr(TesseraMatch, f"test_realcfg_{cfg}",
                 lambda self, cfg=cfg: setattr(self, "note", self.check_f32(None, cfg)))
