@@ -73,6 +73,8 @@ def load_config(model_dir):
     cfg = dict(_COMMON)
     cfg.update(_DEFAULTS[mt])
     cfg.update(raw)
+    if mt in ("qwen3_moe", "qwen2_moe") and "num_experts" not in raw and "num_local_experts" in raw:
+        cfg["num_experts"] = raw["num_local_experts"]  # transformers 5 spelling
     # transformers >= 5 saves RoPE as one `rope_parameters` object; a legacy `rope_scaling`
     # replaces it, and values inside it win over top-level ones (convert_rope_params_to_dict).
     rp = raw.get("rope_scaling") or raw.get("rope_parameters")

@@ -438,6 +438,14 @@ TEST(ModelConfigTest, MiniMaxM2ExplicitPartialRotaryFactorWinsOverLegacyRotaryDi
   EXPECT_EQ(c->rotary_dim, 8);
 }
 
+TEST(ModelConfigTest, Qwen3MoeTransformersV5ExpertCountSpelling) {
+  json j = Minimal("Qwen3MoeForCausalLM");
+  j["num_local_experts"] = 8;  // what transformers 5 save_pretrained writes
+  auto c = ParseModelConfig(j, "synthetic.json");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->num_experts, 8);
+}
+
 TEST(ModelConfigErrorTest, RopeParametersMustBeAnObject) {
   json j = Minimal("LlamaForCausalLM");
   j["rope_parameters"] = 3;

@@ -488,6 +488,11 @@ absl::StatusOr<ModelConfig> ParseModelConfig(const json& j, absl::string_view so
     } else if (deepseek || fam == ModelFamily::kGlm4Moe) {
       experts_key = "n_routed_experts";
     }
+    // transformers 5 renamed Qwen3MoeConfig.num_experts to num_local_experts (attribute_map),
+    // so configs it saves carry only the new name.
+    if (fam == ModelFamily::kQwen3Moe || fam == ModelFamily::kQwen2Moe) {
+      RETURN_IF_ERROR(f.Int("num_local_experts", &c.num_experts));
+    }
     RETURN_IF_ERROR(f.Int(experts_key, &c.num_experts));
     // Early Glm4MoeConfig revisions spelled the expert count "num_experts".
     if (fam == ModelFamily::kGlm4Moe && !f.Has("n_routed_experts")) {
