@@ -63,8 +63,8 @@ def run(cmd, timeout=600):
     return p.stdout
 
 
-def tessera_generate(tessera, ckpt, npy):
-    out = run([tessera, "generate", "--model", ckpt, "--prompt-ids", ",".join(map(str, PROMPT)),
+def tessera_generate(tessera, ckpt, npy, prompt):
+    out = run([tessera, "generate", "--model", ckpt, "--prompt-ids", ",".join(map(str, prompt)),
                "--max-tokens", str(MAX_TOKENS), "--temperature", "0", "--json",
                "--dump-logits", npy])
     j = json.loads(out.strip().splitlines()[-1])
@@ -141,19 +141,19 @@ VARIANTS = [
 ]
 
 
-def check(tessera, name, make_args, dtype_tag, keep, edit=None):
+def check(tessera, name, make_args, dtype_tag, keep, edit=None, prompt=PROMPT):
     d = tempfile.mkdtemp(prefix="hfcheck_", dir=keep)
     ckpt = os.path.join(d, "ckpt")
     try:
         run([tessera, "make-model"] + make_args + ["--out", ckpt])
         if edit is not None:
             edit(ckpt)
-        toks, L = tessera_generate(tessera, ckpt, os.path.join(d, "L.npy"))
-        ids = PROMPT + toks
+        toks, L = tessera_generate(tessera, ckpt, os.path.join(d, "L.npy"), prompt)
+        ids = prompt + toks
         hf, bad, cls = hf_logits(ckpt, ids, dtype_tag)
         n = len(toks)
-        rows = [rel_err(L[i], hf[len(PROMPT) - 1 + i]) for i in range(min(n, L.shape[0]))]
-        hf_arg = [int(np.argmax(hf[len(PROMPT) - 1 + i])) for i in range(n)]
+        rows = [rel_err(L[i], hf[len(prompt) - 1 + i]) for i in range(min(n, L.shape[0]))]
+        hf_arg = [int(np.argmax(hf[len(prompt) - 1 + i])) for i in range(n)]
         same = sum(int(a == b) for a, b in zip(toks, hf_arg))
         ok = (not bad and L.shape[0] == n and max(rows) < TOL[dtype_tag] and same == n)
         return dict(case=name, cls=cls, prefill=rows[0], decode=max(rows[1:] or [0.0]),
@@ -194,14 +194,27 @@ def main():
         if os.path.exists(path):
             cases.append((f"realcfg/{c}", ["--from-config", path, "--seed", "1", "--dtype", "f32"]
                           + FROM_CONFIG_SCALE, "f32", None))
+    # Long prompts (300 ids) cross the real 128-token sliding window of gpt-oss and reach YaRN's
+    # longer wavelengths; Mixtral gets a 64-token window.
+    long_prompt = [(7 * i * i + 3 * i + 1) % 61 + 2 for i in range(300)]
+    for c in ["openai__gpt-oss-20b", "deepseek-ai__DeepSeek-V3", "MiniMaxAI__MiniMax-M2.7",
+              "zai-org__GLM-4.5"]:
+        path = os.path.join(a.testdata, "configs", c, "config.json")
+        if os.path.exists(path):
+            cases.append((f"long/{c}", ["--from-config", path, "--seed", "1", "--dtype", "f32"]
+                          + FROM_CONFIG_SCALE, "f32", None, long_prompt))
+    cases.append(("long/mixtral/sliding_window64", ["--arch", "mixtral", "--preset", "tiny",
+                  "--seed", "1", "--dtype", "f32"], "f32", patch_config(sliding_window=64),
+                  long_prompt))
+    cases = [c if len(c) == 5 else c + (PROMPT,) for c in cases]
     if a.keep:
         os.makedirs(a.keep, exist_ok=True)
     failed = 0
     print(f"{'case':44s} {'HF class':28s} {'prefill':>9s} {'decode':>9s} tokens  ok", flush=True)
-    for name, args, dt, edit in cases:
+    for name, args, dt, edit, prompt in cases:
         if a.filter not in name:
             continue
-        r = check(tessera, name, args, dt, a.keep, edit)
+        r = check(tessera, name, args, dt, a.keep, edit, prompt)
         failed += not r["ok"]
         if "error" in r:
             print(f"{name:44s} ERROR {r['error']}", flush=True)
