@@ -111,12 +111,18 @@ GemvFn ActiveGemv() {
 
 absl::Status RunLinear(const LinearArgs& a);
 
-// out[0, m)[j0, j1) for m <= kSmallGemmMaxRows with the GEMV kernel: rows of x in balanced chunks
-// of at most kGemvMaxRows, weight columns in blocks of ~128 KiB so that every chunk after the first
-// reads the block from L2 rather than DRAM (the weights still stream from memory once).
+// out[0, m)[j0, j1) for m <= kSmallGemmMaxRows with the GEMV kernel: rows of x in balanced chunks,
+// weight columns in blocks of ~128 KiB so that every chunk after the first reads the block from
+// L2 rather than DRAM (the weights still stream from memory once). With several rows the GEMV is
+// bound by multiply-adds, not bandwidth, and the kernels are most efficient at about 4 rows
+// (single-thread, L2-resident, rows x GB/s of weights: f32 FMA path 109 at m = 4, 91 at m = 8;
+// bf16 dot path ~200 for 4..8 rows but 100-120 for 2-3 rows; docs/performance.md). So f32 /
+// f16 / fp8 weights take chunks of <= 4 rows; the bf16 dot path keeps up to 8 rows whole and
+// splits larger m into chunks of 4-7 rows.
 void GemvRowChunks(GemvFn gemv, const LinearArgs& a, int64_t j0, int64_t j1) {
-  if (a.m <= kGemvMaxRows) return gemv(a, j0, j1);
-  const int64_t parts = (a.m + kGemvMaxRows - 1) / kGemvMaxRows;
+  const bool dot = a.xb != nullptr;
+  if (a.m <= (dot ? kGemvMaxRows : 4)) return gemv(a, j0, j1);
+  const int64_t parts = dot ? a.m / 4 : (a.m + 3) / 4;
   const int64_t row_bytes = a.k * static_cast<int64_t>(DTypeSize(a.w_dtype));
   const int64_t block =
       std::max<int64_t>(16, (int64_t{128} << 10) / std::max<int64_t>(1, row_bytes) / 16 * 16);
