@@ -149,7 +149,19 @@ void GemvBf16DotT(const LinearArgs& a, int64_t j0, int64_t j1) {
     __m512 acc[MR];
 #pragma GCC unroll 8
     for (int i = 0; i < MR; ++i) acc[i] = _mm512_setzero_ps();
-    for (int64_t c = 0; c < kfull; c += 32) {
+    int64_t c = 0;
+    if constexpr (MR == 1) {
+      // One row of x: a second accumulator for odd lines halves the vdpbf16ps latency chain.
+      __m512 acc2 = _mm512_setzero_ps();
+      for (; c + 64 <= kfull; c += 64) {
+        acc[0] = _mm512_dpbf16_ps(acc[0], (__m512bh)_mm512_loadu_si512(a.xb + c),
+                                  (__m512bh)_mm512_loadu_si512(wr + c));
+        acc2 = _mm512_dpbf16_ps(acc2, (__m512bh)_mm512_loadu_si512(a.xb + c + 32),
+                                (__m512bh)_mm512_loadu_si512(wr + c + 32));
+      }
+      acc[0] = _mm512_add_ps(acc[0], acc2);
+    }
+    for (; c < kfull; c += 32) {
       const __m512bh wv = (__m512bh)_mm512_loadu_si512(wr + c);
 #pragma GCC unroll 8
       for (int i = 0; i < MR; ++i) {

@@ -52,11 +52,15 @@ inline void DotTile(const float* x, int64_t ldx, const typename WeightElem<D>::E
   using T = Vec::T;
   using E = typename WeightElem<D>::E;
   constexpr int W = Vec::kWidth;
-  T acc[MR][NR];
+  // With few independent (row, column) pairs the FMA latency chains bound the loop (m = 1: two
+  // dependent FMAs per 64-byte line); a second set of accumulators for odd vectors of each line
+  // halves the chains.
+  constexpr bool kSplit = MR * NR <= 2;
+  T acc[MR][NR], acc2[MR][NR];
 #pragma GCC unroll 16
   for (int i = 0; i < MR; ++i) {
 #pragma GCC unroll 16
-    for (int r = 0; r < NR; ++r) acc[i][r] = Vec::Zero();
+    for (int r = 0; r < NR; ++r) acc[i][r] = acc2[i][r] = Vec::Zero();
   }
   const bool scaled = D == DType::kF8E4M3 && srow != nullptr;  // block scales: fp8 only
   const int64_t seg = scaled ? block_k : k;
@@ -86,7 +90,13 @@ inline void DotTile(const float* x, int64_t ldx, const typename WeightElem<D>::E
         for (int i = 0; i < MR; ++i) {
           const T xv = Vec::Load(x + i * ldx + c + u * W);
 #pragma GCC unroll 16
-          for (int r = 0; r < NR; ++r) acc[i][r] = Vec::Fma(xv, wv[r], acc[i][r]);
+          for (int r = 0; r < NR; ++r) {
+            if (kSplit && (u & 1)) {
+              acc2[i][r] = Vec::Fma(xv, wv[r], acc2[i][r]);
+            } else {
+              acc[i][r] = Vec::Fma(xv, wv[r], acc[i][r]);
+            }
+          }
         }
       }
     }
@@ -121,17 +131,19 @@ inline void DotTile(const float* x, int64_t ldx, const typename WeightElem<D>::E
   for (int i = 0; i < MR; ++i) {
 #pragma GCC unroll 16
     for (int r = 0; r < NR; ++r) {
-      out[i * ldo + r] = Vec::Sum(acc[i][r]) + (bias != nullptr ? bias[r] : 0.0f);
+      const T total = kSplit ? Vec::Add(acc[i][r], acc2[i][r]) : acc[i][r];
+      out[i * ldo + r] = Vec::Sum(total) + (bias != nullptr ? bias[r] : 0.0f);
     }
   }
 }
 
 // NR weight rows per tile: GemvNr(MR), except for one row of x with bf16/f16 weights, where each
 // thread streams one weight row at a time (a single sequential stream, which Zen 4's prefetchers
-// follow best: 1.2-1.5x the 4-row tile in A/B runs, docs/performance.md). The single accumulator
-// chain (2 FMAs per 64-byte line) still outruns a core's share of DRAM bandwidth for 2-byte
-// weights with 16-lane vectors; f32 (4 FMAs per line), fp8 (ALU-bound) and AVX2 (4 FMAs per line,
-// unmeasured) keep the tile's independent accumulators.
+// follow best: 1.2-1.5x the 4-row tile in A/B runs, docs/performance.md). DotTile gives that
+// single row two accumulator chains (even / odd vectors of each line): one chain capped a core at
+// ~38 GB/s with the weights in L2, two reach ~57, above a core's share of DRAM bandwidth. f32
+// (4 FMAs per line), fp8 (ALU-bound) and AVX2 (4 FMAs per line, unmeasured) keep the tile's
+// independent accumulators.
 template <int MR, DType D>
 constexpr int GemvTileRows() {
   return MR == 1 && Vec::kWidth == 16 && (D == DType::kBF16 || D == DType::kF16) ? 1
