@@ -31,13 +31,8 @@ import warnings
 
 import tokenizers
 
-TESSERA_BIN = os.environ.get("TESSERA_BIN", "")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from tokenize_cli import run_tessera  # noqa: E402
-TESTDATA = os.environ.get(
-    "TESSERA_TESTDATA",
-    os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "shared",
-                 "testdata"))
+from tokenize_cli import TESSERA_BIN, TESTDATA, run_tessera  # noqa: E402
 SP_MODEL = os.path.join(TESTDATA, "tokenizers", "mistral_v1", "tokenizer.model")
 
 CORPUS = [

@@ -1,5 +1,5 @@
-"""Runs `tessera tokenize --batch` for the tokenizer tests (shared by spjson_test.py and
-tokenizer_reference_test.py; not a test itself).
+"""What the tokenizer tests spjson_test.py and tokenizer_reference_test.py share (not a test
+itself): their TESSERA_BIN / TESSERA_TESTDATA settings and a runner for `tessera tokenize --batch`.
 
 run_tessera(model, items, special=True, timeout=300) writes `items` (texts, or id lists to
 decode) to a temporary JSON file, runs `$TESSERA_BIN tokenize --model MODEL --batch FILE
@@ -11,6 +11,10 @@ import subprocess
 import tempfile
 
 TESSERA_BIN = os.environ.get("TESSERA_BIN", "")
+TESTDATA = os.environ.get(
+    "TESSERA_TESTDATA",
+    os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "shared",
+                 "testdata"))
 
 
 def run_tessera(model, items, special=True, timeout=300):
