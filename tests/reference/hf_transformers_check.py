@@ -5,7 +5,8 @@ by that reference and the C++ would leave, by running the published PyTorch clas
 
 How to run (outside the repo's test venv; torch + transformers are big):
     python3 -m venv /root/.cache/hfcheck-venv
-    /root/.cache/hfcheck-venv/bin/pip install torch transformers==5.15.1 numpy safetensors
+    /root/.cache/hfcheck-venv/bin/pip install torch transformers==5.15.1 numpy safetensors \
+        accelerate   # accelerate: only for the fp8 cases
     /root/.cache/hfcheck-venv/bin/python tests/reference/hf_transformers_check.py \
         --tessera build/cli/tessera [--testdata ../shared/testdata] [--filter SUBSTR] [--keep DIR]
 
@@ -16,6 +17,11 @@ with output_loading_info=True: any missing / unexpected / mismatched key FAILS, 
 in make-model) runs ONE teacher-forced forward over prompt + Tessera's tokens. Row i of L is
 compared with HF's logits at position len(prompt)-1+i: per-row ||a-b||/||b||, plus whether
 Tessera's tokens equal HF's argmax at every position.
+
+Case groups (names filterable with --filter): f32/ bf16/ (tiny presets), v5config/ (config.json
+re-saved by transformers 5), variant/ (config-only edits: RoPE scalings, sliding window, routing
+flags), fp8/, realcfg/ (real configs scaled down), long/ (300-token prompts). Results and the
+differences found: tests/reference/README.md.
 
 Tolerances: f32 1e-4 (expected ~1e-6..1e-5; above 1e-3 is a semantic difference), bf16 1e-4
 (HF computes in f32 from the bf16 file, Tessera widens bf16 weights to f32 too), fp8 2e-2 if HF
