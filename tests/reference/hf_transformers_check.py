@@ -114,6 +114,27 @@ def resave_with_transformers(ckpt):
     AutoConfig.from_pretrained(ckpt).save_pretrained(ckpt)
 
 
+def rewrite_with_transformers(ckpt):
+    """Replaces the checkpoint by one transformers writes itself: the model built from the config
+    by `from_config` (transformers' own random init, seed 0, weights scaled up so the logits are
+    not near-uniform) and stored by `save_pretrained` (its config.json, tensor names, layout)."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+    config = AutoConfig.from_pretrained(ckpt)
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.dim() >= 2:
+                p.mul_(5.0)  # initializer_range 0.02 -> 0.1
+            elif "norm" not in name:
+                p.add_(0.05 * torch.randn_like(p))  # biases, sinks, routing bias: not all zero
+    for f in os.listdir(ckpt):
+        if f.endswith(".safetensors") or f.endswith(".json"):
+            os.remove(os.path.join(ckpt, f))
+    model.save_pretrained(ckpt)
+
+
 def patch_config(**fields):
     def apply(ckpt):
         path = os.path.join(ckpt, "config.json")
@@ -189,6 +210,9 @@ def main():
         cases.append((f"bf16/{arch}", base + ["--dtype", "bf16"], "bf16", None))
         cases.append((f"v5config/{arch}", base + ["--dtype", "f32"], "f32",
                       resave_with_transformers))
+    for arch in ARCHS:
+        cases.append((f"hfsaved/{arch}", ["--arch", arch, "--preset", "tiny", "--seed", "1",
+                                          "--dtype", "f32"], "f32", rewrite_with_transformers))
     for arch, tag, edit in VARIANTS:
         cases.append((f"variant/{arch}/{tag}", ["--arch", arch, "--preset", "tiny", "--seed",
                                                 "1", "--dtype", "f32"], "f32", edit))
