@@ -114,13 +114,13 @@ def resave_with_transformers(ckpt):
     AutoConfig.from_pretrained(ckpt).save_pretrained(ckpt)
 
 
-def rewrite_with_transformers(ckpt):
+def rewrite_with_transformers(ckpt, **overrides):
     """Replaces the checkpoint by one transformers writes itself: the model built from the config
     by `from_config` (transformers' own random init, seed 0, weights scaled up so the logits are
     not near-uniform) and stored by `save_pretrained` (its config.json, tensor names, layout)."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
-    config = AutoConfig.from_pretrained(ckpt)
+    config = AutoConfig.from_pretrained(ckpt, **overrides)
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     with torch.no_grad():
@@ -213,6 +213,18 @@ def main():
     for arch in ARCHS:
         cases.append((f"hfsaved/{arch}", ["--arch", arch, "--preset", "tiny", "--seed", "1",
                                           "--dtype", "f32"], "f32", rewrite_with_transformers))
+    # Whole-checkpoint variants (the tensor set changes, so transformers writes the tensors).
+    for arch, tag, overrides in [
+            ("qwen3", "tied_embeddings", dict(tie_word_embeddings=True)),
+            ("llama", "attention_bias", dict(attention_bias=True)),
+            ("llama", "mlp_bias", dict(mlp_bias=True)),
+            ("deepseek_v3", "no_q_lora", dict(q_lora_rank=None)),
+            ("glm4_moe", "qk_norm", dict(use_qk_norm=True)),
+            ("qwen3_moe", "dense_layers", dict(mlp_only_layers=[0], decoder_sparse_step=2)),
+            ("qwen2_moe", "dense_layers", dict(mlp_only_layers=[3], decoder_sparse_step=2))]:
+        cases.append((f"hfsaved/{arch}/{tag}", ["--arch", arch, "--preset", "tiny", "--seed", "1",
+                                                "--dtype", "f32"], "f32",
+                      lambda ckpt, o=overrides: rewrite_with_transformers(ckpt, **o)))
     for arch, tag, edit in VARIANTS:
         cases.append((f"variant/{arch}/{tag}", ["--arch", arch, "--preset", "tiny", "--seed",
                                                 "1", "--dtype", "f32"], "f32", edit))

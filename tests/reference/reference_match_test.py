@@ -62,6 +62,10 @@ BF16_ACT_ARCHS = ["llama", "qwen3", "qwen3_moe", "qwen2_moe", "mixtral", "glm4_m
 # real vocabularies of 150k+ ids).
 FROM_CONFIGS = ["moonshotai__Kimi-K2-Instruct", "zai-org__GLM-4.5"]
 FROM_CONFIG_SCALE = ["--layers", "3", "--experts", "8", "--hidden", "64"]
+# f32 cases on checkpoints written by tiny_ckpt.py (config options make-model's presets do not
+# produce). llama_mlp_bias: LlamaConfig.mlp_bias (Tessera ignored the biases until 2026-11-24,
+# found by hf_transformers_check.py).
+TINY_CKPT_CASES = {"llama_mlp_bias": ("llama", {"mlp_bias": True})}
 # 11 tokens, all < 64. Chosen so that on the seed-1 tiny checkpoints no family emits an eos id
 # within 32 greedy tokens (the first choice ending ...,29 made glm4_moe stop after 3 tokens).
 PROMPT = [1, 17, 42, 5, 63, 23, 31, 7, 50, 11, 19]
@@ -396,12 +400,14 @@ class TesseraMatch(unittest.TestCase):
     def tearDown(self):
         shutil.rmtree(self.tmp, ignore_errors=True)
 
-    def run_tessera(self, arch, dtype, from_config=None, extra_args=()):
+    def run_tessera(self, arch, dtype, from_config=None, extra_args=(), tiny_overrides=None):
         binary = os.environ.get("TESSERA_BIN")
         if not binary or not os.path.exists(binary):
             self.fail(f"TESSERA_BIN not set or missing ({binary!r})")
         model_dir = os.path.join(self.tmp, "model")
-        if from_config:
+        if tiny_overrides is not None:  # a checkpoint written by tiny_ckpt, not make-model
+            tiny_ckpt.write_tiny(arch, model_dir, dtype, seed=1, **tiny_overrides)
+        elif from_config:
             testdata = os.environ.get("TESSERA_TESTDATA") or os.path.join(
                 HERE, "..", "..", "..", "shared", "testdata")
             cfg = os.path.join(testdata, "configs", from_config, "config.json")
@@ -440,8 +446,9 @@ class TesseraMatch(unittest.TestCase):
                          "Tessera's greedy tokens are not the argmax of its own logits")
         return ref, out, logits
 
-    def check_f32(self, arch, from_config=None):
-        ref, out, logits = self.run_tessera(arch, "f32", from_config)
+    def check_f32(self, arch, from_config=None, tiny_overrides=None):
+        ref, out, logits = self.run_tessera(arch, "f32", from_config,
+                                            tiny_overrides=tiny_overrides)
         ref_out, ref_logits = ref.generate(PROMPT, len(out))
         rows = min(F32_LOGIT_ROWS, len(out))
         for i in range(rows):
@@ -510,6 +517,10 @@ def _add_cases():
     for arch in BF16_ACT_ARCHS:
         setattr(TesseraMatch, f"test_bf16act_{arch}",
                 lambda self, arch=arch: setattr(self, "note", check_bf16_activations(self, arch)))
+    for name, (arch, overrides) in TINY_CKPT_CASES.items():
+        setattr(TesseraMatch, f"test_tinyckpt_{name}",
+                lambda self, a=arch, o=overrides: setattr(
+                    self, "note", self.check_f32(a, tiny_overrides=o)))
     for cfg in FROM_CONFIGS:
         setattr(TesseraMatch, f"test_realcfg_{cfg}",
                 lambda self, cfg=cfg: setattr(self, "note", self.check_f32(None, cfg)))

@@ -32,9 +32,17 @@ _BASE = {"hidden_size": 64, "num_hidden_layers": 3, "num_attention_heads": 4,
          "tie_word_embeddings": False}
 
 
+_CLASSES = {"llama": "LlamaForCausalLM", "qwen3": "Qwen3ForCausalLM",
+            "qwen3_moe": "Qwen3MoeForCausalLM", "qwen2_moe": "Qwen2MoeForCausalLM",
+            "mixtral": "MixtralForCausalLM", "deepseek_v3": "DeepseekV3ForCausalLM",
+            "glm4_moe": "Glm4MoeForCausalLM", "minimax_m2": "MiniMaxM2ForCausalLM",
+            "gpt_oss": "GptOssForCausalLM"}
+
+
 def tiny_config(arch, **overrides):
     c = dict(_BASE)
     c["model_type"] = arch
+    c["architectures"] = [_CLASSES[arch]]
     if arch == "llama":
         c.update(attention_bias=False, rope_scaling={
             "rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
@@ -98,10 +106,10 @@ def _tensors(c, rng):
     def norm(name, dim):
         t[name + ".weight"] = 1.0 + 0.1 * rng.standard_normal(dim)
 
-    def mlp(prefix, inter, names=("gate_proj", "up_proj", "down_proj")):
-        lin(prefix + names[0], inter, h)
-        lin(prefix + names[1], inter, h)
-        lin(prefix + names[2], h, inter)
+    def mlp(prefix, inter, names=("gate_proj", "up_proj", "down_proj"), bias=False):
+        lin(prefix + names[0], inter, h, bias)
+        lin(prefix + names[1], inter, h, bias)
+        lin(prefix + names[2], h, inter, bias)
 
     t["model.embed_tokens.weight"] = rng.standard_normal((v, h))
     for i in range(c["num_hidden_layers"]):
@@ -139,7 +147,7 @@ def _tensors(c, rng):
                 t[a + "sinks"] = rng.standard_normal(nh)
         m = p + "mlp."
         if mt in ("llama", "qwen3"):
-            mlp(m, c["intermediate_size"])
+            mlp(m, c["intermediate_size"], bias=mt == "llama" and bool(c.get("mlp_bias")))
         elif mt in ("qwen3_moe", "qwen2_moe"):
             if i in c.get("mlp_only_layers", []):
                 mlp(m, c["intermediate_size"])

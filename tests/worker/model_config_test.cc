@@ -446,6 +446,17 @@ TEST(ModelConfigTest, Qwen3MoeTransformersV5ExpertCountSpelling) {
   EXPECT_EQ(c->num_experts, 8);
 }
 
+TEST(ModelConfigTest, LlamaMlpBias) {
+  json j = Minimal("LlamaForCausalLM");
+  auto plain = ParseModelConfig(j, "synthetic.json");
+  ASSERT_TRUE(plain.ok()) << plain.status();
+  EXPECT_FALSE(plain->mlp_bias);
+  j["mlp_bias"] = true;
+  auto c = ParseModelConfig(j, "synthetic.json");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_TRUE(c->mlp_bias);
+}
+
 TEST(ModelConfigErrorTest, RopeParametersMustBeAnObject) {
   json j = Minimal("LlamaForCausalLM");
   j["rope_parameters"] = 3;

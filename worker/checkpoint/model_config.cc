@@ -405,6 +405,7 @@ absl::StatusOr<ModelConfig> ParseModelConfig(const json& j, absl::string_view so
   RETURN_IF_ERROR(f.Bool("tie_word_embeddings", &c.tie_word_embeddings));
   RETURN_IF_ERROR(f.Bool("attention_bias", &c.attention_bias));
   if (fam == ModelFamily::kQwen2Moe) RETURN_IF_ERROR(f.Bool("qkv_bias", &c.attention_bias));
+  if (fam == ModelFamily::kLlama) RETURN_IF_ERROR(f.Bool("mlp_bias", &c.mlp_bias));
   RETURN_IF_ERROR(f.String("hidden_act", &c.hidden_act));
   RETURN_IF_ERROR(f.Double("rope_theta", &c.rope_theta));
   // transformers >= 5 saves RoPE as one `rope_parameters` object (rope_type, rope_theta,

@@ -79,6 +79,7 @@ struct ModelConfig {
   double rms_norm_eps = 1e-6;
   bool tie_word_embeddings = false;
   bool attention_bias = false;
+  bool mlp_bias = false;  // dense MLP gate/up/down_proj have biases (LlamaConfig.mlp_bias)
   bool qk_norm = false;            // RMSNorm of q and k (per head unless qk_norm_per_layer)
   bool qk_norm_per_layer = false;  // MiniMax-M2: norm over all heads' q (and k) at once
 

@@ -396,13 +396,16 @@ absl::StatusOr<GatedMlp> GatedMlp::Load(const Checkpoint& ckpt, absl::string_vie
     row = LinearSlice::InCols(r);
   }
   ASSIGN_OR_RETURN(LinearLayer gate, LoadLinear(ckpt, absl::StrCat(prefix, ".", names.gate),
-                                                intermediate_size, hidden_size, false, format,
-                                                col));
+                                                intermediate_size, hidden_size, names.bias,
+                                                format, col));
   ASSIGN_OR_RETURN(LinearLayer up, LoadLinear(ckpt, absl::StrCat(prefix, ".", names.up),
-                                              intermediate_size, hidden_size, false, format, col));
+                                              intermediate_size, hidden_size, names.bias, format,
+                                              col));
+  // Row-parallel down_proj: its bias joins the partial sums once (part 0).
   ASSIGN_OR_RETURN(mlp.down_, LoadLinear(ckpt, absl::StrCat(prefix, ".", names.down),
-                                         hidden_size, intermediate_size, false, format, row));
-  if (format.fuse_gate_up && CanConcat(gate.weight, up.weight)) {
+                                         hidden_size, intermediate_size,
+                                         names.bias && index == 0, format, row));
+  if (format.fuse_gate_up && !names.bias && CanConcat(gate.weight, up.weight)) {
     ASSIGN_OR_RETURN(mlp.gate_up_.weight, ConcatOutFeatures(gate.weight, up.weight));
     mlp.fused_ = true;
   } else {

@@ -189,6 +189,7 @@ struct MlpNames {
   std::string gate = "gate_proj";
   std::string up = "up_proj";
   std::string down = "down_proj";
+  bool bias = false;  // "<name>.bias" on all three (Llama's mlp_bias); down's on part 0 only
 };
 
 class GatedMlp {

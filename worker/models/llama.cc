@@ -20,6 +20,7 @@ absl::StatusOr<std::unique_ptr<Model>> LoadLlamaModel(const Checkpoint& ckpt,
     l.attention.o_bias = config.attention_bias;
     if (config.qk_norm) l.attention.qk_norm = AttentionSpec::QkNorm::kPerHead;
     l.dense_intermediate_size = config.intermediate_size;
+    l.dense_mlp_bias = config.mlp_bias;
     spec.layers.push_back(l);
   }
   return LoadDecoderModel(ckpt, config, spec, options);

@@ -144,8 +144,10 @@ absl::StatusOr<std::unique_ptr<Model>> LoadDecoderModel(const Checkpoint& ckpt,
         return absl::InvalidArgumentError(absl::StrCat(config.source,
                                                        ": intermediate_size must be > 0"));
       }
+      MlpNames names;
+      names.bias = ls.dense_mlp_bias;
       ASSIGN_OR_RETURN(GatedMlp mlp, GatedMlp::Load(ckpt, p + ls.mlp_prefix, h,
-                                                    ls.dense_intermediate_size, format, {},
+                                                    ls.dense_intermediate_size, format, names,
                                                     shard.tp_size, shard.tp_rank));
       layer.mlp = std::make_unique<GatedMlp>(std::move(mlp));
     }

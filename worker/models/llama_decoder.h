@@ -29,6 +29,7 @@ struct DecoderLayerSpec {
   AttentionSpec attention;
   bool moe = false;                  // MoE block instead of the dense MLP
   int64_t dense_intermediate_size = 0;
+  bool dense_mlp_bias = false;       // gate/up/down_proj biases (Llama mlp_bias)
   MoeSpec moe_spec;
   std::string mlp_prefix = "mlp";    // "block_sparse_moe" for Mixtral / MiniMax-M2 MoE layers
 };
