@@ -7,8 +7,9 @@
 // - m <= kGemvMaxRows (decode): a GEMV-shaped kernel that streams every weight row exactly once,
 //   converting it to f32 in registers and multiplying it against all m rows of x; threads split n
 //   into contiguous ranges so each streams its own slice of the weight.
-// - m <= kSmallGemmMaxRows (batched decode): the same kernel over chunks of <= kGemvMaxRows rows
-//   of x, the weights in ~128 KiB column blocks that every chunk after the first reads from L2.
+// - m <= kSmallGemmMaxRows (batched decode): the same kernel over chunks of ~4 rows of x (where
+//   its multiply-add rate peaks), the weights in ~128 KiB column blocks that every chunk after
+//   the first reads from L2 (GemvRowChunks in linear.cc).
 // - larger m (prefill): a blocked GEMM; weight panels of kGemmPanel rows x a k-block are converted
 //   and packed once, then a register-blocked outer-product micro-kernel sweeps all rows of x.
 // Everything accumulates in f32 (f32 weights give f32-exact results up to summation order).
@@ -29,9 +30,9 @@ namespace tessera::cpu {
 
 // The largest m handled by the GEMV-shaped kernel.
 inline constexpr int64_t kGemvMaxRows = 8;
-// Up to this many rows (batched decode) the GEMV kernel still serves, over chunks of at most
-// kGemvMaxRows rows of x with L2-sized weight blocks; the packed GEMM's per-panel packing costs
-// more than it saves until m is larger.
+// Up to this many rows (batched decode) the GEMV kernel still serves, over row chunks of x with
+// L2-sized weight blocks; the packed GEMM's per-panel packing costs more than it saves until m is
+// larger.
 inline constexpr int64_t kSmallGemmMaxRows = 32;
 
 // Raw operands of one Linear call (pointers into validated CPU tensors).
