@@ -40,26 +40,17 @@ import traceback
 
 import numpy as np
 
-PROMPT = [1, 17, 42, 5, 63, 23, 31, 7, 50, 11, 19]
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+# The prompt, families and scaling are the ones the ctest reference check uses.
+from reference_match_test import (ARCHS, FP8_ARCHS, FROM_CONFIG_SCALE, PROMPT,  # noqa: E402
+                                  rel_err)
+
 MAX_TOKENS = 16
-ARCHS = ["llama", "qwen3", "qwen3_moe", "qwen2_moe", "mixtral", "deepseek_v3", "glm4_moe",
-         "minimax_m2", "gpt_oss"]
 FROM_CONFIGS = ["moonshotai__Kimi-K2-Instruct", "zai-org__GLM-4.5", "zai-org__GLM-4.5-Air",
                 "deepseek-ai__DeepSeek-V3", "deepseek-ai__DeepSeek-R1", "Qwen__Qwen3-30B-A3B",
                 "Qwen__Qwen3-235B-A22B", "mistralai__Mixtral-8x7B-v0.1", "openai__gpt-oss-20b",
                 "openai__gpt-oss-120b", "MiniMaxAI__MiniMax-M2.7"]
-FROM_CONFIG_SCALE = ["--layers", "3", "--experts", "8", "--hidden", "64"]
-FP8_ARCHS = ["deepseek_v3", "minimax_m2", "qwen3_moe"]
 TOL = {"f32": 1e-4, "bf16": 1e-4, "fp8": 2e-2}
-
-
-def rel_err(a, b):
-    a = np.asarray(a, dtype=np.float64)
-    b = np.asarray(b, dtype=np.float64)
-    if not (np.all(np.isfinite(a)) and np.all(np.isfinite(b))):
-        return float("inf")
-    nb = np.linalg.norm(b)
-    return float(np.linalg.norm(a - b) / nb) if nb > 0 else float(np.linalg.norm(a))
 
 
 def run(cmd, timeout=600):
