@@ -97,6 +97,22 @@ TEST(CheckpointTest, OpensSingleModelSafetensors) {
   EXPECT_EQ((*ckpt)->dir(), dir);
 }
 
+TEST(CheckpointTest, UnusedTensorNamesShrinkAsTensorsAreReadOrInspected) {
+  const std::string dir = testing::MakeTempDir("ckpt_unused");
+  WriteShard(dir + "/model.safetensors", {{"a", RandomOf({3, 4}, DType::kF32, 1)},
+                                          {"b", RandomOf({5}, DType::kBF16, 2)},
+                                          {"c", RandomOf({2, 2}, DType::kF32, 3)}});
+  auto ckpt = Checkpoint::Open(dir);
+  ASSERT_TRUE(ckpt.ok()) << ckpt.status();
+  EXPECT_EQ((*ckpt)->UnusedTensorNames(), (std::vector<std::string>{"a", "b", "c"}));
+  ASSERT_TRUE((*ckpt)->Get("b").ok());
+  EXPECT_FALSE((*ckpt)->Get("missing").ok());
+  EXPECT_EQ((*ckpt)->UnusedTensorNames(), (std::vector<std::string>{"a", "c"}));
+  ASSERT_TRUE((*ckpt)->Info("c").ok());
+  ASSERT_TRUE((*ckpt)->GetSlice("a", 0, 0, 2).ok());
+  EXPECT_EQ((*ckpt)->UnusedTensorNames(), std::vector<std::string>{});
+}
+
 TEST(CheckpointTest, FollowsTheIndexOfAShardedCheckpoint) {
   std::vector<NamedTensor> all;
   const std::string dir = MakeShardedDir(&all);

@@ -81,6 +81,8 @@ TEST_P(LoadTest, LoadsAndRunsOneStep) {
   const auto& [arch, dtype] = GetParam();
   auto loaded = LoadModelFromDirectory(Make(arch, dtype));
   ASSERT_TRUE(loaded.ok()) << loaded.status();
+  // Every tensor make-model writes is read by the architecture (nothing silently ignored).
+  EXPECT_EQ(UnknownTensors(*loaded->checkpoint, *loaded->config), std::vector<std::string>{});
   Model& m = *loaded->model;
   EXPECT_EQ(static_cast<int>(m.KvSpecs().size()), loaded->config->num_hidden_layers);
   auto cache = KvCache::Create(m.KvSpecs(), 2, 16);
@@ -115,6 +117,32 @@ INSTANTIATE_TEST_SUITE_P(Fp8, LoadTest,
                          ::testing::Combine(::testing::Values("qwen3_moe", "minimax_m2",
                                                               "glm4_moe"),
                                             ::testing::Values("fp8")));
+
+TEST(UnknownTensorsTest, DeepSeekV3ReadsEveryTensor) {
+  auto loaded = LoadModelFromDirectory(Make("deepseek_v3", "f32"));
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  EXPECT_EQ(UnknownTensors(*loaded->checkpoint, *loaded->config), std::vector<std::string>{});
+}
+
+// A tensor the architecture does not read is reported (LoadModelFromDirectory logs it); layers
+// past num_hidden_layers (DeepSeek-V3's multi-token-prediction heads) are not.
+TEST(UnknownTensorsTest, NamesTensorsTheModelDoesNotRead) {
+  const std::string dir = Make("qwen3_moe", "f32");
+  // Two files without an index (a lone model.safetensors would be the only file read).
+  fs::rename(dir + "/model.safetensors", dir + "/model-1.safetensors");
+  SafetensorsWriter w;
+  const Tensor t = Tensor::Zeros({4, 4}, DType::kF32).value();
+  w.Declare("model.layers.0.mlp.bogus.weight", t.dtype(), t.shape());
+  w.Declare("model.layers.99.eh_proj.weight", t.dtype(), t.shape());
+  ASSERT_TRUE(w.Open(dir + "/model-2.safetensors").ok());
+  ASSERT_TRUE(w.WriteTensor("model.layers.0.mlp.bogus.weight", t).ok());
+  ASSERT_TRUE(w.WriteTensor("model.layers.99.eh_proj.weight", t).ok());
+  ASSERT_TRUE(w.Close().ok());
+  auto loaded = LoadModelFromDirectory(dir);
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  EXPECT_EQ(UnknownTensors(*loaded->checkpoint, *loaded->config),
+            std::vector<std::string>{"model.layers.0.mlp.bogus.weight"});
+}
 
 // ---- Broken checkpoints ----------------------------------------------------------------------
 

@@ -160,7 +160,21 @@ absl::StatusOr<Checkpoint::Location> Checkpoint::Locate(absl::string_view name) 
   if (it == tensors_.end()) {
     return absl::NotFoundError(absl::StrCat("tensor '", name, "' not found in checkpoint ", dir_));
   }
+  {
+    absl::MutexLock lock(&used_mu_);
+    used_.insert(it->first);
+  }
   return it->second;
+}
+
+std::vector<std::string> Checkpoint::UnusedTensorNames() const {
+  std::vector<std::string> unused;
+  absl::MutexLock lock(&used_mu_);
+  for (const auto& [name, loc] : tensors_) {
+    if (!used_.contains(name)) unused.push_back(name);
+  }
+  std::sort(unused.begin(), unused.end());
+  return unused;
 }
 
 absl::StatusOr<const TensorInfo*> Checkpoint::Info(absl::string_view name) const {

@@ -35,6 +35,8 @@
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/types/span.h"
@@ -74,6 +76,10 @@ class Checkpoint {
   absl::StatusOr<const TensorInfo*> Info(absl::string_view name) const;
   // Sorted tensor names.
   std::vector<std::string> TensorNames() const;
+  // Names of the tensors nobody has read or inspected (Info, Get*, ReadSlice) since Open, sorted.
+  // After a single-rank model load these are tensors the architecture does not know: a sign that
+  // config.json does not declare a feature the weights have (e.g. mlp_bias).
+  std::vector<std::string> UnusedTensorNames() const;
   // The shard files, in the order they were opened.
   const std::vector<std::unique_ptr<SafetensorsFile>>& files() const { return files_; }
   // Total bytes of tensor data over all shards.
@@ -122,6 +128,8 @@ class Checkpoint {
   WeightResidency residency_ = WeightResidency::kMapped;
   std::vector<std::unique_ptr<SafetensorsFile>> files_;
   absl::flat_hash_map<std::string, Location> tensors_;
+  mutable absl::Mutex used_mu_;
+  mutable absl::flat_hash_set<std::string> used_;  // guarded by used_mu_
   mutable std::atomic<uint64_t> bytes_read_{0};
   mutable std::atomic<uint64_t> bytes_mapped_{0};
   // Owned copies (Fetch when kCopied, GetAs, ReadSlice) live here; the model keeps the chunks

@@ -3,7 +3,10 @@
 #include <cstring>
 #include <utility>
 
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "kernels/base/logging.h"
 #include "kernels/base/status.h"
 #include "worker/checkpoint/checkpoint.h"
 #include "worker/checkpoint/model_config.h"
@@ -89,6 +92,39 @@ LoadedModel::~LoadedModel() {
   model.reset();
 }
 
+std::vector<std::string> UnknownTensors(const Checkpoint& checkpoint, const ModelConfig& config) {
+  std::vector<std::string> unknown;
+  for (std::string& name : checkpoint.UnusedTensorNames()) {
+    // Layers past num_hidden_layers are DeepSeek-V3's multi-token-prediction heads: not served.
+    int layer = -1;
+    if (absl::StartsWith(name, "model.layers.") &&
+        absl::SimpleAtoi(absl::string_view(name).substr(13, name.find('.', 13) - 13), &layer) &&
+        layer >= config.num_hidden_layers) {
+      continue;
+    }
+    unknown.push_back(std::move(name));
+  }
+  return unknown;
+}
+
+namespace {
+
+void WarnAboutUnusedTensors(const Checkpoint& checkpoint, const ModelConfig& config) {
+  const std::vector<std::string> unknown = UnknownTensors(checkpoint, config);
+  if (unknown.empty()) return;
+  std::string examples;
+  for (size_t i = 0; i < unknown.size() && i < 4; ++i) {
+    absl::StrAppend(&examples, i ? ", " : "", unknown[i]);
+  }
+  LOG(WARNING) << "checkpoint " << checkpoint.dir() << ": " << unknown.size()
+               << " tensor(s) are not used by " << config.architecture << " (" << examples
+               << (unknown.size() > 4 ? ", ..." : "")
+               << "). If config.json leaves out a feature these weights have (mlp_bias, "
+                  "attention_bias, qk norms, ...), the outputs will be wrong: check the config.";
+}
+
+}  // namespace
+
 absl::StatusOr<LoadedModel> LoadModelFromDirectory(const std::string& dir,
                                                    const ModelLoadOptions& options) {
   LoadedModel loaded;
@@ -97,6 +133,9 @@ absl::StatusOr<LoadedModel> LoadModelFromDirectory(const std::string& dir,
   loaded.config = std::make_unique<ModelConfig>(std::move(config));
   ASSIGN_OR_RETURN(loaded.checkpoint, Checkpoint::Open(dir, options.weights));
   ASSIGN_OR_RETURN(loaded.model, LoadModel(*loaded.checkpoint, *loaded.config, options));
+  if (options.tp_size * options.ep_size * options.dp_size * options.pp_size == 1) {
+    WarnAboutUnusedTensors(*loaded.checkpoint, *loaded.config);
+  }
   return loaded;
 }
 

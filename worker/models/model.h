@@ -128,6 +128,13 @@ using ModelLoaderFn = absl::StatusOr<std::unique_ptr<Model>> (*)(const Checkpoin
 absl::StatusOr<std::unique_ptr<Model>> LoadModel(const Checkpoint& ckpt, const ModelConfig& config,
                                                  const ModelLoadOptions& options = {});
 
+// Tensors of `checkpoint` that no layer read while the model loaded (call after a single-rank
+// load: other layouts leave other ranks' shares unread), not counting layers past
+// config.num_hidden_layers (DeepSeek-V3's multi-token-prediction heads, which are not served).
+// LoadModelFromDirectory logs a warning naming them: they usually mean config.json lacks a
+// feature the weights have.
+std::vector<std::string> UnknownTensors(const Checkpoint& checkpoint, const ModelConfig& config);
+
 // Opens the checkpoint directory (config.json + *.safetensors) with options.weights residency and
 // loads it. The checkpoint stays open for the model's lifetime (with kMapped the model's weights
 // are views into its mappings).
