@@ -15,9 +15,8 @@ import sys
 import tempfile
 from datetime import datetime
 
-import jinja2
-import jinja2.ext
-from jinja2.sandbox import ImmutableSandboxedEnvironment
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from hf_jinja import RaisedByTemplate, hf_environment  # noqa: E402
 
 BIN = os.environ["TESSERA_BIN"]
 DATA = os.environ["TESSERA_TESTDATA"]
@@ -25,34 +24,6 @@ BOS, EOS = "<|bos|>", "<|eos|>"
 
 
 # ---- the reference: jinja2 set up exactly like transformers --------------------------------
-
-class RaisedByTemplate(jinja2.exceptions.TemplateError):
-    """What raise_exception() raises (HF raises a plain TemplateError; a subclass lets the test
-    tell it from jinja2's own TemplateSyntaxError etc.)."""
-
-
-def _raise_exception(message):
-    raise RaisedByTemplate(message)
-
-
-def _tojson(x, ensure_ascii=False, indent=None, separators=None, sort_keys=False):
-    # HF overrides jinja's htmlsafe tojson with plain json.dumps.
-    return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators,
-                      sort_keys=sort_keys)
-
-
-def _strftime_now(fmt):
-    return datetime.now().strftime(fmt)
-
-
-def hf_environment():
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
-                                        extensions=[jinja2.ext.loopcontrols])
-    env.filters["tojson"] = _tojson
-    env.globals["raise_exception"] = _raise_exception
-    env.globals["strftime_now"] = _strftime_now
-    return env
-
 
 ENV = hf_environment()
 

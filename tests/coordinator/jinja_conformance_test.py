@@ -19,49 +19,19 @@ import random
 import subprocess
 import sys
 import tempfile
-from datetime import datetime
 
 import jinja2
-import jinja2.ext
-from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
+from jinja2.sandbox import SecurityError
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from hf_jinja import RaisedByTemplate, hf_environment  # noqa: E402
 
 BIN = os.environ.get("TESSERA_BIN", "tessera")
 
 
 # ---- the reference: jinja2 exactly as transformers configures it ----------------------------
 
-class RaisedByTemplate(jinja2.exceptions.TemplateError):
-    """raise_exception() (HF raises a plain TemplateError; a subclass tells it apart)."""
-
-
-def _raise_exception(message):
-    raise RaisedByTemplate(message)
-
-
-def _tojson(x, ensure_ascii=False, indent=None, separators=None, sort_keys=False):
-    return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators,
-                      sort_keys=sort_keys)
-
-
-def _strftime_now(fmt):
-    return datetime.now().strftime(fmt)
-
-
-class AssistantTracker(jinja2.ext.Extension):
-    """HF's {% generation %} ... {% endgeneration %} (renders its body)."""
-    tags = {"generation"}
-
-    def parse(self, parser):
-        lineno = next(parser.stream).lineno
-        body = parser.parse_statements(["name:endgeneration"], drop_needle=True)
-        return jinja2.nodes.Scope(body, lineno=lineno)
-
-
-ENV = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
-                                    extensions=[AssistantTracker, jinja2.ext.loopcontrols])
-ENV.filters["tojson"] = _tojson
-ENV.globals["raise_exception"] = _raise_exception
-ENV.globals["strftime_now"] = _strftime_now
+ENV = hf_environment()
 
 
 def error_kind(e):
