@@ -2,7 +2,7 @@
 // as a ratio to the machine limit measured in the same run (bench/machine_limits.h).
 //
 //   linear_bench [--threads 2] [--rows 1] [--n 4096] [--k 4096] [--prefill_rows 512]
-//                [--dtype bf16] [--passes 5] [--only decode|prefill]
+//                [--dtype bf16] [--passes 5] [--only decode|prefill|resident]
 //
 // (a) Decode: `rows` rows of x against many distinct weight matrices totalling > 512 MiB (so no
 //     cache helps): a dense n x k layer, and MoE-expert-like 768 x 2048 matrices. Prints weight
@@ -11,6 +11,9 @@
 //     MeasureFmaPeak(threads) (f32 FMA; the kernels accumulate in f32). With bf16 weights on a
 //     CPU with AVX512_BF16 it also runs the opt-in vdpbf16ps GEMM and prints its ratio to the
 //     bf16 dot-product peak measured here (MeasureBf16DotPeak).
+// (c) Resident (--only resident): one 256 x 2048 weight read over and over, so it stays in L2: the
+//     GEMV's arithmetic limit at `rows` rows, as rows x GB/s and ratios to the f32 FMA and bf16
+//     dot-product peaks (TESSERA_LINEAR_BF16_DOT=1 selects the dot-product kernels).
 // The best of `passes` timed passes is reported (after one warm-up pass).
 // GCC 12 warns about _mm512_undefined_* inside its own intrinsic headers.
 #pragma GCC diagnostic ignored "-Wuninitialized"
@@ -145,12 +148,17 @@ double TimePasses(const Tensor& x, const std::vector<LinearWeight>& weights, Ten
 }
 
 // Returns the result line (without the ratio) and the achieved weight bytes/s.
+// `resident`: one weight read over and over (it stays in cache: the kernel's arithmetic limit)
+// instead of distinct copies totalling > 640 MiB (the memory-bound case).
 std::pair<std::string, double> BenchDecode(const char* label, DType dtype, int64_t rows,
-                                           int64_t n, int64_t k, int passes) {
+                                           int64_t n, int64_t k, int passes,
+                                           bool resident = false) {
   const int64_t bytes_per = n * k * static_cast<int64_t>(DTypeSize(dtype));
   const int64_t count = std::max<int64_t>(1, ((int64_t{640} << 20) + bytes_per - 1) / bytes_per);
   std::vector<LinearWeight> weights;
-  for (int64_t i = 0; i < count; ++i) weights.push_back(MakeWeight(dtype, n, k, i + 1));
+  for (int64_t i = 0; i < count; ++i) {
+    weights.push_back(resident && i > 0 ? weights[0] : MakeWeight(dtype, n, k, i + 1));
+  }
   const Tensor x = MakeInput(rows, k);
   Tensor out = Tensor::Empty({rows, n}, DType::kF32).value();
   const double t = TimePasses(x, weights, out, passes);
@@ -180,13 +188,15 @@ int Main(int argc, char** argv) {
   std::string dtype_name = "bf16", only;
   FlagParser flags("linear_bench", "Linear GEMV/GEMM benchmark (ratios to machine limits)");
   flags.AddInt("threads", &threads, "kernel threads (ThreadPool::Default)");
-  flags.AddInt("rows", &rows, "rows of x for the decode GEMV (1..8)");
+  flags.AddInt("rows", &rows, "rows of x for the decode GEMV (1..32)");
   flags.AddInt("n", &n, "out_features of the dense layer");
   flags.AddInt("k", &k, "in_features of the dense layer");
   flags.AddInt("prefill_rows", &prefill_rows, "rows of x for the prefill GEMM");
   flags.AddInt("passes", &passes, "timed passes (best reported)");
   flags.AddString("dtype", &dtype_name, "weight dtype: f32, bf16, f16, f8_e4m3");
-  flags.AddString("only", &only, "run only 'decode' or 'prefill' (default: both)");
+  flags.AddString("only", &only,
+                  "run only 'decode', 'prefill' or 'resident' (one 256 x 2048 weight that stays "
+                  "in L2: the GEMV's arithmetic limit at --rows; default: decode and prefill)");
   flags.AddBool("hugepages", &g_hugepages, "weights in huge-page memory (as models load them)");
   const absl::Status st = flags.Parse(argc, argv);
   if (!st.ok()) {
@@ -204,6 +214,20 @@ int Main(int argc, char** argv) {
               g_hugepages ? 1 : 0);
   // Each limit is measured before and after the kernels it normalises and the larger value is
   // used: on a shared machine a limit measured during a busy moment would flatter the kernel.
+  if (only == "resident") {
+    // rows x GB/s of weights is the multiply-add rate (2 bytes per bf16 weight): compare it with
+    // the f32 FMA and bf16 dot-product peaks.
+    const auto [line, bw] = BenchDecode("resident", *dtype, rows, 256, 2048, passes, true);
+    const double macs = bw / static_cast<double>(DTypeSize(*dtype)) * static_cast<double>(rows);
+    const double fma_peak = bench::MeasureFmaPeak(threads) / 2;  // MACs/s
+    std::printf("%s  rows x GB/s %.1f  ratio to f32 FMA peak %.3f", line.c_str(),
+                bw * static_cast<double>(rows) / 1e9, macs / fma_peak);
+    if (cpu::ActiveIsaHasBf16()) {
+      std::printf("  ratio to bf16 dot peak %.3f", macs / (MeasureBf16DotPeak(threads) / 2));
+    }
+    std::printf("\n");
+    return 0;
+  }
   if (only != "prefill") {
     double read_bw = bench::MeasureReadBandwidth(threads);
     std::vector<std::pair<std::string, double>> results;
