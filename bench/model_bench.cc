@@ -214,16 +214,14 @@ int main(int argc, char** argv) {
   flags.AddInt("decode-tokens", &decode_tokens, "decoded tokens timed");
   std::string weights = "copy";
   flags.AddString("weights", &weights, tessera::kWeightResidencyHelp);
-  std::string activation_dtype = "f32";
+  std::string activation_dtype;
   flags.AddString("activation-dtype", &activation_dtype, tessera::kActivationDTypeHelp);
   int batch = 1;
   flags.AddInt("batch", &batch, "also time decode of this many sequences together (> 1)");
   return tessera::RunCommand(flags, argc, argv, [&]() -> absl::Status {
     if (model.empty()) return absl::InvalidArgumentError("--model is required");
     ASSIGN_OR_RETURN(tessera::WeightResidency residency, tessera::ParseWeightResidency(weights));
-    ASSIGN_OR_RETURN(const tessera::ActivationDType act,
-                     tessera::ParseActivationDType(activation_dtype, "--activation-dtype"));
-    tessera::SetActivationDType(act);
+    RETURN_IF_ERROR(tessera::ApplyActivationDTypeFlag(activation_dtype, "--activation-dtype"));
     if (batch < 1) return absl::InvalidArgumentError("--batch must be >= 1");
     return tessera::Run(model, threads, prompt_tokens, decode_tokens, residency, batch);
   });

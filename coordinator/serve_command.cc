@@ -232,7 +232,9 @@ absl::Status RunServe(const ServeOptions& o) {
       if (!o.join_token.empty()) a.insert(a.end(), {"--join-token", o.join_token});
       if (o.worker_threads > 0) a.insert(a.end(), {"--threads", absl::StrCat(o.worker_threads)});
       a.insert(a.end(), {"--weights", o.worker_weights});
-      a.insert(a.end(), {"--activation-dtype", o.worker_activation_dtype});
+      if (!o.worker_activation_dtype.empty()) {
+        a.insert(a.end(), {"--activation-dtype", o.worker_activation_dtype});
+      }
       args.push_back(std::move(a));
     }
     supervisor = std::make_unique<LocalWorkerSupervisor>(o.local_workers, std::move(args),
@@ -306,8 +308,10 @@ int RunServeCommand(int argc, char** argv) {
       ASSIGN_OR_RETURN(o.kv_cache_memory, ParseBytes("kv-cache-memory", kv_memory));
     }
     RETURN_IF_ERROR(ParseWeightResidency(o.worker_weights, "--worker-weights").status());
-    RETURN_IF_ERROR(
-        ParseActivationDType(o.worker_activation_dtype, "--worker-activation-dtype").status());
+    if (!o.worker_activation_dtype.empty()) {
+      RETURN_IF_ERROR(
+          ParseActivationDType(o.worker_activation_dtype, "--worker-activation-dtype").status());
+    }
     return RunServe(o);
   });
 }

@@ -50,7 +50,7 @@ struct ServeOptions {
   double step_timeout_s = 120;
   int worker_threads = 0;         // --threads of local workers (0: their default)
   std::string worker_weights = "copy";  // --weights of local workers: copy or mmap
-  std::string worker_activation_dtype = "f32";  // --activation-dtype of local workers
+  std::string worker_activation_dtype;  // --activation-dtype of local workers (empty: theirs)
   std::string worker_program = "/proc/self/exe";
   api::HttpApiFlags http;  // --api-key, --tls-cert/--tls-key, --output-format, ...
 };

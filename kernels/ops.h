@@ -80,11 +80,15 @@ enum class ActivationDType { kF32, kBF16 };
 inline constexpr char kActivationDTypeHelp[] =
     "f32: matmul inputs stay f32 (exact to f32 rounding); bf16: activations entering matmuls "
     "with bf16 weights are rounded to bf16 (AVX512_BF16 dot products, ~1.6x faster prefill, "
-    "~1e-3 relative error, as llama.cpp and HF bf16 inference)";
+    "~1e-3 relative error, as llama.cpp and HF bf16 inference); unset: f32 unless the "
+    "environment has TESSERA_LINEAR_BF16_DOT=1";
 // Parses "f32" / "bf16"; the error names `flag` and the accepted values.
 absl::StatusOr<ActivationDType> ParseActivationDType(absl::string_view text,
                                                      absl::string_view flag);
 void SetActivationDType(ActivationDType dtype);
+// The `--activation-dtype` flag of a command: empty leaves the process setting alone (f32, or
+// bf16 under TESSERA_LINEAR_BF16_DOT=1); otherwise parses (errors name `flag`) and sets it.
+absl::Status ApplyActivationDTypeFlag(absl::string_view text, absl::string_view flag);
 ActivationDType GetActivationDType();
 // True when kBF16 actually takes the bf16 dot-product path on this machine.
 bool Bf16ActivationsSupported();

@@ -41,6 +41,13 @@ void SetActivationDType(ActivationDType dtype) {
   cpu::SetBf16DotGemm(dtype == ActivationDType::kBF16);
 }
 
+absl::Status ApplyActivationDTypeFlag(absl::string_view text, absl::string_view flag) {
+  if (text.empty()) return absl::OkStatus();
+  ASSIGN_OR_RETURN(const ActivationDType dtype, ParseActivationDType(text, flag));
+  SetActivationDType(dtype);
+  return absl::OkStatus();
+}
+
 ActivationDType GetActivationDType() {
   return cpu::Bf16DotGemmEnabled() ? ActivationDType::kBF16 : ActivationDType::kF32;
 }

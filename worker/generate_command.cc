@@ -278,7 +278,7 @@ int RunGenerate(int argc, char** argv) {
   parser.AddInt("threads", &threads, "kernel threads (0 = default)");
   std::string weights = "copy";
   parser.AddString("weights", &weights, kWeightResidencyHelp);
-  std::string activation_dtype = "f32";
+  std::string activation_dtype;
   parser.AddString("activation-dtype", &activation_dtype, kActivationDTypeHelp);
   parser.AddBool("json", &json, "print one JSON object");
   parser.AddString("dump-logits", &o.dump_logits, "write logits [steps, vocab] f32 to this .npy");
@@ -298,9 +298,7 @@ int RunGenerate(int argc, char** argv) {
   return RunCommand(parser, argc, argv, [&]() -> absl::Status {
     if (o.model_dir.empty()) return absl::InvalidArgumentError("--model is required");
     ASSIGN_OR_RETURN(o.weights, ParseWeightResidency(weights));
-    ASSIGN_OR_RETURN(const ActivationDType act, ParseActivationDType(activation_dtype,
-                                                                     "--activation-dtype"));
-    SetActivationDType(act);
+    RETURN_IF_ERROR(ApplyActivationDTypeFlag(activation_dtype, "--activation-dtype"));
     if (!prompt.empty() && !prompt_ids.empty()) {
       return absl::InvalidArgumentError("give either --prompt or --prompt-ids, not both");
     }

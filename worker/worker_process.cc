@@ -459,7 +459,7 @@ int RunWorkerCommand(int argc, char** argv) {
   parser.AddInt("threads", &o.threads, "kernel threads (0 = default)");
   std::string weights = "copy";
   parser.AddString("weights", &weights, kWeightResidencyHelp);
-  std::string activation_dtype = "f32";
+  std::string activation_dtype;
   parser.AddString("activation-dtype", &activation_dtype, kActivationDTypeHelp);
   parser.AddString("join-token", &o.join_token, "the coordinator's --join-token");
   parser.AddString("worker-id", &o.worker_id, "stable id of this worker (default: assigned)");
@@ -468,9 +468,7 @@ int RunWorkerCommand(int argc, char** argv) {
   return RunCommand(parser, argc, argv, [&]() -> absl::Status {
     o.reconnect_timeout = std::chrono::milliseconds(static_cast<int64_t>(reconnect_s * 1000));
     ASSIGN_OR_RETURN(o.weights, ParseWeightResidency(weights));
-    ASSIGN_OR_RETURN(const ActivationDType act, ParseActivationDType(activation_dtype,
-                                                                     "--activation-dtype"));
-    SetActivationDType(act);
+    RETURN_IF_ERROR(ApplyActivationDTypeFlag(activation_dtype, "--activation-dtype"));
     return RunWorker(o);
   });
 }

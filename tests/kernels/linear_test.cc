@@ -410,6 +410,18 @@ TEST(ActivationDTypeTest, ParsesAndNamesTheFlag) {
                                ::testing::HasSubstr("f32 or bf16")));
 }
 
+// An unset flag keeps what the process has (TESSERA_LINEAR_BF16_DOT=1 or SetActivationDType).
+TEST(ActivationDTypeTest, EmptyFlagKeepsTheProcessSetting) {
+  SetActivationDType(ActivationDType::kBF16);
+  EXPECT_TRUE(ApplyActivationDTypeFlag("", "--activation-dtype").ok());
+  EXPECT_EQ(GetActivationDType(), ActivationDType::kBF16);
+  EXPECT_TRUE(ApplyActivationDTypeFlag("f32", "--activation-dtype").ok());
+  EXPECT_EQ(GetActivationDType(), ActivationDType::kF32);
+  const absl::Status bad = ApplyActivationDTypeFlag("half", "--activation-dtype");
+  EXPECT_EQ(bad.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(GetActivationDType(), ActivationDType::kF32);
+}
+
 TEST(ActivationDTypeTest, Bf16RoundsInputsExceptF32InputLayers) {
   if (!Bf16ActivationsSupported()) GTEST_SKIP() << "no AVX512_BF16 path on this CPU";
   for (int64_t m : {1, 4, 40}) {
