@@ -35,18 +35,30 @@ namespace tessera {
 // row-major, rows contiguous. For fp8 e4m3 block quantisation (DeepSeek-V3 style) `scale_inv`
 // holds one f32 multiplier per [block_n x block_k] tile: [ceil(n/block_n), ceil(k/block_k)];
 // the real weight is w[i][j] * scale_inv[i / block_n][j / block_k].
+//
+// MXFP4 (OCP microscaling, the gpt-oss release's expert format) is marked by `mx_scales`:
+// - weight: [n, k / 2] u8, two FP4 e2m1 codes per byte, element 2c in the low nibble of byte c
+//   (code: bit 3 sign, bits 0-2 index into {0, 0.5, 1, 1.5, 2, 3, 4, 6});
+// - mx_scales: [n, k / 32] u8, one E8M0 exponent per 32 consecutive elements of a row;
+// - the real weight is e2m1(code) * 2^(scale - 127), exactly transformers' ldexp dequantisation
+//   (integrations/mxfp4.py); k is a multiple of 32.
 struct LinearWeight {
-  Tensor weight;     // [n, k]: f32, bf16, f16 or f8_e4m3
+  Tensor weight;     // [n, k]: f32, bf16, f16 or f8_e4m3; MXFP4: [n, k / 2] u8
   Tensor scale_inv;  // undefined, or [ceil(n/block_n), ceil(k/block_k)] f32 (fp8 only)
   int block_n = 128;
   int block_k = 128;
+  Tensor mx_scales;  // undefined, or [n, k / 32] u8 E8M0 exponents (MXFP4 weights only)
   // Keep this layer's input in f32 even under ActivationDType::kBF16 (router gates: a flipped
   // expert choice changes a token's output wholesale, and HF's DeepSeek-V3 gate runs in f32).
   bool f32_input = false;
 
+  bool is_mxfp4() const { return mx_scales.defined(); }
   int64_t out_features() const { return weight.dim(0); }
-  int64_t in_features() const { return weight.dim(1); }
+  int64_t in_features() const { return is_mxfp4() ? weight.dim(1) * 2 : weight.dim(1); }
 };
+
+// MXFP4 elements per E8M0 scale.
+inline constexpr int64_t kMxfp4BlockSize = 32;
 
 // out = x · Wᵀ (+ bias).
 // x: [m, k] f32 (rows may be strided; elements within a row contiguous)
