@@ -8,9 +8,11 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <map>
 #include <memory>
 #include <sstream>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -31,6 +33,10 @@ using Init = PlannedTensor::Init;
 constexpr int64_t kChunkElements = int64_t{1} << 20;
 constexpr int64_t kFp8Block = 128;
 constexpr float kFp8Max = 448.0f;
+constexpr int64_t kMxBlock = 32;  // MXFP4 elements per E8M0 scale
+// The modules the gpt-oss release leaves unquantised (its config.json, verbatim).
+const char* const kMxfp4NotConverted[] = {"model.layers.*.self_attn", "model.layers.*.mlp.router",
+                                          "model.embed_tokens", "lm_head"};
 
 // ---- Deterministic values ----------------------------------------------------------------------
 
@@ -123,6 +129,20 @@ class Planner {
   // A weight never quantised (embeddings, lm_head, router gates, biases, sinks).
   void Plain(const std::string& name, std::vector<int64_t> shape, float scale) {
     tensors_.push_back(Make(name, std::move(shape), Init::kNormal, scale));
+  }
+  // A gpt-oss stacked expert tensor `source` [E, in, out] (x @ W layout, values seeded by its
+  // name) stored as the release's MXFP4 "<source>_blocks" [E, out, in / 32, 16] U8 followed by
+  // "<source>_scales" [E, out, in / 32] U8.
+  void Mxfp4(const std::string& source, int64_t experts, int64_t in, int64_t out, float scale) {
+    PlannedTensor b = Make(source + "_blocks", {experts, out, in / kMxBlock, kMxBlock / 2},
+                           Init::kNormal, scale);
+    b.dtype = DType::kU8;
+    b.mxfp4_quantized = true;
+    b.mx_source = source;
+    tensors_.push_back(std::move(b));
+    PlannedTensor s = Make(source + "_scales", {experts, out, in / kMxBlock}, Init::kNormal, 0.0f);
+    s.dtype = DType::kU8;
+    tensors_.push_back(std::move(s));
   }
   void Norm(const std::string& name, int64_t width) {
     tensors_.push_back(Make(name, {width}, Init::kNorm, 0.1f));
@@ -389,6 +409,39 @@ class Progress {
   std::chrono::steady_clock::time_point last_{};
 };
 
+// Streams MXFP4 expert blocks [E, out, in / 32, 16] into `shard`, one expert at a time, from the
+// values of the stacked source tensor [E, in, out]; the E8M0 scales [E, out, in / 32] are left
+// in `scales`.
+absl::Status WriteMxfp4Blocks(uint64_t seed, const PlannedTensor& t, SafetensorsWriter& shard,
+                              std::vector<uint8_t>& scales, Progress& progress) {
+  const int64_t experts = t.shape[0], out = t.shape[1], groups = t.shape[2];
+  const int64_t in = groups * kMxBlock;
+  PlannedTensor source = t;
+  source.name = t.mx_source;
+  const uint64_t base = TensorSeed(seed, source.name);
+  std::vector<float> values(in * out);
+  std::vector<uint8_t> bytes(out * groups * (kMxBlock / 2));
+  scales.resize(experts * out * groups);
+  float block[kMxBlock];
+  uint8_t codes[kMxBlock];
+  for (int64_t e = 0; e < experts; ++e) {
+    FillValues(base, source, e * in * out, in * out, values.data());  // [in, out]
+    for (int64_t r = 0; r < out; ++r) {
+      for (int64_t g = 0; g < groups; ++g) {
+        for (int64_t j = 0; j < kMxBlock; ++j) block[j] = values[(g * kMxBlock + j) * out + r];
+        scales[(e * out + r) * groups + g] = QuantizeMxfp4Block(block, codes);
+        uint8_t* dst = &bytes[(r * groups + g) * (kMxBlock / 2)];
+        for (int64_t b = 0; b < kMxBlock / 2; ++b) {
+          dst[b] = static_cast<uint8_t>(codes[2 * b] | (codes[2 * b + 1] << 4));
+        }
+      }
+    }
+    RETURN_IF_ERROR(shard.Write(t.name, bytes.data(), bytes.size()));
+    progress.Add(static_cast<int64_t>(bytes.size()), t.name);
+  }
+  return absl::OkStatus();
+}
+
 // Streams one tensor's data into `shard`. For fp8 tensors the block scales are left in `scales`.
 absl::Status WriteTensor(uint64_t seed, const PlannedTensor& t, SafetensorsWriter& shard,
                          std::vector<float>& scales, Progress& progress) {
@@ -455,9 +508,43 @@ std::string ShardName(size_t index, size_t count) {
 
 std::string TorchDtype(DType dtype) { return dtype == DType::kF32 ? "float32" : "bfloat16"; }
 
+// The dtype of a --dtype's unquantised tensors (mxfp4: bf16 beside the MXFP4 experts).
+absl::StatusOr<DType> StorageDType(const std::string& flag) {
+  if (flag == "mxfp4") return DType::kBF16;
+  return ParseDType(flag == "fp8" ? "f8_e4m3" : flag);
+}
+
 }  // namespace
 
 const std::vector<std::string>& MakeModelArchitectures() { return make_model::ArchList(); }
+
+uint8_t QuantizeMxfp4Block(const float* values, uint8_t* codes) {
+  float amax = 0.0f;
+  for (int64_t j = 0; j < kMxBlock; ++j) amax = std::max(amax, std::fabs(values[j]));
+  // E8M0 = floor(log2(amax)) - emax(e2m1) + 127, clamped to [0, 254] (255 is NaN).
+  int scale = 0;
+  if (amax > 0.0f && std::isfinite(amax)) {
+    int exp2 = 0;
+    std::frexp(amax, &exp2);  // amax = f * 2^exp2, f in [0.5, 1): floor(log2(amax)) = exp2 - 1
+    scale = std::clamp(exp2 - 1 - 2 + 127, 0, 254);
+  }
+  // e2m1 magnitudes by code 0..7; a value rounds to the nearest, ties to the even code.
+  static constexpr float kE2m1[8] = {0.0f, 0.5f, 1.0f, 1.5f, 2.0f, 3.0f, 4.0f, 6.0f};
+  for (int64_t j = 0; j < kMxBlock; ++j) {
+    const float v = values[j];
+    const float a = std::ldexp(std::fabs(v), 127 - scale);  // exact: a power-of-two scaling
+    int best = 7;
+    for (int c = 0; c < 7; ++c) {
+      const float mid = 0.5f * (kE2m1[c] + kE2m1[c + 1]);  // exact in f32
+      if (a < mid || (a == mid && c % 2 == 0)) {
+        best = c;
+        break;
+      }
+    }
+    codes[j] = static_cast<uint8_t>(best | (std::signbit(v) ? 8 : 0));
+  }
+  return static_cast<uint8_t>(scale);
+}
 
 float MakeModelValue(uint64_t seed, const PlannedTensor& tensor, int64_t index) {
   float v;
@@ -471,6 +558,18 @@ absl::StatusOr<std::vector<PlannedTensor>> PlanTensors(const json& c, DType dtyp
   }
   ASSIGN_OR_RETURN(std::string arch, make_model::ArchOfConfig(c));
   ASSIGN_OR_RETURN(const int64_t hidden, RequireInt(c, "hidden_size"));
+  const bool mxfp4 = c.contains("quantization_config") && c["quantization_config"].is_object() &&
+                     GetString(c["quantization_config"], "quant_method", "") == "mxfp4";
+  if (mxfp4) {
+    if (arch != "gpt_oss") {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "quant_method mxfp4 is the gpt-oss release format; make-model cannot write it for ",
+          arch));
+    }
+    if (dtype != DType::kBF16) {
+      return absl::InvalidArgumentError("an mxfp4 checkpoint keeps its other tensors in bf16");
+    }
+  }
   ASSIGN_OR_RETURN(const int64_t layers, RequireInt(c, "num_hidden_layers"));
   ASSIGN_OR_RETURN(const int64_t vocab, RequireInt(c, "vocab_size"));
   ASSIGN_OR_RETURN(const int64_t heads, RequireInt(c, "num_attention_heads"));
@@ -603,10 +702,27 @@ absl::StatusOr<std::vector<PlannedTensor>> PlanTensors(const json& c, DType dtyp
       // [experts, in, out], gate/up interleaved on the last dim. These are stacked parameters,
       // not nn.Linear, so --dtype fp8 leaves them bf16 (as the release leaves them out of fp8).
       const float hs_inter = 0.5f / std::sqrt(static_cast<float>(inter));
-      p.Plain(m + ".experts.gate_up_proj", {experts, hidden, 2 * inter}, hs);
-      p.Plain(m + ".experts.gate_up_proj_bias", {experts, 2 * inter}, 0.05f);
-      p.Plain(m + ".experts.down_proj", {experts, inter, hidden}, hs_inter);
-      p.Plain(m + ".experts.down_proj_bias", {experts, hidden}, 0.05f);
+      if (mxfp4) {
+        // The release format: the same values, stored per expert as [out, in] MXFP4 rows.
+        const std::pair<const char*, int64_t> sizes[] = {{"hidden_size", hidden},
+                                                          {"intermediate_size", inter}};
+        for (const auto& [field, size] : sizes) {
+          if (size % kMxBlock != 0) {
+            return absl::InvalidArgumentError(absl::StrCat(
+                "mxfp4: config field '", field, "' (", size, ") must be a multiple of ",
+                kMxBlock, " (the MX block size; intermediate_size is gpt-oss's expert width)"));
+          }
+        }
+        p.Mxfp4(m + ".experts.gate_up_proj", experts, hidden, 2 * inter, hs);
+        p.Plain(m + ".experts.gate_up_proj_bias", {experts, 2 * inter}, 0.05f);
+        p.Mxfp4(m + ".experts.down_proj", experts, inter, hidden, hs_inter);
+        p.Plain(m + ".experts.down_proj_bias", {experts, hidden}, 0.05f);
+      } else {
+        p.Plain(m + ".experts.gate_up_proj", {experts, hidden, 2 * inter}, hs);
+        p.Plain(m + ".experts.gate_up_proj_bias", {experts, 2 * inter}, 0.05f);
+        p.Plain(m + ".experts.down_proj", {experts, inter, hidden}, hs_inter);
+        p.Plain(m + ".experts.down_proj_bias", {experts, hidden}, 0.05f);
+      }
     }
   }
   p.Norm("model.norm.weight", hidden);
@@ -636,10 +752,31 @@ absl::StatusOr<json> BuildMakeModelConfig(const MakeModelOptions& options) {
     }
     ASSIGN_OR_RETURN(config, make_model::PresetConfig(options.arch, options.preset));
   }
-  ASSIGN_OR_RETURN(DType dtype, ParseDType(options.dtype == "fp8" ? "f8_e4m3" : options.dtype));
+  const bool mxfp4 = options.dtype == "mxfp4";
+  ASSIGN_OR_RETURN(DType dtype, StorageDType(options.dtype));
   if (dtype != DType::kF32 && dtype != DType::kBF16 && dtype != DType::kF8E4M3) {
     return absl::InvalidArgumentError(
-        absl::StrCat("--dtype ", options.dtype, ": valid are f32, bf16, fp8"));
+        absl::StrCat("--dtype ", options.dtype, ": valid are f32, bf16, fp8, mxfp4"));
+  }
+  if (mxfp4) {
+    ASSIGN_OR_RETURN(const std::string arch, make_model::ArchOfConfig(config));
+    if (arch != "gpt_oss") {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--dtype mxfp4 is the gpt-oss release format (MXFP4 routed experts); --arch ", arch,
+          " has no MXFP4 release: use bf16 or fp8"));
+    }
+    const int64_t hidden = GetInt(config, "hidden_size", 0);
+    const int64_t inter = GetInt(config, "intermediate_size", 0);
+    const std::pair<const char*, int64_t> sizes[] = {{"hidden_size", hidden},
+                                                      {"intermediate_size", inter}};
+    for (const auto& [field, size] : sizes) {
+      if (size <= 0 || size % kMxBlock != 0) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "--dtype mxfp4: config field '", field, "' is ", size, ", not a multiple of ",
+            kMxBlock, " (MXFP4 scales blocks of 32 along each expert row; gpt-oss's "
+            "intermediate_size is its moe_intermediate_size). Pick --hidden so that both are"));
+      }
+    }
   }
   config["torch_dtype"] = TorchDtype(dtype);
   // MiniMax-M2 states partial RoPE only as the legacy `rotary_dim`, which transformers' in-tree
@@ -651,7 +788,12 @@ absl::StatusOr<json> BuildMakeModelConfig(const MakeModelOptions& options) {
     config["partial_rotary_factor"] =
         config["rotary_dim"].get<double>() / config["head_dim"].get<double>();
   }
-  if (dtype == DType::kF8E4M3) {
+  if (mxfp4) {
+    config["quantization_config"] = {
+        {"modules_to_not_convert", std::vector<std::string>(std::begin(kMxfp4NotConverted),
+                                                            std::end(kMxfp4NotConverted))},
+        {"quant_method", "mxfp4"}};
+  } else if (dtype == DType::kF8E4M3) {
     config["quantization_config"] = {{"quant_method", "fp8"},
                                      {"fmt", "e4m3"},
                                      {"activation_scheme", "dynamic"},
@@ -666,7 +808,7 @@ absl::StatusOr<MakeModelResult> MakeModel(const MakeModelOptions& options) {
   if (options.out_dir.empty()) return absl::InvalidArgumentError("--out is required");
   ASSIGN_OR_RETURN(json config, BuildMakeModelConfig(options));
   ASSIGN_OR_RETURN(const std::string arch, make_model::ArchOfConfig(config));
-  ASSIGN_OR_RETURN(DType dtype, ParseDType(options.dtype == "fp8" ? "f8_e4m3" : options.dtype));
+  ASSIGN_OR_RETURN(DType dtype, StorageDType(options.dtype));
 
   const fs::path out(options.out_dir);
   std::error_code ec;
@@ -703,8 +845,9 @@ absl::StatusOr<MakeModelResult> MakeModel(const MakeModelOptions& options) {
   for (size_t i = 0; i < tensors.size(); ++i) {
     const int64_t numel = NumElements(tensors[i].shape);
     const int64_t bytes = numel * static_cast<int64_t>(DTypeSize(tensors[i].dtype));
-    const bool is_scale = i > 0 && tensors[i - 1].fp8_quantized;
-    if (!is_scale) result.num_parameters += numel;
+    const bool is_scale =
+        i > 0 && (tensors[i - 1].fp8_quantized || tensors[i - 1].mxfp4_quantized);
+    if (!is_scale) result.num_parameters += tensors[i].mxfp4_quantized ? 2 * numel : numel;
     if (!is_scale && shard_bytes > 0 && shard_bytes + bytes > options.max_shard_bytes) {
       shards.emplace_back();
       shard_bytes = 0;
@@ -718,6 +861,7 @@ absl::StatusOr<MakeModelResult> MakeModel(const MakeModelOptions& options) {
   Progress progress(options.progress && ::isatty(2), total);
   std::map<std::string, std::string> weight_map;
   std::vector<float> scales;
+  std::vector<uint8_t> mx_scales;
   for (size_t s = 0; s < shards.size(); ++s) {
     const std::string file = ShardName(s, shards.size());
     SafetensorsWriter writer;
@@ -732,6 +876,12 @@ absl::StatusOr<MakeModelResult> MakeModel(const MakeModelOptions& options) {
       if (i > 0 && tensors[i - 1].fp8_quantized) {  // the scales of the previous tensor
         RETURN_IF_ERROR(writer.Write(t.name, scales.data(), scales.size() * sizeof(float)));
         progress.Add(static_cast<int64_t>(scales.size() * sizeof(float)), t.name);
+      } else if (i > 0 && tensors[i - 1].mxfp4_quantized) {  // E8M0 scales of the blocks
+        RETURN_IF_ERROR(writer.Write(t.name, mx_scales.data(), mx_scales.size()));
+        progress.Add(static_cast<int64_t>(mx_scales.size()), t.name);
+      } else if (t.mxfp4_quantized) {
+        RETURN_IF_ERROR(Annotate(WriteMxfp4Blocks(options.seed, t, writer, mx_scales, progress),
+                                 absl::StrCat("writing ", t.name, " to ", file)));
       } else {
         RETURN_IF_ERROR(Annotate(WriteTensor(options.seed, t, writer, scales, progress),
                                  absl::StrCat("writing ", t.name, " to ", file)));
@@ -762,7 +912,9 @@ int RunMakeModel(int argc, char** argv) {
   parser.AddString("out", &o.out_dir, "output directory");
   parser.AddString("preset", &o.preset, "tiny | small | bench (bench: qwen3_moe only)");
   parser.AddInt("seed", &seed, "random seed");
-  parser.AddString("dtype", &o.dtype, "f32 | bf16 | fp8 (128x128 block scales)");
+  parser.AddString("dtype", &o.dtype,
+                   "f32 | bf16 | fp8 (128x128 block scales) | mxfp4 (gpt_oss: MXFP4 experts as "
+                   "released)");
   parser.AddString("tokenizer", &o.tokenizer_dir, "copy this tokenizer; vocab/bos/eos from it");
   parser.AddInt("tokenizer-vocab", &o.tokenizer_vocab,
                 "vocabulary size to use with --tokenizer (default: read from the tokenizer)");

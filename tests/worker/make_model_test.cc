@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <iterator>
 #include <fstream>
 #include <map>
 #include <sstream>
@@ -15,6 +16,7 @@
 #include <tuple>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_format.h"
 #include "gtest/gtest.h"
 #include "kernels/base/dtype.h"
@@ -786,6 +788,187 @@ TEST(MakeModelErrorTest, BadDtypeIsRejected) {
   o.dtype = "int4";
   o.out_dir = testing::MakeTempDir("bad_dtype");
   EXPECT_FALSE(MakeModel(o).ok());
+}
+
+// ---- MXFP4 (the gpt-oss release format) --------------------------------------------------------
+
+// e2m1 code -> value, as transformers' FP4_VALUES (integrations/mxfp4.py).
+constexpr float kFp4Values[16] = {+0.0f, +0.5f, +1.0f, +1.5f, +2.0f, +3.0f, +4.0f, +6.0f,
+                                  -0.0f, -0.5f, -1.0f, -1.5f, -2.0f, -3.0f, -4.0f, -6.0f};
+
+// Dequantises "<base>_blocks" [E, R, G, 16] / "<base>_scales" [E, R, G] as transformers'
+// _convert_moe_packed_tensors does, before its final transpose: [E, R, G * 32].
+std::vector<float> DequantizeMxfp4(const fs::path& dir, const StoredTensor& blocks,
+                                   const StoredTensor& scales) {
+  const std::string b = TensorBytes(dir, blocks), s = TensorBytes(dir, scales);
+  std::vector<float> out(b.size() * 2);
+  for (size_t i = 0; i < b.size(); ++i) {
+    const uint8_t byte = static_cast<uint8_t>(b[i]);
+    const int exp = static_cast<int>(static_cast<uint8_t>(s[i / 16])) - 127;
+    out[2 * i] = std::ldexp(kFp4Values[byte & 0xF], exp);
+    out[2 * i + 1] = std::ldexp(kFp4Values[byte >> 4], exp);
+  }
+  return out;
+}
+
+MakeModelResult MakeGptOss(const std::string& dtype, uint64_t seed, const std::string& dir) {
+  return Make("gpt_oss", dtype, seed, dir);
+}
+
+TEST(MakeModelMxfp4Test, WritesTheReleaseTensorsAndNothingElseChanges) {
+  MakeModelResult q = MakeGptOss("mxfp4", 11, "mx_layout");
+  MakeModelResult b = MakeGptOss("bf16", 11, "mx_layout_bf16");
+  std::map<std::string, StoredTensor> qt = ReadCheckpoint(q.out_dir);
+  std::map<std::string, StoredTensor> bt = ReadCheckpoint(b.out_dir);
+  // Tiny gpt-oss: 8 experts, hidden 64, expert width 32.
+  for (int l = 0; l < 4; ++l) {
+    const std::string x = absl::StrFormat("model.layers.%d.mlp.experts.", l);
+    const std::map<std::string, std::pair<std::string, std::vector<int64_t>>> want = {
+        {x + "gate_up_proj_blocks", {"U8", {8, 64, 2, 16}}},
+        {x + "gate_up_proj_scales", {"U8", {8, 64, 2}}},
+        {x + "gate_up_proj_bias", {"BF16", {8, 64}}},
+        {x + "down_proj_blocks", {"U8", {8, 64, 1, 16}}},
+        {x + "down_proj_scales", {"U8", {8, 64, 1}}},
+        {x + "down_proj_bias", {"BF16", {8, 64}}}};
+    for (const auto& [name, dt] : want) {
+      ASSERT_TRUE(qt.count(name)) << name;
+      EXPECT_EQ(qt[name].dtype, dt.first) << name;
+      EXPECT_EQ(qt[name].shape, dt.second) << name;
+    }
+    EXPECT_FALSE(qt.count(x + "gate_up_proj")) << l;
+    EXPECT_FALSE(qt.count(x + "down_proj")) << l;
+  }
+  // Every other tensor is the bf16 checkpoint's, byte for byte.
+  int same = 0;
+  for (const auto& [name, t] : bt) {
+    if (absl::EndsWith(name, "experts.gate_up_proj") || absl::EndsWith(name, "experts.down_proj")) {
+      continue;
+    }
+    ASSERT_TRUE(qt.count(name)) << name;
+    EXPECT_EQ(TensorBytes(q.out_dir, qt[name]), TensorBytes(b.out_dir, t)) << name;
+    ++same;
+  }
+  EXPECT_EQ(static_cast<size_t>(same) + 4 * 4, qt.size());
+  EXPECT_EQ(q.num_parameters, b.num_parameters);  // scales are no parameters
+}
+
+TEST(MakeModelMxfp4Test, ConfigStatesTheReleaseQuantizationConfig) {
+  MakeModelResult q = MakeGptOss("mxfp4", 1, "mx_config");
+  json c = ReadJson(fs::path(q.out_dir) / "config.json");
+  json real = ReadJson(testing::TestDataDir() + "/configs/openai__gpt-oss-20b/config.json");
+  EXPECT_EQ(c["quantization_config"], real["quantization_config"]);
+  EXPECT_EQ(c["torch_dtype"], "bfloat16");
+#ifdef TESSERA_HAVE_MODEL_CONFIG
+  absl::StatusOr<ModelConfig> loaded = LoadModelConfig(q.out_dir);
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  EXPECT_TRUE(loaded->quantization.mxfp4);
+#endif
+}
+
+// The stored blocks are the f32 checkpoint's expert values (transposed to [out, in] rows),
+// each block scaled by 2^(floor(log2 amax) - 2) and rounded to the nearest e2m1 value.
+TEST(MakeModelMxfp4Test, DequantisedExpertsAreTheNearestMxfp4OfTheF32Values) {
+  MakeModelResult q = MakeGptOss("mxfp4", 5, "mx_values");
+  MakeModelResult f = MakeGptOss("f32", 5, "mx_values_f32");
+  std::map<std::string, StoredTensor> qt = ReadCheckpoint(q.out_dir);
+  std::map<std::string, StoredTensor> ft = ReadCheckpoint(f.out_dir);
+  int checked = 0;
+  for (const std::string& base : {"model.layers.0.mlp.experts.gate_up_proj",
+                                  "model.layers.3.mlp.experts.down_proj"}) {
+    const StoredTensor& blocks = qt.at(base + "_blocks");
+    const std::vector<float> deq = DequantizeMxfp4(q.out_dir, blocks, qt.at(base + "_scales"));
+    const std::string scales = TensorBytes(q.out_dir, qt.at(base + "_scales"));
+    const std::vector<float> ref = TensorF32(f.out_dir, ft.at(base));  // [E, in, out]
+    const int64_t experts = blocks.shape[0], out = blocks.shape[1];
+    const int64_t in = blocks.shape[2] * 32;
+    ASSERT_EQ(static_cast<int64_t>(deq.size()), experts * out * in);
+    double num = 0, den = 0;
+    for (int64_t e = 0; e < experts; ++e) {
+      for (int64_t r = 0; r < out; ++r) {
+        for (int64_t g = 0; g < in / 32; ++g) {
+          const int exp = static_cast<uint8_t>(scales[(e * out + r) * (in / 32) + g]) - 127;
+          float amax = 0;
+          for (int64_t j = 0; j < 32; ++j) {
+            amax = std::max(amax, std::fabs(ref[(e * in + g * 32 + j) * out + r]));
+          }
+          // The shared exponent puts amax in [4, 8) x 2^exp (e2m1's largest binade).
+          EXPECT_GE(amax, std::ldexp(4.0f, exp)) << base;
+          EXPECT_LT(amax, std::ldexp(8.0f, exp)) << base;
+          for (int64_t j = 0; j < 32; ++j) {
+            const float v = ref[(e * in + g * 32 + j) * out + r];
+            const float d = deq[(e * out + r) * in + g * 32 + j];
+            // No e2m1 value of this block is strictly closer to v than the stored one.
+            for (float c : kFp4Values) {
+              ASSERT_LE(std::fabs(d - v), std::fabs(std::ldexp(c, exp) - v) + 1e-9f)
+                  << base << " e" << e << " r" << r << " col " << g * 32 + j;
+            }
+            num += (d - v) * (d - v);
+            den += v * v;
+          }
+        }
+      }
+    }
+    EXPECT_LT(std::sqrt(num / den), 0.2) << base;  // 1 mantissa bit; NaN fails this
+    ++checked;
+  }
+  EXPECT_EQ(checked, 2);
+}
+
+TEST(MakeModelMxfp4Test, BlockQuantiserRoundsTiesToEvenAndSaturates) {
+  float v[32] = {};
+  uint8_t codes[32];
+  // amax 6 -> floor(log2 6) - 2 = 0: unit scale, biased 127.
+  const float in[] = {6.0f, 0.25f, 0.75f, 1.25f, 1.75f, 2.5f, 3.5f, 5.0f, -0.25f, -5.5f, 0.3f};
+  const uint8_t want[] = {7, 0, 2, 2, 4, 4, 6, 6, 8, 15, 1};
+  std::copy(std::begin(in), std::end(in), v);
+  EXPECT_EQ(QuantizeMxfp4Block(v, codes), 127);
+  for (size_t j = 0; j < std::size(want); ++j) EXPECT_EQ(codes[j], want[j]) << in[j];
+  EXPECT_EQ(codes[31], 0);
+  // amax 7.9 stays in the binade [4, 8): 7.9 saturates to 6.
+  v[0] = 7.9f;
+  EXPECT_EQ(QuantizeMxfp4Block(v, codes), 127);
+  EXPECT_EQ(codes[0], 7);
+  // amax 0.1 -> floor(log2 0.1) - 2 = -6: 0.1 * 64 = 6.4 -> 6, -0.05 * 64 = -3.2 -> -3.
+  float small[32] = {0.1f, -0.05f};
+  EXPECT_EQ(QuantizeMxfp4Block(small, codes), 127 - 6);
+  EXPECT_EQ(codes[0], 7);
+  EXPECT_EQ(codes[1], 8 | 5);
+  float zero[32] = {};
+  EXPECT_EQ(QuantizeMxfp4Block(zero, codes), 0);  // all-zero block: the smallest scale
+  EXPECT_EQ(codes[0], 0);
+}
+
+TEST(MakeModelMxfp4Test, OtherArchitecturesAreRefused) {
+  MakeModelOptions o;
+  o.arch = "qwen3_moe";
+  o.dtype = "mxfp4";
+  o.out_dir = testing::MakeTempDir("mx_qwen");
+  absl::StatusOr<MakeModelResult> r = MakeModel(o);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("gpt-oss"), std::string::npos) << r.status();
+}
+
+TEST(MakeModelMxfp4Test, SizesThatAreNotWholeBlocksAreRefusedByName) {
+  MakeModelOptions o;
+  o.arch = "gpt_oss";
+  absl::StatusOr<json> c = BuildMakeModelConfig(o);
+  ASSERT_TRUE(c.ok());
+  (*c)["intermediate_size"] = 48;
+  const std::string dir = testing::MakeTempDir("mx_sizes");
+  const std::string path = dir + "/config.json";
+  std::ofstream(path) << c->dump();
+  o.arch.clear();
+  o.from_config = path;
+  o.dtype = "mxfp4";
+  o.out_dir = dir + "/out";
+  absl::StatusOr<MakeModelResult> r = MakeModel(o);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("'intermediate_size' is 48"), std::string::npos)
+      << r.status();
+  o.hidden = 80;  // scales intermediate_size too; hidden_size is named first
+  r = MakeModel(o);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("'hidden_size' is 80"), std::string::npos) << r.status();
 }
 
 TEST(MakeModelCliTest, JsonOutputDescribesTheCheckpoint) {
