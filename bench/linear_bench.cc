@@ -103,7 +103,35 @@ Tensor NewWeightTensor(Shape shape, DType dtype) {
   return Tensor::FromBuffer(WeightArena().Allocate(bytes).value(), 0, shape, dtype).value();
 }
 
+// In this benchmark DType::kU8 stands for MXFP4 weights (--dtype mxfp4).
+constexpr DType kMxfp4 = DType::kU8;
+
+std::string WeightName(DType dtype) {
+  return dtype == kMxfp4 ? "mxfp4" : std::string(DTypeName(dtype));
+}
+
+// Bytes of an [n, k] weight (MXFP4: 16 code bytes and one scale per 32 weights).
+int64_t WeightBytes(DType dtype, int64_t n, int64_t k) {
+  if (dtype == kMxfp4) return n * (k / 2 + k / kMxfp4BlockSize);
+  return n * k * static_cast<int64_t>(DTypeSize(dtype));
+}
+
 LinearWeight MakeWeight(DType dtype, int64_t n, int64_t k, uint64_t seed) {
+  if (dtype == kMxfp4) {
+    CHECK(k % kMxfp4BlockSize == 0) << "--dtype mxfp4 needs k a multiple of 32";
+    LinearWeight w;
+    w.weight = NewWeightTensor({n, k / 2}, DType::kU8);
+    w.mx_scales = NewWeightTensor({n, k / kMxfp4BlockSize}, DType::kU8);
+    uint64_t s = seed * 6364136223846793005ull + 1442695040888963407ull;
+    uint8_t* codes = w.weight.data<uint8_t>();
+    for (int64_t i = 0; i < n * k / 2; ++i) {
+      s = s * 6364136223846793005ull + 1442695040888963407ull;
+      codes[i] = static_cast<uint8_t>(s >> 56);
+    }
+    uint8_t* scales = w.mx_scales.data<uint8_t>();
+    for (int64_t i = 0; i < n * k / kMxfp4BlockSize; ++i) scales[i] = static_cast<uint8_t>(120 + i % 4);
+    return w;
+  }
   const int64_t count = n * k;
   std::vector<float> values(static_cast<size_t>(std::min<int64_t>(count, 1 << 20)));
   uint64_t s = seed * 6364136223846793005ull + 1442695040888963407ull;
@@ -153,7 +181,7 @@ double TimePasses(const Tensor& x, const std::vector<LinearWeight>& weights, Ten
 std::pair<std::string, double> BenchDecode(const char* label, DType dtype, int64_t rows,
                                            int64_t n, int64_t k, int passes,
                                            bool resident = false) {
-  const int64_t bytes_per = n * k * static_cast<int64_t>(DTypeSize(dtype));
+  const int64_t bytes_per = WeightBytes(dtype, n, k);
   const int64_t count = std::max<int64_t>(1, ((int64_t{640} << 20) + bytes_per - 1) / bytes_per);
   std::vector<LinearWeight> weights;
   for (int64_t i = 0; i < count; ++i) {
@@ -167,7 +195,7 @@ std::pair<std::string, double> BenchDecode(const char* label, DType dtype, int64
   char line[256];
   std::snprintf(line, sizeof(line),
                 "decode %-10s %-7s rows=%-2lld %3lld x [%lld x %lld] %6.1f MiB  %6.2f GB/s", label,
-                std::string(DTypeName(dtype)).c_str(), static_cast<long long>(rows),
+                WeightName(dtype).c_str(), static_cast<long long>(rows),
                 static_cast<long long>(count), static_cast<long long>(n),
                 static_cast<long long>(k), bytes / (1 << 20), bw / 1e9);
   return {line, bw};
@@ -193,7 +221,7 @@ int Main(int argc, char** argv) {
   flags.AddInt("k", &k, "in_features of the dense layer");
   flags.AddInt("prefill_rows", &prefill_rows, "rows of x for the prefill GEMM");
   flags.AddInt("passes", &passes, "timed passes (best reported)");
-  flags.AddString("dtype", &dtype_name, "weight dtype: f32, bf16, f16, f8_e4m3");
+  flags.AddString("dtype", &dtype_name, "weight dtype: f32, bf16, f16, f8_e4m3, mxfp4");
   flags.AddString("only", &only,
                   "run only 'decode', 'prefill' or 'resident' (one 256 x 2048 weight that stays "
                   "in L2: the GEMV's arithmetic limit at --rows; default: decode and prefill)");
@@ -203,9 +231,11 @@ int Main(int argc, char** argv) {
     std::fprintf(stderr, "%s\n", std::string(st.message()).c_str());
     return st.code() == absl::StatusCode::kCancelled ? 0 : 2;
   }
-  const absl::StatusOr<DType> dtype = ParseDType(dtype_name);
-  if (!dtype.ok()) {
-    std::fprintf(stderr, "--dtype: %s\n", std::string(dtype.status().message()).c_str());
+  const absl::StatusOr<DType> dtype =
+      dtype_name == "mxfp4" ? absl::StatusOr<DType>(kMxfp4) : ParseDType(dtype_name);
+  if (!dtype.ok() || (*dtype == DType::kU8 && dtype_name != "mxfp4")) {
+    std::fprintf(stderr, "--dtype %s: expected f32, bf16, f16, f8_e4m3 or mxfp4\n",
+                 dtype_name.c_str());
     return 2;
   }
   ThreadPool::SetDefaultThreads(threads);
@@ -218,7 +248,8 @@ int Main(int argc, char** argv) {
     // rows x GB/s of weights is the multiply-add rate (2 bytes per bf16 weight): compare it with
     // the f32 FMA and bf16 dot-product peaks.
     const auto [line, bw] = BenchDecode("resident", *dtype, rows, 256, 2048, passes, true);
-    const double macs = bw / static_cast<double>(DTypeSize(*dtype)) * static_cast<double>(rows);
+    const double macs = bw * (256.0 * 2048.0 / static_cast<double>(WeightBytes(*dtype, 256, 2048))) *
+                        static_cast<double>(rows);
     const double fma_peak = bench::MeasureFmaPeak(threads) / 2;  // MACs/s
     std::printf("%s  rows x GB/s %.1f  ratio to f32 FMA peak %.3f", line.c_str(),
                 bw * static_cast<double>(rows) / 1e9, macs / fma_peak);
@@ -245,7 +276,7 @@ int Main(int argc, char** argv) {
   fma_peak = std::max(fma_peak, bench::MeasureFmaPeak(threads));
   std::printf("limits: f32 FMA peak %.1f GFLOP/s (best of before/after)\n", fma_peak / 1e9);
   std::printf("prefill %-7s m=%lld n=%lld k=%lld  %8.1f GFLOP/s  ratio to f32 FMA peak %.3f\n",
-              std::string(DTypeName(*dtype)).c_str(), static_cast<long long>(prefill_rows),
+              WeightName(*dtype).c_str(), static_cast<long long>(prefill_rows),
               static_cast<long long>(n), static_cast<long long>(k), f32_flops / 1e9,
               f32_flops / fma_peak);
   if (*dtype == DType::kBF16 && cpu::ActiveIsaHasBf16()) {

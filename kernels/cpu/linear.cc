@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <vector>
@@ -16,6 +17,11 @@ namespace {
 
 // Converts weight row j to f32 (dequantised with its block scales) into `row` [k].
 void WeightRowToF32(const LinearArgs& a, int64_t j, float* row) {
+  if (a.mx_scales != nullptr) {
+    Mxfp4RowToF32(static_cast<const uint8_t*>(a.w) + j * (a.k / 2),
+                  a.mx_scales + j * (a.k / kMxfp4BlockSize), 0, a.k, row);
+    return;
+  }
   const size_t esize = DTypeSize(a.w_dtype);
   ConvertBuffer(static_cast<const char*>(a.w) + static_cast<size_t>(j * a.k) * esize, a.w_dtype,
                 row, DType::kF32, static_cast<size_t>(a.k));
@@ -41,6 +47,29 @@ constexpr int64_t kMinParallelWork = 1 << 16;
 std::atomic<int> g_bf16_dot{-1};  // -1: read TESSERA_LINEAR_BF16_DOT
 
 }  // namespace
+
+void Mxfp4RowToF32(const uint8_t* codes, const uint8_t* scales, int64_t c0, int64_t count,
+                   float* out) {
+  for (int64_t c = c0; c < c0 + count; ++c) {
+    const uint8_t byte = codes[c / 2];
+    const int code = c % 2 == 0 ? byte & 0xF : byte >> 4;
+    out[c - c0] = std::ldexp(kE2M1Values[code], static_cast<int>(scales[c / kMxfp4BlockSize]) - 127);
+  }
+}
+
+void PermuteRowsForMxfp4(const float* x, int64_t ldx, int64_t m, int64_t k, float* dst) {
+  constexpr int64_t kHalf = kMxfp4BlockSize / 2;
+  for (int64_t i = 0; i < m; ++i) {
+    const float* src = x + i * ldx;
+    float* d = dst + i * k;
+    for (int64_t b = 0; b < k; b += kMxfp4BlockSize) {
+      for (int64_t t = 0; t < kHalf; ++t) {
+        d[b + t] = src[b + 2 * t];
+        d[b + kHalf + t] = src[b + 2 * t + 1];
+      }
+    }
+  }
+}
 
 bool Bf16DotGemmEnabled() {
   int v = g_bf16_dot.load(std::memory_order_relaxed);
@@ -93,20 +122,39 @@ LinearArgs MakeLinearArgs(const Tensor& x, const LinearWeight& w, const Tensor* 
   a.out = static_cast<float*>(out.raw_data());
   a.ldo = a.n;
   a.f32_input = w.f32_input;
+  if (w.is_mxfp4()) a.mx_scales = w.mx_scales.data<uint8_t>();
   return a;
 }
 
 using GemvFn = void (*)(const LinearArgs&, int64_t, int64_t);
 
-GemvFn ActiveGemv() {
+// Bytes of one weight row (codes and scales for MXFP4).
+int64_t WeightRowBytes(const LinearArgs& a) {
+  if (a.mx_scales != nullptr) return a.k / 2 + a.k / kMxfp4BlockSize;
+  return a.k * static_cast<int64_t>(DTypeSize(a.w_dtype));
+}
+
+// The GEMV for `a`: MXFP4 weights have an AVX-512 kernel only (AVX2 machines decode through the
+// scalar path).
+GemvFn ActiveGemv(const LinearArgs& a) {
   switch (ActiveIsa()) {
     case Isa::kAvx512:
       return &avx512::Gemv;
     case Isa::kAvx2:
-      return &avx2::Gemv;
+      return a.mx_scales != nullptr ? &GemvScalar : &avx2::Gemv;
     default:
       return &GemvScalar;
   }
+}
+
+// Points a.xp at x reordered for the AVX-512 MXFP4 GEMV (PermuteRowsForMxfp4), kept in
+// `storage`. Other weights and ISAs need nothing.
+void AttachMxfp4X(LinearArgs& a, std::vector<float>& storage) {
+  if (a.mx_scales == nullptr || ActiveIsa() != Isa::kAvx512) return;
+  storage.resize(static_cast<size_t>(a.m * a.k));
+  PermuteRowsForMxfp4(a.x, a.ldx, a.m, a.k, storage.data());
+  a.xp = storage.data();
+  a.ldxp = a.k;
 }
 
 absl::Status RunLinear(const LinearArgs& a);
@@ -120,10 +168,11 @@ absl::Status RunLinear(const LinearArgs& a);
 // f16 / fp8 weights take chunks of <= 4 rows; the bf16 dot path keeps up to 8 rows whole and
 // splits larger m into chunks of 4-7 rows.
 void GemvRowChunks(GemvFn gemv, const LinearArgs& a, int64_t j0, int64_t j1) {
-  const bool dot = a.xb != nullptr;
+  // The MXFP4 GEMV decodes each weight once per chunk: it takes 8 rows like the dot path.
+  const bool dot = a.xb != nullptr || a.xp != nullptr;
   if (a.m <= (dot ? kGemvMaxRows : 4)) return gemv(a, j0, j1);
   const int64_t parts = dot ? a.m / 4 : (a.m + 3) / 4;
-  const int64_t row_bytes = a.k * static_cast<int64_t>(DTypeSize(a.w_dtype));
+  const int64_t row_bytes = WeightRowBytes(a);
   const int64_t block =
       std::max<int64_t>(16, (int64_t{128} << 10) / std::max<int64_t>(1, row_bytes) / 16 * 16);
   for (int64_t jb = j0; jb < j1; jb += block) {
@@ -135,6 +184,7 @@ void GemvRowChunks(GemvFn gemv, const LinearArgs& a, int64_t j0, int64_t j1) {
       c.x = a.x + i0 * a.ldx;
       c.out = a.out + i0 * a.ldo;
       if (a.xb != nullptr) c.xb = a.xb + i0 * a.ldxb;
+      if (a.xp != nullptr) c.xp = a.xp + i0 * a.ldxp;
       gemv(c, jb, je);
     }
   }
@@ -166,6 +216,7 @@ absl::Status LinearGroupCpu(absl::Span<const LinearProblem> problems) {
   // job (the same column split LinearCpu uses, across problems); the rest run one by one.
   std::vector<LinearArgs> gemvs;
   std::vector<std::vector<uint16_t>> xb(problems.size());
+  std::vector<std::vector<float>> xp(problems.size());
   int64_t total_bytes = 0, total_work = 0;
   for (const LinearProblem& p : problems) {
     LinearArgs a = MakeLinearArgs(*p.x, *p.w, p.bias, *p.out);
@@ -175,12 +226,12 @@ absl::Status LinearGroupCpu(absl::Span<const LinearProblem> problems) {
       continue;
     }
     if (UseBf16Dot(a)) AttachBf16X(a, xb[gemvs.size()]);
-    total_bytes += a.n * a.k * static_cast<int64_t>(DTypeSize(a.w_dtype));
+    AttachMxfp4X(a, xp[gemvs.size()]);
+    total_bytes += a.n * WeightRowBytes(a);
     total_work += a.m * a.n * a.k;
     gemvs.push_back(a);
   }
   if (gemvs.empty()) return absl::OkStatus();
-  const GemvFn gemv = ActiveGemv();
   ThreadPool& pool = ThreadPool::Default();
   const int64_t threads = pool.num_threads();
   // Chunks of >= 64 KiB of weights, about 4 per thread overall.
@@ -193,7 +244,7 @@ absl::Status LinearGroupCpu(absl::Span<const LinearProblem> problems) {
   for (size_t i = 0; i < gemvs.size(); ++i) {
     const LinearArgs& a = gemvs[i];
     const int64_t units = (a.n + 15) / 16;
-    const int64_t bytes = a.n * a.k * static_cast<int64_t>(DTypeSize(a.w_dtype));
+    const int64_t bytes = a.n * WeightRowBytes(a);
     const int64_t parts = std::clamp<int64_t>(bytes / target, 1, units);
     for (int64_t c = 0; c < parts; ++c) {
       const int64_t j0 = std::min(a.n, units * c / parts * 16);
@@ -202,12 +253,15 @@ absl::Status LinearGroupCpu(absl::Span<const LinearProblem> problems) {
     }
   }
   if (threads <= 1 || chunks.size() <= 1 || total_work < kMinParallelWork) {
-    for (const Chunk& c : chunks) GemvRowChunks(gemv, gemvs[c.problem], c.j0, c.j1);
+    for (const Chunk& c : chunks) {
+      GemvRowChunks(ActiveGemv(gemvs[c.problem]), gemvs[c.problem], c.j0, c.j1);
+    }
     return absl::OkStatus();
   }
   pool.ParallelFor(static_cast<int64_t>(chunks.size()), 1, [&](int64_t b, int64_t e) {
     for (int64_t c = b; c < e; ++c) {
-      GemvRowChunks(gemv, gemvs[chunks[c].problem], chunks[c].j0, chunks[c].j1);
+      const LinearArgs& a = gemvs[chunks[c].problem];
+      GemvRowChunks(ActiveGemv(a), a, chunks[c].j0, chunks[c].j1);
     }
   });
   return absl::OkStatus();
@@ -236,7 +290,7 @@ absl::Status RunLinear(const LinearArgs& args) {
     gemm = &avx512::Gemm;
     panel = 96;  // a multiple of both AVX-512 GEMM panel widths (48 f32, 32 bf16-dot)
   } else if (isa == Isa::kAvx2) {
-    gemv = &avx2::Gemv;
+    gemv = ActiveGemv(a);
     gemm = &avx2::Gemm;
     panel = 16;
   }
@@ -245,6 +299,8 @@ absl::Status RunLinear(const LinearArgs& args) {
   const int64_t work = a.m * a.n * a.k;
   const int64_t threads = work < kMinParallelWork ? 1 : pool.num_threads();
   if (UseBf16Dot(a)) AttachBf16X(a, xb);
+  std::vector<float> xp;  // x reordered for the MXFP4 GEMV
+  if (a.m <= kSmallGemmMaxRows) AttachMxfp4X(a, xp);
 
   if (a.m <= kSmallGemmMaxRows) {
     // Contiguous column ranges, a multiple of 16 columns (64-byte output lines) each, so every
@@ -252,7 +308,7 @@ absl::Status RunLinear(const LinearArgs& args) {
     // thread (each still >= ~64 KiB of weights) let a thread that got descheduled on a busy
     // machine be covered by the others.
     const int64_t units = (a.n + 15) / 16;
-    const int64_t unit_bytes = 16 * a.k * static_cast<int64_t>(DTypeSize(a.w_dtype));
+    const int64_t unit_bytes = 16 * WeightRowBytes(a);
     const int64_t chunks = std::min<int64_t>(
         {units, threads * 4, std::max<int64_t>(threads, (units * unit_bytes) >> 16)});
     if (threads <= 1 || chunks <= 1) {

@@ -49,6 +49,10 @@ struct Vec {
     const T nan = _mm256_castsi256_ps(_mm256_cmpeq_epi32(mag, _mm256_set1_epi32(0x7f)));
     return _mm256_blendv_ps(s, _mm256_set1_ps(std::numeric_limits<float>::quiet_NaN()), nan);
   }
+  // One 32-element MXFP4 block to f32 (the GEMM's panel packing; scalar ldexp decode).
+  static void DecodeMxfp4Block(const uint8_t* codes, uint8_t scale, float* out) {
+    Mxfp4RowToF32(codes, &scale, 0, kMxfp4BlockSize, out);
+  }
 };
 
 // GEMV: MR * NR accumulators within the 16 ymm registers.

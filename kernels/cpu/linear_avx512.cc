@@ -8,9 +8,11 @@
 
 #include <algorithm>
 #include <array>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -20,6 +22,15 @@
 
 namespace tessera::cpu::avx512 {
 namespace {
+
+// 2^(e - 127) for E8M0 exponents e < 255 (e = 0 is the f32 subnormal 2^-127).
+struct Pow2Table {
+  float v[256];
+  Pow2Table() {
+    for (int e = 0; e < 256; ++e) v[e] = std::ldexp(1.0f, e - 127);
+  }
+};
+const Pow2Table kPow2Minus127;
 
 struct Vec {
   using T = __m512;
@@ -51,6 +62,27 @@ struct Vec {
     const __mmask16 nan = _mm512_cmpeq_epi32_mask(
         _mm512_and_si512(t, _mm512_set1_epi32(0x07f00000)), _mm512_set1_epi32(0x07f00000));
     return _mm512_mask_blend_ps(nan, v, _mm512_set1_ps(std::numeric_limits<float>::quiet_NaN()));
+  }
+  // The e2m1 table times 2^(scale - 127): vscalefps is ldexp (zero stays zero, overflow is inf,
+  // subnormal results are kept), so this equals transformers' dequantisation exactly.
+  static T Mxfp4Table(uint8_t scale) {
+    if (__builtin_expect(scale == 255, 0)) {
+      return _mm512_scalef_ps(_mm512_loadu_ps(kE2M1Values), _mm512_set1_ps(128.0f));
+    }
+    return _mm512_mul_ps(_mm512_loadu_ps(kE2M1Values), _mm512_set1_ps(kPow2Minus127.v[scale]));
+  }
+  // Decodes one 32-element MXFP4 block (16 code bytes, element 2b in the low nibble of byte b)
+  // to f32 in element order.
+  static void DecodeMxfp4Block(const uint8_t* codes, uint8_t scale, float* out) {
+    const T table = Mxfp4Table(scale);
+    const __m512i c = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(codes)));
+    const T lo = _mm512_permutexvar_ps(c, table);  // vpermps reads the low 4 bits
+    const T hi = _mm512_permutexvar_ps(_mm512_srli_epi32(c, 4), table);
+    const __m512i first = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+    const __m512i second =
+        _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+    _mm512_storeu_ps(out, _mm512_permutex2var_ps(lo, first, hi));
+    _mm512_storeu_ps(out + 16, _mm512_permutex2var_ps(lo, second, hi));
   }
 };
 
@@ -235,7 +267,75 @@ void GemvBf16DotTile(const LinearArgs& a, int64_t j0, int64_t j1) {
   if (j < j1) GemvBf16DotT<MR>(a, j, j1);
 }
 
+// ---- MXFP4 GEMV ---------------------------------------------------------------------------------
+//
+// Per 32-element block of a weight row: the 16 code bytes widened to 32-bit lanes, the low and
+// high nibbles looked up (vpermps) in the e2m1 table pre-scaled by the block's exponent, and
+// multiplied with x reordered to match (a.xp: the block's even elements, then its odd ones), so
+// no interleaving is needed. Low and high halves accumulate in separate registers (two FMA chains
+// per row pair for m = 1). NR weight rows per tile share each load of x.
+template <int MR, int NR>
+void GemvMxfp4T(const LinearArgs& a, int64_t j0, int64_t j1) {
+  const uint8_t* w = static_cast<const uint8_t*>(a.w);
+  const int64_t row_codes = a.k / 2, blocks = a.k / kMxfp4BlockSize;
+  int64_t j = j0;
+  auto tile = [&](auto nr_tag) {
+    constexpr int R = decltype(nr_tag)::value;
+    __m512 lo_acc[MR][R], hi_acc[MR][R];
+#pragma GCC unroll 8
+    for (int i = 0; i < MR; ++i) {
+#pragma GCC unroll 4
+      for (int r = 0; r < R; ++r) lo_acc[i][r] = hi_acc[i][r] = _mm512_setzero_ps();
+    }
+    for (int64_t b = 0; b < blocks; ++b) {
+      __m512 lo[R], hi[R];
+#pragma GCC unroll 4
+      for (int r = 0; r < R; ++r) {
+        const __m512 table = Vec::Mxfp4Table(a.mx_scales[(j + r) * blocks + b]);
+        const __m512i c = _mm512_cvtepu8_epi32(
+            _mm_loadu_si128(reinterpret_cast<const __m128i*>(w + (j + r) * row_codes + b * 16)));
+        lo[r] = _mm512_permutexvar_ps(c, table);
+        hi[r] = _mm512_permutexvar_ps(_mm512_srli_epi32(c, 4), table);
+      }
+#pragma GCC unroll 8
+      for (int i = 0; i < MR; ++i) {
+        const __m512 xe = _mm512_loadu_ps(a.xp + i * a.ldxp + b * kMxfp4BlockSize);
+        const __m512 xo = _mm512_loadu_ps(a.xp + i * a.ldxp + b * kMxfp4BlockSize + 16);
+#pragma GCC unroll 4
+        for (int r = 0; r < R; ++r) {
+          lo_acc[i][r] = _mm512_fmadd_ps(xe, lo[r], lo_acc[i][r]);
+          hi_acc[i][r] = _mm512_fmadd_ps(xo, hi[r], hi_acc[i][r]);
+        }
+      }
+    }
+#pragma GCC unroll 8
+    for (int i = 0; i < MR; ++i) {
+#pragma GCC unroll 4
+      for (int r = 0; r < R; ++r) {
+        a.out[i * a.ldo + j + r] = _mm512_reduce_add_ps(_mm512_add_ps(lo_acc[i][r], hi_acc[i][r])) +
+                                   (a.bias != nullptr ? a.bias[j + r] : 0.0f);
+      }
+    }
+  };
+  for (; j + NR <= j1; j += NR) tile(std::integral_constant<int, NR>());
+  for (; j < j1; ++j) tile(std::integral_constant<int, 1>());
+}
+
 }  // namespace
+
+void GemvMxfp4(const LinearArgs& a, int64_t j0, int64_t j1) {
+  switch (a.m) {
+    case 1: return GemvMxfp4T<1, 4>(a, j0, j1);
+    case 2: return GemvMxfp4T<2, 4>(a, j0, j1);
+    case 3: return GemvMxfp4T<3, 2>(a, j0, j1);
+    case 4: return GemvMxfp4T<4, 2>(a, j0, j1);
+    case 5: return GemvMxfp4T<5, 1>(a, j0, j1);
+    case 6: return GemvMxfp4T<6, 1>(a, j0, j1);
+    case 7: return GemvMxfp4T<7, 1>(a, j0, j1);
+    case 8: return GemvMxfp4T<8, 1>(a, j0, j1);
+    default: CHECK(false) << "GemvMxfp4 with m = " << a.m;
+  }
+}
 
 void GemvBf16Dot(const LinearArgs& a, int64_t j0, int64_t j1) {
   switch (a.m) {
@@ -296,6 +396,10 @@ void GemmBf16Dot(const LinearArgs& a, const uint16_t* xb, int64_t ldxb, int64_t 
 }
 
 void Gemv(const LinearArgs& a, int64_t j0, int64_t j1) {
+  if (a.mx_scales != nullptr) {
+    CHECK(a.xp != nullptr) << "MXFP4 GEMV without the reordered x (AttachMxfp4X)";
+    return GemvMxfp4(a, j0, j1);
+  }
   if (a.xb != nullptr) return GemvBf16Dot(a, j0, j1);
   GemvImpl(a, j0, j1);
 }

@@ -287,6 +287,39 @@ constexpr std::array<MicroKernelFn, sizeof...(Is)> MakeMicroKernels(
   return {&MicroKernel<Is + 1>...};
 }
 
+// PackPanel for MXFP4 weights: rows decoded block by block (k0 and kc are multiples of 32:
+// kGemmKc is, and MXFP4 k is).
+void PackPanelMxfp4(const LinearArgs& a, int64_t j, int nvalid, int64_t k0, int64_t kc,
+                    float* packed) {
+  const uint8_t* w = static_cast<const uint8_t*>(a.w);
+  const int64_t blocks = a.k / kMxfp4BlockSize;
+  alignas(64) float row[kGemmKc];
+  for (int r = 0; r < kGemmNr; ++r) {
+    if (r >= nvalid) {
+      for (int64_t kk = 0; kk < kc; ++kk) packed[kk * kGemmNr + r] = 0.0f;
+      continue;
+    }
+    const uint8_t* codes = w + (j + r) * (a.k / 2);
+    const uint8_t* scales = a.mx_scales + (j + r) * blocks;
+    for (int64_t kk = 0; kk < kc; kk += kMxfp4BlockSize) {
+      const int64_t b = (k0 + kk) / kMxfp4BlockSize;
+      Vec::DecodeMxfp4Block(codes + b * (kMxfp4BlockSize / 2), scales[b], row + kk);
+    }
+    for (int64_t kk = 0; kk < kc; ++kk) packed[kk * kGemmNr + r] = row[kk];
+  }
+}
+
+// kU8 stands for MXFP4 here (GemmImpl sends MXFP4 weights there).
+template <DType D>
+void PackPanelD(const LinearArgs& a, int64_t j, int nvalid, int64_t k0, int64_t kc,
+                float* packed) {
+  if constexpr (D == DType::kU8) {
+    PackPanelMxfp4(a, j, nvalid, k0, kc, packed);
+  } else {
+    PackPanel<D>(a, j, nvalid, k0, kc, packed);
+  }
+}
+
 template <DType D>
 void GemmD(const LinearArgs& a, int64_t i0, int64_t i1, int64_t j0, int64_t j1) {
   static constexpr auto kKernels = MakeMicroKernels(std::make_integer_sequence<int, kGemmMr>());
@@ -299,7 +332,7 @@ void GemmD(const LinearArgs& a, int64_t i0, int64_t i1, int64_t j0, int64_t j1) 
     const int64_t kc = std::min<int64_t>(kGemmKc, a.k - k0);
     for (int64_t j = j0; j < j1; j += kGemmNr) {
       const int nvalid = static_cast<int>(std::min<int64_t>(kGemmNr, j1 - j));
-      PackPanel<D>(a, j, nvalid, k0, kc, packed);
+      PackPanelD<D>(a, j, nvalid, k0, kc, packed);
       for (int64_t i = i0; i < i1; i += kGemmMr) {
         const int rows = static_cast<int>(std::min<int64_t>(kGemmMr, i1 - i));
         kKernels[rows - 1](a.x + i * a.ldx + k0, a.ldx, packed, kc, a.out + i * a.ldo + j, a.ldo,
@@ -316,6 +349,7 @@ void GemmD(const LinearArgs& a, int64_t i0, int64_t i1, int64_t j0, int64_t j1) 
 }
 
 void GemmImpl(const LinearArgs& a, int64_t i0, int64_t i1, int64_t j0, int64_t j1) {
+  if (a.mx_scales != nullptr) return GemmD<DType::kU8>(a, i0, i1, j0, j1);  // PackPanelMxfp4
   switch (a.w_dtype) {
     case DType::kF32: return GemmD<DType::kF32>(a, i0, i1, j0, j1);
     case DType::kBF16: return GemmD<DType::kBF16>(a, i0, i1, j0, j1);

@@ -1,6 +1,8 @@
 // Plain double-accumulating reference for Linear (see reference_linear.h).
 #include "kernels/cpu/reference_linear.h"
 
+#include <cmath>
+#include <cstdint>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -8,6 +10,12 @@
 #include "kernels/base/status.h"
 
 namespace tessera::cpu {
+namespace {
+absl::Status ValidateLinearOperands(const Tensor& x, const LinearWeight& w, const Tensor& bias,
+                                    const Tensor& out);
+absl::Status ValidateMxfp4LinearArgs(const Tensor& x, const LinearWeight& w, const Tensor& bias,
+                                     const Tensor& out);
+}  // namespace
 
 absl::Status ValidateLinearArgs(const Tensor& x, const LinearWeight& w, const Tensor& bias,
                                 const Tensor& out) {
@@ -32,6 +40,7 @@ absl::Status ValidateLinearArgs(const Tensor& x, const LinearWeight& w, const Te
     return absl::InvalidArgumentError(
         absl::StrCat("Linear: weight must be 2-D [n, k], got ", wt.DebugString()));
   }
+  if (w.is_mxfp4()) return ValidateMxfp4LinearArgs(x, w, bias, out);
   if (wt.dtype() != DType::kF32 && wt.dtype() != DType::kBF16 && wt.dtype() != DType::kF16 &&
       wt.dtype() != DType::kF8E4M3) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -42,7 +51,7 @@ absl::Status ValidateLinearArgs(const Tensor& x, const LinearWeight& w, const Te
     return absl::InvalidArgumentError(
         absl::StrCat("Linear: weight must be contiguous, got ", wt.DebugString()));
   }
-  const int64_t m = x.dim(0), k = x.dim(1), n = wt.dim(0);
+  const int64_t k = x.dim(1), n = wt.dim(0);
   if (wt.dim(1) != k) {
     return absl::InvalidArgumentError(absl::StrCat("Linear: weight ", wt.DebugString(),
                                                    " has in_features ", wt.dim(1),
@@ -67,6 +76,16 @@ absl::Status ValidateLinearArgs(const Tensor& x, const LinearWeight& w, const Te
           k, "] with blocks ", w.block_n, " x ", w.block_k, ", got ", s.DebugString()));
     }
   }
+  return ValidateLinearOperands(x, w, bias, out);
+}
+
+namespace {
+
+// Bias, output and device checks shared by every weight format (n = w.out_features()).
+absl::Status ValidateLinearOperands(const Tensor& x, const LinearWeight& w, const Tensor& bias,
+                                    const Tensor& out) {
+  const Tensor& wt = w.weight;
+  const int64_t m = x.dim(0), n = wt.dim(0);
   if (bias.defined()) {
     if (bias.dtype() != DType::kF32 || bias.ndim() != 1 || bias.dim(0) != n ||
         (n > 1 && bias.stride(0) != 1)) {
@@ -81,7 +100,8 @@ absl::Status ValidateLinearArgs(const Tensor& x, const LinearWeight& w, const Te
   }
   const Device dev = x.device();
   if (!(wt.device() == dev) || !(out.device() == dev) || (bias.defined() && !(bias.device() == dev)) ||
-      (w.scale_inv.defined() && !(w.scale_inv.device() == dev))) {
+      (w.scale_inv.defined() && !(w.scale_inv.device() == dev)) ||
+      (w.mx_scales.defined() && !(w.mx_scales.device() == dev))) {
     return absl::InvalidArgumentError(
         absl::StrCat("Linear: operands are on different devices (x on ", dev.ToString(),
                      ", weight on ", wt.device().ToString(), ", out on ", out.device().ToString(),
@@ -90,6 +110,41 @@ absl::Status ValidateLinearArgs(const Tensor& x, const LinearWeight& w, const Te
   return absl::OkStatus();
 }
 
+absl::Status ValidateMxfp4LinearArgs(const Tensor& x, const LinearWeight& w, const Tensor& bias,
+                                     const Tensor& out) {
+  const Tensor& wt = w.weight;
+  const Tensor& s = w.mx_scales;
+  if (wt.dtype() != DType::kU8 || !wt.is_contiguous()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "Linear: an MXFP4 weight (mx_scales set) must be contiguous u8 [n, k / 2] (two e2m1 codes "
+        "per byte), got ", wt.DebugString()));
+  }
+  if (w.scale_inv.defined()) {
+    return absl::InvalidArgumentError(
+        "Linear: an MXFP4 weight cannot also have fp8 scale_inv");
+  }
+  const int64_t n = wt.dim(0), k = 2 * wt.dim(1);
+  if (x.dim(1) != k) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "Linear: MXFP4 weight ", wt.DebugString(), " holds in_features ", k,
+        " (two per byte) but input x has k = ", x.dim(1)));
+  }
+  if (k % kMxfp4BlockSize != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "Linear: MXFP4 in_features ", k, " is not a multiple of the ", kMxfp4BlockSize,
+        "-element scale block"));
+  }
+  if (s.dtype() != DType::kU8 || s.ndim() != 2 || s.dim(0) != n ||
+      s.dim(1) != k / kMxfp4BlockSize || !s.is_contiguous()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "Linear: mx_scales must be contiguous u8 [", n, ", ", k / kMxfp4BlockSize,
+        "] (one E8M0 exponent per ", kMxfp4BlockSize, " weights) for an MXFP4 weight [", n, ", ",
+        k, "], got ", s.DebugString()));
+  }
+  return ValidateLinearOperands(x, w, bias, out);
+}
+
+}  // namespace
 }  // namespace tessera::cpu
 
 namespace tessera::ref {
@@ -108,8 +163,19 @@ absl::Status Linear(const Tensor& x, const LinearWeight& w, const Tensor& bias, 
   std::vector<double> row(static_cast<size_t>(k));
   const char* wd = static_cast<const char*>(w.weight.raw_data());
   const size_t esize = w.weight.element_size();
+  // MXFP4 (OCP MX): e2m1 magnitudes by the low 3 bits of a code, bit 3 the sign.
+  static constexpr double kE2M1[8] = {0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0};
+  const uint8_t* mx = w.is_mxfp4() ? w.mx_scales.data<uint8_t>() : nullptr;
   for (int64_t j = 0; j < n; ++j) {
     for (int64_t c = 0; c < k; ++c) {
+      if (mx != nullptr) {
+        const uint8_t byte = reinterpret_cast<const uint8_t*>(wd)[(j * k + c) / 2];
+        const int code = c % 2 == 0 ? byte & 0xF : byte >> 4;
+        const double mag = kE2M1[code & 7];
+        const int exponent = static_cast<int>(mx[j * (k / kMxfp4BlockSize) + c / kMxfp4BlockSize]) - 127;
+        row[c] = std::ldexp((code & 8) != 0 ? -mag : mag, exponent);
+        continue;
+      }
       float v;
       ConvertBuffer(wd + (j * k + c) * esize, w.weight.dtype(), &v, DType::kF32, 1);
       double real = v;

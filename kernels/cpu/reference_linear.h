@@ -3,8 +3,9 @@
 //
 // out = x · Wᵀ (+ bias), every weight dtype dequantised element by element (f32, bf16, f16, and
 // fp8 e4m3 with block scales: w_real[i][j] = w[i][j] * scale_inv[i / block_n][j / block_k]),
-// accumulated in double; an f8_e4m3 weight without scale_inv has scale 1. Same contract, shapes and validation as tessera::Linear in
-// kernels/ops.h; CPU tensors only. Single-threaded and slow on purpose. Thread safe.
+// accumulated in double; an f8_e4m3 weight without scale_inv has scale 1; MXFP4 weights
+// (LinearWeight::mx_scales) are decoded code by code with std::ldexp, as transformers does. Same
+// contract, shapes and validation as tessera::Linear in kernels/ops.h; CPU tensors only. Single-threaded and slow on purpose. Thread safe.
 #pragma once
 
 #include "absl/status/status.h"

@@ -229,6 +229,10 @@ absl::Status LaunchGemv(DeviceContext* ctx, const GemvArgs& args, DType dtype) {
 
 absl::Status Linear(const Tensor& x, const LinearWeight& w, const Tensor& bias, Tensor& out) {
   RETURN_IF_ERROR(cpu::ValidateLinearArgs(x, w, bias, out));
+  if (w.is_mxfp4()) {
+    return absl::UnimplementedError(
+        "Linear: MXFP4 weights have no CUDA kernel yet (CPU workers run them)");
+  }
   ASSIGN_OR_RETURN(DeviceContext * ctx,
                    ContextFor("Linear", {{"x", &x},
                                          {"weight", &w.weight},

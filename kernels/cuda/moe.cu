@@ -218,6 +218,12 @@ absl::Status MoeExpertLinear(const Tensor& x, bool gather_from_tokens,
     return absl::InvalidArgumentError("MoeExpertLinear: biases must be empty or one per expert");
   }
   const LinearWeight& w0 = experts[0];
+  for (const LinearWeight& w : experts) {
+    if (w.is_mxfp4()) {
+      return absl::UnimplementedError(
+          "MoeExpertLinear: MXFP4 weights have no CUDA kernel yet (CPU workers run them)");
+    }
+  }
   const DType dtype = w0.weight.dtype();
   const int64_t n = w0.out_features(), k = w0.in_features();
   const int64_t scale_cols = w0.scale_inv.defined() ? w0.scale_inv.dim(1) : 0;
