@@ -5,6 +5,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "kernels/base/logging.h"
 #include "kernels/base/status.h"
 #include "parallel/communicator.h"
@@ -99,6 +100,8 @@ void SiluMulInPlace(Tensor& gate, const Tensor& up) {
 }
 
 bool CanConcat(const LinearWeight& a, const LinearWeight& b) {
+  // MXFP4 weights are never concatenated (ConcatOutFeatures copies weight and scale_inv only).
+  if (a.is_mxfp4() || b.is_mxfp4()) return false;
   if (a.weight.dtype() != b.weight.dtype() || a.in_features() != b.in_features()) return false;
   if (a.scale_inv.defined() != b.scale_inv.defined()) return false;
   if (a.scale_inv.defined()) {
@@ -435,6 +438,113 @@ absl::Status GatedMlp::Forward(const Tensor& x, Tensor& out) const {
 
 // ---- Mixture of Experts ------------------------------------------------------------------------
 
+// The "which layout works" half of the MXFP4 split error: tp sizes whose part of every expert is
+// whole MX blocks, and expert-parallel sizes (experts stay whole).
+std::string Mxfp4SplitAdvice(int64_t blocks, int num_experts) {
+  std::vector<std::string> tps, eps;
+  for (int p = 1; p <= 64; p *= 2) {
+    if (blocks % p == 0) tps.push_back(absl::StrCat(p));
+    if (p > 1 && num_experts % p == 0) eps.push_back(absl::StrCat(p));
+  }
+  std::string advice = absl::StrCat("tp ", absl::StrJoin(tps, ", "), " split every expert");
+  if (!eps.empty()) {
+    absl::StrAppend(&advice, "; expert parallelism keeps experts whole: ep ",
+                    absl::StrJoin(eps, ", "), " (alone, with tp = ep, or ep = tp x dp)");
+  }
+  return advice;
+}
+
+absl::Status MoeBlock::LoadGptOssMxfp4Experts(const Checkpoint& ckpt, absl::string_view prefix,
+                                              const MoeSpec& spec, const Shard& shard, int parts,
+                                              MoeBlock& moe) {
+  // Release format (transformers integrations/mxfp4.py): "<x>_blocks" [E, out, in / 32, 16] U8
+  // (two e2m1 codes per byte, element 2b in the low nibble) and "<x>_scales" [E, out, in / 32]
+  // U8 (E8M0). Rows are output features already, so expert e's rows are an MXFP4 LinearWeight
+  // as they stand: weight [out, in / 2], mx_scales [out, in / 32]; nothing is dequantised.
+  const int64_t h = spec.hidden_size, inter = spec.moe_intermediate_size;
+  const int ne = spec.num_experts;
+  constexpr int64_t kMx = kMxfp4BlockSize;
+  const std::string gu = absl::StrCat(prefix, ".experts.gate_up_proj");
+  const std::string dn = absl::StrCat(prefix, ".experts.down_proj");
+  for (const auto& [field, size] : {std::pair<const char*, int64_t>{"hidden_size", h},
+                                    std::pair<const char*, int64_t>{"moe_intermediate_size",
+                                                                    inter}}) {
+    if (size % kMx != 0) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          gu, "_blocks: MXFP4 experts need ", field, " (", size, ") to be a multiple of ", kMx));
+    }
+  }
+  RETURN_IF_ERROR(InfoChecked(ckpt, gu + "_blocks", {ne, 2 * inter, h / kMx, kMx / 2}).status());
+  RETURN_IF_ERROR(InfoChecked(ckpt, gu + "_scales", {ne, 2 * inter, h / kMx}).status());
+  RETURN_IF_ERROR(InfoChecked(ckpt, dn + "_blocks", {ne, h, inter / kMx, kMx / 2}).status());
+  RETURN_IF_ERROR(InfoChecked(ckpt, dn + "_scales", {ne, h, inter / kMx}).status());
+  for (const std::string& name : {gu + "_blocks", gu + "_scales", dn + "_blocks", dn + "_scales"}) {
+    ASSIGN_OR_RETURN(const TensorInfo* info, ckpt.Info(name));
+    if (info->dtype != DType::kU8) {
+      return absl::InvalidArgumentError(absl::StrCat("tensor ", name, " has dtype ",
+                                                     DTypeName(info->dtype), ", expected u8"));
+    }
+  }
+  // Split experts: gate_up rows [2 * i0, 2 * i1) (interleaved gate / up pairs stay together),
+  // down input columns [i0, i1), which must be whole MX blocks.
+  const Range part = SplitRange(inter, parts, parts > 1 ? shard.stage_rank() : 0);
+  if (parts > 1 && (part.begin % kMx != 0 || part.end % kMx != 0)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        prefix, ": MXFP4 experts cannot be split over tp ", parts, ": moe_intermediate_size ",
+        inter, " / ", parts, " = ", inter / parts, " down_proj input columns per rank is not a "
+        "whole number of MX blocks of ", kMx, " (one E8M0 scale per ", kMx, " columns). Layouts "
+        "that work: ", Mxfp4SplitAdvice(inter / kMx, ne)));
+  }
+  Range own{0, ne};
+  if (shard.ep_size > 1) own = SplitRange(ne, shard.ep_size, shard.ep_rank);
+  const bool down_bias = parts == 1 || shard.stage_rank() == 0;
+  Tensor gub, gus, gubias, db, ds, dbias;
+  if (parts > 1) {
+    const Range rows{2 * part.begin, 2 * part.end};
+    const Range cols{part.begin / kMx, part.end / kMx};
+    ASSIGN_OR_RETURN(gub, ReadPart(ckpt, gu + "_blocks", 1, rows));
+    ASSIGN_OR_RETURN(gus, ReadPart(ckpt, gu + "_scales", 1, rows));
+    ASSIGN_OR_RETURN(gubias, LoadF32Part(ckpt, gu + "_bias", {ne, 2 * inter}, 1, rows));
+    ASSIGN_OR_RETURN(db, ReadPart(ckpt, dn + "_blocks", 2, cols));
+    ASSIGN_OR_RETURN(ds, ReadPart(ckpt, dn + "_scales", 2, cols));
+  } else {
+    ASSIGN_OR_RETURN(gub, ReadPart(ckpt, gu + "_blocks", 0, own));
+    ASSIGN_OR_RETURN(gus, ReadPart(ckpt, gu + "_scales", 0, own));
+    ASSIGN_OR_RETURN(gubias, LoadF32Part(ckpt, gu + "_bias", {ne, 2 * inter}, 0, own));
+    ASSIGN_OR_RETURN(db, ReadPart(ckpt, dn + "_blocks", 0, own));
+    ASSIGN_OR_RETURN(ds, ReadPart(ckpt, dn + "_scales", 0, own));
+  }
+  if (down_bias) {
+    ASSIGN_OR_RETURN(dbias, LoadF32Part(ckpt, dn + "_bias", {ne, h}, 0, own));
+  }
+  // One expert's [out, groups, 16] blocks / [out, groups] scales as [out, in / 2] and
+  // [out, in / 32]: views where the read is contiguous (mmap or owned copy), else a copy.
+  auto rows_of = [](const Tensor& t, int64_t local, int64_t cols) -> absl::StatusOr<Tensor> {
+    Tensor e = t.Select(0, local);
+    if (!e.is_contiguous()) {
+      ASSIGN_OR_RETURN(e, e.Clone());
+    }
+    return e.Reshape({e.dim(0), cols});
+  };
+  const int64_t gu_rows = gub.dim(1), d_in = db.dim(2) * kMx;
+  for (int e = 0; e < ne; ++e) {
+    if (!moe.owned_[e]) continue;
+    const int64_t local = e - own.begin;
+    Expert& ex = moe.experts_[e];
+    ex.fused = true;
+    ASSIGN_OR_RETURN(ex.gate_up.weight.weight, rows_of(gub, local, h / 2));
+    ASSIGN_OR_RETURN(ex.gate_up.weight.mx_scales, rows_of(gus, local, h / kMx));
+    ASSIGN_OR_RETURN(ex.gate_up.bias, gubias.Select(0, local).Clone());
+    ASSIGN_OR_RETURN(ex.down.weight.weight, rows_of(db, local, d_in / 2));
+    ASSIGN_OR_RETURN(ex.down.weight.mx_scales, rows_of(ds, local, d_in / kMx));
+    if (down_bias) {
+      ASSIGN_OR_RETURN(ex.down.bias, dbias.Select(0, local).Clone());
+    }
+    CHECK_EQ(ex.gate_up.weight.out_features(), gu_rows);
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<MoeBlock> MoeBlock::Load(const Checkpoint& ckpt, absl::string_view prefix,
                                         const MoeSpec& spec, const WeightFormat& format,
                                         const Shard& shard) {
@@ -476,7 +586,10 @@ absl::StatusOr<MoeBlock> MoeBlock::Load(const Checkpoint& ckpt, absl::string_vie
                      LoadF32(ckpt, absl::StrCat(prefix, ".", spec.correction_bias_name), {ne}));
   }
   moe.experts_.resize(ne);
-  if (spec.experts == MoeSpec::Experts::kGptOss) {
+  if (spec.experts == MoeSpec::Experts::kGptOss &&
+      HasTensor(ckpt, absl::StrCat(prefix, ".experts.gate_up_proj_blocks"))) {
+    RETURN_IF_ERROR(LoadGptOssMxfp4Experts(ckpt, prefix, spec, shard, parts, moe));
+  } else if (spec.experts == MoeSpec::Experts::kGptOss) {
     // Stacked [E, hidden, 2*inter] / [E, inter, hidden] in x @ W layout: transpose per expert.
     // Only this rank's part is read: its contiguous expert range (ep), or every expert's
     // gate_up columns / down rows of its intermediate part (split), whose gate_up columns

@@ -222,7 +222,9 @@ struct MoeSpec {
     kMixtral,   // "<prefix>.experts.{e}.{w1,w3,w2}" (Mixtral, MiniMax-M2)
     kGptOss,    // stacked "<prefix>.experts.gate_up_proj" [E, hidden, 2*inter] (+ _bias
                 // [E, 2*inter]), "down_proj" [E, inter, hidden] (+ _bias [E, hidden]); x @ W
-                // layout, converted at load time to per-expert [out, in]; ClampedSwiGlu
+                // layout, converted at load time to per-expert [out, in]; ClampedSwiGlu. Or the
+                // MXFP4 release: "<x>_blocks" [E, out, in/32, 16] + "<x>_scales" [E, out, in/32]
+                // U8, kept as MXFP4 LinearWeights (rows are outputs already)
   };
   Experts experts = Experts::kSeparate;
   int num_experts = 0;
@@ -275,6 +277,12 @@ class MoeBlock {
   // wts[e] their weights; out[row] += weight * expert(x[row]) (out: [x rows, hidden] f32).
   absl::Status RunExperts(const Tensor& x, const std::vector<std::vector<int32_t>>& rows,
                           const std::vector<std::vector<float>>& wts, Tensor& out) const;
+  // gpt-oss MXFP4 experts ("<prefix>.experts.{gate_up,down}_proj_{blocks,scales,bias}") into
+  // moe.experts_ as MXFP4 LinearWeights: this rank's expert range, or with parts > 1 every
+  // expert's part (refused unless each part's down_proj columns are whole MX blocks of 32).
+  static absl::Status LoadGptOssMxfp4Experts(const Checkpoint& ckpt, absl::string_view prefix,
+                                             const MoeSpec& spec, const Shard& shard, int parts,
+                                             MoeBlock& moe);
   // Router: weights / ids [rows of x, top_k].
   absl::Status Route(const Tensor& x, Tensor& weights, Tensor& ids) const;
   // out += gate * s (the shared experts' output s of x).
