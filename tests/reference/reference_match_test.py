@@ -21,6 +21,9 @@ Two groups of cases, all run by `ctest -R py_reference_match_test` (plain python
                 (BF16_ACT_ARCHS; on AVX512_BF16 CPUs the flag must also move the logits).
   realcfg/<config>  f32 rule on real configs from $TESSERA_TESTDATA/configs scaled down by
                 `make-model --from-config C --layers 3 --experts 8 --hidden 64`.
+  mxfp4/<case>  gpt-oss in the MXFP4 release format (`make-model --dtype mxfp4`): the f32 rule,
+                as the dequantised weights are exact in f32 (the reference dequantises the
+                blocks itself, st_io.dequantize_mxfp4); tiny preset and the scaled real config.
 An architecture in ARCHS whose make-model or generate fails (e.g. not implemented yet) FAILS; it
 is never skipped. Prints one line per case and a final line "N passed, M failed"; exit status 1 if
 anything failed. Every non-expert tensor of Tessera's checkpoint must be read by the reference
@@ -66,6 +69,10 @@ FROM_CONFIG_SCALE = ["--layers", "3", "--experts", "8", "--hidden", "64"]
 # produce). llama_mlp_bias: LlamaConfig.mlp_bias (Tessera ignored the biases until 2026-11-24,
 # found by hf_transformers_check.py).
 TINY_CKPT_CASES = {"llama_mlp_bias": ("llama", {"mlp_bias": True})}
+# gpt-oss MXFP4 checkpoints (make-model --dtype mxfp4), judged by the f32 rule: case name ->
+# (arch, real config or None for the tiny preset).
+MXFP4_CASES = {"gpt_oss": ("gpt_oss", None),
+               "realcfg_openai__gpt-oss-20b": (None, "openai__gpt-oss-20b")}
 # 11 tokens, all < 64. Chosen so that on the seed-1 tiny checkpoints no family emits an eos id
 # within 32 greedy tokens (the first choice ending ...,29 made glm4_moe stop after 3 tokens).
 PROMPT = [1, 17, 42, 5, 63, 23, 31, 7, 50, 11, 19]
@@ -191,6 +198,29 @@ class SelfCheck(unittest.TestCase):
                                  "e.gate_up_proj_scale_inv": ("F32", scale3)})
         deq3 = st_io.Checkpoint(d, block_size=(16, 16)).get("e.gate_up_proj")
         self.assertLess(rel_err(deq3, stacked), 0.05)
+
+    def test_mxfp4_dequantisation_follows_the_published_semantics(self):
+        rng = np.random.default_rng(4)
+        e, rows, groups = 2, 3, 2
+        blocks = rng.integers(0, 256, (e, rows, groups, 16), dtype=np.uint8)
+        scales = rng.integers(120, 134, (e, rows, groups), dtype=np.uint8)
+        fp4 = [0, .5, 1, 1.5, 2, 3, 4, 6, -0., -.5, -1, -1.5, -2, -3, -4, -6]
+        want = np.zeros((e, groups * 32, rows))  # HF's x @ W layout [E, in, out]
+        for x in range(e):
+            for r in range(rows):
+                for g in range(groups):
+                    for b in range(16):
+                        byte, s = int(blocks[x, r, g, b]), 2.0 ** (int(scales[x, r, g]) - 127)
+                        want[x, 32 * g + 2 * b, r] = fp4[byte & 0xF] * s
+                        want[x, 32 * g + 2 * b + 1, r] = fp4[byte >> 4] * s
+        d = os.path.join(self.tmp, "mxfp4")
+        os.makedirs(d, exist_ok=True)
+        st_io.write_safetensors(os.path.join(d, "model.safetensors"),
+                                {"e.gate_up_proj_blocks": ("U8", blocks),
+                                 "e.gate_up_proj_scales": ("U8", scales)})
+        ck = st_io.Checkpoint(d)
+        np.testing.assert_array_equal(ck.get("e.gate_up_proj"), want)
+        self.assertEqual(ck.unused(), [])
 
     def test_tied_embeddings_use_embed_tokens_as_lm_head(self):
         m = self.ckpt("qwen3", tie_word_embeddings=True)
@@ -401,6 +431,7 @@ class TesseraMatch(unittest.TestCase):
         shutil.rmtree(self.tmp, ignore_errors=True)
 
     def run_tessera(self, arch, dtype, from_config=None, extra_args=(), tiny_overrides=None):
+        """dtype: make-model --dtype (f32, bf16, fp8, mxfp4)."""
         binary = os.environ.get("TESSERA_BIN")
         if not binary or not os.path.exists(binary):
             self.fail(f"TESSERA_BIN not set or missing ({binary!r})")
@@ -446,8 +477,9 @@ class TesseraMatch(unittest.TestCase):
                          "Tessera's greedy tokens are not the argmax of its own logits")
         return ref, out, logits
 
-    def check_f32(self, arch, from_config=None, tiny_overrides=None):
-        ref, out, logits = self.run_tessera(arch, "f32", from_config,
+    def check_f32(self, arch, from_config=None, tiny_overrides=None, dtype="f32"):
+        """The f32 rule; dtype: a checkpoint whose weights are exact in f32 (f32, mxfp4)."""
+        ref, out, logits = self.run_tessera(arch, dtype, from_config,
                                             tiny_overrides=tiny_overrides)
         ref_out, ref_logits = ref.generate(PROMPT, len(out))
         rows = min(F32_LOGIT_ROWS, len(out))
@@ -521,6 +553,10 @@ def _add_cases():
         setattr(TesseraMatch, f"test_tinyckpt_{name}",
                 lambda self, a=arch, o=overrides: setattr(
                     self, "note", self.check_f32(a, tiny_overrides=o)))
+    for name, (arch, cfg) in MXFP4_CASES.items():
+        setattr(TesseraMatch, f"test_mxfp4_{name}",
+                lambda self, a=arch, c=cfg: setattr(self, "note",
+                                                    self.check_f32(a, c, dtype="mxfp4")))
     for cfg in FROM_CONFIGS:
         setattr(TesseraMatch, f"test_realcfg_{cfg}",
                 lambda self, cfg=cfg: setattr(self, "note", self.check_f32(None, cfg)))

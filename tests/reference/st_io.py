@@ -5,12 +5,17 @@ Contract:
     `weight_map`), otherwise every `*.safetensors` file in `dir`. `get(name)` returns the tensor as
     a float64 numpy array; F8_E4M3 weights that have a companion `<name>_scale_inv` tensor are
     dequantised block-wise with the checkpoint's
-    quantization_config.weight_block_size (default [128, 128]).
+    quantization_config.weight_block_size (default [128, 128]). A name stored as MXFP4
+    (`<name>_blocks` U8 [E, out, in/32, 16] + `<name>_scales` U8 [E, out, in/32], the gpt-oss
+    release) is dequantised and transposed to [E, in, out], the layout of the bf16 tensor `<name>`.
   * Decoding is written from the format definitions, not from any library:
       - BF16: the upper 16 bits of an IEEE binary32, so widen by shifting into a uint32.
       - F8_E4M3 (e4m3fn): 1 sign, 4 exponent (bias 7), 3 mantissa bits, subnormals when the
         exponent field is 0, no infinities, S.1111.111 is NaN; decoded with a 256-entry table.
       - F16, F32, F64, integer types: native numpy dtypes (little endian).
+      - MXFP4 (OCP microscaling as transformers' integrations/mxfp4.py reads it): element
+        32*g + 2*b of row r = FP4[blocks[..., r, g, b] & 0xF] * 2^(scales[..., r, g] - 127),
+        element 32*g + 2*b + 1 the high nibble, FP4 = the 16 e2m1 values (code bit 3 = sign).
   * `write_safetensors(path, tensors)` writes {name: (dtype_str, ndarray)}; used only by the test
     helpers that build tiny checkpoints. `encode_bf16` rounds to nearest even; `encode_e4m3`
     rounds to the nearest representable e4m3fn value (saturating at +-448).
@@ -49,6 +54,27 @@ _NATIVE = {
     "U8": np.uint8, "U16": np.uint16, "U32": np.uint32, "U64": np.uint64, "BOOL": np.bool_,
 }
 _ITEMSIZE = {"BF16": 2, "F8_E4M3": 1}
+
+
+# e2m1 code -> value: bit 3 sign, bits 1-2 exponent (bias 1), bit 0 mantissa; exponent 0 is
+# subnormal (0, 0.5).
+FP4_VALUES = np.array([(-1.0 if c & 8 else 1.0) *
+                       ((c & 1) * 0.5 if (c >> 1) & 3 == 0 else
+                        (1.0 + (c & 1) * 0.5) * 2.0 ** (((c >> 1) & 3) - 1))
+                       for c in range(16)])
+
+
+def dequantize_mxfp4(blocks, scales):
+    """blocks uint8 [..., G, 16], scales uint8 [..., G] -> float64 [..., G * 32]."""
+    blocks = np.asarray(blocks, dtype=np.uint8)
+    scales = np.asarray(scales, dtype=np.uint8)
+    if blocks.shape[:-1] != scales.shape or blocks.shape[-1] != 16:
+        raise ValueError(f"MXFP4 blocks {blocks.shape} and scales {scales.shape} do not match")
+    vals = np.empty(blocks.shape[:-1] + (32,), dtype=np.float64)
+    vals[..., 0::2] = FP4_VALUES[blocks & 0x0F]
+    vals[..., 1::2] = FP4_VALUES[blocks >> 4]
+    vals = np.ldexp(vals, scales.astype(np.int32)[..., None] - 127)
+    return vals.reshape(blocks.shape[:-2] + (blocks.shape[-2] * 32,))
 
 
 def decode_bf16(raw_u16):
@@ -212,6 +238,21 @@ class Checkpoint:
         self.accessed.add(name)
         if name in self._cache:
             return self._cache[name]
+        if name not in self._where and self.has(name + "_blocks"):
+            # MXFP4 release tensor: [E, out, in] after dequantisation, then HF's x @ W layout.
+            bname, sname = name + "_blocks", name + "_scales"
+            if not self.has(sname):
+                raise KeyError(f"{self.dir}: MXFP4 tensor {bname} has no {sname}")
+            self.accessed.update((bname, sname))
+            raw = []
+            for n in (bname, sname):
+                dt, arr = self._file(self._where[n]).raw(n)
+                if dt != "U8":
+                    raise ValueError(f"{self.dir}: MXFP4 tensor {n} is {dt}, expected U8")
+                raw.append(arr)
+            arr = np.swapaxes(dequantize_mxfp4(*raw), -1, -2)
+            self._cache[name] = arr
+            return arr
         if name not in self._where:
             raise KeyError(f"{self.dir}: tensor {name} not found in checkpoint")
         dt, arr = self._file(self._where[name]).raw(name)

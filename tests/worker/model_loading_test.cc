@@ -118,6 +118,30 @@ INSTANTIATE_TEST_SUITE_P(Fp8, LoadTest,
                                                               "glm4_moe"),
                                             ::testing::Values("fp8")));
 
+// gpt-oss in the MXFP4 release format: experts stay MXFP4 LinearWeights.
+INSTANTIATE_TEST_SUITE_P(Mxfp4, LoadTest,
+                         ::testing::Combine(::testing::Values("gpt_oss"),
+                                            ::testing::Values("mxfp4")));
+
+TEST(BrokenCheckpointTest, MissingMxfp4ScalesAreNamed) {
+  const std::string bad = Rewrite(Make("gpt_oss", "mxfp4"), "missing_mx_scales",
+                                  "model.layers.2.mlp.experts.down_proj_scales");
+  auto loaded = LoadModelFromDirectory(bad);
+  ASSERT_FALSE(loaded.ok());
+  EXPECT_TRUE(Contains(loaded.status(), "model.layers.2.mlp.experts.down_proj_scales"))
+      << loaded.status();
+}
+
+TEST(BrokenCheckpointTest, WrongMxfp4BlockShapeIsNamed) {
+  const std::string bad = Rewrite(Make("gpt_oss", "mxfp4"), "bad_mx_blocks", "",
+                                  "model.layers.1.mlp.experts.gate_up_proj_blocks",
+                                  Shape{8, 64, 4, 8});
+  auto loaded = LoadModelFromDirectory(bad);
+  ASSERT_FALSE(loaded.ok());
+  EXPECT_TRUE(Contains(loaded.status(), "model.layers.1.mlp.experts.gate_up_proj_blocks"))
+      << loaded.status();
+}
+
 TEST(UnknownTensorsTest, DeepSeekV3ReadsEveryTensor) {
   auto loaded = LoadModelFromDirectory(Make("deepseek_v3", "f32"));
   ASSERT_TRUE(loaded.ok()) << loaded.status();
