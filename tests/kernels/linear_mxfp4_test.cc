@@ -167,8 +167,11 @@ TEST(Mxfp4Linear, GroupEqualsLinearOnEveryProblem) {
   for (int i = 0; i < 8; ++i) {
     Problem p;
     const int64_t n = 48 + 16 * i, k = 32 * (3 + i), m = rows[i % 4];
-    p.w = i % 3 == 2 ? LinearWeight{RandomTensor({n, k}, 100 + i).To(DType::kBF16).value()}
-                     : MakeMxfp4Weight(n, k, 100 + i);
+    if (i % 3 == 2) {
+      p.w.weight = RandomTensor({n, k}, 100 + i).To(DType::kBF16).value();
+    } else {
+      p.w = MakeMxfp4Weight(n, k, 100 + i);
+    }
     p.x = RandomTensor({m, k}, 200 + i);
     if (i % 2 == 0) p.bias = RandomTensor({n}, 300 + i);
     p.out = Tensor::Empty({m, n}, DType::kF32).value();
