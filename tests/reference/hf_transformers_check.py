@@ -20,12 +20,13 @@ Tessera's tokens equal HF's argmax at every position.
 
 Case groups (names filterable with --filter): f32/ bf16/ (tiny presets), v5config/ (config.json
 re-saved by transformers 5), variant/ (config-only edits: RoPE scalings, sliding window, routing
-flags), fp8/, realcfg/ (real configs scaled down), long/ (300-token prompts). Results and the
-differences found: tests/reference/README.md.
+flags), fp8/, realcfg/ (real configs scaled down), long/ (300-token prompts), mxfp4/ (gpt-oss in
+the MXFP4 release format). Results and the differences found: tests/reference/README.md.
 
 Tolerances: f32 1e-4 (expected ~1e-6..1e-5; above 1e-3 is a semantic difference), bf16 1e-4
 (HF computes in f32 from the bf16 file, Tessera widens bf16 weights to f32 too), fp8 2e-2 if HF
-can dequantise the block-fp8 checkpoint on CPU. Prints one table row per case; exit status 1 if
+can dequantise the block-fp8 checkpoint on CPU, mxfp4 1e-4 (transformers dequantises the
+MXFP4 experts to bf16, exact as e2m1 x 2^k fits bf16; Tessera keeps them MXFP4). Prints one table row per case; exit status 1 if
 any case fails.
 """
 
@@ -50,7 +51,7 @@ FROM_CONFIGS = ["moonshotai__Kimi-K2-Instruct", "zai-org__GLM-4.5", "zai-org__GL
                 "deepseek-ai__DeepSeek-V3", "deepseek-ai__DeepSeek-R1", "Qwen__Qwen3-30B-A3B",
                 "Qwen__Qwen3-235B-A22B", "mistralai__Mixtral-8x7B-v0.1", "openai__gpt-oss-20b",
                 "openai__gpt-oss-120b", "MiniMaxAI__MiniMax-M2.7"]
-TOL = {"f32": 1e-4, "bf16": 1e-4, "fp8": 2e-2}
+TOL = {"f32": 1e-4, "bf16": 1e-4, "fp8": 2e-2, "mxfp4": 1e-4}
 
 
 def run(cmd, timeout=600):
@@ -75,6 +76,11 @@ def hf_logits(ckpt, ids, dtype_tag):
     if dtype_tag == "fp8":
         from transformers import FineGrainedFP8Config
         kwargs["quantization_config"] = FineGrainedFP8Config(dequantize=True)
+    if dtype_tag == "mxfp4":
+        # On a machine without a usable GPU + triton + `kernels`, transformers dequantises on its
+        # own (with a warning); asking for it makes the check independent of the machine.
+        from transformers import Mxfp4Config
+        kwargs["quantization_config"] = Mxfp4Config(dequantize=True)
     with open(os.path.join(ckpt, "config.json")) as f:
         raw = json.load(f)
     if raw.get("model_type") == "kimi_k2":
@@ -83,7 +89,8 @@ def hf_logits(ckpt, ids, dtype_tag):
         from transformers import DeepseekV3Config
         kwargs["config"] = DeepseekV3Config.from_dict(dict(raw, model_type="deepseek_v3"))
     model, info = AutoModelForCausalLM.from_pretrained(ckpt, **kwargs)
-    if dtype_tag == "fp8":
+    if dtype_tag in ("fp8", "mxfp4"):
+        # mxfp4: the dequantised experts are bf16 whatever dtype was asked (exact values).
         # Under FineGrainedFP8 (dequantize=True) transformers leaves the unquantised bf16 router
         # weight (`mlp.gate.weight`) in bf16 even with dtype=float32, and MiniMaxM2TopKRouter
         # then casts its input to bf16 (~3e-4 logits difference). That is a loading artefact, not
@@ -236,6 +243,18 @@ def main():
         if os.path.exists(path):
             cases.append((f"long/{c}", ["--from-config", path, "--seed", "1", "--dtype", "f32"]
                           + FROM_CONFIG_SCALE, "f32", None, long_prompt))
+    # gpt-oss as released: MXFP4 experts (make-model --dtype mxfp4), loaded by transformers'
+    # Mxfp4 quantizer.
+    cases.append(("mxfp4/gpt_oss", ["--arch", "gpt_oss", "--preset", "tiny", "--seed", "1",
+                                    "--dtype", "mxfp4"], "mxfp4", None))
+    for c in ["openai__gpt-oss-20b", "openai__gpt-oss-120b"]:
+        path = os.path.join(a.testdata, "configs", c, "config.json")
+        if os.path.exists(path):
+            cases.append((f"mxfp4/realcfg/{c}", ["--from-config", path, "--seed", "1", "--dtype",
+                                                 "mxfp4"] + FROM_CONFIG_SCALE, "mxfp4", None))
+            cases.append((f"mxfp4/long/{c}", ["--from-config", path, "--seed", "1", "--dtype",
+                                              "mxfp4"] + FROM_CONFIG_SCALE, "mxfp4", None,
+                          long_prompt))
     cases.append(("long/mixtral/sliding_window64", ["--arch", "mixtral", "--preset", "tiny",
                   "--seed", "1", "--dtype", "f32"], "f32", patch_config(sliding_window=64),
                   long_prompt))
