@@ -6,8 +6,8 @@
 // tessera::ref (kernels/cpu/reference.h) that tests compare against.
 //
 // Conventions:
-// - Activations are f32 on the CPU. Linear weights keep their checkpoint dtype (f32, bf16, f16 or
-//   fp8 e4m3 with 128x128 block scales). Small parameters (norm weights, biases, router bias,
+// - Activations are f32 on the CPU. Linear weights keep their checkpoint dtype (f32, bf16, f16,
+//   fp8 e4m3 with 128x128 block scales, or MXFP4). Small parameters (norm weights, biases, router bias,
 //   sinks) are f32.
 // - Shapes are given in comments as [num_tokens, hidden_size] etc.; "contiguous" means row-major
 //   with no gaps. Outputs are preallocated by the caller with the documented shape and dtype.
