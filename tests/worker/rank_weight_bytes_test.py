@@ -8,6 +8,8 @@ it keeps, so experts it does not own and other ranks' slices are never read). `t
 ep 2, pp 2, dp 2 / ep 2 and the combined tp 2 x pp 2, tp 2 x dp 2 / ep 4, both must agree to the
 byte on every rank. The worker's `--ep N` alone (attention replicated) holds the planner's
 tp 1 / dp N / ep N weights. Dense families are checked on the layouts they admit (tp, pp).
+gpt-oss in the MXFP4 release format too: the tiny preset (one MX block per expert row: ep, pp,
+dp / ep) and gpt-oss-20b scaled to hidden 64 (two blocks: experts split over tp 2).
 """
 import json
 import os
@@ -22,6 +24,14 @@ DENSE = ["llama", "qwen3"]
 MOE_LAYOUTS = [(2, 1, 1, 1), (1, 2, 1, 1), (1, 1, 1, 2), (1, 2, 2, 1), (2, 1, 1, 2),
                (2, 4, 2, 1)]
 DENSE_LAYOUTS = [(2, 1, 1, 1), (1, 1, 1, 2), (2, 1, 1, 2)]
+GPT_OSS_20B = os.path.join(os.environ.get("TESSERA_TESTDATA", ""), "configs",
+                           "openai__gpt-oss-20b", "config.json")
+MXFP4 = {  # name -> (make-model arguments, layouts)
+    "mxfp4_tiny": (["--arch", "gpt_oss", "--preset", "tiny"],
+                   [(1, 2, 1, 1), (1, 1, 1, 2), (1, 2, 2, 1), (2, 2, 1, 1)]),
+    "mxfp4_20b": (["--from-config", GPT_OSS_20B, "--layers", "2", "--experts", "8", "--hidden",
+                   "64"], [(2, 1, 1, 1), (2, 1, 1, 2), (2, 4, 2, 1)]),
+}
 
 
 def run(args, timeout=120):
@@ -39,6 +49,11 @@ class RankWeightBytesTest(unittest.TestCase):
                      "--seed", "5", "--out", out])
             assert r.returncode == 0, r.stderr
             cls.models[arch] = out
+        for name, (args, _) in MXFP4.items():
+            out = os.path.join(cls.tmp.name, name)
+            r = run(["make-model"] + args + ["--dtype", "mxfp4", "--seed", "5", "--out", out])
+            assert r.returncode == 0, r.stderr
+            cls.models[name] = out
 
     @classmethod
     def tearDownClass(cls):
@@ -74,6 +89,10 @@ class RankWeightBytesTest(unittest.TestCase):
 
     def test_dense_ranks_load_exactly_the_planned_bytes(self):
         self.check(DENSE, DENSE_LAYOUTS)
+
+    def test_mxfp4_ranks_load_exactly_the_planned_bytes(self):
+        for name, (_, layouts) in MXFP4.items():
+            self.check([name], layouts)
 
     def test_expert_parallel_ranks_read_a_fraction_of_the_experts(self):
         # One rank reads everything; with ep 2 each rank reads less than the whole checkpoint,

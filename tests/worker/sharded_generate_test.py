@@ -5,6 +5,9 @@ P * max(T * D, E) ranks on 127.0.0.1 (worker/generate_command.cc) and must give 
 tokens as one rank, with logits within 1e-4 (relative L2) at every generated position. Layouts the model cannot take
 (heads or experts not divisible) must be refused before any weight is loaded, naming the reason.
 A rank killed mid-run makes the command fail well within the collective timeout.
+gpt-oss in the MXFP4 release format (make-model --dtype mxfp4) is checked the same way on the
+layouts it admits; splitting its experts into parts that are not whole MX blocks of 32 is refused
+by name.
 """
 import os
 import signal
@@ -27,6 +30,17 @@ LAYOUTS = [(2, 1, 1, 1), (2, 2, 1, 1), (1, 2, 1, 1), (4, 1, 1, 1), (4, 4, 1, 1),
            (1, 2, 2, 1), (1, 4, 4, 1), (1, 1, 1, 2), (1, 1, 1, 4),
            (2, 4, 2, 1), (2, 1, 1, 2), (2, 2, 1, 2), (1, 2, 1, 2), (1, 2, 2, 2)]
 PROMPT = "3,1,4,1,5,9,2,6,5,3,5"
+GPT_OSS_20B = os.path.join(os.environ.get("TESSERA_TESTDATA", ""), "configs",
+                           "openai__gpt-oss-20b", "config.json")
+# MXFP4 checkpoints: the tiny preset (expert width 32: one MX block, so ep only) and gpt-oss-20b
+# scaled to hidden 64 (expert width 64: two blocks, so tp 2 may split experts).
+MXFP4_MODELS = {
+    "mxfp4_tiny": ["--arch", "gpt_oss", "--preset", "tiny"],
+    "mxfp4_20b": ["--from-config", GPT_OSS_20B, "--layers", "2", "--experts", "8",
+                  "--hidden", "64"],
+}
+MXFP4_LAYOUTS = {"mxfp4_tiny": [(1, 2, 1, 1), (2, 2, 1, 1), (1, 2, 2, 1), (1, 1, 1, 2)],
+                 "mxfp4_20b": [(2, 1, 1, 1), (2, 2, 1, 1)]}
 
 
 def run(args, timeout=120):
@@ -44,6 +58,11 @@ class ShardedGenerateTest(unittest.TestCase):
                      "--seed", "5", "--out", out])
             assert r.returncode == 0, r.stderr
             cls.models[arch] = out
+        for name, args in MXFP4_MODELS.items():
+            out = os.path.join(cls.tmp.name, name)
+            r = run(["make-model"] + args + ["--dtype", "mxfp4", "--seed", "5", "--out", out])
+            assert r.returncode == 0, r.stderr
+            cls.models[name] = out
 
     @classmethod
     def tearDownClass(cls):
@@ -78,6 +97,30 @@ class ShardedGenerateTest(unittest.TestCase):
                     self.assertEqual(got.shape, want.shape)
                     err = np.linalg.norm(got - want) / np.linalg.norm(want)
                     self.assertLess(err, 1e-4)
+
+    def test_mxfp4_layouts_match_one_rank(self):
+        for name, layouts in MXFP4_LAYOUTS.items():
+            ref, ref_logits = self.generate(name, 1, 1, "ref")
+            self.assertEqual(ref.returncode, 0, ref.stderr)
+            want = np.load(ref_logits)
+            for tp, ep, dp, pp in layouts:
+                with self.subTest(model=name, tp=tp, ep=ep, dp=dp, pp=pp):
+                    r, path = self.generate(name, tp, ep, f"tp{tp}_ep{ep}_dp{dp}_pp{pp}", dp, pp)
+                    self.assertEqual(r.returncode, 0, r.stderr)
+                    self.assertEqual(r.stdout.split(), ref.stdout.split())
+                    got = np.load(path)
+                    self.assertEqual(got.shape, want.shape)
+                    self.assertLess(np.linalg.norm(got - want) / np.linalg.norm(want), 1e-4)
+
+    def test_mxfp4_experts_split_into_partial_blocks_are_refused(self):
+        # Expert width 32 over tp 2, and 64 over tp 4: 16 columns per rank, half an MX block.
+        for name, tp, width in (("mxfp4_tiny", 2, 32), ("mxfp4_20b", 4, 64)):
+            r, _ = self.generate(name, tp, 1, f"refused_tp{tp}")
+            self.assertNotEqual(r.returncode, 0)
+            self.assertIn(f"MXFP4 experts cannot be split over tp {tp}: moe_intermediate_size "
+                          f"{width} / {tp} = 16 down_proj input columns per rank is not a whole "
+                          "number of MX blocks of 32", r.stderr)
+            self.assertIn("expert parallelism keeps experts whole: ep 2, 4, 8", r.stderr)
 
     def test_invalid_layouts_are_refused_with_the_reason(self):
         # The tiny qwen3_moe has 8 experts and 4 query heads: tp 3 divides neither.

@@ -561,6 +561,22 @@ std::vector<std::string> ValidateTensorSplits([[maybe_unused]] const ModelConfig
                                  : absl::StrCat("--tp ", parts);
     if (e.kind == TensorSplit::kTensorParallel) {
       const int64_t units = t.extent / t.unit;
+      const bool mx_columns = t.dtype == DType::kU8 && t.split == TensorSplit::kExpertStacked &&
+                              t.split_dim == 2;  // MXFP4 down_proj: input columns in blocks
+      if (mx_columns && units % parts != 0) {
+        // Reported once, on the blocks (the scales split with them). Same rule as the loader
+        // (MoeBlock): each rank's columns must be whole MX blocks of 32.
+        if (!t.is_scale) {
+          report(t, absl::StrCat(
+                        "MXFP4 experts split over ", over, " need whole MX blocks of 32 per rank, "
+                        "but moe_intermediate_size ", units * 32, " holds ", units,
+                        " block(s); ",
+                        units > 1 ? absl::StrCat("use a --tp that divides ", units)
+                                  : std::string("no --tp > 1 can split it"),
+                        ", or expert parallelism (--ep), which keeps experts whole"));
+        }
+        continue;
+      }
       if (units % parts != 0) {
         report(t, absl::StrCat("dim ", t.split_dim, " holds ", units,
                                t.unit > 1 ? absl::StrCat(" groups of ", t.unit) : " rows",

@@ -442,11 +442,13 @@ absl::Status GatedMlp::Forward(const Tensor& x, Tensor& out) const {
 // whole MX blocks, and expert-parallel sizes (experts stay whole).
 std::string Mxfp4SplitAdvice(int64_t blocks, int num_experts) {
   std::vector<std::string> tps, eps;
-  for (int p = 1; p <= 64; p *= 2) {
+  for (int p = 2; p <= 64; p *= 2) {
     if (blocks % p == 0) tps.push_back(absl::StrCat(p));
-    if (p > 1 && num_experts % p == 0) eps.push_back(absl::StrCat(p));
+    if (num_experts % p == 0) eps.push_back(absl::StrCat(p));
   }
-  std::string advice = absl::StrCat("tp ", absl::StrJoin(tps, ", "), " split every expert");
+  std::string advice =
+      tps.empty() ? absl::StrCat("no tp > 1 splits its ", blocks, " block(s)")
+                  : absl::StrCat("tp ", absl::StrJoin(tps, ", "), " split every expert");
   if (!eps.empty()) {
     absl::StrAppend(&advice, "; expert parallelism keeps experts whole: ep ",
                     absl::StrJoin(eps, ", "), " (alone, with tp = ep, or ep = tp x dp)");
