@@ -10,6 +10,8 @@
 
 #include <map>
 #include <mutex>
+#include <system_error>
+#include <vector>
 
 #include "kernels/base/logging.h"
 #include "worker/make_model.h"
@@ -21,12 +23,46 @@ std::string TestDataDir() {
   return TESSERA_TESTDATA_DIR;
 }
 
+namespace {
+
+// Directories made by MakeTempDir, removed when the test process exits (not by forked children,
+// which share the list): without this every run left its checkpoints and logs in /tmp (47 GB
+// over two days of CI-like runs here). TESSERA_KEEP_TEST_DIRS=1 keeps them for debugging.
+struct TempDirRegistry {
+  std::mutex mu;
+  pid_t owner = ::getpid();
+  std::vector<std::filesystem::path> dirs;
+
+  ~TempDirRegistry() {
+    const char* keep = std::getenv("TESSERA_KEEP_TEST_DIRS");
+    if (::getpid() != owner || (keep != nullptr && keep[0] == '1')) return;
+    std::lock_guard<std::mutex> lock(mu);
+    for (const std::filesystem::path& d : dirs) {
+      std::error_code ec;
+      std::filesystem::remove_all(d, ec);
+    }
+  }
+};
+
+TempDirRegistry& TempDirs() {
+  static TempDirRegistry* const registry = [] {
+    static TempDirRegistry r;  // destroyed at exit, after the tests
+    return &r;
+  }();
+  return *registry;
+}
+
+}  // namespace
+
 std::string MakeTempDir(const std::string& name) {
   const char* base = std::getenv("TEST_TMPDIR");
   std::filesystem::path dir = std::filesystem::path(base ? base : "/tmp") /
                               ("tessera_test_" + std::to_string(::getpid()) + "_" + name);
   std::filesystem::remove_all(dir);
   std::filesystem::create_directories(dir);
+  TempDirRegistry& registry = TempDirs();
+  std::lock_guard<std::mutex> lock(registry.mu);
+  registry.dirs.push_back(dir);
   return dir.string();
 }
 

@@ -13,7 +13,8 @@ namespace tessera::testing {
 
 // ../shared/testdata (TESSERA_TESTDATA overrides).
 std::string TestDataDir();
-// A fresh empty directory under the test temp dir.
+// A fresh empty directory under the test temp dir ($TEST_TMPDIR or /tmp), removed with its
+// contents when the test process exits (TESSERA_KEEP_TEST_DIRS=1 keeps it).
 std::string MakeTempDir(const std::string& name);
 // The built tessera binary (TESSERA_BIN).
 std::string TesseraBinary();
