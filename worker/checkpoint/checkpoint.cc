@@ -274,6 +274,16 @@ absl::StatusOr<Tensor> Checkpoint::GetAs(absl::string_view name, DType dtype) co
 
 absl::StatusOr<Tensor> Checkpoint::ReadSlice(absl::string_view name, int dim, int64_t start,
                                              int64_t end) const {
+  return ReadSliceTo(name, dim, start, end, /*scratch=*/false);
+}
+
+absl::StatusOr<Tensor> Checkpoint::ReadSliceScratch(absl::string_view name, int dim,
+                                                    int64_t start, int64_t end) const {
+  return ReadSliceTo(name, dim, start, end, /*scratch=*/true);
+}
+
+absl::StatusOr<Tensor> Checkpoint::ReadSliceTo(absl::string_view name, int dim, int64_t start,
+                                               int64_t end, bool scratch) const {
   ASSIGN_OR_RETURN(Location loc, Locate(name));
   const TensorInfo& info = *loc.info;
   const int ndim = static_cast<int>(info.shape.size());
@@ -289,7 +299,8 @@ absl::StatusOr<Tensor> Checkpoint::ReadSlice(absl::string_view name, int dim, in
   }
   Shape out_shape = info.shape;
   out_shape[dim] = end - start;
-  ASSIGN_OR_RETURN(Tensor out, NewOwned(out_shape, info.dtype));
+  ASSIGN_OR_RETURN(Tensor out, scratch ? Tensor::Empty(out_shape, info.dtype)
+                                       : NewOwned(out_shape, info.dtype));
   int64_t outer = 1;
   for (int d = 0; d < dim; ++d) outer *= info.shape[d];
   uint64_t inner_bytes = DTypeSize(info.dtype);

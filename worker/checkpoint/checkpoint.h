@@ -98,12 +98,22 @@ class Checkpoint {
   // touching only those bytes. INVALID_ARGUMENT for a bad dim or range.
   absl::StatusOr<Tensor> ReadSlice(absl::string_view name, int dim, int64_t start,
                                    int64_t end) const;
+  // ReadSlice into ordinary heap memory that is freed with the tensor (the arena never gives
+  // memory back): for data a loader only reads once to build weights in another layout.
+  absl::StatusOr<Tensor> ReadSliceScratch(absl::string_view name, int dim, int64_t start,
+                                          int64_t end) const;
   // [start, end) along `dim`: with kMapped a zero-copy view when those bytes are one contiguous
   // run of the file (dim 0, or every dim before `dim` has size 1), else (and with kCopied)
   // ReadSlice. INVALID_ARGUMENT for a
   // bad dim or range.
   absl::StatusOr<Tensor> GetSlice(absl::string_view name, int dim, int64_t start,
                                   int64_t end) const;
+  // An uninitialised owned tensor in the same memory as kCopied weights (huge-page arena, also
+  // under kMapped): for weights a loader stores in another layout than the file (gpt-oss's
+  // stacked experts, transposed). Not counted in bytes_read().
+  absl::StatusOr<Tensor> NewWeightTensor(const Shape& shape, DType dtype) const {
+    return NewOwned(shape, dtype);
+  }
   // Bytes fetched by ReadSlice / GetAs (and Get / GetChecked / GetSlice when kCopied) so far.
   uint64_t bytes_read() const { return bytes_read_.load(std::memory_order_relaxed); }
   // Bytes handed out so far: views (Get, GetChecked, GetSlice) plus bytes_read().
@@ -123,6 +133,9 @@ class Checkpoint {
   absl::StatusOr<Tensor> Fetch(const Location& loc) const;
   // An uninitialised owned tensor carved from arena_ (huge-page backed).
   absl::StatusOr<Tensor> NewOwned(const Shape& shape, DType dtype) const;
+  // ReadSlice into the arena, or into heap memory when `scratch`.
+  absl::StatusOr<Tensor> ReadSliceTo(absl::string_view name, int dim, int64_t start, int64_t end,
+                                     bool scratch) const;
 
   std::string dir_;
   WeightResidency residency_ = WeightResidency::kMapped;

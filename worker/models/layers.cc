@@ -1,5 +1,6 @@
 #include "worker/models/layers.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <utility>
@@ -8,6 +9,7 @@
 #include "absl/strings/str_join.h"
 #include "kernels/base/logging.h"
 #include "kernels/base/status.h"
+#include "kernels/base/thread_pool.h"
 #include "parallel/communicator.h"
 #include "worker/checkpoint/checkpoint.h"
 #include "worker/checkpoint/model_config.h"
@@ -60,6 +62,45 @@ absl::StatusOr<Tensor> DequantizeFp8Slice(const Tensor& w, const Tensor& s, bool
     for (int64_t j = 0; j < k; ++j) o[i * k + j] *= sp[((i + ro) / bn) * sk + (j + co) / bk];
   }
   return out;
+}
+
+// t = mᵀ for a 2-D m with contiguous rows (m.stride(1) == 1) and a contiguous t of the same
+// dtype, in 64 x 64 tiles over the thread pool: an element-wise strided copy of gpt-oss-20b's
+// bf16 experts ran at ~64 M elements/s (a minute per four layers).
+absl::Status TransposeInto(const Tensor& m, Tensor& t) {
+  const int64_t rows = m.dim(0), cols = m.dim(1);
+  if (m.ndim() != 2 || t.ndim() != 2 || t.dim(0) != cols || t.dim(1) != rows ||
+      t.dtype() != m.dtype() || !t.is_contiguous() || (cols > 1 && m.stride(1) != 1)) {
+    return absl::InternalError(absl::StrCat("TransposeInto: ", m.DebugString(), " -> ",
+                                            t.DebugString()));
+  }
+  const size_t es = m.element_size();
+  const int64_t ld = rows > 1 ? m.stride(0) : cols;
+  const char* src = static_cast<const char*>(m.raw_data());
+  char* dst = static_cast<char*>(t.raw_data());
+  constexpr int64_t kTile = 64;
+  const int64_t col_tiles = (cols + kTile - 1) / kTile;
+  ParallelFor(col_tiles, 1, [&](int64_t b, int64_t e) {
+    for (int64_t ct = b; ct < e; ++ct) {
+      const int64_t c0 = ct * kTile, c1 = std::min(cols, c0 + kTile);
+      for (int64_t r0 = 0; r0 < rows; r0 += kTile) {
+        const int64_t r1 = std::min(rows, r0 + kTile);
+        for (int64_t c = c0; c < c1; ++c) {
+          char* out = dst + static_cast<size_t>(c * rows) * es;
+          if (es == 2) {
+            for (int64_t r = r0; r < r1; ++r) {
+              std::memcpy(out + r * 2, src + static_cast<size_t>(r * ld + c) * 2, 2);
+            }
+          } else {
+            for (int64_t r = r0; r < r1; ++r) {
+              std::memcpy(out + r * es, src + static_cast<size_t>(r * ld + c) * es, es);
+            }
+          }
+        }
+      }
+    }
+  });
+  return absl::OkStatus();
 }
 
 absl::Status CheckShape(absl::string_view name, const Tensor& t,
@@ -611,10 +652,20 @@ absl::StatusOr<MoeBlock> MoeBlock::Load(const Checkpoint& ckpt, absl::string_vie
       ASSIGN_OR_RETURN(gub, LoadF32Part(ckpt, gu_name + "_bias", {ne, 2 * inter}, 1, gu_cols));
       ASSIGN_OR_RETURN(d, ReadPart(ckpt, d_name, 1, inter_part));
     } else {
-      ASSIGN_OR_RETURN(gu, ReadPart(ckpt, gu_name, 0, own));
+      // Whole experts are read one at a time below (scratch memory: only the transposed copies
+      // stay resident).
       ASSIGN_OR_RETURN(gub, LoadF32Part(ckpt, gu_name + "_bias", {ne, 2 * inter}, 0, own));
-      ASSIGN_OR_RETURN(d, ReadPart(ckpt, d_name, 0, own));
     }
+    // Expert e's [in, out] matrix of a stacked tensor: from the split part read above, or (whole
+    // experts) a zero-copy view under --weights mmap, else a scratch read of that expert alone.
+    auto expert_source = [&](const std::string& name, const Tensor& part,
+                             int e) -> absl::StatusOr<Tensor> {
+      if (parts > 1) return part.Select(0, e - own.begin);
+      ASSIGN_OR_RETURN(Tensor one, ckpt.residency() == WeightResidency::kMapped
+                                       ? ckpt.GetSlice(name, 0, e, e + 1)
+                                       : ckpt.ReadSliceScratch(name, 0, e, e + 1));
+      return one.Select(0, 0);
+    };
     if (down_bias) {
       ASSIGN_OR_RETURN(db, LoadF32Part(ckpt, d_name + "_bias", {ne, h}, 0, own));
     }
@@ -623,13 +674,19 @@ absl::StatusOr<MoeBlock> MoeBlock::Load(const Checkpoint& ckpt, absl::string_vie
       const int64_t local = e - own.begin;
       Expert& ex = moe.experts_[e];
       ex.fused = true;
-      // Transposed copies keep the checkpoint dtype: [a, b] -> [b, a].
-      auto transpose = [](const Tensor& m) -> absl::StatusOr<Tensor> {
-        return m.AsStrided({m.dim(1), m.dim(0)}, {m.stride(1), m.stride(0)}, 0).Clone();
+      // Transposed copies keep the checkpoint dtype: [a, b] -> [b, a], in the checkpoint's weight
+      // memory (huge pages, like every other weight: a heap copy decodes TLB-bound on 4 KiB
+      // pages). The stacked source is freed when this layer is done.
+      auto transpose = [&ckpt](const Tensor& m) -> absl::StatusOr<Tensor> {
+        ASSIGN_OR_RETURN(Tensor t, ckpt.NewWeightTensor({m.dim(1), m.dim(0)}, m.dtype()));
+        RETURN_IF_ERROR(TransposeInto(m, t));
+        return t;
       };
-      ASSIGN_OR_RETURN(ex.gate_up.weight.weight, transpose(gu.Select(0, local)));
+      ASSIGN_OR_RETURN(Tensor gu_e, expert_source(gu_name, gu, e));
+      ASSIGN_OR_RETURN(ex.gate_up.weight.weight, transpose(gu_e));
       ASSIGN_OR_RETURN(ex.gate_up.bias, gub.Select(0, local).Clone());
-      ASSIGN_OR_RETURN(ex.down.weight.weight, transpose(d.Select(0, local)));
+      ASSIGN_OR_RETURN(Tensor d_e, expert_source(d_name, d, e));
+      ASSIGN_OR_RETURN(ex.down.weight.weight, transpose(d_e));
       if (down_bias) {
         ASSIGN_OR_RETURN(ex.down.bias, db.Select(0, local).Clone());
       }
