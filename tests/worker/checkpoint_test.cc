@@ -262,6 +262,13 @@ TEST_P(CheckpointSliceTest, SliceEqualsSliceOfFullTensorAndReadsOnlyIt) {
   EXPECT_TRUE(slice->is_contiguous());
   EXPECT_TRUE(SameBytes(*slice, full.Slice(c.dim, c.start, c.end)));
   EXPECT_EQ((*ckpt)->bytes_read(), slice->nbytes());
+  // The scratch variant reads the same bytes into heap memory and counts them too.
+  auto scratch = (*ckpt)->ReadSliceScratch("w", c.dim, c.start, c.end);
+  ASSERT_TRUE(scratch.ok()) << scratch.status();
+  EXPECT_TRUE(SameBytes(*scratch, *slice));
+  EXPECT_EQ((*ckpt)->bytes_read(), 2 * slice->nbytes());
+  EXPECT_EQ((*ckpt)->ReadSliceScratch("w", 3, 0, 1).status().code(),
+            absl::StatusCode::kInvalidArgument);
 }
 
 INSTANTIATE_TEST_SUITE_P(Dims, CheckpointSliceTest,
