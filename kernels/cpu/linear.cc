@@ -8,6 +8,7 @@
 #include <cstring>
 #include <vector>
 
+#include "kernels/base/logging.h"
 #include "kernels/base/status.h"
 #include "kernels/base/thread_pool.h"
 #include "kernels/cpu/cpu_features.h"
@@ -57,15 +58,16 @@ void Mxfp4RowToF32(const uint8_t* codes, const uint8_t* scales, int64_t c0, int6
   }
 }
 
-void PermuteRowsForMxfp4(const float* x, int64_t ldx, int64_t m, int64_t k, float* dst) {
-  constexpr int64_t kHalf = kMxfp4BlockSize / 2;
+void PermuteRowsForMxfp4(const float* x, int64_t ldx, int64_t m, int64_t k, int half,
+                         float* dst) {
+  CHECK(half > 0 && (kMxfp4BlockSize / 2) % half == 0) << "PermuteRowsForMxfp4 half " << half;
   for (int64_t i = 0; i < m; ++i) {
     const float* src = x + i * ldx;
     float* d = dst + i * k;
-    for (int64_t b = 0; b < k; b += kMxfp4BlockSize) {
-      for (int64_t t = 0; t < kHalf; ++t) {
-        d[b + t] = src[b + 2 * t];
-        d[b + kHalf + t] = src[b + 2 * t + 1];
+    for (int64_t g = 0; g < k; g += 2 * half) {
+      for (int64_t t = 0; t < half; ++t) {
+        d[g + t] = src[g + 2 * t];
+        d[g + half + t] = src[g + 2 * t + 1];
       }
     }
   }
@@ -134,25 +136,26 @@ int64_t WeightRowBytes(const LinearArgs& a) {
   return a.k * static_cast<int64_t>(DTypeSize(a.w_dtype));
 }
 
-// The GEMV for `a`: MXFP4 weights have an AVX-512 kernel only (AVX2 machines decode through the
-// scalar path).
-GemvFn ActiveGemv(const LinearArgs& a) {
-  switch (ActiveIsa()) {
+// The GEMV kernel of `isa` (callers read ActiveIsa() once per call: AttachMxfp4X's x layout
+// must match the kernel).
+GemvFn ActiveGemv(Isa isa) {
+  switch (isa) {
     case Isa::kAvx512:
       return &avx512::Gemv;
     case Isa::kAvx2:
-      return a.mx_scales != nullptr ? &GemvScalar : &avx2::Gemv;
+      return &avx2::Gemv;
     default:
       return &GemvScalar;
   }
 }
 
-// Points a.xp at x reordered for the AVX-512 MXFP4 GEMV (PermuteRowsForMxfp4), kept in
-// `storage`. Other weights and ISAs need nothing.
-void AttachMxfp4X(LinearArgs& a, std::vector<float>& storage) {
-  if (a.mx_scales == nullptr || ActiveIsa() != Isa::kAvx512) return;
+// Points a.xp at x reordered for the MXFP4 GEMV of `isa` (PermuteRowsForMxfp4: groups of 32
+// elements for AVX-512, of 8 for AVX2), kept in `storage`. Other weights and ISAs need nothing.
+void AttachMxfp4X(LinearArgs& a, Isa isa, std::vector<float>& storage) {
+  if (a.mx_scales == nullptr || isa == Isa::kScalar) return;
+  a.xp_half = isa == Isa::kAvx512 ? 16 : 4;
   storage.resize(static_cast<size_t>(a.m * a.k));
-  PermuteRowsForMxfp4(a.x, a.ldx, a.m, a.k, storage.data());
+  PermuteRowsForMxfp4(a.x, a.ldx, a.m, a.k, a.xp_half, storage.data());
   a.xp = storage.data();
   a.ldxp = a.k;
 }
@@ -219,6 +222,8 @@ absl::Status LinearGroupCpu(absl::Span<const LinearProblem> problems) {
   std::vector<LinearArgs> gemvs;
   std::vector<std::vector<uint16_t>> xb(problems.size());
   std::vector<std::vector<float>> xp(problems.size());
+  const Isa isa = ActiveIsa();  // read once: the x layout (AttachMxfp4X) depends on it
+  const GemvFn gemv = ActiveGemv(isa);
   int64_t total_bytes = 0, total_work = 0;
   for (const LinearProblem& p : problems) {
     LinearArgs a = MakeLinearArgs(*p.x, *p.w, p.bias, *p.out);
@@ -228,7 +233,7 @@ absl::Status LinearGroupCpu(absl::Span<const LinearProblem> problems) {
       continue;
     }
     if (UseBf16Dot(a)) AttachBf16X(a, xb[gemvs.size()]);
-    AttachMxfp4X(a, xp[gemvs.size()]);
+    AttachMxfp4X(a, isa, xp[gemvs.size()]);
     total_bytes += a.n * WeightRowBytes(a);
     total_work += a.m * a.n * a.k;
     gemvs.push_back(a);
@@ -256,14 +261,14 @@ absl::Status LinearGroupCpu(absl::Span<const LinearProblem> problems) {
   }
   if (threads <= 1 || chunks.size() <= 1 || total_work < kMinParallelWork) {
     for (const Chunk& c : chunks) {
-      GemvRowChunks(ActiveGemv(gemvs[c.problem]), gemvs[c.problem], c.j0, c.j1);
+      GemvRowChunks(gemv, gemvs[c.problem], c.j0, c.j1);
     }
     return absl::OkStatus();
   }
   pool.ParallelFor(static_cast<int64_t>(chunks.size()), 1, [&](int64_t b, int64_t e) {
     for (int64_t c = b; c < e; ++c) {
       const LinearArgs& a = gemvs[chunks[c].problem];
-      GemvRowChunks(ActiveGemv(a), a, chunks[c].j0, chunks[c].j1);
+      GemvRowChunks(gemv, a, chunks[c].j0, chunks[c].j1);
     }
   });
   return absl::OkStatus();
@@ -292,7 +297,7 @@ absl::Status RunLinear(const LinearArgs& args) {
     gemm = &avx512::Gemm;
     panel = 96;  // a multiple of both AVX-512 GEMM panel widths (48 f32, 32 bf16-dot)
   } else if (isa == Isa::kAvx2) {
-    gemv = ActiveGemv(a);
+    gemv = &avx2::Gemv;
     gemm = &avx2::Gemm;
     panel = 16;
   }
@@ -302,7 +307,7 @@ absl::Status RunLinear(const LinearArgs& args) {
   const int64_t threads = work < kMinParallelWork ? 1 : pool.num_threads();
   if (UseBf16Dot(a)) AttachBf16X(a, xb);
   std::vector<float> xp;  // x reordered for the MXFP4 GEMV
-  if (a.m <= kSmallGemmMaxRows) AttachMxfp4X(a, xp);
+  if (a.m <= kSmallGemmMaxRows) AttachMxfp4X(a, isa, xp);
 
   if (a.m <= kSmallGemmMaxRows) {
     // Contiguous column ranges, a multiple of 16 columns (64-byte output lines) each, so every

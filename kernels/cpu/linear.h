@@ -55,11 +55,12 @@ struct LinearArgs {
   bool f32_input = false;  // LinearWeight::f32_input: never take the bf16 dot path
   // MXFP4 weights (w_dtype kU8, w = [n, k / 2] code pairs): [n, k / 32] E8M0 exponents.
   const uint8_t* mx_scales = nullptr;
-  // Set by the dispatcher for the AVX-512 MXFP4 GEMV: x with every 32-element block reordered
-  // as its 16 even then 16 odd elements (matching the low / high nibbles of the 16 code bytes),
-  // rows ldxp apart.
+  // Set by the dispatcher for the MXFP4 GEMVs: x with every group of 2 * xp_half elements
+  // reordered as its xp_half even then xp_half odd elements (PermuteRowsForMxfp4; matching the
+  // low / high nibbles of the code bytes): xp_half 16 for AVX-512, 4 for AVX2. Rows ldxp apart.
   const float* xp = nullptr;
   int64_t ldxp = 0;
+  int xp_half = 0;
 };
 
 // MXFP4 helpers shared by the kernels. The value of e2m1 `code` (0..15) in a block with E8M0
@@ -71,8 +72,9 @@ inline constexpr float kE2M1Values[16] = {0.0f,  0.5f,  1.0f,  1.5f,  2.0f,  3.0
 void Mxfp4RowToF32(const uint8_t* codes, const uint8_t* scales, int64_t c0, int64_t count,
                    float* out);
 // Reorders x rows [m, k] (k a multiple of 32, row stride ldx) into dst [m, k] (row stride k) with
-// every 32-element block stored as its even elements then its odd elements.
-void PermuteRowsForMxfp4(const float* x, int64_t ldx, int64_t m, int64_t k, float* dst);
+// every group of 2 * half elements (half: 16 for the AVX-512 GEMV, 4 for the AVX2 one; it must
+// divide 16) stored as its half even elements then its half odd elements.
+void PermuteRowsForMxfp4(const float* x, int64_t ldx, int64_t m, int64_t k, int half, float* dst);
 
 // out = x · Wᵀ (+ bias) on the CPU; operands already validated by ValidateLinearArgs.
 absl::Status LinearCpu(const Tensor& x, const LinearWeight& w, const Tensor& bias, Tensor& out);
@@ -86,6 +88,9 @@ void GemmScalar(const LinearArgs& a, int64_t i0, int64_t i1, int64_t j0, int64_t
 namespace avx2 {
 void Gemv(const LinearArgs& a, int64_t j0, int64_t j1);
 void Gemm(const LinearArgs& a, int64_t i0, int64_t i1, int64_t j0, int64_t j1);
+// MXFP4 weights (a.mx_scales set): the GEMV on a.xp (PermuteRowsForMxfp4 with half = 4),
+// m <= kGemvMaxRows. Gemv() takes this path for MXFP4 weights; Gemm() decodes weight panels.
+void GemvMxfp4(const LinearArgs& a, int64_t j0, int64_t j1);
 }  // namespace avx2
 namespace avx512 {
 void Gemv(const LinearArgs& a, int64_t j0, int64_t j1);
@@ -94,8 +99,8 @@ void Gemm(const LinearArgs& a, int64_t i0, int64_t i1, int64_t j0, int64_t j1);
 // (ldd >= k, even), zero-padding columns [k, ldd).
 void ConvertRowsToBf16(const float* x, int64_t ldx, int64_t m, int64_t k, uint16_t* dst,
                        int64_t ldd);
-// MXFP4 weights (a.mx_scales set): the GEMV on a.xp (PermuteRowsForMxfp4), m <= kGemvMaxRows,
-// and the GEMM (weight panels decoded to f32).
+// MXFP4 weights (a.mx_scales set): the GEMV on a.xp (PermuteRowsForMxfp4 with half = 16),
+// m <= kGemvMaxRows.
 void GemvMxfp4(const LinearArgs& a, int64_t j0, int64_t j1);
 // Requires AVX512_BF16 and bf16 weights: the GEMM on activations already rounded to bf16
 // (xb: [m, ldxb] from ConvertRowsToBf16) with vdpbf16ps; f32 accumulation.

@@ -404,7 +404,8 @@ void GemmBf16Dot(const LinearArgs& a, const uint16_t* xb, int64_t ldxb, int64_t 
 
 void Gemv(const LinearArgs& a, int64_t j0, int64_t j1) {
   if (a.mx_scales != nullptr) {
-    CHECK(a.xp != nullptr) << "MXFP4 GEMV without the reordered x (AttachMxfp4X)";
+    CHECK(a.xp != nullptr && a.xp_half == 16)
+        << "AVX-512 MXFP4 GEMV without x reordered for it (AttachMxfp4X)";
     return GemvMxfp4(a, j0, j1);
   }
   if (a.xb != nullptr) return GemvBf16Dot(a, j0, j1);

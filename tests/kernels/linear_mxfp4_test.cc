@@ -1,8 +1,9 @@
 // Tests for MXFP4 weights (LinearWeight::mx_scales) in tessera::Linear and LinearGroup: every ISA
-// path (the AVX-512 GEMV on reordered x, the scalar fallback AVX2 machines use for the GEMV, and
-// the packed GEMM's block decoder on both ISAs), row counts across the GEMV, row-chunk and GEMM
-// ranges, every e2m1 code at extreme exponents (decoded exactly like std::ldexp, as transformers
-// does), grouped problems, and the validation errors. Compared with tessera::ref::Linear.
+// path (the AVX-512 and AVX2 GEMVs on reordered x, the scalar path, and the packed GEMM's block
+// decoders on both ISAs), row counts across the GEMV, row-chunk and GEMM ranges, every e2m1 code
+// at extreme exponents including 255 (decoded exactly like std::ldexp, as transformers does),
+// the per-ISA GEMV kernels called directly, grouped problems, and the validation errors.
+// Compared with tessera::ref::Linear.
 #include <cmath>
 #include <cstdint>
 #include <optional>
@@ -117,13 +118,14 @@ TEST(Mxfp4Linear, GptOssExpertShapeMatchesReference) {
 
 // Row r of the weight holds code r % 16 at element e(r) and zeros elsewhere, with exponent s; x is
 // the identity, so out[i][r] is the decoded weight element (r, i), which must equal
-// std::ldexp(e2m1(code), s - 127) exactly: zero stays zero, 2^-127 scales give f32 subnormals.
+// std::ldexp(e2m1(code), s - 127) exactly: zero stays zero, 2^-127 scales give f32 subnormals,
+// s = 255 gives 2^127 for code 0.5 and +-inf for larger magnitudes.
 TEST(Mxfp4Linear, EveryCodeDecodesExactlyAtExtremeExponents) {
   static constexpr float kE2M1[8] = {0.0f, 0.5f, 1.0f, 1.5f, 2.0f, 3.0f, 4.0f, 6.0f};
   for (Isa isa : {Isa::kScalar, Isa::kAvx2, Isa::kAvx512}) {
     if (!IsaAvailable(isa)) continue;
     IsaScope scope(isa);
-    for (int s : {0, 1, 2, 100, 127, 150, 253, 254}) {
+    for (int s : {0, 1, 2, 100, 127, 150, 253, 254, 255}) {
       const int64_t n = 32, k = 64;
       LinearWeight w;
       w.weight = Tensor::Zeros({n, k / 2}, DType::kU8).value();
@@ -151,6 +153,119 @@ TEST(Mxfp4Linear, EveryCodeDecodesExactlyAtExtremeExponents) {
               << cpu::IsaName(isa) << " code " << code << " exponent " << s << " m=" << m;
         }
       }
+    }
+  }
+}
+
+// The MXFP4 GEMV kernels called directly (no dispatcher, so no silent fallback to the scalar
+// path): every m they take, column ranges that start and end off their tile widths, x rows
+// reordered for each kernel, against the scalar GEMV on the same arguments. x holds multiples of
+// 1/8 in [-1, 1] and the exponents are 124..130, so every partial sum is a multiple of 2^-7 below
+// 2^17: exact in f32 whatever the summation order, and compared exactly.
+TEST(Mxfp4Linear, GemvKernelsMatchScalarOnEveryRowCountAndColumnRange) {
+  struct Kernel {
+    Isa isa;
+    int half;
+    void (*gemv)(const cpu::LinearArgs&, int64_t, int64_t);
+  };
+  const Kernel kernels[] = {{Isa::kAvx2, 4, &cpu::avx2::GemvMxfp4},
+                            {Isa::kAvx512, 16, &cpu::avx512::GemvMxfp4}};
+  const int64_t n = 23, k = 160;
+  const LinearWeight w = MakeMxfp4Weight(n, k, 77, 124, 130);
+  Tensor x = Tensor::Empty({cpu::kGemvMaxRows, k}, DType::kF32).value();
+  Tensor bias = Tensor::Empty({n}, DType::kF32).value();
+  std::mt19937 rng(78);
+  std::uniform_int_distribution<int> eighths(-8, 8);
+  for (int64_t i = 0; i < x.numel(); ++i) x.data<float>()[i] = eighths(rng) / 8.0f;
+  for (int64_t j = 0; j < n; ++j) bias.data<float>()[j] = eighths(rng) / 8.0f;
+  for (const Kernel& kernel : kernels) {
+    if (!IsaAvailable(kernel.isa)) continue;
+    std::vector<float> xp(static_cast<size_t>(cpu::kGemvMaxRows * k));
+    cpu::PermuteRowsForMxfp4(x.data<float>(), k, cpu::kGemvMaxRows, k, kernel.half, xp.data());
+    for (int64_t m = 1; m <= cpu::kGemvMaxRows; ++m) {
+      for (const auto& [j0, j1] : {std::pair<int64_t, int64_t>{0, n}, {3, 20}, {5, 6}}) {
+        std::vector<float> got(static_cast<size_t>(m * n), -1.0f), want = got;
+        cpu::LinearArgs a;
+        a.x = x.data<float>();
+        a.ldx = k;
+        a.m = m;
+        a.n = n;
+        a.k = k;
+        a.w = w.weight.raw_data();
+        a.w_dtype = DType::kU8;
+        a.mx_scales = w.mx_scales.data<uint8_t>();
+        a.bias = bias.data<float>();
+        a.ldo = n;
+        a.xp = xp.data();
+        a.ldxp = k;
+        a.xp_half = kernel.half;
+        a.out = got.data();
+        kernel.gemv(a, j0, j1);
+        a.out = want.data();
+        cpu::GemvScalar(a, j0, j1);
+        for (int64_t i = 0; i < m; ++i) {
+          for (int64_t j = 0; j < n; ++j) {
+            const float g = got[i * n + j], e = want[i * n + j];
+            if (j < j0 || j >= j1) {
+              EXPECT_EQ(g, -1.0f) << "wrote outside [j0, j1): " << cpu::IsaName(kernel.isa);
+            } else {
+              EXPECT_EQ(g, e)
+                  << cpu::IsaName(kernel.isa) << " m=" << m << " i=" << i << " j=" << j
+                  << " range [" << j0 << ", " << j1 << ")";
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+// Linear dispatches MXFP4 GEMVs to each ISA's own kernel, not the scalar fallback: with random
+// values the kernels' summation orders give results that differ from the scalar loop's in the
+// last bits, and Linear's output must equal the ISA kernel's bit for bit (checked to differ from
+// the scalar loop, so the test can tell them apart).
+TEST(Mxfp4Linear, LinearUsesEachIsasGemvKernel) {
+  struct Kernel {
+    Isa isa;
+    int half;
+    void (*gemv)(const cpu::LinearArgs&, int64_t, int64_t);
+  };
+  const Kernel kernels[] = {{Isa::kAvx2, 4, &cpu::avx2::GemvMxfp4},
+                            {Isa::kAvx512, 16, &cpu::avx512::GemvMxfp4}};
+  const int64_t n = 48, k = 608;
+  const LinearWeight w = MakeMxfp4Weight(n, k, 90);
+  for (const Kernel& kernel : kernels) {
+    if (!IsaAvailable(kernel.isa)) continue;
+    IsaScope scope(kernel.isa);
+    for (int64_t m : {int64_t{1}, int64_t{3}}) {
+      const Tensor x = RandomTensor({m, k}, 91 + m);
+      const Tensor linear = Apply(x, w, Tensor());
+      std::vector<float> xp(static_cast<size_t>(m * k));
+      cpu::PermuteRowsForMxfp4(x.data<float>(), k, m, k, kernel.half, xp.data());
+      std::vector<float> direct(static_cast<size_t>(m * n)), scalar = direct;
+      cpu::LinearArgs a;
+      a.x = x.data<float>();
+      a.ldx = k;
+      a.m = m;
+      a.n = n;
+      a.k = k;
+      a.w = w.weight.raw_data();
+      a.w_dtype = DType::kU8;
+      a.mx_scales = w.mx_scales.data<uint8_t>();
+      a.ldo = n;
+      a.xp = xp.data();
+      a.ldxp = k;
+      a.xp_half = kernel.half;
+      a.out = direct.data();
+      kernel.gemv(a, 0, n);
+      a.out = scalar.data();
+      cpu::GemvScalar(a, 0, n);
+      int differs_from_scalar = 0;
+      for (int64_t e = 0; e < m * n; ++e) {
+        EXPECT_EQ(linear.data<float>()[e], direct[e]) << cpu::IsaName(kernel.isa) << " m=" << m;
+        differs_from_scalar += direct[e] != scalar[e];
+      }
+      EXPECT_GT(differs_from_scalar, 0) << cpu::IsaName(kernel.isa) << " m=" << m;
     }
   }
 }
