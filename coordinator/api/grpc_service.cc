@@ -192,7 +192,10 @@ absl::StatusOr<GenerateRequest> GenerationService::Prepare(const v1::GenerateReq
       return absl::InvalidArgumentError(
           "prompt: this model has no tokenizer.json; send prompt_token_ids instead");
     }
-    out.prompt_ids = tokenizer_->Encode(request.prompt(), /*allow_special=*/true);
+    out.prompt_ids = tokenizer_->Encode(
+        request.prompt(), /*allow_special=*/true,
+        /*add_special_tokens=*/!request.has_add_special_tokens() ||
+            request.add_special_tokens());
     if (out.prompt_ids.empty()) {
       return absl::InvalidArgumentError("prompt: the text has no tokens");
     }

@@ -417,6 +417,7 @@ std::optional<ApiError> ParseChatRequest(const json& body, ChatRequest* out) {
   }
   TESSERA_API_TRY(GetBool(body, "add_generation_prompt", &out->add_generation_prompt));
   TESSERA_API_TRY(GetBool(body, "continue_final_message", &out->continue_final_message));
+  TESSERA_API_TRY(GetBool(body, "add_special_tokens", &out->add_special_tokens));
   if (out->continue_final_message && out->add_generation_prompt &&
       Field(body, "add_generation_prompt") != nullptr) {
     return BadRequest("'continue_final_message' and 'add_generation_prompt' cannot both be true",
@@ -432,6 +433,7 @@ std::optional<ApiError> ParseChatRequest(const json& body, ChatRequest* out) {
 
 std::optional<ApiError> ParseCompletionRequest(const json& body, CompletionRequest* out) {
   TESSERA_API_TRY(ParseCommon(body, out));
+  TESSERA_API_TRY(GetBool(body, "add_special_tokens", &out->add_special_tokens));
   const json* prompt = Field(body, "prompt");
   if (prompt == nullptr) return BadRequest("'prompt' is required", "prompt");
   auto ids_of = [](const json& arr, absl::string_view param,

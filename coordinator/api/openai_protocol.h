@@ -66,6 +66,9 @@ struct ChatRequest : CommonRequest {
   std::string named_tool;
   bool add_generation_prompt = true;
   bool continue_final_message = false;
+  // vLLM extension: apply the tokenizer's post-processor to the rendered prompt (false: the
+  // chat template already renders BOS).
+  bool add_special_tokens = false;
   nlohmann::ordered_json chat_template_kwargs = nlohmann::ordered_json::object();
 };
 
@@ -77,6 +80,9 @@ struct PromptInput {
 
 struct CompletionRequest : CommonRequest {
   std::vector<PromptInput> prompts;
+  // vLLM extension: apply the tokenizer's post-processor (e.g. prepend BOS) to string prompts
+  // (as Hugging Face encode(text) does by default); token-id prompts are never changed.
+  bool add_special_tokens = true;
 };
 
 // Parse the body of POST /v1/chat/completions / POST /v1/completions. Bodies are parsed as

@@ -787,7 +787,8 @@ void OpenAiService::HandleChat(absl::string_view body, std::shared_ptr<ResponseS
     return RespondError(*sink, BadRequest(absl::StrCat("chat template: ", prompt.status().message()),
                                           "messages"));
   }
-  std::vector<int32_t> ids = tokenizer_.Encode(*prompt, /*allow_special=*/true);
+  std::vector<int32_t> ids =
+      tokenizer_.Encode(*prompt, /*allow_special=*/true, req.add_special_tokens);
   int max_tokens = 0;
   if (auto err = ResolveMaxTokens(req, static_cast<int64_t>(ids.size()), info.max_model_len,
                                   "messages", &max_tokens)) {
@@ -840,7 +841,9 @@ void OpenAiService::HandleCompletion(absl::string_view body, std::shared_ptr<Res
   const int32_t vocab = info.vocab_size > 0 ? info.vocab_size : tokenizer_.vocab_size();
   for (size_t p = 0; p < req.prompts.size(); ++p) {
     PromptInput& in = req.prompts[p];
-    std::vector<int32_t> ids = in.is_ids ? in.ids : tokenizer_.Encode(in.text, true);
+    std::vector<int32_t> ids =
+        in.is_ids ? in.ids
+                  : tokenizer_.Encode(in.text, /*allow_special=*/true, req.add_special_tokens);
     for (int32_t id : ids) {
       if (id >= vocab) {
         return RespondError(*sink, BadRequest(absl::StrCat("prompt token id ", id,

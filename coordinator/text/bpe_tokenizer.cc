@@ -785,6 +785,12 @@ absl::StatusOr<std::unique_ptr<BpeTokenizer>> BpeTokenizer::FromHfJson(const std
   } catch (const json::exception& e) {
     return absl::InvalidArgumentError(absl::StrCat(path, ": ", e.what()));
   }
+  // Post-processor (what encode(add_special_tokens=True) adds, e.g. Llama/Mistral's BOS).
+  if (j.contains("post_processor") && !j["post_processor"].is_null()) {
+    ASSIGN_OR_RETURN(std::vector<PostTemplate> post,
+                     ParsePostProcessor(path, j["post_processor"].dump(), tok->vocab_size()));
+    tok->set_post_processor(std::move(post));
+  }
   return tok;
 }
 

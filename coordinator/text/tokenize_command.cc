@@ -68,8 +68,9 @@ absl::StatusOr<json> IdsToJson(const Tokenizer& tok, const std::vector<int32_t>&
 }
 
 absl::StatusOr<json> EncodeToJson(const Tokenizer& tok, absl::string_view text,
-                                  bool allow_special, bool all_decodings = false) {
-  return IdsToJson(tok, tok.Encode(text, allow_special), all_decodings);
+                                  bool allow_special, bool add_special_tokens,
+                                  bool all_decodings = false) {
+  return IdsToJson(tok, tok.Encode(text, allow_special, add_special_tokens), all_decodings);
 }
 
 std::string Dump(const json& j) {
@@ -82,7 +83,7 @@ int RunTokenize(int argc, char** argv) {
   FlagParser parser("tokenize",
                     "encode text to token ids (or decode ids) with a model's tokenizer");
   std::string model, text, file, batch, decode;
-  bool as_json = false, no_special = false, skip_special = false;
+  bool as_json = false, no_special = false, skip_special = false, add_special_tokens = false;
   parser.AddString("model", &model,
                    "model directory or tokenizer file (tokenizer.json, tiktoken.model, "
                    "tokenizer.model)");
@@ -96,6 +97,9 @@ int RunTokenize(int argc, char** argv) {
   parser.AddBool("json", &as_json, "print JSON");
   parser.AddBool("no-special", &no_special, "treat special-token text as ordinary text");
   parser.AddBool("skip-special", &skip_special, "--decode: drop special tokens");
+  parser.AddBool("add-special-tokens", &add_special_tokens,
+                 "apply the tokenizer's post-processor (e.g. prepend BOS), as Hugging Face "
+                 "encode(text) does by default and completion prompts are served");
   return RunCommand(parser, argc, argv, [&]() -> absl::Status {
     if (model.empty()) return absl::InvalidArgumentError("--model is required");
     const int inputs = parser.WasSet("text") + parser.WasSet("file") + parser.WasSet("batch") +
@@ -142,7 +146,7 @@ int RunTokenize(int argc, char** argv) {
               "--batch: '", batch, "' has an element that is neither a string nor ids"));
         }
         ASSIGN_OR_RETURN(json j, EncodeToJson(*tok, t.get<std::string>(), !no_special,
-                                              /*all_decodings=*/true));
+                                              add_special_tokens, /*all_decodings=*/true));
         out.push_back(std::move(j));
       }
       std::printf("%s\n", Dump(out).c_str());
@@ -151,7 +155,7 @@ int RunTokenize(int argc, char** argv) {
     if (parser.WasSet("file")) {
       ASSIGN_OR_RETURN(text, ReadFile(file, "--file"));
     }
-    ASSIGN_OR_RETURN(json j, EncodeToJson(*tok, text, !no_special));
+    ASSIGN_OR_RETURN(json j, EncodeToJson(*tok, text, !no_special, add_special_tokens));
     if (as_json) {
       std::printf("%s\n", Dump(j).c_str());
       return absl::OkStatus();

@@ -5,10 +5,12 @@
 #include <fstream>
 #include <sstream>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "kernels/base/logging.h"
+#include "kernels/base/status.h"
 #include "nlohmann/json.hpp"
 
 namespace tessera {
@@ -26,7 +28,146 @@ std::optional<std::string> TokenText(const json& j) {
   return std::nullopt;
 }
 
+// Parses one post-processor object (recursing into Sequence) at `field`, appending its
+// single-sequence templates to `out`.
+absl::Status ParsePostStep(const std::string& path, const json& p, const std::string& field,
+                           int32_t vocab_size, std::vector<Tokenizer::PostTemplate>* out) {
+  auto err = [&](const std::string& f, const std::string& what) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ": field '", f, "' ", what));
+  };
+  if (p.is_null()) return absl::OkStatus();
+  if (!p.is_object() || !p.contains("type") || !p["type"].is_string()) {
+    return err(field, "must be null or an object with a string 'type'");
+  }
+  auto check_id = [&](const std::string& f, const json& v, int32_t* id) -> absl::Status {
+    if (!v.is_number_integer() || v.get<int64_t>() < 0 || v.get<int64_t>() >= vocab_size) {
+      return err(f, absl::StrCat("must be a token id in [0, ", vocab_size, "), got ", v.dump()));
+    }
+    *id = static_cast<int32_t>(v.get<int64_t>());
+    return absl::OkStatus();
+  };
+  const std::string type = p["type"].get<std::string>();
+  if (type == "ByteLevel") return absl::OkStatus();  // Offsets only; adds no ids.
+  if (type == "Sequence") {
+    if (!p.contains("processors") || !p["processors"].is_array()) {
+      return err(field + ".processors", "missing or not an array");
+    }
+    for (size_t k = 0; k < p["processors"].size(); ++k) {
+      RETURN_IF_ERROR(ParsePostStep(path, p["processors"][k],
+                                    absl::StrCat(field, ".processors[", k, "]"), vocab_size, out));
+    }
+    return absl::OkStatus();
+  }
+  Tokenizer::PostTemplate t;
+  if (type == "BertProcessing" || type == "RobertaProcessing") {
+    // Single sequence: cls $A sep (both keep their pair forms, which we never use).
+    int32_t ids[2];
+    const char* names[2] = {"cls", "sep"};
+    for (int k = 0; k < 2; ++k) {
+      const json& v = p.contains(names[k]) ? p[names[k]] : json();
+      if (!v.is_array() || v.size() != 2 || !v[0].is_string()) {
+        return err(field + "." + names[k], "must be [token, id]");
+      }
+      RETURN_IF_ERROR(check_id(field + "." + names[k] + "[1]", v[1], &ids[k]));
+    }
+    t.items.push_back({false, {ids[0]}});
+    t.items.push_back({true, {}});
+    t.items.push_back({false, {ids[1]}});
+    out->push_back(std::move(t));
+    return absl::OkStatus();
+  }
+  if (type != "TemplateProcessing") {
+    return err(field + ".type",
+               absl::StrCat("'", type, "' is not supported (null, ByteLevel, TemplateProcessing, "
+                                       "BertProcessing, RobertaProcessing and Sequence are)"));
+  }
+  // special_tokens: {"<s>": {"id": "<s>", "ids": [1], "tokens": ["<s>"]}, ...}
+  absl::flat_hash_map<std::string, std::vector<int32_t>> specials;
+  if (p.contains("special_tokens") && !p["special_tokens"].is_null()) {
+    const json& st = p["special_tokens"];
+    if (!st.is_object()) return err(field + ".special_tokens", "must be an object");
+    for (auto it = st.begin(); it != st.end(); ++it) {
+      const std::string f = absl::StrCat(field, ".special_tokens[\"", it.key(), "\"]");
+      const json& e = it.value();
+      if (!e.is_object() || !e.contains("ids") || !e["ids"].is_array()) {
+        return err(f + ".ids", "missing or not an array");
+      }
+      std::vector<int32_t> ids;
+      for (size_t k = 0; k < e["ids"].size(); ++k) {
+        int32_t id = 0;
+        RETURN_IF_ERROR(check_id(absl::StrCat(f, ".ids[", k, "]"), e["ids"][k], &id));
+        ids.push_back(id);
+      }
+      // `tokenizers` keys the map by the entry's own "id" (the key repeats it).
+      const std::string key =
+          e.contains("id") && e["id"].is_string() ? e["id"].get<std::string>() : it.key();
+      specials[key] = std::move(ids);
+    }
+  }
+  // Templates: [{"SpecialToken": {"id": "<s>", "type_id": 0}}, {"Sequence": {"id": "A", ...}}]
+  for (const char* which : {"single", "pair"}) {
+    const std::string f = field + "." + which;
+    if (!p.contains(which) || !p[which].is_array()) return err(f, "missing or not an array");
+    const json& tmpl = p[which];
+    for (size_t k = 0; k < tmpl.size(); ++k) {
+      const std::string fk = absl::StrCat(f, "[", k, "]");
+      const json& item = tmpl[k];
+      if (item.is_object() && item.contains("SpecialToken") &&
+          item["SpecialToken"].is_object() && item["SpecialToken"].contains("id") &&
+          item["SpecialToken"]["id"].is_string()) {
+        const std::string name = item["SpecialToken"]["id"].get<std::string>();
+        auto found = specials.find(name);
+        if (found == specials.end()) {
+          return err(fk, absl::StrCat("names special token '", name,
+                                      "', which is missing from special_tokens"));
+        }
+        if (which[0] == 's') t.items.push_back({false, found->second});
+      } else if (item.is_object() && item.contains("Sequence") && item["Sequence"].is_object() &&
+                 item["Sequence"].contains("id") && item["Sequence"]["id"].is_string()) {
+        const std::string seq = item["Sequence"]["id"].get<std::string>();
+        if (seq != "A" && seq != "B") return err(fk, "Sequence id must be \"A\" or \"B\"");
+        if (which[0] == 's') {
+          if (seq != "A") return err(fk, "the single template can only use sequence A");
+          t.items.push_back({true, {}});
+        }
+      } else {
+        return err(fk, "must be {\"SpecialToken\": {\"id\": ...}} or {\"Sequence\": {\"id\": "
+                       "\"A\"|\"B\"}}");
+      }
+    }
+  }
+  out->push_back(std::move(t));
+  return absl::OkStatus();
+}
+
 }  // namespace
+
+absl::StatusOr<std::vector<Tokenizer::PostTemplate>> ParsePostProcessor(
+    const std::string& path, const std::string& post_processor_json, int32_t vocab_size) {
+  json p = json::parse(post_processor_json, nullptr, /*allow_exceptions=*/false);
+  if (p.is_discarded()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": field 'post_processor' is not valid JSON"));
+  }
+  std::vector<Tokenizer::PostTemplate> out;
+  try {
+    RETURN_IF_ERROR(ParsePostStep(path, p, "post_processor", vocab_size, &out));
+  } catch (const json::exception& e) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ": field 'post_processor': ", e.what()));
+  }
+  return out;
+}
+
+void Tokenizer::ApplyPostProcessor(std::vector<int32_t>* ids) const {
+  for (const PostTemplate& t : post_processor_) {
+    std::vector<int32_t> next;
+    for (const PostTemplate::Item& item : t.items) {
+      const std::vector<int32_t>& add = item.is_sequence ? *ids : item.ids;
+      next.insert(next.end(), add.begin(), add.end());
+    }
+    *ids = std::move(next);
+  }
+}
 
 absl::StatusOr<std::string> Tokenizer::Decode(absl::Span<const int32_t> ids,
                                               bool skip_special_tokens) const {
@@ -145,6 +286,25 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> LoadTokenizer(const std::string& mode
     } else {
       tok->set_eos_id(id);
     }
+  }
+  if (tok->format() == "sentencepiece") {
+    // transformers' slow LlamaTokenizer (what a SentencePiece-only model loads as) adds BOS
+    // when add_bos_token (default true) and EOS when add_eos_token (default false).
+    bool add[2] = {true, false};  // add_bos_token, add_eos_token
+    const char* fields[2] = {"add_bos_token", "add_eos_token"};
+    for (int k = 0; k < 2; ++k) {
+      if (!config.contains(fields[k]) || config[fields[k]].is_null()) continue;
+      if (!config[fields[k]].is_boolean()) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            config_path.string(), ": field '", fields[k], "' must be true or false"));
+      }
+      add[k] = config[fields[k]].get<bool>();
+    }
+    Tokenizer::PostTemplate t;
+    if (add[0] && tok->bos_id().has_value()) t.items.push_back({false, {*tok->bos_id()}});
+    t.items.push_back({true, {}});
+    if (add[1] && tok->eos_id().has_value()) t.items.push_back({false, {*tok->eos_id()}});
+    if (t.items.size() > 1) tok->set_post_processor({std::move(t)});
   }
   return tok;
 }

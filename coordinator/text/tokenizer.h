@@ -23,6 +23,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -65,11 +66,38 @@ class Tokenizer {
   Tokenizer(const Tokenizer&) = delete;
   Tokenizer& operator=(const Tokenizer&) = delete;
 
+  // What `add_special_tokens` adds around one encoded sequence, as Hugging Face `tokenizers`'
+  // post-processor does for a single sequence: a list of templates applied in order (a
+  // `Sequence` post-processor gives several), each a list of items, either the sequence itself
+  // (kSequence) or literal ids. Empty: nothing is added (no post_processor, ByteLevel).
+  struct PostTemplate {
+    // One item: `ids` when !is_sequence; the encoded sequence (so far) when is_sequence.
+    struct Item {
+      bool is_sequence = false;
+      std::vector<int32_t> ids;
+    };
+    std::vector<Item> items;
+  };
+
   // Token ids of `text` (UTF-8; invalid bytes are encoded as bytes where the format can).
   // Special tokens are recognised only if `allow_special`; otherwise they are tokenized as
-  // ordinary text. No BOS/EOS is added (that is the chat template's job).
-  std::vector<int32_t> Encode(absl::string_view text, bool allow_special = true) const {
-    return EncodeImpl(text, allow_special);
+  // ordinary text. With `add_special_tokens` the post-processor is applied (tokenizer.json's
+  // `post_processor`, e.g. Llama/Mistral's BOS; SentencePiece: BOS when tokenizer_config.json's
+  // add_bos_token is not false, EOS when add_eos_token; tiktoken: nothing), as `tokenizers`'
+  // encode(text, add_special_tokens=True) and vLLM's completion prompts do; without it (the
+  // default; chat prompts, whose template renders BOS) nothing is added.
+  std::vector<int32_t> Encode(absl::string_view text, bool allow_special = true,
+                              bool add_special_tokens = false) const {
+    std::vector<int32_t> ids = EncodeImpl(text, allow_special);
+    if (add_special_tokens) ApplyPostProcessor(&ids);
+    return ids;
+  }
+  // Applies the post-processor (see Encode) to already encoded `ids` in place.
+  void ApplyPostProcessor(std::vector<int32_t>* ids) const;
+  // The post-processor's templates (empty: Encode's add_special_tokens adds nothing).
+  const std::vector<PostTemplate>& post_processor() const { return post_processor_; }
+  void set_post_processor(std::vector<PostTemplate> templates) {
+    post_processor_ = std::move(templates);
   }
   // Text of `ids` (always valid UTF-8, see above); error for an id outside the vocabulary.
   // With `skip_special_tokens`, special tokens (IsSpecial) contribute nothing.
@@ -115,7 +143,17 @@ class Tokenizer {
  private:
   std::optional<int32_t> bos_id_;
   std::optional<int32_t> eos_id_;
+  std::vector<PostTemplate> post_processor_;
 };
+
+// Parses a tokenizer.json `post_processor` value exactly as Hugging Face `tokenizers` 0.22
+// applies it to a single sequence: null and ByteLevel add nothing; TemplateProcessing (the
+// `single` template: SpecialToken items resolved through `special_tokens`' ids, Sequence $A;
+// `pair` is validated loosely and ignored); BertProcessing / RobertaProcessing (cls $A sep);
+// Sequence (its processors in order). Anything else is an error naming `path`, the field and
+// the type. Ids must be below `vocab_size`.
+absl::StatusOr<std::vector<Tokenizer::PostTemplate>> ParsePostProcessor(
+    const std::string& path, const std::string& post_processor_json, int32_t vocab_size);
 
 // Loads the tokenizer of a model directory: tokenizer.json, else tiktoken.model, else
 // tokenizer.model (SentencePiece); bos/eos (and tiktoken specials) from tokenizer_config.json
