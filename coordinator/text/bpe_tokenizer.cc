@@ -787,7 +787,7 @@ absl::StatusOr<std::unique_ptr<BpeTokenizer>> BpeTokenizer::FromHfJson(const std
   }
   // Post-processor (what encode(add_special_tokens=True) adds, e.g. Llama/Mistral's BOS).
   if (j.contains("post_processor") && !j["post_processor"].is_null()) {
-    ASSIGN_OR_RETURN(std::vector<PostTemplate> post,
+    ASSIGN_OR_RETURN(std::vector<PostStep> post,
                      ParsePostProcessor(path, j["post_processor"].dump(), tok->vocab_size()));
     tok->set_post_processor(std::move(post));
   }

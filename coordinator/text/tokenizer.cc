@@ -28,10 +28,11 @@ std::optional<std::string> TokenText(const json& j) {
   return std::nullopt;
 }
 
-// Parses one post-processor object (recursing into Sequence) at `field`, appending its
-// single-sequence templates to `out`.
+// Parses one post-processor object (recursing into Sequence) at `field`, appending its steps
+// to `out`. `*segments`: how many segments reach this step (updated; see Tokenizer::PostStep).
 absl::Status ParsePostStep(const std::string& path, const json& p, const std::string& field,
-                           int32_t vocab_size, std::vector<Tokenizer::PostTemplate>* out) {
+                           int32_t vocab_size, size_t* segments,
+                           std::vector<Tokenizer::PostStep>* out) {
   auto err = [&](const std::string& f, const std::string& what) {
     return absl::InvalidArgumentError(absl::StrCat(path, ": field '", f, "' ", what));
   };
@@ -54,27 +55,25 @@ absl::Status ParsePostStep(const std::string& path, const json& p, const std::st
     }
     for (size_t k = 0; k < p["processors"].size(); ++k) {
       RETURN_IF_ERROR(ParsePostStep(path, p["processors"][k],
-                                    absl::StrCat(field, ".processors[", k, "]"), vocab_size, out));
+                                    absl::StrCat(field, ".processors[", k, "]"), vocab_size,
+                                    segments, out));
     }
     return absl::OkStatus();
   }
-  Tokenizer::PostTemplate t;
+  Tokenizer::PostStep step;
   if (type == "BertProcessing" || type == "RobertaProcessing") {
-    // Single sequence: cls $A sep (both keep their pair forms, which we never use).
-    int32_t ids[2];
+    step.kind = type[0] == 'B' ? Tokenizer::PostStep::kBert : Tokenizer::PostStep::kRoberta;
     const char* names[2] = {"cls", "sep"};
+    int32_t* ids[2] = {&step.cls, &step.sep};
     for (int k = 0; k < 2; ++k) {
       const json& v = p.contains(names[k]) ? p[names[k]] : json();
       if (!v.is_array() || v.size() != 2 || !v[0].is_string()) {
         return err(field + "." + names[k], "must be [token, id]");
       }
-      RETURN_IF_ERROR(check_id(field + "." + names[k] + "[1]", v[1], &ids[k]));
+      RETURN_IF_ERROR(check_id(field + "." + names[k] + "[1]", v[1], ids[k]));
     }
-    t.items.push_back({false, {ids[0]}});
-    t.items.push_back({true, {}});
-    t.items.push_back({false, {ids[1]}});
-    out->push_back(std::move(t));
-    return absl::OkStatus();
+    out->push_back(std::move(step));
+    return absl::OkStatus();  // Keeps the number of segments.
   }
   if (type != "TemplateProcessing") {
     return err(field + ".type",
@@ -109,9 +108,11 @@ absl::Status ParsePostStep(const std::string& path, const json& p, const std::st
     const std::string f = field + "." + which;
     if (!p.contains(which) || !p[which].is_array()) return err(f, "missing or not an array");
     const json& tmpl = p[which];
+    std::vector<Tokenizer::PostStep::Item>& items = which[0] == 's' ? step.single : step.pair;
     for (size_t k = 0; k < tmpl.size(); ++k) {
       const std::string fk = absl::StrCat(f, "[", k, "]");
       const json& item = tmpl[k];
+      Tokenizer::PostStep::Item it;
       if (item.is_object() && item.contains("SpecialToken") &&
           item["SpecialToken"].is_object() && item["SpecialToken"].contains("id") &&
           item["SpecialToken"]["id"].is_string()) {
@@ -121,37 +122,50 @@ absl::Status ParsePostStep(const std::string& path, const json& p, const std::st
           return err(fk, absl::StrCat("names special token '", name,
                                       "', which is missing from special_tokens"));
         }
-        if (which[0] == 's') t.items.push_back({false, found->second});
+        it.ids = found->second;
       } else if (item.is_object() && item.contains("Sequence") && item["Sequence"].is_object() &&
                  item["Sequence"].contains("id") && item["Sequence"]["id"].is_string()) {
         const std::string seq = item["Sequence"]["id"].get<std::string>();
         if (seq != "A" && seq != "B") return err(fk, "Sequence id must be \"A\" or \"B\"");
-        if (which[0] == 's') {
-          if (seq != "A") return err(fk, "the single template can only use sequence A");
-          t.items.push_back({true, {}});
-        }
+        it.sequence = seq == "A" ? 0 : 1;
       } else {
         return err(fk, "must be {\"SpecialToken\": {\"id\": ...}} or {\"Sequence\": {\"id\": "
                        "\"A\"|\"B\"}}");
       }
+      items.push_back(std::move(it));
     }
   }
-  out->push_back(std::move(t));
+  // What reaches this template: one segment (single) or two (pair); `tokenizers` panics on
+  // more, and on a template that uses B with one segment.
+  if (*segments > 2) {
+    return err(field, absl::StrCat("gets ", *segments, " segments from the processors before it "
+                                   "(a template takes one or two; tokenizers would panic)"));
+  }
+  const auto& used = *segments == 1 ? step.single : step.pair;
+  for (const auto& it : used) {
+    if (it.sequence >= static_cast<int>(*segments)) {
+      return err(field + (*segments == 1 ? ".single" : ".pair"),
+                 "uses sequence B, which a single sequence does not have");
+    }
+  }
+  *segments = used.size();
+  out->push_back(std::move(step));
   return absl::OkStatus();
 }
 
 }  // namespace
 
-absl::StatusOr<std::vector<Tokenizer::PostTemplate>> ParsePostProcessor(
+absl::StatusOr<std::vector<Tokenizer::PostStep>> ParsePostProcessor(
     const std::string& path, const std::string& post_processor_json, int32_t vocab_size) {
   json p = json::parse(post_processor_json, nullptr, /*allow_exceptions=*/false);
   if (p.is_discarded()) {
     return absl::InvalidArgumentError(
         absl::StrCat(path, ": field 'post_processor' is not valid JSON"));
   }
-  std::vector<Tokenizer::PostTemplate> out;
+  std::vector<Tokenizer::PostStep> out;
+  size_t segments = 1;
   try {
-    RETURN_IF_ERROR(ParsePostStep(path, p, "post_processor", vocab_size, &out));
+    RETURN_IF_ERROR(ParsePostStep(path, p, "post_processor", vocab_size, &segments, &out));
   } catch (const json::exception& e) {
     return absl::InvalidArgumentError(absl::StrCat(path, ": field 'post_processor': ", e.what()));
   }
@@ -159,14 +173,33 @@ absl::StatusOr<std::vector<Tokenizer::PostTemplate>> ParsePostProcessor(
 }
 
 void Tokenizer::ApplyPostProcessor(std::vector<int32_t>* ids) const {
-  for (const PostTemplate& t : post_processor_) {
-    std::vector<int32_t> next;
-    for (const PostTemplate::Item& item : t.items) {
-      const std::vector<int32_t>& add = item.is_sequence ? *ids : item.ids;
-      next.insert(next.end(), add.begin(), add.end());
+  if (post_processor_.empty()) return;
+  std::vector<std::vector<int32_t>> segs;
+  segs.push_back(std::move(*ids));
+  for (const PostStep& step : post_processor_) {
+    std::vector<std::vector<int32_t>> next;
+    if (step.kind == PostStep::kTemplate) {
+      // ParsePostProcessor guarantees 1 or 2 segments and no B with one.
+      for (const PostStep::Item& item : segs.size() == 1 ? step.single : step.pair) {
+        next.push_back(item.sequence < 0 ? item.ids : segs[item.sequence]);
+      }
+    } else {
+      for (size_t i = 0; i < segs.size(); ++i) {
+        std::vector<int32_t> s;
+        if (i == 0) {
+          s.push_back(step.cls);
+        } else if (step.kind == PostStep::kRoberta) {
+          s.push_back(step.sep);
+        }
+        s.insert(s.end(), segs[i].begin(), segs[i].end());
+        s.push_back(step.sep);
+        next.push_back(std::move(s));
+      }
     }
-    *ids = std::move(next);
+    segs = std::move(next);
   }
+  ids->clear();
+  for (const auto& s : segs) ids->insert(ids->end(), s.begin(), s.end());
 }
 
 absl::StatusOr<std::string> Tokenizer::Decode(absl::Span<const int32_t> ids,
@@ -300,11 +333,11 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> LoadTokenizer(const std::string& mode
       }
       add[k] = config[fields[k]].get<bool>();
     }
-    Tokenizer::PostTemplate t;
-    if (add[0] && tok->bos_id().has_value()) t.items.push_back({false, {*tok->bos_id()}});
-    t.items.push_back({true, {}});
-    if (add[1] && tok->eos_id().has_value()) t.items.push_back({false, {*tok->eos_id()}});
-    if (t.items.size() > 1) tok->set_post_processor({std::move(t)});
+    Tokenizer::PostStep t;  // bos? $A eos?
+    if (add[0] && tok->bos_id().has_value()) t.single.push_back({-1, {*tok->bos_id()}});
+    t.single.push_back({0, {}});
+    if (add[1] && tok->eos_id().has_value()) t.single.push_back({-1, {*tok->eos_id()}});
+    if (t.single.size() > 1) tok->set_post_processor({std::move(t)});
   }
   return tok;
 }

@@ -66,17 +66,21 @@ class Tokenizer {
   Tokenizer(const Tokenizer&) = delete;
   Tokenizer& operator=(const Tokenizer&) = delete;
 
-  // What `add_special_tokens` adds around one encoded sequence, as Hugging Face `tokenizers`'
-  // post-processor does for a single sequence: a list of templates applied in order (a
-  // `Sequence` post-processor gives several), each a list of items, either the sequence itself
-  // (kSequence) or literal ids. Empty: nothing is added (no post_processor, ByteLevel).
-  struct PostTemplate {
-    // One item: `ids` when !is_sequence; the encoded sequence (so far) when is_sequence.
+  // One step of the post-processor, which `add_special_tokens` applies as Hugging Face
+  // `tokenizers` 0.22 does: the ids are a list of segments (encodings), one at first; a
+  // template replaces them with one segment per template item, using `single` for one segment
+  // and `pair` for two (segment A = 0, B = 1); Bert gives segment 0 cls..sep and every other
+  // one ..sep, Roberta cls..sep and sep..sep; the segments are concatenated at the end. (So
+  // a template after a template sees a pair, as in `tokenizers`.)
+  struct PostStep {
+    enum Kind { kTemplate, kBert, kRoberta };
     struct Item {
-      bool is_sequence = false;
-      std::vector<int32_t> ids;
+      int sequence = -1;          // 0: segment A, 1: segment B, -1: `ids`.
+      std::vector<int32_t> ids;   // Special-token ids.
     };
-    std::vector<Item> items;
+    Kind kind = kTemplate;
+    std::vector<Item> single, pair;  // kTemplate.
+    int32_t cls = 0, sep = 0;        // kBert, kRoberta.
   };
 
   // Token ids of `text` (UTF-8; invalid bytes are encoded as bytes where the format can).
@@ -94,11 +98,9 @@ class Tokenizer {
   }
   // Applies the post-processor (see Encode) to already encoded `ids` in place.
   void ApplyPostProcessor(std::vector<int32_t>* ids) const;
-  // The post-processor's templates (empty: Encode's add_special_tokens adds nothing).
-  const std::vector<PostTemplate>& post_processor() const { return post_processor_; }
-  void set_post_processor(std::vector<PostTemplate> templates) {
-    post_processor_ = std::move(templates);
-  }
+  // The post-processor's steps (empty: Encode's add_special_tokens adds nothing).
+  const std::vector<PostStep>& post_processor() const { return post_processor_; }
+  void set_post_processor(std::vector<PostStep> steps) { post_processor_ = std::move(steps); }
   // Text of `ids` (always valid UTF-8, see above); error for an id outside the vocabulary.
   // With `skip_special_tokens`, special tokens (IsSpecial) contribute nothing.
   absl::StatusOr<std::string> Decode(absl::Span<const int32_t> ids,
@@ -143,16 +145,18 @@ class Tokenizer {
  private:
   std::optional<int32_t> bos_id_;
   std::optional<int32_t> eos_id_;
-  std::vector<PostTemplate> post_processor_;
+  std::vector<PostStep> post_processor_;
 };
 
-// Parses a tokenizer.json `post_processor` value exactly as Hugging Face `tokenizers` 0.22
-// applies it to a single sequence: null and ByteLevel add nothing; TemplateProcessing (the
-// `single` template: SpecialToken items resolved through `special_tokens`' ids, Sequence $A;
-// `pair` is validated loosely and ignored); BertProcessing / RobertaProcessing (cls $A sep);
-// Sequence (its processors in order). Anything else is an error naming `path`, the field and
-// the type. Ids must be below `vocab_size`.
-absl::StatusOr<std::vector<Tokenizer::PostTemplate>> ParsePostProcessor(
+// Parses a tokenizer.json `post_processor` value as Hugging Face `tokenizers` 0.22 applies it
+// to a single sequence (see Tokenizer::PostStep): null and ByteLevel add nothing;
+// TemplateProcessing (`single` and `pair`: SpecialToken items resolved through
+// `special_tokens`' ids, Sequence A / B); BertProcessing / RobertaProcessing (cls, sep);
+// Sequence (its processors in order). Anything else, a special token missing from
+// special_tokens, an id outside [0, vocab_size), or a chain on which `tokenizers` would panic
+// (a template given more than two segments, `single` using B) is an error naming `path`, the
+// field and the type.
+absl::StatusOr<std::vector<Tokenizer::PostStep>> ParsePostProcessor(
     const std::string& path, const std::string& post_processor_json, int32_t vocab_size);
 
 // Loads the tokenizer of a model directory: tokenizer.json, else tiktoken.model, else
