@@ -16,6 +16,7 @@ namespace {
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using ::testing::IsEmpty;
+using ::tessera::testing::TestDataDir;
 
 constexpr char kPath[] = "/models/x/tokenizer.json";
 
@@ -78,10 +79,12 @@ TEST(PostProcessorParseTest, UnknownTypeIsRefusedNamingFileFieldAndType) {
 }
 
 TEST(PostProcessorParseTest, SpecialTokenMissingFromTheMapIsRefused) {
-  std::string j = BosTemplate("[1]");
-  j.replace(j.find(R"("special_tokens": {"<s>")"), 23, R"("special_tokens": {"<t>")");
-  j.replace(j.rfind(R"("id": "<s>")"), 11, R"("id": "<t>")");
-  auto steps = ParsePostProcessor(kPath, j, 100);
+  auto steps = ParsePostProcessor(kPath, R"({"type": "TemplateProcessing",
+      "single": [{"SpecialToken": {"id": "<s>", "type_id": 0}},
+                 {"Sequence": {"id": "A", "type_id": 0}}],
+      "pair": [{"Sequence": {"id": "A", "type_id": 0}}],
+      "special_tokens": {"<t>": {"id": "<t>", "ids": [1], "tokens": ["<t>"]}}})",
+                                  100);
   ASSERT_FALSE(steps.ok());
   EXPECT_THAT(steps.status().message(), HasSubstr("post_processor.single[0]"));
   EXPECT_THAT(steps.status().message(), HasSubstr("'<s>'"));
