@@ -174,9 +174,12 @@ void GemvRowChunks(GemvFn gemv, const LinearArgs& a, int64_t j0, int64_t j1) {
   // The MXFP4 GEMV, like the f32 one, peaks at 3-4 rows (single-thread, L2-resident, rows x GB/s
   // of MXFP4 bytes: 13.6 at m = 1, 22.0 at 3, 23.7 at 4, 15-17 at 5-8), so it takes <= 4-row
   // chunks too.
+  // The AVX2 MXFP4 GEMV (x in groups of 8, xp_half 4) peaks at 2-3 rows (16.0 at m = 3, 13.8 at
+  // m = 4, 15.1-15.5 for m = 4..8 in 3-row chunks), so it takes <= 3-row chunks.
   const bool dot = a.xb != nullptr;
-  if (a.m <= (dot ? kGemvMaxRows : 4)) return gemv(a, j0, j1);
-  const int64_t parts = dot ? a.m / 4 : (a.m + 3) / 4;
+  const int64_t chunk = a.mx_scales != nullptr && a.xp_half == 4 ? 3 : 4;
+  if (a.m <= (dot ? kGemvMaxRows : chunk)) return gemv(a, j0, j1);
+  const int64_t parts = dot ? a.m / 4 : (a.m + chunk - 1) / chunk;
   const int64_t row_bytes = WeightRowBytes(a);
   const int64_t block =
       std::max<int64_t>(16, (int64_t{128} << 10) / std::max<int64_t>(1, row_bytes) / 16 * 16);
