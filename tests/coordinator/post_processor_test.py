@@ -32,17 +32,27 @@ CASES = CORPUS[:30] + ["<|im_start|>user\nhi<|im_end|>", "<s>", "Hello world"]
 BYTE_LEVEL = ("qwen3", "deepseek_v3", "gpt_oss")
 
 
+QWEN3_TEXT = None
+
+
 def edited_qwen3(tmp, name, post_processor):
-    """A copy of the qwen3 tokenizer.json with `post_processor` replaced; returns its path."""
-    with open(os.path.join(TESTDATA, "tokenizers", "qwen3", "tokenizer.json"),
-              encoding="utf-8") as f:
-        j = json.load(f)
-    j["post_processor"] = post_processor
+    """A copy of the qwen3 tokenizer.json with `post_processor` replaced; returns its path.
+    (The value is spliced into the file's text: re-serialising 11 MB of JSON is slow.)"""
+    global QWEN3_TEXT
+    if QWEN3_TEXT is None:
+        with open(os.path.join(TESTDATA, "tokenizers", "qwen3", "tokenizer.json"),
+                  encoding="utf-8") as f:
+            QWEN3_TEXT = f.read()
+    key = '"post_processor": '
+    start = QWEN3_TEXT.index(key) + len(key)
+    end = QWEN3_TEXT.index('"decoder": ', start)
+    old = QWEN3_TEXT[start:end].rstrip().rstrip(",")
+    assert json.loads(old)["type"] == "ByteLevel", old
     d = os.path.join(tmp, name)
     os.makedirs(d)
     path = os.path.join(d, "tokenizer.json")
     with open(path, "w", encoding="utf-8") as f:
-        json.dump(j, f, ensure_ascii=False)
+        f.write(QWEN3_TEXT[:start] + json.dumps(post_processor) + ",\n  " + QWEN3_TEXT[end:])
     return path
 
 
@@ -120,25 +130,28 @@ class PostProcessorTest(unittest.TestCase):
     def tearDownClass(cls):
         shutil.rmtree(cls.tmp, ignore_errors=True)
 
-    def check(self, name, expect_added=None):
-        """Ids with --add-special-tokens equal encode(text); returns how many ids were added."""
+    def check(self, name, expect_added):
+        """Ids with --add-special-tokens equal encode(text), which adds `expect_added` ids."""
         path = self.paths[name]
         ref = tokenizers.Tokenizer.from_file(path)
         got = run_tessera(path, CASES, add_special_tokens=True)
-        plain = run_tessera(path, CASES)
         bad = []
-        for text, g, p in zip(CASES, got, plain):
+        for text, g in zip(CASES, got):
             want = ref.encode(text).ids
             if g["ids"] != want:
                 bad.append(f"{name}: ids differ for {text!r}:\n  tessera   {g['ids']}\n"
                            f"  reference {want}")
-            if p["ids"] != ref.encode(text, add_special_tokens=False).ids:
-                bad.append(f"{name}: without the flag ids differ for {text!r}")
         self.assertFalse(bad, "\n".join(bad[:8]) + f"\n({len(bad)} differences)")
-        added = len(got[-1]["ids"]) - len(plain[-1]["ids"])
-        if expect_added is not None:
-            self.assertEqual(added, expect_added, name)
-        return added
+        added = len(ref.encode("x").ids) - len(ref.encode("x", add_special_tokens=False).ids)
+        self.assertEqual(added, expect_added, name)
+
+    def test_without_the_flag_nothing_is_added(self):
+        for name in ("mixtral_hub", "llama3_style", "roberta"):
+            ref = tokenizers.Tokenizer.from_file(self.paths[name])
+            got = run_tessera(self.paths[name], CASES)
+            for text, g in zip(CASES, got):
+                self.assertEqual(g["ids"], ref.encode(text, add_special_tokens=False).ids,
+                                 f"{name}: {text!r}")
 
     def test_llama_mistral_variants_prepend_bos(self):
         names = [n for n in self.paths if n not in BYTE_LEVEL and n not in EDITED]
