@@ -42,7 +42,12 @@ struct Mxfp4Bf16Table {
     }
   }
 };
-const Mxfp4Bf16Table kMxfp4Table;
+// Built on first use, i.e. only once the dispatcher chose AVX2 (a namespace-scope constructor
+// compiled with -mavx2 would run at start-up on every CPU).
+const Mxfp4Bf16Table& Mxfp4Table() {
+  static const Mxfp4Bf16Table table;
+  return table;
+}
 
 struct Vec {
   using T = __m256;
@@ -79,13 +84,13 @@ struct Vec {
     return _mm256_blendv_ps(s, _mm256_set1_ps(std::numeric_limits<float>::quiet_NaN()), nan);
   }
   // One 32-element MXFP4 block to f32 in element order (the GEMM's panel packing): the nibbles
-  // interleaved in element order, then looked up in kMxfp4Table.
+  // interleaved in element order, then looked up in Mxfp4Table().
   static void DecodeMxfp4Block(const uint8_t* codes, uint8_t scale, float* out) {
     const __m128i c = _mm_loadu_si128(reinterpret_cast<const __m128i*>(codes));
     const __m128i nib = _mm_set1_epi8(0x0f);
     const __m128i lo = _mm_and_si128(c, nib);
     const __m128i hi = _mm_and_si128(_mm_srli_epi16(c, 4), nib);
-    const Mxfp4Bf16Table::Entry& e = kMxfp4Table.e[scale];
+    const Mxfp4Bf16Table::Entry& e = Mxfp4Table().e[scale];
     const __m128i tlo = _mm_load_si128(reinterpret_cast<const __m128i*>(e.lo));
     const __m128i thi = _mm_load_si128(reinterpret_cast<const __m128i*>(e.hi));
     const __m128i idx[2] = {_mm_unpacklo_epi8(lo, hi), _mm_unpackhi_epi8(lo, hi)};
@@ -113,7 +118,7 @@ constexpr int kGemmNr = 16;
 //
 // Per 32-element block of a weight row: the 16 code bytes broadcast to both 128-bit lanes, lane 0
 // keeping the low nibbles (even elements), lane 1 the high nibbles (odd elements); two vpshufb
-// look up the low and high bytes of the bf16 values in kMxfp4Table (exact, e = 255 included), and
+// look up the low and high bytes of the bf16 values in Mxfp4Table() (exact, e = 255 included), and
 // byte / word unpacks with zero widen them to four f32 vectors holding, in order, elements
 // {0,2,4,6,1,3,5,7}, {8,10,12,14,9,11,13,15}, {16..22 even, 17..23 odd}, {24..30 even, 25..31 odd}:
 // x reordered in groups of 8 (a.xp, PermuteRowsForMxfp4 with half = 4) matches without any
@@ -121,12 +126,13 @@ constexpr int kGemmNr = 16;
 // vpermps on an 8-entry magnitude table plus a sign XOR.
 
 // Decodes block b of weight row `codes` (exponent `scale`) into w[4] in the a.xp order.
-inline void DecodeMxfp4Gemv(const uint8_t* codes, uint8_t scale, __m256 (&w)[4]) {
+inline void DecodeMxfp4Gemv(const Mxfp4Bf16Table& table, const uint8_t* codes, uint8_t scale,
+                            __m256 (&w)[4]) {
   const __m256i c =
       _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(codes)));
   const __m256i idx = _mm256_and_si256(_mm256_blend_epi32(c, _mm256_srli_epi16(c, 4), 0xf0),
                                        _mm256_set1_epi8(0x0f));
-  const Mxfp4Bf16Table::Entry& e = kMxfp4Table.e[scale];
+  const Mxfp4Bf16Table::Entry& e = table.e[scale];
   const __m256i l = _mm256_shuffle_epi8(
       _mm256_broadcastsi128_si256(_mm_load_si128(reinterpret_cast<const __m128i*>(e.lo))), idx);
   const __m256i u = _mm256_shuffle_epi8(
@@ -150,6 +156,7 @@ template <int MR, int NR, int NACC>
 void GemvMxfp4T(const LinearArgs& a, int64_t j0, int64_t j1) {
   const uint8_t* w = static_cast<const uint8_t*>(a.w);
   const int64_t row_codes = a.k / 2, blocks = a.k / kMxfp4BlockSize;
+  const Mxfp4Bf16Table& table = Mxfp4Table();
   int64_t j = j0;
   auto tile = [&](auto nr_tag) {
     constexpr int R = decltype(nr_tag)::value;
@@ -166,7 +173,8 @@ void GemvMxfp4T(const LinearArgs& a, int64_t j0, int64_t j1) {
 #pragma GCC unroll 4
       for (int r = 0; r < R; ++r) {
         __m256 wv[4];
-        DecodeMxfp4Gemv(w + (j + r) * row_codes + b * 16, a.mx_scales[(j + r) * blocks + b], wv);
+        DecodeMxfp4Gemv(table, w + (j + r) * row_codes + b * 16,
+                        a.mx_scales[(j + r) * blocks + b], wv);
 #pragma GCC unroll 8
         for (int i = 0; i < MR; ++i) {
           const float* xb = a.xp + i * a.ldxp + b * kMxfp4BlockSize;
