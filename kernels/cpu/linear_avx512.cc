@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <array>
+#include <bit>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -26,11 +27,20 @@ namespace {
 // 2^(e - 127) for E8M0 exponents e < 255 (e = 0 is the f32 subnormal 2^-127).
 struct Pow2Table {
   float v[256];
-  Pow2Table() {
-    for (int e = 0; e < 256; ++e) v[e] = std::ldexp(1.0f, e - 127);
-  }
 };
-const Pow2Table kPow2Minus127;
+// Built at compile time: this file is compiled with AVX-512 flags, and a start-up constructor
+// here could execute AVX-512 instructions on a CPU without them before any dispatch happens.
+// 2^(e - 127) is the f32 with exponent field e (e >= 1) or the subnormal 2^-127 (e = 0); e = 255
+// is never looked up (Mxfp4Table takes vscalefps for it).
+constexpr Pow2Table MakePow2Table() {
+  Pow2Table t{};
+  t.v[0] = std::bit_cast<float>(uint32_t{0x00400000});
+  for (uint32_t e = 1; e < 255; ++e) t.v[e] = std::bit_cast<float>(e << 23);
+  return t;
+}
+constexpr Pow2Table kPow2Minus127 = MakePow2Table();
+static_assert(kPow2Minus127.v[127] == 1.0f && kPow2Minus127.v[128] == 2.0f &&
+              kPow2Minus127.v[126] == 0.5f);
 
 struct Vec {
   using T = __m512;
