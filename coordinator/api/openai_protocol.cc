@@ -508,4 +508,38 @@ std::optional<ApiError> ParseCompletionRequest(const json& body, CompletionReque
   return std::nullopt;
 }
 
+std::optional<ApiError> ParseTokenizeRequest(const json& body, TokenizeRequest* out) {
+  if (!body.is_object()) return TypeError("body", "a JSON object", body);
+  TESSERA_API_TRY(GetBool(body, "return_token_strs", &out->return_token_strs));
+  if (Field(body, "messages") != nullptr) {
+    out->is_chat = true;
+    TESSERA_API_TRY(ParseChatRequest(body, &out->chat));
+    out->model = out->chat.model;
+    out->add_special_tokens = out->chat.add_special_tokens;
+    return std::nullopt;
+  }
+  TESSERA_API_TRY(GetString(body, "model", &out->model));
+  TESSERA_API_TRY(GetBool(body, "add_special_tokens", &out->add_special_tokens));
+  const json* prompt = Field(body, "prompt");
+  if (prompt == nullptr) return BadRequest("'prompt' or 'messages' is required", "prompt");
+  if (!prompt->is_string()) return TypeError("prompt", "a string", *prompt);
+  out->prompt = prompt->get<std::string>();
+  return std::nullopt;
+}
+
+std::optional<ApiError> ParseDetokenizeRequest(const json& body, DetokenizeRequest* out) {
+  if (!body.is_object()) return TypeError("body", "a JSON object", body);
+  TESSERA_API_TRY(GetString(body, "model", &out->model));
+  const json* tokens = Field(body, "tokens");
+  if (tokens == nullptr) return BadRequest("'tokens' is required", "tokens");
+  if (!tokens->is_array()) return TypeError("tokens", "an array of token ids", *tokens);
+  for (size_t i = 0; i < tokens->size(); ++i) {
+    int64_t id = 0;
+    TESSERA_API_TRY(ToInt((*tokens)[i], absl::StrCat("tokens[", i, "]"), 0,
+                          std::numeric_limits<int32_t>::max(), &id));
+    out->tokens.push_back(static_cast<int32_t>(id));
+  }
+  return std::nullopt;
+}
+
 }  // namespace tessera::api

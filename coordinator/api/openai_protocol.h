@@ -92,4 +92,26 @@ std::optional<ApiError> ParseChatRequest(const nlohmann::ordered_json& body, Cha
 std::optional<ApiError> ParseCompletionRequest(const nlohmann::ordered_json& body,
                                                CompletionRequest* out);
 
+// POST /tokenize (vLLM's extension): a chat request ("messages" present: parsed as for chat
+// completions, so add_special_tokens defaults to false and add_generation_prompt to true) or
+// {"prompt": string} with add_special_tokens defaulting to true; both take return_token_strs.
+struct TokenizeRequest {
+  std::string model;
+  bool is_chat = false;
+  ChatRequest chat;
+  std::string prompt;
+  bool add_special_tokens = true;
+  bool return_token_strs = false;
+};
+std::optional<ApiError> ParseTokenizeRequest(const nlohmann::ordered_json& body,
+                                             TokenizeRequest* out);
+
+// POST /detokenize: {"tokens": [ids]} (required, may be empty).
+struct DetokenizeRequest {
+  std::string model;
+  std::vector<int32_t> tokens;
+};
+std::optional<ApiError> ParseDetokenizeRequest(const nlohmann::ordered_json& body,
+                                               DetokenizeRequest* out);
+
 }  // namespace tessera::api

@@ -671,6 +671,11 @@ void OpenAiService::Handle(absl::string_view method, absl::string_view path,
     if (path == "/v1/chat/completions") return HandleChat(body, std::move(sink));
     return HandleCompletion(body, std::move(sink));
   }
+  if (path == "/tokenize" || path == "/detokenize") {
+    if (method != "POST") return not_allowed();
+    if (path == "/tokenize") return HandleTokenize(body, std::move(sink));
+    return HandleDetokenize(body, std::move(sink));
+  }
   if (path == "/v1/models" || absl::StartsWith(path, "/v1/models/")) {
     if (method != "GET") return not_allowed();
     return HandleModels(path, std::move(sink));
@@ -815,6 +820,82 @@ void OpenAiService::HandleChat(absl::string_view body, std::shared_ptr<ResponseS
     job->choices().push_back(std::move(c));
   }
   job->Start();
+}
+
+void OpenAiService::HandleTokenize(absl::string_view body, std::shared_ptr<ResponseSink> sink) {
+  ojson parsed;
+  if (auto err = ParseBody(body, &parsed)) return RespondError(*sink, *err);
+  TokenizeRequest req;
+  if (auto err = ParseTokenizeRequest(parsed, &req)) return RespondError(*sink, *err);
+  ModelInfo info;
+  if (auto err = CheckModel(req.model, &info)) return RespondError(*sink, *err);
+  if (options_.token_ids_only) {
+    return RespondError(*sink, BadRequest(absl::StrCat("this server has no tokenizer (",
+                                                       options_.no_tokenizer_reason, ")")));
+  }
+  std::string text = req.prompt;
+  if (req.is_chat) {
+    if (!options_.render_chat) {
+      return RespondError(*sink, BadRequest("this model has no chat template", "messages"));
+    }
+    const ChatRequest& chat = req.chat;
+    const bool with_tools = !chat.tools.is_null() && chat.tool_choice != "none";
+    absl::StatusOr<std::string> prompt =
+        options_.render_chat(chat.messages, with_tools ? chat.tools : ojson(),
+                             chat.add_generation_prompt, chat.continue_final_message,
+                             chat.chat_template_kwargs);
+    if (!prompt.ok()) {
+      return RespondError(
+          *sink, BadRequest(absl::StrCat("chat template: ", prompt.status().message()),
+                            "messages"));
+    }
+    text = *std::move(prompt);
+  }
+  const std::vector<int32_t> ids =
+      tokenizer_.Encode(text, /*allow_special=*/true, req.add_special_tokens);
+  ojson out;
+  out["count"] = ids.size();
+  out["max_model_len"] = info.max_model_len;
+  out["tokens"] = ids;
+  if (req.return_token_strs) {
+    out["token_strs"] = ojson::array();
+    for (int32_t id : ids) {
+      std::optional<std::string> token = tokenizer_.IdToToken(id);
+      out["token_strs"].push_back(token ? SanitizeUtf8(*token) : std::string());
+    }
+  } else {
+    out["token_strs"] = nullptr;
+  }
+  sink->Respond(200, kJson, Dump(out));
+}
+
+void OpenAiService::HandleDetokenize(absl::string_view body, std::shared_ptr<ResponseSink> sink) {
+  ojson parsed;
+  if (auto err = ParseBody(body, &parsed)) return RespondError(*sink, *err);
+  DetokenizeRequest req;
+  if (auto err = ParseDetokenizeRequest(parsed, &req)) return RespondError(*sink, *err);
+  ModelInfo info;
+  if (auto err = CheckModel(req.model, &info)) return RespondError(*sink, *err);
+  if (options_.token_ids_only) {
+    return RespondError(*sink, BadRequest(absl::StrCat("this server has no tokenizer (",
+                                                       options_.no_tokenizer_reason, ")")));
+  }
+  const int32_t vocab = info.vocab_size > 0 ? info.vocab_size : tokenizer_.vocab_size();
+  for (size_t i = 0; i < req.tokens.size(); ++i) {
+    if (req.tokens[i] >= vocab) {
+      return RespondError(*sink, BadRequest(absl::StrCat("tokens[", i, "] = ", req.tokens[i],
+                                                         " is outside the vocabulary (size ",
+                                                         vocab, ")"),
+                                            "tokens"));
+    }
+  }
+  absl::StatusOr<std::string> text = tokenizer_.Decode(req.tokens, /*skip_special_tokens=*/false);
+  if (!text.ok()) {
+    return RespondError(*sink, BadRequest(std::string(text.status().message()), "tokens"));
+  }
+  ojson out;
+  out["prompt"] = *text;
+  sink->Respond(200, kJson, Dump(out));
 }
 
 void OpenAiService::HandleCompletion(absl::string_view body, std::shared_ptr<ResponseSink> sink) {

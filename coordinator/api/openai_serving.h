@@ -106,6 +106,8 @@ class OpenAiService {
   void HandleChat(absl::string_view body, std::shared_ptr<ResponseSink> sink);
   void HandleCompletion(absl::string_view body, std::shared_ptr<ResponseSink> sink);
   void HandleModels(absl::string_view path, std::shared_ptr<ResponseSink> sink);
+  void HandleTokenize(absl::string_view body, std::shared_ptr<ResponseSink> sink);
+  void HandleDetokenize(absl::string_view body, std::shared_ptr<ResponseSink> sink);
   void HandleMetrics(std::shared_ptr<ResponseSink> sink);
   // Checks the model name; fills *out with the engine's model info.
   std::optional<ApiError> CheckModel(const std::string& requested, ModelInfo* out) const;

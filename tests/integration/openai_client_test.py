@@ -12,6 +12,7 @@ import sys
 import tempfile
 import time
 import unittest
+import urllib.error
 import urllib.request
 
 import openai
@@ -163,6 +164,74 @@ class OpenAiClientTest(unittest.TestCase):
             model="tiny", messages=[{"role": "user", "content": "Weather in Paris?"}],
             tools=tools, tool_choice="auto", max_tokens=8, temperature=0)
         self.assertIn(r.choices[0].finish_reason, ("stop", "length", "tool_calls"))
+
+    def post(self, path, body):
+        req = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}",
+                                     data=json.dumps(body).encode(), method="POST",
+                                     headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=30) as resp:
+                return resp.status, json.loads(resp.read())
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read() or b"{}")
+
+    def test_tokenize_and_detokenize(self):
+        # vLLM's /tokenize and /detokenize: a prompt is encoded as HF tokenizers does.
+        text = "Hello world, héllo 世界!"
+        status, r = self.post("/tokenize", {"prompt": text})
+        self.assertEqual(status, 200, r)
+        want = self.tokenizer.encode(text).ids
+        self.assertEqual(r["tokens"], want)
+        self.assertEqual(r["count"], len(want))
+        self.assertGreater(r["max_model_len"], 0)
+        self.assertIsNone(r["token_strs"])
+        status, r = self.post("/tokenize", {"model": "tiny", "prompt": text,
+                                            "return_token_strs": True})
+        self.assertEqual(status, 200, r)
+        self.assertEqual(r["token_strs"], self.tokenizer.encode(text).tokens)
+        status, r = self.post("/detokenize", {"tokens": want})
+        self.assertEqual(status, 200, r)
+        self.assertEqual(r["prompt"], text)
+
+    def test_tokenize_messages_is_the_chat_prompt(self):
+        messages = [{"role": "user", "content": "Hello there"}]
+        status, r = self.post("/tokenize", {"messages": messages})
+        self.assertEqual(status, 200, r)
+        chat = self.client.chat.completions.create(model="tiny", messages=messages,
+                                                   max_tokens=1, temperature=0)
+        self.assertEqual(r["count"], chat.usage.prompt_tokens)
+        # Rendered as the chat endpoint does: the generation prompt ends it.
+        with urllib.request.urlopen(urllib.request.Request(
+                f"http://127.0.0.1:{self.port}/detokenize",
+                data=json.dumps({"tokens": r["tokens"]}).encode(), method="POST")) as resp:
+            text = json.loads(resp.read())["prompt"]
+        self.assertTrue(text.endswith("<|im_start|>assistant\n"), text)
+        status, r2 = self.post("/tokenize", {"messages": messages,
+                                             "add_generation_prompt": False})
+        self.assertEqual(status, 200, r2)
+        self.assertLess(r2["count"], r["count"])
+
+    def test_tokenize_errors_name_the_field(self):
+        status, r = self.post("/tokenize", {"prompt": 5})
+        self.assertEqual(status, 400)
+        self.assertEqual(r["error"]["param"], "prompt")
+        status, r = self.post("/tokenize", {})
+        self.assertEqual(status, 400)
+        self.assertIn("'prompt' or 'messages' is required", r["error"]["message"])
+        status, r = self.post("/tokenize", {"model": "nope", "prompt": "x"})
+        self.assertEqual(status, 404)
+        status, r = self.post("/detokenize", {"tokens": [1, 10**8]})
+        self.assertEqual(status, 400)
+        self.assertEqual(r["error"]["param"], "tokens")
+        self.assertIn("outside the vocabulary", r["error"]["message"])
+        status, r = self.post("/detokenize", {"tokens": [1, -2]})
+        self.assertEqual(status, 400)
+        self.assertIn("tokens[1]", r["error"]["message"])
+        status, r = self.post("/detokenize", {})
+        self.assertEqual(status, 400)
+        with self.assertRaises(urllib.error.HTTPError) as ctx:
+            urllib.request.urlopen(f"http://127.0.0.1:{self.port}/tokenize", timeout=10)
+        self.assertEqual(ctx.exception.code, 405)
 
     def test_errors(self):
         with self.assertRaises(openai.NotFoundError):
