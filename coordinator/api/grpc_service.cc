@@ -259,7 +259,9 @@ grpc::ServerUnaryReactor* GenerationService::Tokenize(grpc::CallbackServerContex
     st = absl::FailedPreconditionError("this model has no tokenizer.json");
   }
   if (st.ok()) {
-    std::vector<int32_t> ids = tokenizer_->Encode(request->text(), !request->skip_special_tokens());
+    std::vector<int32_t> ids = tokenizer_->Encode(
+        request->text(), !request->skip_special_tokens(),
+        request->has_add_special_tokens() && request->add_special_tokens());
     response->mutable_token_ids()->Add(ids.begin(), ids.end());
     response->set_count(static_cast<int64_t>(ids.size()));
     response->set_max_model_len(engine_->model_info().max_model_len);

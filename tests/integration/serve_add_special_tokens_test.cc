@@ -2,7 +2,8 @@
 // unset = true, as vLLM's completions): a tiny llama checkpoint made by `tessera make-model
 // --tokenizer` with the Mixtral SentencePiece tokenizer (testdata mistral_v1; BOS added as
 // transformers' LlamaTokenizer does) behind a real `tessera serve` on 127.0.0.1. Token-id prompts
-// are never changed. (The HTTP side: tests/integration/add_special_tokens_serve_test.py.)
+// are never changed; the Tokenize RPC adds BOS only when asked. (The HTTP side:
+// tests/integration/add_special_tokens_serve_test.py.)
 #include <chrono>
 #include <memory>
 #include <optional>
@@ -55,12 +56,14 @@ class ServeAddSpecialTokensTest : public ::testing::Test {
   }
 
   // Tokenize RPC (the text alone, no post-processor); nullopt on an RPC error.
-  static std::optional<std::vector<int32_t>> Tokenize(const std::string& text) {
+  static std::optional<std::vector<int32_t>> Tokenize(
+      const std::string& text, std::optional<bool> add_special_tokens = std::nullopt) {
     auto stub = v1::Generation::NewStub(*channel_);
     grpc::ClientContext ctx;
     ctx.set_deadline(std::chrono::system_clock::now() + milliseconds(2000));
     v1::TokenizeRequest req;
     req.set_text(text);
+    if (add_special_tokens.has_value()) req.set_add_special_tokens(*add_special_tokens);
     v1::TokenizeResponse resp;
     if (!stub->Tokenize(&ctx, req, &resp).ok()) return std::nullopt;
     return std::vector<int32_t>(resp.token_ids().begin(), resp.token_ids().end());
@@ -105,6 +108,17 @@ TEST_F(ServeAddSpecialTokensTest, AddSpecialTokensFalseEncodesTheTextAlone) {
   req.set_prompt(kText);
   req.set_add_special_tokens(false);
   EXPECT_EQ(PromptTokens(req), static_cast<int64_t>(plain->size()));
+}
+
+TEST_F(ServeAddSpecialTokensTest, TokenizeAddsBosOnlyWhenAsked) {
+  const std::optional<std::vector<int32_t>> plain = Tokenize(kText);
+  const std::optional<std::vector<int32_t>> with = Tokenize(kText, true);
+  const std::optional<std::vector<int32_t>> without = Tokenize(kText, false);
+  ASSERT_TRUE(plain.has_value() && with.has_value() && without.has_value());
+  std::vector<int32_t> want = {1};
+  want.insert(want.end(), plain->begin(), plain->end());
+  EXPECT_EQ(*with, want);
+  EXPECT_EQ(*without, *plain);
 }
 
 TEST_F(ServeAddSpecialTokensTest, TokenIdPromptIsUnchanged) {
