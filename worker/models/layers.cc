@@ -103,20 +103,6 @@ absl::Status TransposeInto(const Tensor& m, Tensor& t) {
   return absl::OkStatus();
 }
 
-absl::Status CheckShape(absl::string_view name, const Tensor& t,
-                        absl::Span<const int64_t> expected) {
-  bool ok = t.ndim() == static_cast<int>(expected.size());
-  for (int d = 0; ok && d < t.ndim(); ++d) {
-    if (expected[d] >= 0 && t.dim(d) != expected[d]) ok = false;
-  }
-  if (!ok) {
-    return absl::InvalidArgumentError(absl::StrCat("tensor ", name, " has shape ",
-                                                   ShapeToString(t.shape()), ", expected ",
-                                                   ShapeToString(expected)));
-  }
-  return absl::OkStatus();
-}
-
 inline float Sigmoid(float x) { return 1.0f / (1.0f + std::exp(-x)); }
 
 // Copies rows `rows` of x [num_tokens, hidden] into a new contiguous [rows.size(), hidden].
