@@ -11,11 +11,9 @@ from `tessera make-model --tokenizer DIR`. Env: TESSERA_BIN, TESSERA_TESTDATA.
 """
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 import unittest
 import urllib.error
 import urllib.request
@@ -26,17 +24,13 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "coordinator"))
 from spjson_test import convert  # noqa: E402
 from post_processor_test import MIXTRAL_PP  # noqa: E402
+sys.path.insert(0, HERE)
+from serve_process import ServeProcess  # noqa: E402
 
 BIN = os.environ["TESSERA_BIN"]
 CHAT_TEMPLATE = ("{{ bos_token }}{% for m in messages %}{% if m['role'] == 'user' %}"
                  "[INST] {{ m['content'] }} [/INST]{% else %}{{ m['content'] }}{{ eos_token }}"
                  "{% endif %}{% endfor %}")
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class AddSpecialTokensServeTest(unittest.TestCase):
@@ -59,39 +53,12 @@ class AddSpecialTokensServeTest(unittest.TestCase):
                             "5", "--tokenizer", tok_dir, "--out", model],
                            capture_output=True, text=True, timeout=120)
         assert r.returncode == 0, r.stderr
-        cls.port = free_port()
-        cls.log = open(os.path.join(cls.tmp.name, "serve.log"), "w+")
-        cls.server = subprocess.Popen(
-            [BIN, "serve", "--model", model, "--served-model-name", "tiny",
-             "--http-port", str(cls.port), "--grpc-port", str(free_port()),
-             "--local-workers", "1"],
-            stdout=cls.log, stderr=subprocess.STDOUT)
-        cls.base = f"http://127.0.0.1:{cls.port}"
-        deadline = time.time() + 120
-        while True:
-            if cls.server.poll() is not None:
-                cls.log.seek(0)
-                raise AssertionError("tessera serve exited:\n" + cls.log.read())
-            try:
-                with urllib.request.urlopen(cls.base + "/health", timeout=2) as resp:
-                    if resp.status == 200:
-                        break
-            except Exception:
-                pass
-            if time.time() > deadline:
-                cls.log.seek(0)
-                raise AssertionError("tessera serve not healthy in 120 s:\n" + cls.log.read())
-            time.sleep(0.2)
+        cls.serve = ServeProcess(model, "tiny", cls.tmp.name)
+        cls.base = cls.serve.base
 
     @classmethod
     def tearDownClass(cls):
-        cls.server.terminate()
-        try:
-            cls.server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            cls.server.kill()
-            cls.server.wait()
-        cls.log.close()
+        cls.serve.stop()
         cls.tmp.cleanup()
 
     def post(self, path, body):

@@ -10,13 +10,10 @@ prompt is the template rendered by Hugging Face's jinja2 setup and encoded by HF
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 import unittest
-import urllib.request
 
 import openai
 from tokenizers import Tokenizer
@@ -24,15 +21,12 @@ from tokenizers import Tokenizer
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "coordinator"))
 from hf_jinja import hf_environment  # noqa: E402
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from serve_process import ServeProcess  # noqa: E402
+
 BIN = os.environ["TESSERA_BIN"]
 TESTDATA = os.environ["TESSERA_TESTDATA"]
 MESSAGES = [{"role": "user", "content": "What is the capital of France?"}]
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class GptOssServeTest(unittest.TestCase):
@@ -50,42 +44,16 @@ class GptOssServeTest(unittest.TestCase):
             assert json.load(f)["quantization_config"]["quant_method"] == "mxfp4"
         cls.template_path = os.path.join(TESTDATA, "chat_templates", "openai-gpt-oss-120b.jinja")
         shutil.copy(cls.template_path, os.path.join(cls.model, "chat_template.jinja"))
-        cls.port = free_port()
-        cls.log = open(os.path.join(cls.tmp.name, "serve.log"), "w+")
-        cls.server = subprocess.Popen(
-            [BIN, "serve", "--model", cls.model, "--served-model-name", "gpt-oss",
-             "--http-port", str(cls.port), "--grpc-port", str(free_port()),
-             "--local-workers", "1", "--kv-cache-memory", "64MiB"],
-            stdout=cls.log, stderr=subprocess.STDOUT)
-        base = f"http://127.0.0.1:{cls.port}"
-        deadline = time.time() + 180
-        while True:
-            if cls.server.poll() is not None:
-                cls.log.seek(0)
-                raise AssertionError("tessera serve exited:\n" + cls.log.read())
-            try:
-                with urllib.request.urlopen(base + "/health", timeout=2) as resp:
-                    if resp.status == 200:
-                        break
-            except Exception:
-                pass
-            if time.time() > deadline:
-                cls.log.seek(0)
-                raise AssertionError("tessera serve not healthy in 180 s:\n" + cls.log.read())
-            time.sleep(0.2)
+        cls.serve = ServeProcess(cls.model, "gpt-oss", cls.tmp.name,
+                                 ["--kv-cache-memory", "64MiB"])
+        base = cls.serve.base
         cls.client = openai.OpenAI(base_url=base + "/v1", api_key="unused", max_retries=0,
                                    timeout=120)
         cls.tokenizer = Tokenizer.from_file(os.path.join(cls.model, "tokenizer.json"))
 
     @classmethod
     def tearDownClass(cls):
-        cls.server.terminate()
-        try:
-            cls.server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            cls.server.kill()
-            cls.server.wait()
-        cls.log.close()
+        cls.serve.stop()
         cls.tmp.cleanup()
 
     def generate_ids(self, prompt_ids, max_tokens):

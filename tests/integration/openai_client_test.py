@@ -6,11 +6,9 @@ and error cases. Greedy output over HTTP must equal `tessera generate` for the s
 """
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 import unittest
 import urllib.error
 import urllib.request
@@ -18,15 +16,12 @@ import urllib.request
 import openai
 from tokenizers import Tokenizer
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from serve_process import ServeProcess  # noqa: E402
+
 BIN = os.environ["TESSERA_BIN"]
 TESTDATA = os.environ["TESSERA_TESTDATA"]
 PROMPT_IDS = [3, 1, 4, 1, 5, 9, 2, 6]
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class OpenAiClientTest(unittest.TestCase):
@@ -39,42 +34,16 @@ class OpenAiClientTest(unittest.TestCase):
              "--tokenizer", os.path.join(TESTDATA, "tokenizers", "qwen3"), "--out", cls.model],
             capture_output=True, text=True, timeout=120)
         assert r.returncode == 0, r.stderr
-        cls.port = free_port()
-        cls.log = open(os.path.join(cls.tmp.name, "serve.log"), "w+")
-        cls.server = subprocess.Popen(
-            [BIN, "serve", "--model", cls.model, "--served-model-name", "tiny",
-             "--http-port", str(cls.port), "--grpc-port", str(free_port()),
-             "--local-workers", "1"],
-            stdout=cls.log, stderr=subprocess.STDOUT)
-        base = f"http://127.0.0.1:{cls.port}"
-        deadline = time.time() + 120
-        while True:
-            if cls.server.poll() is not None:
-                cls.log.seek(0)
-                raise AssertionError("tessera serve exited:\n" + cls.log.read())
-            try:
-                with urllib.request.urlopen(base + "/health", timeout=2) as resp:
-                    if resp.status == 200:
-                        break
-            except Exception:
-                pass
-            if time.time() > deadline:
-                cls.log.seek(0)
-                raise AssertionError("tessera serve not healthy in 120 s:\n" + cls.log.read())
-            time.sleep(0.2)
+        cls.serve = ServeProcess(cls.model, "tiny", cls.tmp.name)
+        cls.port = cls.serve.port
+        base = cls.serve.base
         cls.client = openai.OpenAI(base_url=base + "/v1", api_key="unused", max_retries=0,
                                    timeout=60)
         cls.tokenizer = Tokenizer.from_file(os.path.join(cls.model, "tokenizer.json"))
 
     @classmethod
     def tearDownClass(cls):
-        cls.server.terminate()
-        try:
-            cls.server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            cls.server.kill()
-            cls.server.wait()
-        cls.log.close()
+        cls.serve.stop()
         cls.tmp.cleanup()
 
     def generate_ids(self, max_tokens):
