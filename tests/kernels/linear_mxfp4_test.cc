@@ -157,19 +157,21 @@ TEST(Mxfp4Linear, EveryCodeDecodesExactlyAtExtremeExponents) {
   }
 }
 
+// Each ISA's MXFP4 GEMV kernel and the x layout it reads (PermuteRowsForMxfp4's `half`).
+struct Mxfp4Kernel {
+  Isa isa;
+  int half;
+  void (*gemv)(const cpu::LinearArgs&, int64_t, int64_t);
+};
+constexpr Mxfp4Kernel kMxfp4Kernels[] = {{Isa::kAvx2, 4, &cpu::avx2::GemvMxfp4},
+                                         {Isa::kAvx512, 16, &cpu::avx512::GemvMxfp4}};
+
 // The MXFP4 GEMV kernels called directly (no dispatcher, so no silent fallback to the scalar
 // path): every m they take, column ranges that start and end off their tile widths, x rows
 // reordered for each kernel, against the scalar GEMV on the same arguments. x holds multiples of
 // 1/8 in [-1, 1] and the exponents are 124..130, so every partial sum is a multiple of 2^-7 below
 // 2^17: exact in f32 whatever the summation order, and compared exactly.
 TEST(Mxfp4Linear, GemvKernelsMatchScalarOnEveryRowCountAndColumnRange) {
-  struct Kernel {
-    Isa isa;
-    int half;
-    void (*gemv)(const cpu::LinearArgs&, int64_t, int64_t);
-  };
-  const Kernel kernels[] = {{Isa::kAvx2, 4, &cpu::avx2::GemvMxfp4},
-                            {Isa::kAvx512, 16, &cpu::avx512::GemvMxfp4}};
   const int64_t n = 23, k = 160;
   const LinearWeight w = MakeMxfp4Weight(n, k, 77, 124, 130);
   Tensor x = Tensor::Empty({cpu::kGemvMaxRows, k}, DType::kF32).value();
@@ -178,7 +180,7 @@ TEST(Mxfp4Linear, GemvKernelsMatchScalarOnEveryRowCountAndColumnRange) {
   std::uniform_int_distribution<int> eighths(-8, 8);
   for (int64_t i = 0; i < x.numel(); ++i) x.data<float>()[i] = eighths(rng) / 8.0f;
   for (int64_t j = 0; j < n; ++j) bias.data<float>()[j] = eighths(rng) / 8.0f;
-  for (const Kernel& kernel : kernels) {
+  for (const Mxfp4Kernel& kernel : kMxfp4Kernels) {
     if (!IsaAvailable(kernel.isa)) continue;
     std::vector<float> xp(static_cast<size_t>(cpu::kGemvMaxRows * k));
     cpu::PermuteRowsForMxfp4(x.data<float>(), k, cpu::kGemvMaxRows, k, kernel.half, xp.data());
@@ -225,16 +227,9 @@ TEST(Mxfp4Linear, GemvKernelsMatchScalarOnEveryRowCountAndColumnRange) {
 // last bits, and Linear's output must equal the ISA kernel's bit for bit (checked to differ from
 // the scalar loop, so the test can tell them apart).
 TEST(Mxfp4Linear, LinearUsesEachIsasGemvKernel) {
-  struct Kernel {
-    Isa isa;
-    int half;
-    void (*gemv)(const cpu::LinearArgs&, int64_t, int64_t);
-  };
-  const Kernel kernels[] = {{Isa::kAvx2, 4, &cpu::avx2::GemvMxfp4},
-                            {Isa::kAvx512, 16, &cpu::avx512::GemvMxfp4}};
   const int64_t n = 48, k = 608;
   const LinearWeight w = MakeMxfp4Weight(n, k, 90);
-  for (const Kernel& kernel : kernels) {
+  for (const Mxfp4Kernel& kernel : kMxfp4Kernels) {
     if (!IsaAvailable(kernel.isa)) continue;
     IsaScope scope(kernel.isa);
     for (int64_t m : {int64_t{1}, int64_t{3}}) {
