@@ -745,7 +745,7 @@ TEST_P(MakeModelGreedyTest, GreedyDecodingIsNotDegenerate) {
     GTEST_SKIP() << "tessera generate is not available";
   }
   MakeModelResult r = Make(arch, "bf16", 0, "greedy_" + arch);
-  const std::string out = r.out_dir + ".gen.json";
+  const std::string out = testing::MakeTempDir("greedy_out_" + arch) + "/gen.json";
   std::string cmd = bin + " generate --model " + r.out_dir +
                     " --prompt-ids 5,17,42 --max-tokens 16 --temperature 0 --json > " + out;
   ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
