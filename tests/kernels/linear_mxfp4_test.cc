@@ -166,6 +166,28 @@ struct Mxfp4Kernel {
 constexpr Mxfp4Kernel kMxfp4Kernels[] = {{Isa::kAvx2, 4, &cpu::avx2::GemvMxfp4},
                                          {Isa::kAvx512, 16, &cpu::avx512::GemvMxfp4}};
 
+// Raw kernel arguments for the first m rows of x [rows, k] (contiguous) against MXFP4 weight w,
+// with xp = x reordered for `kernel` (PermuteRowsForMxfp4); out left for the caller.
+cpu::LinearArgs Mxfp4KernelArgs(const Tensor& x, int64_t m, const LinearWeight& w,
+                                const Mxfp4Kernel& kernel, const std::vector<float>& xp,
+                                const float* bias) {
+  cpu::LinearArgs a;
+  a.x = x.data<float>();
+  a.ldx = x.dim(1);
+  a.m = m;
+  a.n = w.out_features();
+  a.k = x.dim(1);
+  a.w = w.weight.raw_data();
+  a.w_dtype = DType::kU8;
+  a.mx_scales = w.mx_scales.data<uint8_t>();
+  a.bias = bias;
+  a.ldo = a.n;
+  a.xp = xp.data();
+  a.ldxp = a.k;
+  a.xp_half = kernel.half;
+  return a;
+}
+
 // The MXFP4 GEMV kernels called directly (no dispatcher, so no silent fallback to the scalar
 // path): every m they take, column ranges that start and end off their tile widths, x rows
 // reordered for each kernel, against the scalar GEMV on the same arguments. x holds multiples of
@@ -187,20 +209,7 @@ TEST(Mxfp4Linear, GemvKernelsMatchScalarOnEveryRowCountAndColumnRange) {
     for (int64_t m = 1; m <= cpu::kGemvMaxRows; ++m) {
       for (const auto& [j0, j1] : {std::pair<int64_t, int64_t>{0, n}, {3, 20}, {5, 6}}) {
         std::vector<float> got(static_cast<size_t>(m * n), -1.0f), want = got;
-        cpu::LinearArgs a;
-        a.x = x.data<float>();
-        a.ldx = k;
-        a.m = m;
-        a.n = n;
-        a.k = k;
-        a.w = w.weight.raw_data();
-        a.w_dtype = DType::kU8;
-        a.mx_scales = w.mx_scales.data<uint8_t>();
-        a.bias = bias.data<float>();
-        a.ldo = n;
-        a.xp = xp.data();
-        a.ldxp = k;
-        a.xp_half = kernel.half;
+        cpu::LinearArgs a = Mxfp4KernelArgs(x, m, w, kernel, xp, bias.data<float>());
         a.out = got.data();
         kernel.gemv(a, j0, j1);
         a.out = want.data();
@@ -238,19 +247,7 @@ TEST(Mxfp4Linear, LinearUsesEachIsasGemvKernel) {
       std::vector<float> xp(static_cast<size_t>(m * k));
       cpu::PermuteRowsForMxfp4(x.data<float>(), k, m, k, kernel.half, xp.data());
       std::vector<float> direct(static_cast<size_t>(m * n)), scalar = direct;
-      cpu::LinearArgs a;
-      a.x = x.data<float>();
-      a.ldx = k;
-      a.m = m;
-      a.n = n;
-      a.k = k;
-      a.w = w.weight.raw_data();
-      a.w_dtype = DType::kU8;
-      a.mx_scales = w.mx_scales.data<uint8_t>();
-      a.ldo = n;
-      a.xp = xp.data();
-      a.ldxp = k;
-      a.xp_half = kernel.half;
+      cpu::LinearArgs a = Mxfp4KernelArgs(x, m, w, kernel, xp, nullptr);
       a.out = direct.data();
       kernel.gemv(a, 0, n);
       a.out = scalar.data();
