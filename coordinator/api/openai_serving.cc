@@ -767,6 +767,30 @@ void OpenAiService::HandleMetrics(std::shared_ptr<ResponseSink> sink) {
   sink->Respond(200, "text/plain; version=0.0.4; charset=utf-8", std::move(text));
 }
 
+namespace {
+// Whether a chat request's tools reach the template and the output parser.
+bool UsesTools(const ChatRequest& req) {
+  return !req.tools.is_null() && req.tool_choice != "none";
+}
+}  // namespace
+
+std::optional<ApiError> OpenAiService::RenderChatPrompt(const ChatRequest& req,
+                                                        std::string* prompt) const {
+  if (!options_.render_chat) {
+    return BadRequest("this model has no chat template; use /v1/completions or start the server "
+                      "with a chat template");
+  }
+  absl::StatusOr<std::string> text =
+      options_.render_chat(req.messages, UsesTools(req) ? req.tools : ojson(),
+                           req.add_generation_prompt, req.continue_final_message,
+                           req.chat_template_kwargs);
+  if (!text.ok()) {
+    return BadRequest(absl::StrCat("chat template: ", text.status().message()), "messages");
+  }
+  *prompt = *std::move(text);
+  return std::nullopt;
+}
+
 void OpenAiService::HandleChat(absl::string_view body, std::shared_ptr<ResponseSink> sink) {
   ojson parsed;
   if (auto err = ParseBody(body, &parsed)) return RespondError(*sink, *err);
@@ -779,21 +803,11 @@ void OpenAiService::HandleChat(absl::string_view body, std::shared_ptr<ResponseS
         "this server has no tokenizer (", options_.no_tokenizer_reason,
         "), so chat is unavailable; send token-id prompts to /v1/completions")));
   }
-  if (!options_.render_chat) {
-    return RespondError(*sink, BadRequest("this model has no chat template; use /v1/completions "
-                                          "or start the server with a chat template"));
-  }
-  const bool parse_tools = !req.tools.is_null() && req.tool_choice != "none";
-  const ojson template_tools = parse_tools ? req.tools : ojson();
-  absl::StatusOr<std::string> prompt =
-      options_.render_chat(req.messages, template_tools, req.add_generation_prompt,
-                           req.continue_final_message, req.chat_template_kwargs);
-  if (!prompt.ok()) {
-    return RespondError(*sink, BadRequest(absl::StrCat("chat template: ", prompt.status().message()),
-                                          "messages"));
-  }
+  std::string prompt;
+  if (auto err = RenderChatPrompt(req, &prompt)) return RespondError(*sink, *err);
+  const bool parse_tools = UsesTools(req);
   std::vector<int32_t> ids =
-      tokenizer_.Encode(*prompt, /*allow_special=*/true, req.add_special_tokens);
+      tokenizer_.Encode(prompt, /*allow_special=*/true, req.add_special_tokens);
   int max_tokens = 0;
   if (auto err = ResolveMaxTokens(req, static_cast<int64_t>(ids.size()), info.max_model_len,
                                   "messages", &max_tokens)) {
@@ -812,7 +826,7 @@ void OpenAiService::HandleChat(absl::string_view body, std::shared_ptr<ResponseS
       OutputParser::Options popts;
       popts.parse_reasoning = options_.parse_reasoning;
       popts.parse_tools = parse_tools;
-      popts.starts_in_reasoning = PromptEndsInReasoning(options_.output_format, *prompt);
+      popts.starts_in_reasoning = PromptEndsInReasoning(options_.output_format, prompt);
       popts.tools = json::parse(req.tools.dump());
       c.parser = OutputParser::Create(options_.output_format, std::move(popts));
       c.request.skip_special_tokens = false;
@@ -835,21 +849,7 @@ void OpenAiService::HandleTokenize(absl::string_view body, std::shared_ptr<Respo
   }
   std::string text = req.prompt;
   if (req.is_chat) {
-    if (!options_.render_chat) {
-      return RespondError(*sink, BadRequest("this model has no chat template", "messages"));
-    }
-    const ChatRequest& chat = req.chat;
-    const bool with_tools = !chat.tools.is_null() && chat.tool_choice != "none";
-    absl::StatusOr<std::string> prompt =
-        options_.render_chat(chat.messages, with_tools ? chat.tools : ojson(),
-                             chat.add_generation_prompt, chat.continue_final_message,
-                             chat.chat_template_kwargs);
-    if (!prompt.ok()) {
-      return RespondError(
-          *sink, BadRequest(absl::StrCat("chat template: ", prompt.status().message()),
-                            "messages"));
-    }
-    text = *std::move(prompt);
+    if (auto err = RenderChatPrompt(req.chat, &text)) return RespondError(*sink, *err);
   }
   const std::vector<int32_t> ids =
       tokenizer_.Encode(text, /*allow_special=*/true, req.add_special_tokens);

@@ -17,6 +17,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -107,6 +108,9 @@ class OpenAiService {
   void HandleCompletion(absl::string_view body, std::shared_ptr<ResponseSink> sink);
   void HandleModels(absl::string_view path, std::shared_ptr<ResponseSink> sink);
   void HandleTokenize(absl::string_view body, std::shared_ptr<ResponseSink> sink);
+  // The chat template applied to a parsed chat request (tools only when they apply); a 400 when
+  // the model has no template or rendering fails.
+  std::optional<ApiError> RenderChatPrompt(const ChatRequest& req, std::string* prompt) const;
   void HandleDetokenize(absl::string_view body, std::shared_ptr<ResponseSink> sink);
   void HandleMetrics(std::shared_ptr<ResponseSink> sink);
   // Checks the model name; fills *out with the engine's model info.

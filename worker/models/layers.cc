@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <type_traits>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -74,32 +75,36 @@ absl::Status TransposeInto(const Tensor& m, Tensor& t) {
     return absl::InternalError(absl::StrCat("TransposeInto: ", m.DebugString(), " -> ",
                                             t.DebugString()));
   }
-  const size_t es = m.element_size();
   const int64_t ld = rows > 1 ? m.stride(0) : cols;
   const char* src = static_cast<const char*>(m.raw_data());
   char* dst = static_cast<char*>(t.raw_data());
   constexpr int64_t kTile = 64;
   const int64_t col_tiles = (cols + kTile - 1) / kTile;
-  ParallelFor(col_tiles, 1, [&](int64_t b, int64_t e) {
-    for (int64_t ct = b; ct < e; ++ct) {
-      const int64_t c0 = ct * kTile, c1 = std::min(cols, c0 + kTile);
-      for (int64_t r0 = 0; r0 < rows; r0 += kTile) {
-        const int64_t r1 = std::min(rows, r0 + kTile);
-        for (int64_t c = c0; c < c1; ++c) {
-          char* out = dst + static_cast<size_t>(c * rows) * es;
-          if (es == 2) {
+  // The element size as a constant, so each copy is one load and store.
+  auto copy_tiles = [&](auto size_tag) {
+    constexpr size_t kEs = decltype(size_tag)::value;
+    ParallelFor(col_tiles, 1, [&](int64_t b, int64_t e) {
+      for (int64_t ct = b; ct < e; ++ct) {
+        const int64_t c0 = ct * kTile, c1 = std::min(cols, c0 + kTile);
+        for (int64_t r0 = 0; r0 < rows; r0 += kTile) {
+          const int64_t r1 = std::min(rows, r0 + kTile);
+          for (int64_t c = c0; c < c1; ++c) {
+            char* out = dst + static_cast<size_t>(c * rows) * kEs;
             for (int64_t r = r0; r < r1; ++r) {
-              std::memcpy(out + r * 2, src + static_cast<size_t>(r * ld + c) * 2, 2);
-            }
-          } else {
-            for (int64_t r = r0; r < r1; ++r) {
-              std::memcpy(out + r * es, src + static_cast<size_t>(r * ld + c) * es, es);
+              std::memcpy(out + r * kEs, src + static_cast<size_t>(r * ld + c) * kEs, kEs);
             }
           }
         }
       }
-    }
-  });
+    });
+  };
+  switch (m.element_size()) {
+    case 2: copy_tiles(std::integral_constant<size_t, 2>()); break;
+    case 4: copy_tiles(std::integral_constant<size_t, 4>()); break;
+    default:
+      return absl::InternalError(absl::StrCat("TransposeInto: unsupported dtype ",
+                                              DTypeName(m.dtype())));
+  }
   return absl::OkStatus();
 }
 
