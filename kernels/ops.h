@@ -59,6 +59,10 @@ struct LinearWeight {
 
 // MXFP4 elements per E8M0 scale.
 inline constexpr int64_t kMxfp4BlockSize = 32;
+// The FP4 e2m1 value of each code 0..15 (bit 3 the sign); a weight is kE2M1Values[code] *
+// 2^(scale - 127), std::ldexp semantics, as transformers dequantises it.
+inline constexpr float kE2M1Values[16] = {0.0f,  0.5f,  1.0f,  1.5f,  2.0f,  3.0f,  4.0f,  6.0f,
+                                          -0.0f, -0.5f, -1.0f, -1.5f, -2.0f, -3.0f, -4.0f, -6.0f};
 
 // out = x · Wᵀ (+ bias).
 // x: [m, k] f32 (rows may be strided; elements within a row contiguous)

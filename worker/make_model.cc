@@ -20,6 +20,7 @@
 #include "kernels/base/flags.h"
 #include "kernels/base/logging.h"
 #include "kernels/base/status.h"
+#include "kernels/ops.h"
 #include "worker/make_model_presets.h"
 #include "worker/checkpoint/safetensors_writer.h"
 
@@ -33,7 +34,7 @@ using Init = PlannedTensor::Init;
 constexpr int64_t kChunkElements = int64_t{1} << 20;
 constexpr int64_t kFp8Block = 128;
 constexpr float kFp8Max = 448.0f;
-constexpr int64_t kMxBlock = 32;  // MXFP4 elements per E8M0 scale
+constexpr int64_t kMxBlock = kMxfp4BlockSize;  // MXFP4 elements per E8M0 scale (kernels/ops.h)
 // The modules the gpt-oss release leaves unquantised (its config.json, verbatim).
 const char* const kMxfp4NotConverted[] = {"model.layers.*.self_attn", "model.layers.*.mlp.router",
                                           "model.embed_tokens", "lm_head"};
@@ -528,14 +529,14 @@ uint8_t QuantizeMxfp4Block(const float* values, uint8_t* codes) {
     std::frexp(amax, &exp2);  // amax = f * 2^exp2, f in [0.5, 1): floor(log2(amax)) = exp2 - 1
     scale = std::clamp(exp2 - 1 - 2 + 127, 0, 254);
   }
-  // e2m1 magnitudes by code 0..7; a value rounds to the nearest, ties to the even code.
-  static constexpr float kE2m1[8] = {0.0f, 0.5f, 1.0f, 1.5f, 2.0f, 3.0f, 4.0f, 6.0f};
+  // e2m1 magnitudes are codes 0..7 of kE2M1Values; a value rounds to the nearest, ties to the
+  // even code.
   for (int64_t j = 0; j < kMxBlock; ++j) {
     const float v = values[j];
     const float a = std::ldexp(std::fabs(v), 127 - scale);  // exact: a power-of-two scaling
     int best = 7;
     for (int c = 0; c < 7; ++c) {
-      const float mid = 0.5f * (kE2m1[c] + kE2m1[c + 1]);  // exact in f32
+      const float mid = 0.5f * (kE2M1Values[c] + kE2M1Values[c + 1]);  // exact in f32
       if (a < mid || (a == mid && c % 2 == 0)) {
         best = c;
         break;

@@ -63,10 +63,7 @@ struct LinearArgs {
   int xp_half = 0;
 };
 
-// MXFP4 helpers shared by the kernels. The value of e2m1 `code` (0..15) in a block with E8M0
-// exponent `scale` is kE2M1[code] * 2^(scale - 127) (std::ldexp semantics, as transformers).
-inline constexpr float kE2M1Values[16] = {0.0f,  0.5f,  1.0f,  1.5f,  2.0f,  3.0f,  4.0f,  6.0f,
-                                          -0.0f, -0.5f, -1.0f, -1.5f, -2.0f, -3.0f, -4.0f, -6.0f};
+// MXFP4 helpers shared by the kernels (the e2m1 table, kE2M1Values, is in kernels/ops.h).
 // Decodes elements [c0, c0 + count) of one MXFP4 row (codes: the row's k / 2 bytes; scales: its
 // k / 32 exponents) to f32.
 void Mxfp4RowToF32(const uint8_t* codes, const uint8_t* scales, int64_t c0, int64_t count,
